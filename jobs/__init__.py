@@ -1,0 +1,1 @@
+"""Thin entry points, one per stage: `python -m jobs.<stage> ...`; `jobs.run` chains them."""

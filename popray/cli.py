@@ -1,0 +1,186 @@
+"""The `popray` command line: one sub-command per stage, plus `run` for the whole chain.
+
+popray sample --out data/demo --size demo --seed 7
+popray ingest --input data/demo --out out
+popray label --out out
+popray sql --out out "SELECT media_type, k, class_rolling, count(*) FROM labels GROUP BY ALL"
+popray run --input data/demo --out out        (or --config run.toml)
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from pathlib import Path
+from typing import Annotated
+
+import duckdb
+import typer
+from pydantic import ValidationError
+
+from popray.config import LabelConfig, RunConfig, load_config
+from popray.ingest import InputError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
+
+OutOpt = Annotated[Path, typer.Option("--out", help="output folder")]
+
+
+def _fail(message: str, code: int = 2) -> None:
+    typer.echo(f"popray: error: {message}", err=True)
+    raise typer.Exit(code)
+
+
+@app.callback()
+def _main(verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False) -> None:
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+
+
+@app.command()
+def sample(
+    out: OutOpt,
+    size: Annotated[str, typer.Option(help="tiny | demo | paper")] = "demo",
+    posts: Annotated[int | None, typer.Option(help="number of posts (default: by size)")] = None,
+    seed: int = 0,
+) -> None:
+    """Write a realistic sample profile export (images, H.264 videos, metadata)."""
+    from popray.sample import generate, spec_for
+
+    try:
+        spec = spec_for(size, seed, posts)
+    except ValueError as exc:
+        _fail(str(exc))
+    start = time.perf_counter()
+    truth = generate(out, spec)
+    typer.echo(
+        f"wrote {len(truth['media_subject'])} media of {spec.posts} posts (+4 corrupt) to {out} "
+        f"in {time.perf_counter() - start:.1f} s"
+    )
+
+
+@app.command()
+def ingest(
+    input: Annotated[Path, typer.Option("--input", help="profile export folder")],
+    out: OutOpt,
+) -> None:
+    """Validate a profile export into Parquet tables and OUT/popray.duckdb."""
+    from popray.ingest import run_ingest
+
+    try:
+        result = run_ingest(input, out)
+    except InputError as exc:
+        _fail(str(exc))
+    counts = ", ".join(f"{k} {v.num_rows}" for k, v in result.tables.items())
+    typer.echo(f"ingested {input} -> {out}: {counts}")
+
+
+def _label_config(k: list[int] | None, window_days: float | None) -> LabelConfig:
+    options = {}
+    if k:
+        options["k"] = k
+    if window_days is not None:
+        options["window_days"] = window_days
+    try:
+        return LabelConfig(**options)
+    except ValidationError as exc:
+        _fail(f"invalid label options: {exc}")
+        raise  # unreachable; keeps type checkers happy
+
+
+@app.command()
+def label(
+    out: OutOpt,
+    k: Annotated[list[int] | None, typer.Option("--k", help="class counts (repeat)")] = None,
+    window_days: Annotated[float | None, typer.Option(help="rolling window width")] = None,
+) -> None:
+    """Compute followers at post time, PoR and popularity classes (table `labels`)."""
+    from popray.labels import run_label
+
+    try:
+        labels = run_label(out, _label_config(k, window_days))
+    except FileNotFoundError as exc:
+        _fail(str(exc))
+    typer.echo(f"labelled {labels.num_rows} (media, k) rows -> {out}/tables/labels")
+
+
+@app.command()
+def sql(out: OutOpt, query: Annotated[str, typer.Argument(help="one SQL statement")]) -> None:
+    """Run a read-only SQL query over the output views and print the result as a table."""
+    from popray import store
+
+    try:
+        con = store.connect(out)
+    except FileNotFoundError as exc:
+        _fail(str(exc))
+    try:
+        rel = con.sql(query)
+        if rel is not None:
+            rel.show(max_rows=1_000, max_width=200)
+    except duckdb.Error as exc:
+        _fail(str(exc))
+    finally:
+        con.close()
+
+
+@app.command()
+def summary(out: OutOpt) -> None:
+    """Print the run summary (inputs, quarantine, class balance)."""
+    from popray.summary import summary_text
+
+    typer.echo(summary_text(out))
+
+
+@app.command()
+def run(
+    config: Annotated[Path | None, typer.Option(help="run configuration (.toml/.yaml)")] = None,
+    input: Annotated[Path | None, typer.Option("--input", help="profile export folder")] = None,
+    out: Annotated[Path | None, typer.Option("--out", help="output folder")] = None,
+) -> None:
+    """Run the whole job: ingest -> label -> summary."""
+    from popray.ingest import run_ingest
+    from popray.labels import run_label
+    from popray.summary import summary_text
+
+    try:
+        cfg = load_config(config) if config else None
+        overrides = {k: v for k, v in {"input_dir": input, "out_dir": out}.items() if v}
+        if cfg is None:
+            if input is None:
+                _fail("give --config FILE or --input DIR")
+            cfg = RunConfig(**overrides)
+        elif overrides:
+            cfg = cfg.model_copy(update=overrides)
+    except (OSError, ValueError) as exc:  # ValidationError is a ValueError
+        _fail(str(exc))
+    start = time.perf_counter()
+    try:
+        run_ingest(cfg.input_dir, cfg.out_dir)
+        run_label(cfg.out_dir, cfg.label)
+    except InputError as exc:
+        _fail(str(exc))
+    typer.echo(summary_text(cfg.out_dir))
+    typer.echo(f"done in {time.perf_counter() - start:.1f} s; outputs in {cfg.out_dir}/")
+    typer.echo(f'query them: popray sql --out {cfg.out_dir} "SELECT * FROM labels LIMIT 10"')
+
+
+@app.command()
+def schemas(check: Annotated[bool, typer.Option(help="only check, write nothing")] = False) -> None:
+    """Regenerate (or check) the JSON/Arrow schema files under schemas/."""
+    from popray.schemas_export import stale_schemas, write_schemas
+
+    if check:
+        stale = stale_schemas()
+        if stale:
+            _fail(f"out of date under schemas/: {stale}; run `popray schemas`", code=1)
+        typer.echo("schemas/ is up to date")
+        return
+    written = write_schemas()
+    typer.echo(f"wrote {len(written)} file(s)" + "".join(f"\n  {p}" for p in written))
+
+
+def main() -> None:  # pragma: no cover - console entry point
+    app(sys.argv[1:])

@@ -1,0 +1,50 @@
+"""A short, human-readable summary of a run, read back from the DuckDB views."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from popray import store
+
+SUMMARY_QUERIES = {
+    "inputs": """
+        SELECT (SELECT count(*) FROM posts) AS posts,
+               (SELECT count(*) FROM media WHERE media_type = 'image') AS images,
+               (SELECT count(*) FROM media WHERE media_type = 'video') AS videos,
+               (SELECT count(*) FROM followers) AS follower_points,
+               (SELECT count(*) FROM excluded) AS excluded_media,
+               (SELECT count(*) FROM quarantine) AS quarantined_rows
+    """,
+    "quarantine": """
+        SELECT source, "row", field, reason FROM quarantine ORDER BY source, "row"
+    """,
+    "class_balance": """
+        SELECT media_type, k, class_rolling AS class, count(*) AS media,
+               round(100.0 * count(*) / sum(count(*)) OVER (PARTITION BY media_type, k), 1)
+                   AS pct,
+               round(median(por), 4) AS median_por
+        FROM labels GROUP BY media_type, k, class_rolling ORDER BY media_type, k, class
+    """,
+    "followers": """
+        SELECT count(DISTINCT post_id) FILTER (WHERE followers_extrapolated) AS posts_extrapolated,
+               count(DISTINCT post_id) AS posts_labelled
+        FROM labels
+    """,
+}
+
+
+def summary_text(out: Path) -> str:
+    """The run summary: inputs, quarantined rows and why, class balance per media type."""
+    con = store.connect(out)
+    try:
+        views = {r[0] for r in con.sql("SELECT view_name FROM duckdb_views()").fetchall()}
+        parts = []
+        for title, sql in SUMMARY_QUERIES.items():
+            if title in ("class_balance", "followers") and "labels" not in views:
+                continue
+            rel = con.sql(sql)
+            body = str(rel) if rel.to_arrow_table().num_rows else "(none)\n"
+            parts.append(f"== {title.replace('_', ' ')} ==\n{body}")
+        return "\n".join(parts)
+    finally:
+        con.close()

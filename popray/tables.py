@@ -1,0 +1,114 @@
+"""Arrow schemas of every output table popray writes under `OUT/tables/<name>/`.
+
+These are the contracts analysts query (through `OUT/popray.duckdb` or the Parquet files);
+`schemas/tables/<name>.json` is generated from them and a test keeps the two in sync.
+"""
+
+from __future__ import annotations
+
+import pyarrow as pa
+
+TS = pa.timestamp("us", tz="UTC")
+
+POSTS = pa.schema(
+    [
+        pa.field("profile_id", pa.string(), nullable=False),
+        pa.field("post_id", pa.string(), nullable=False),
+        pa.field("published_at", TS, nullable=False),
+        pa.field("likes", pa.int64(), nullable=False),
+        pa.field("comments", pa.int64(), nullable=False),
+        pa.field("post_type", pa.string(), nullable=False),
+        pa.field("caption", pa.string()),
+        pa.field("n_hashtags", pa.int32()),
+        pa.field("source_row", pa.int64(), nullable=False),
+    ]
+)
+
+MEDIA = pa.schema(
+    [
+        pa.field("media_id", pa.string(), nullable=False),
+        pa.field("post_id", pa.string(), nullable=False),
+        pa.field("profile_id", pa.string(), nullable=False),
+        pa.field("position", pa.int32(), nullable=False),
+        pa.field("media_type", pa.string(), nullable=False),
+        pa.field("path", pa.string(), nullable=False),
+        pa.field("thumbnail_path", pa.string()),
+        pa.field("sha256", pa.string(), nullable=False),
+        pa.field("size_bytes", pa.int64(), nullable=False),
+        pa.field("source_row", pa.int64(), nullable=False),
+    ]
+)
+
+FOLLOWERS = pa.schema(
+    [
+        pa.field("profile_id", pa.string(), nullable=False),
+        pa.field("at", TS, nullable=False),
+        pa.field("followers", pa.int64(), nullable=False),
+        pa.field("source_row", pa.int64(), nullable=False),
+    ]
+)
+
+EXCLUDED = pa.schema(
+    [
+        pa.field("media_id", pa.string(), nullable=False),
+        pa.field("reason", pa.string(), nullable=False),
+        pa.field("source_row", pa.int64(), nullable=False),
+    ]
+)
+
+# Every row popray could not use, with where it came from and why.
+QUARANTINE = pa.schema(
+    [
+        pa.field("stage", pa.string(), nullable=False),
+        pa.field("source", pa.string(), nullable=False),
+        pa.field("row", pa.int64()),
+        pa.field("field", pa.string()),
+        pa.field("value", pa.string()),
+        pa.field("reason", pa.string(), nullable=False),
+        pa.field("profile_id", pa.string()),
+        pa.field("post_id", pa.string()),
+        pa.field("media_id", pa.string()),
+        pa.field("path", pa.string()),
+        pa.field("record", pa.string()),
+    ]
+)
+
+LABELS = pa.schema(
+    [
+        pa.field("profile_id", pa.string(), nullable=False),
+        pa.field("post_id", pa.string(), nullable=False),
+        pa.field("media_id", pa.string(), nullable=False),
+        pa.field("media_type", pa.string(), nullable=False),
+        pa.field("post_type", pa.string(), nullable=False),
+        pa.field("published_at", TS, nullable=False),
+        pa.field("followers_est", pa.float64(), nullable=False),
+        pa.field("followers_extrapolated", pa.bool_(), nullable=False),
+        pa.field("por", pa.float64(), nullable=False),
+        pa.field("k", pa.int32(), nullable=False),
+        pa.field("window_days", pa.float64(), nullable=False),
+        pa.field("window_n", pa.int64(), nullable=False),
+        pa.field("class_global", pa.int32(), nullable=False),
+        pa.field("class_rolling", pa.int32(), nullable=False),
+    ]
+)
+
+SCHEMAS: dict[str, pa.Schema] = {
+    "posts": POSTS,
+    "media": MEDIA,
+    "followers": FOLLOWERS,
+    "excluded": EXCLUDED,
+    "quarantine": QUARANTINE,
+    "labels": LABELS,
+}
+
+
+def empty(name: str) -> pa.Table:
+    """An empty table with the named output schema."""
+    return SCHEMAS[name].empty_table()
+
+
+def schema_as_json(schema: pa.Schema) -> dict:
+    """A language-neutral description of an Arrow schema (name, type, nullable)."""
+    return {
+        "fields": [{"name": f.name, "type": str(f.type), "nullable": f.nullable} for f in schema]
+    }

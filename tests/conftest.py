@@ -1,0 +1,35 @@
+"""Shared fixtures: one tiny sample profile (generated once per session) and its outputs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from popray.config import LabelConfig
+from popray.ingest import run_ingest
+from popray.labels import run_label
+from popray.sample import generate, spec_for
+
+
+@pytest.fixture(scope="session")
+def tiny_input(tmp_path_factory) -> Path:
+    """A tiny sample export (36 posts, real images and H.264 videos, planted faults)."""
+    root = tmp_path_factory.mktemp("tiny_input")
+    generate(root, spec_for("tiny", seed=0))
+    return root
+
+
+@pytest.fixture(scope="session")
+def tiny_truth(tiny_input) -> dict:
+    return json.loads((tiny_input / "sample_truth.json").read_text())
+
+
+@pytest.fixture(scope="session")
+def tiny_out(tiny_input, tmp_path_factory) -> Path:
+    """The tiny sample ingested and labelled (read-only for tests: copy before changing)."""
+    out = tmp_path_factory.mktemp("tiny_out")
+    run_ingest(tiny_input, out)
+    run_label(out, LabelConfig())
+    return out

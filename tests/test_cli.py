@@ -1,0 +1,50 @@
+import subprocess
+import sys
+
+from typer.testing import CliRunner
+
+from popray.cli import app
+
+runner = CliRunner()
+
+
+def test_run_prints_summary_and_outputs(tiny_input, tmp_path):
+    out = tmp_path / "out"
+    result = runner.invoke(app, ["run", "--input", str(tiny_input), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "class balance" in result.output and "quarantine" in result.output
+    assert (out / "popray.duckdb").exists()
+    q = runner.invoke(app, ["sql", "--out", str(out), "SELECT count(*) AS n FROM quarantine"])
+    assert q.exit_code == 0 and "10" in q.output
+
+
+def test_run_from_config_file(tiny_input, tmp_path):
+    cfg = tmp_path / "run.yaml"
+    cfg.write_text(f"input_dir: {tiny_input}\nout_dir: o\nlabel:\n  k: [4]\n")
+    result = runner.invoke(app, ["run", "--config", str(cfg)])
+    assert result.exit_code == 0, result.output
+    ks = runner.invoke(app, ["sql", "--out", str(tmp_path / "o"), "SELECT DISTINCT k FROM labels"])
+    assert "4" in ks.output and "│     2 │" not in ks.output
+
+
+def test_errors_are_one_clear_line_and_exit_2(tmp_path):
+    missing = runner.invoke(
+        app, ["ingest", "--input", str(tmp_path / "nope"), "--out", str(tmp_path / "o")]
+    )
+    assert missing.exit_code == 2 and "input folder not found" in missing.output
+    bad_k = runner.invoke(app, ["label", "--out", str(tmp_path), "--k", "1"])
+    assert bad_k.exit_code == 2 and "invalid label options" in bad_k.output
+    not_run = runner.invoke(app, ["label", "--out", str(tmp_path)])
+    assert not_run.exit_code == 2 and "run the stage" in not_run.output
+
+
+def test_job_module_runs_from_a_fresh_process(tiny_input, tmp_path):
+    out = tmp_path / "jobout"
+    proc = subprocess.run(
+        [sys.executable, "-m", "jobs.ingest", "--input", str(tiny_input), "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "quarantine 10" in proc.stdout
