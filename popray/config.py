@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import tomllib
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, field_validator
@@ -38,12 +38,62 @@ class LabelConfig(_Config):
         return sorted(set(value))
 
 
+class AugmentConfig(_Config):
+    """The paper's augmentation for the image model (Keras-style ranges)."""
+
+    flip: bool = True
+    translate: float = Field(default=0.10, ge=0, le=0.5, description="fraction of the side")
+    zoom: float = Field(default=0.10, ge=0, le=0.5)
+    brightness: float = Field(default=0.2, ge=0, le=1)
+    contrast: float = Field(default=0.2, ge=0, le=1)
+    saturation: float = Field(default=0.2, ge=0, le=1)
+
+    def key(self) -> str:
+        return (
+            f"f{int(self.flip)}t{self.translate}z{self.zoom}"
+            f"b{self.brightness}c{self.contrast}s{self.saturation}"
+        )
+
+
+class EmbedConfig(_Config):
+    """Decoding and the frozen backbone that turns pixels into embeddings."""
+
+    backbone: str = Field(default="efficientnet_lite0", description="a timm model name")
+    weights: str | None = Field(
+        default=None,
+        description="None: the backbone's default source; a checkpoint path; or 'random' "
+        "(random init, tests only)",
+    )
+    views: int = Field(default=4, ge=0, le=32, description="augmented views per image")
+    augment: AugmentConfig = Field(default_factory=AugmentConfig)
+    seed: int = Field(default=0, description="seed of the augmented views")
+    batch_size: int = Field(default=64, ge=1, description="frames per forward pass")
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    actors: int | None = Field(
+        default=None, ge=1, description="model actors (default: one per GPU, else 1)"
+    )
+    decode_concurrency: int | None = Field(
+        default=None, ge=1, description="max parallel decode tasks (default: Ray decides)"
+    )
+    decode_cpus: float | None = Field(
+        default=None, gt=0, description="CPUs per decode task (default: 1 with GPUs, else 0.5)"
+    )
+    torch_threads: int | None = Field(
+        default=None, ge=1, description="CPU threads per model actor (default: all cores)"
+    )
+    video_timeout_s: float = Field(
+        default=60.0, gt=0, description="a video that takes longer to decode is quarantined"
+    )
+    max_image_pixels: int = Field(default=50_000_000, ge=1, description="decompression-bomb guard")
+
+
 class RunConfig(_Config):
     """One end-to-end run: where the export is, where outputs go, and each stage's options."""
 
     input_dir: Path = Field(description="profile export folder (posts, media, followers, ...)")
     out_dir: Path = Field(default=Path("out"), description="output folder (tables, DuckDB, ...)")
     label: LabelConfig = Field(default_factory=LabelConfig)
+    embed: EmbedConfig = Field(default_factory=EmbedConfig)
 
 
 def load_config(path: Path) -> RunConfig:

@@ -419,12 +419,26 @@ def _to_table(name: str, rows: list[dict]) -> pa.Table:
     return pa.Table.from_pylist([{k: r.get(k) for k in schema.names} for r in rows], schema=schema)
 
 
+def input_dir_of(out: Path) -> Path:
+    """The input folder `out` was ingested from (recorded in OUT/ingest.json)."""
+    record = out / "ingest.json"
+    if not record.exists():
+        raise FileNotFoundError(f"{record} does not exist: run `popray ingest --out {out}` first")
+    return Path(json.loads(record.read_text())["input_dir"])
+
+
 def run_ingest(input_dir: Path, out: Path) -> IngestResult:
     """Ingest `input_dir` and publish its tables and DuckDB views under `out`."""
     result = ingest(input_dir)
     out.mkdir(parents=True, exist_ok=True)
     for name, table in result.tables.items():
-        store.write_table(out, name, table)
+        store.write_table(out, name, table, part="ingest" if name == "quarantine" else "data")
+    # Later stages (embed) find the media files through this record.
+    (out / "ingest.json").write_text(
+        json.dumps(
+            {"input_dir": str(Path(input_dir).resolve()), "input_rows": result.input_rows}, indent=2
+        )
+    )
     store.refresh_views(out)
     log.info("ingested %s: %s", input_dir, {k: v.num_rows for k, v in result.tables.items()})
     return result

@@ -1,6 +1,8 @@
 """Output storage: Parquet tables under `OUT/tables/<name>/` and the DuckDB views over them.
 
-`OUT/popray.duckdb` holds one view per table, `read_parquet('tables/<name>/*.parquet')`,
+`OUT/popray.duckdb` holds one view per table, `read_parquet('tables/<name>/*.parquet')`
+(a table may have several part files: embeddings one per backbone, quarantine one per
+stage),
 with a path relative to OUT. DuckDB resolves relative paths against its
 `file_search_path` (default: the current directory), so the database keeps working when
 OUT is moved or copied: open it from inside OUT, or `SET file_search_path = '<OUT>'`
@@ -10,6 +12,7 @@ first; `popray sql` and `connect()` do that for you.
 from __future__ import annotations
 
 import os
+import re
 import uuid
 from pathlib import Path
 
@@ -17,41 +20,59 @@ import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from popray.tables import SCHEMAS
+from popray.tables import FIXED_SCHEMA, SCHEMAS
 
 DB_NAME = "popray.duckdb"
+PART = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 
 
 def table_dir(out: Path, name: str) -> Path:
     return out / "tables" / name
 
 
-def write_table(out: Path, name: str, table: pa.Table) -> Path:
-    """Write one output table as `tables/<name>/data.parquet`, replacing it atomically.
+def write_table(
+    out: Path, name: str, table: pa.Table, part: str = "data", schema: pa.Schema | None = None
+) -> Path:
+    """Write one part of an output table as `tables/<name>/<part>.parquet`, atomically.
 
-    The table is cast to its declared schema (so a drifting column type fails here, loudly)
-    and written next to the target first, then renamed over it.
+    Most tables have one part (`data`); embeddings have one per backbone and quarantine
+    one per stage. The table is cast to its declared schema (a drifting column type
+    fails here, loudly), written beside the target, then renamed over it.
     """
     if name not in SCHEMAS:
         raise ValueError(f"unknown output table {name!r}; known: {sorted(SCHEMAS)}")
-    table = table.select(SCHEMAS[name].names).cast(SCHEMAS[name])
+    if not PART.fullmatch(part):
+        raise ValueError(f"bad table part name {part!r}")
+    schema = schema or SCHEMAS[name]
+    table = table.select(schema.names).cast(schema)
     folder = table_dir(out, name)
     folder.mkdir(parents=True, exist_ok=True)
-    target = folder / "data.parquet"
-    tmp = folder / f".data-{uuid.uuid4().hex}.parquet.tmp"
+    target = folder / f"{part}.parquet"
+    tmp = folder / f".{part}-{uuid.uuid4().hex}.parquet.tmp"
     pq.write_table(table, tmp, compression="zstd")
     os.replace(tmp, target)
     return target
 
 
-def read_table(out: Path, name: str) -> pa.Table:
-    """Read one output table; a clear error when the stage that writes it has not run."""
-    path = table_dir(out, name) / "data.parquet"
-    if not path.exists():
+def has_table(out: Path, name: str, part: str | None = None) -> bool:
+    folder = table_dir(out, name)
+    return (folder / f"{part}.parquet").exists() if part else any(folder.glob("*.parquet"))
+
+
+def read_table(out: Path, name: str, part: str | None = None) -> pa.Table:
+    """Read an output table (all its parts, or one); a clear error when the stage that
+    writes it has not run."""
+    folder = table_dir(out, name)
+    files = [folder / f"{part}.parquet"] if part else sorted(folder.glob("*.parquet"))
+    if not files or not files[0].exists():
         raise FileNotFoundError(
-            f"{path} does not exist: run the stage that writes table {name!r} first"
+            f"{folder / (part or '*')}.parquet does not exist: run the stage that writes "
+            f"table {name!r} first"
         )
-    return pq.read_table(path, schema=SCHEMAS[name])
+    tables = [pq.read_table(f) for f in files]
+    if name in FIXED_SCHEMA:
+        tables = [t.cast(SCHEMAS[name]) for t in tables]
+    return pa.concat_tables(tables)
 
 
 def refresh_views(out: Path) -> Path:
@@ -61,7 +82,7 @@ def refresh_views(out: Path) -> Path:
     try:
         con.execute("SET file_search_path = $p", {"p": str(out.resolve())})
         for name in SCHEMAS:  # identifiers only from this allow-list
-            if (table_dir(out, name) / "data.parquet").exists():
+            if has_table(out, name):
                 con.execute(
                     f'CREATE OR REPLACE VIEW "{name}" AS '
                     f"SELECT * FROM read_parquet('tables/{name}/*.parquet')"

@@ -92,6 +92,45 @@ LABELS = pa.schema(
     ]
 )
 
+DEFAULT_WIDTH = 1280  # EfficientNet-B0/Lite0; other backbones have their own width
+N_FRAMES = 15
+
+
+def embeddings_image_schema(width: int = DEFAULT_WIDTH) -> pa.Schema:
+    """One row per (image, view): view 0 is the image itself, 1..V augmented views."""
+    return pa.schema(
+        [
+            pa.field("media_id", pa.string(), nullable=False),
+            pa.field("sha256", pa.string(), nullable=False),
+            pa.field("backbone", pa.string(), nullable=False),
+            pa.field("preprocess", pa.string(), nullable=False),
+            pa.field("view", pa.int32(), nullable=False),
+            pa.field("embedding", pa.list_(pa.float32(), width), nullable=False),
+        ]
+    )
+
+
+def embeddings_video_schema(width: int = DEFAULT_WIDTH) -> pa.Schema:
+    """One row per video: 15 sampled frame embeddings, their max, and the thumbnail's."""
+    vec = pa.list_(pa.float32(), width)
+    return pa.schema(
+        [
+            pa.field("media_id", pa.string(), nullable=False),
+            pa.field("sha256", pa.string(), nullable=False),
+            pa.field("backbone", pa.string(), nullable=False),
+            pa.field("preprocess", pa.string(), nullable=False),
+            pa.field("duration_s", pa.float64(), nullable=False),
+            pa.field("fps", pa.float64(), nullable=False),
+            pa.field("n_frames_total", pa.int64(), nullable=False),
+            pa.field("frame_times_s", pa.list_(pa.float32(), N_FRAMES), nullable=False),
+            pa.field("frames", pa.list_(vec, N_FRAMES), nullable=False),
+            pa.field("pooled", vec, nullable=False),
+            pa.field("thumbnail", vec, nullable=False),
+            pa.field("thumbnail_source", pa.string(), nullable=False),
+        ]
+    )
+
+
 SCHEMAS: dict[str, pa.Schema] = {
     "posts": POSTS,
     "media": MEDIA,
@@ -99,7 +138,11 @@ SCHEMAS: dict[str, pa.Schema] = {
     "excluded": EXCLUDED,
     "quarantine": QUARANTINE,
     "labels": LABELS,
+    "embeddings_image": embeddings_image_schema(),
+    "embeddings_video": embeddings_video_schema(),
 }
+# Tables whose schema never varies (embeddings follow the backbone's width).
+FIXED_SCHEMA = frozenset(SCHEMAS) - {"embeddings_image", "embeddings_video"}
 
 
 def empty(name: str) -> pa.Table:

@@ -1,0 +1,184 @@
+"""Decoding: media files to 224×224 RGB pixels (images, augmented views, video frames).
+
+Images: an explicit format allow-list, a pixel-count guard against decompression bombs,
+EXIF orientation applied, transparency composited on white, RGB, resized (squashed, as
+the paper's Keras pipeline does) to 224×224. A truncated file is an error, never a
+silently grey-padded image.
+
+Videos (decord): one frame per second over the first 15 s; a video shorter than 15 s
+gets 15 frames evenly spaced over its length (spacing duration / 15). decord can spin
+for ever inside native code holding the GIL, or abort the process, on some broken
+files, so each video is decoded in a child process that is killed after a time limit.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import traceback
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image, ImageEnhance, ImageFile, ImageOps
+
+from popray.config import AugmentConfig
+
+ALLOWED_IMAGE_FORMATS = ("JPEG", "PNG", "WEBP")
+SIZE = 224
+N_FRAMES = 15
+SECONDS = 15.0
+
+
+class DecodeError(Exception):
+    """A media file that cannot be decoded; the message says why (for quarantine)."""
+
+
+def load_image(path: Path, max_pixels: int = 50_000_000) -> Image.Image:
+    """Open an image (allow-listed formats only), apply EXIF orientation, return RGB."""
+    if ImageFile.LOAD_TRUNCATED_IMAGES:  # some library flipped the global: refuse
+        raise DecodeError("PIL.ImageFile.LOAD_TRUNCATED_IMAGES is on; refusing to decode")
+    try:
+        with Image.open(path, formats=ALLOWED_IMAGE_FORMATS) as img:
+            if img.width * img.height > max_pixels:
+                raise DecodeError(
+                    f"{img.width}x{img.height} pixels exceeds the limit of {max_pixels:,} "
+                    "(possible decompression bomb)"
+                )
+            img.load()
+            img = ImageOps.exif_transpose(img)
+            if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
+                rgba = img.convert("RGBA")
+                img = Image.alpha_composite(Image.new("RGBA", rgba.size, "white"), rgba)
+            return img.convert("RGB")
+    except DecodeError:
+        raise
+    except Image.UnidentifiedImageError as exc:
+        raise DecodeError(f"not an image of an allowed format {ALLOWED_IMAGE_FORMATS}") from exc
+    except Image.DecompressionBombError as exc:
+        raise DecodeError(f"decompression bomb: {exc}") from exc
+    except (OSError, SyntaxError, ValueError) as exc:  # PIL reports truncation as OSError
+        raise DecodeError(f"cannot decode image: {exc}") from exc
+
+
+def resize(img: Image.Image, size: int = SIZE) -> np.ndarray:
+    return np.asarray(img.resize((size, size), Image.Resampling.BILINEAR), dtype=np.uint8)
+
+
+def augmented_view(base: np.ndarray, rng: np.random.Generator, aug: AugmentConfig) -> np.ndarray:
+    """One random view of a 224×224 image: flip, translate, zoom (reflect padding), and
+    brightness / contrast / saturation jitter."""
+    size = base.shape[0]
+    pad = size // 4
+    img = Image.fromarray(np.pad(base, ((pad, pad), (pad, pad), (0, 0)), mode="reflect"))
+    if aug.flip and rng.random() < 0.5:
+        img = ImageOps.mirror(img)
+    z = 1.0 + rng.uniform(-aug.zoom, aug.zoom)  # > 1 zooms in
+    dx, dy = rng.uniform(-aug.translate, aug.translate, 2) * size
+    side = size / z
+    cx, cy = pad + size / 2 - dx, pad + size / 2 - dy
+    box = (cx - side / 2, cy - side / 2, cx + side / 2, cy + side / 2)
+    img = img.resize((size, size), Image.Resampling.BILINEAR, box=box)
+    img = ImageEnhance.Brightness(img).enhance(1 + rng.uniform(-aug.brightness, aug.brightness))
+    img = ImageEnhance.Contrast(img).enhance(1 + rng.uniform(-aug.contrast, aug.contrast))
+    img = ImageEnhance.Color(img).enhance(1 + rng.uniform(-aug.saturation, aug.saturation))
+    return np.asarray(img, dtype=np.uint8)
+
+
+def image_views(
+    path: Path, n_views: int, seed: int, sha256: str, aug: AugmentConfig, max_pixels: int
+) -> np.ndarray:
+    """(1 + n_views, 224, 224, 3) uint8: the image, then its seeded augmented views."""
+    base = resize(load_image(path, max_pixels))
+    views = [base]
+    for v in range(1, n_views + 1):
+        rng = np.random.default_rng([seed, int(sha256[:15], 16), v])
+        views.append(augmented_view(base, rng, aug))
+    return np.stack(views)
+
+
+def frame_times(duration_s: float, n: int = N_FRAMES, seconds: float = SECONDS) -> np.ndarray:
+    """The paper's sampling: 1 frame/s over the first `seconds`; shorter videos get n frames
+    evenly spaced over their length (so 15 s gives 0, 1, ..., 14 either way)."""
+    step = 1.0 if duration_s >= seconds else duration_s / n
+    return np.arange(n, dtype=np.float64) * step
+
+
+def frame_indices(times: np.ndarray, fps: float, n_frames_total: int) -> np.ndarray:
+    return np.clip(np.floor(times * fps + 0.5).astype(np.int64), 0, max(0, n_frames_total - 1))
+
+
+def _decode_video_child(path: str, size: int, conn) -> None:
+    """Runs in a child process: sample and decode the frames, send them back."""
+    try:
+        import decord
+
+        vr = decord.VideoReader(path, width=size, height=size, num_threads=1)
+        n_total = len(vr)
+        fps = float(vr.get_avg_fps())
+        if n_total <= 0 or not np.isfinite(fps) or fps <= 0:
+            raise DecodeError(f"container reports {n_total} frames at {fps} fps")
+        duration = n_total / fps
+        times = frame_times(duration)
+        idx = frame_indices(times, fps, n_total)
+        frames = vr.get_batch(idx.tolist()).asnumpy()
+        if frames.shape != (len(idx), size, size, 3):
+            raise DecodeError(f"decoded frames have shape {frames.shape}")
+        conn.send(
+            (
+                "ok",
+                {
+                    "frames": frames,
+                    "fps": fps,
+                    "n_frames_total": n_total,
+                    "duration_s": duration,
+                    "frame_times_s": times,
+                },
+            )
+        )
+    except Exception as exc:  # everything goes back to the parent as a reason
+        msg = str(exc).strip().splitlines()
+        conn.send(("error", f"{type(exc).__name__}: {msg[-1] if msg else ''}"[:500]))
+    finally:
+        conn.close()
+
+
+def run_bounded(target, args: tuple, timeout_s: float) -> tuple[str, Any]:
+    """Run `target(*args, conn)` in a child process; ('ok'|'error', payload) from it, or
+    ('error', why) when it exceeds `timeout_s` (then it is killed) or dies."""
+    ctx = mp.get_context("forkserver")
+    recv, send = ctx.Pipe(duplex=False)
+    proc = ctx.Process(target=target, args=(*args, send), daemon=True)
+    proc.start()
+    send.close()
+    try:
+        if recv.poll(timeout_s):
+            try:
+                return recv.recv()
+            except EOFError:
+                pass
+        else:
+            proc.kill()
+            proc.join(5)
+            return "error", f"decoding took longer than {timeout_s:g} s (killed)"
+        proc.join(5)
+        return "error", f"decoder process died (exit code {proc.exitcode})"
+    finally:
+        recv.close()
+        if proc.is_alive():
+            proc.kill()
+        proc.join(1)
+
+
+def video_frames(path: Path, timeout_s: float, size: int = SIZE) -> dict:
+    """Sampled frames and metadata of a video, decoded in a bounded child process."""
+    status, payload = run_bounded(_decode_video_child, (str(path), size), timeout_s)
+    if status != "ok":
+        raise DecodeError(payload)
+    return payload
+
+
+def describe(exc: BaseException) -> str:
+    """A one-line reason for quarantine."""
+    if isinstance(exc, DecodeError):
+        return str(exc)
+    return f"{type(exc).__name__}: {exc}".splitlines()[0][:500] or traceback.format_exc(0)

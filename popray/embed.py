@@ -1,0 +1,422 @@
+"""Embedding stage: Ray Data decodes media in parallel tasks and a pool of model actors
+turns the pixels into backbone embeddings (GPU when present), written as Parquet.
+
+    popray embed --out out            (python -m jobs.embed --out out)
+
+Reads `media` (and `excluded`), writes `embeddings_image` (one row per image and view),
+`embeddings_video` (one row per video) and the `embed-<backbone>` part of `quarantine`.
+Every media item that is not excluded ends up embedded or quarantined, exactly once.
+Incremental: an item whose (sha256, backbone, preprocessing) is already embedded (or
+already failed) is neither decoded nor embedded again.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from popray import decode, store
+from popray.config import EmbedConfig
+from popray.ingest import input_dir_of, sha256_file
+from popray.tables import SCHEMAS, embeddings_image_schema, embeddings_video_schema
+
+log = logging.getLogger(__name__)
+PREPROCESS_VERSION = 1
+ROWS_PER_MODEL_BATCH = 8  # media per actor call: 8 × (5 views | 15-16 frames)
+
+
+def image_key(cfg: EmbedConfig) -> str:
+    return f"img-v{PREPROCESS_VERSION}-{decode.SIZE}px-{cfg.views}views-seed{cfg.seed}-" + (
+        cfg.augment.key()
+    )
+
+
+def video_key(cfg: EmbedConfig) -> str:
+    return f"vid-v{PREPROCESS_VERSION}-{decode.SIZE}px-{decode.N_FRAMES}f-{decode.SECONDS:g}s"
+
+
+def decode_batch(batch: dict[str, np.ndarray], cfg: EmbedConfig) -> dict[str, np.ndarray]:
+    """Ray Data task: decode each item to a (n, 224, 224, 3) uint8 stack, or an error.
+
+    Images give 1 + views frames; videos 15 sampled frames plus the thumbnail file's, if
+    any. Nothing raises for a bad file: the reason travels on in column `error`.
+    """
+    empty = np.zeros((0, decode.SIZE, decode.SIZE, 3), np.uint8)
+    pixels, meta, errors = [], [], []
+    for kind, path, thumb, sha in zip(
+        batch["kind"], batch["path"], batch["thumb"], batch["sha256"], strict=True
+    ):
+        try:
+            if not Path(path).is_file():
+                raise decode.DecodeError("file not found")
+            if sha256_file(Path(path)) != sha:
+                raise decode.DecodeError("file changed since ingest (sha256); re-run ingest")
+            if kind == "image":
+                stack = decode.image_views(
+                    Path(path), cfg.views, cfg.seed, sha, cfg.augment, cfg.max_image_pixels
+                )
+                info = {}
+            else:
+                video = decode.video_frames(Path(path), cfg.video_timeout_s)
+                stack = video.pop("frames")
+                info = {
+                    k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in video.items()
+                }
+                info["thumbnail_source"] = "first_frame"
+                if thumb:
+                    try:
+                        thumb_px = decode.resize(
+                            decode.load_image(Path(thumb), cfg.max_image_pixels)
+                        )
+                    except decode.DecodeError as exc:
+                        raise decode.DecodeError(f"thumbnail: {exc}") from exc
+                    stack = np.concatenate([stack, thumb_px[None]])
+                    info["thumbnail_source"] = "file"
+            pixels.append(stack)
+            meta.append(json.dumps(info))
+            errors.append("")
+        except Exception as exc:  # a bad file is data, not a crash: it goes to quarantine
+            pixels.append(empty)
+            meta.append("{}")
+            errors.append(decode.describe(exc))
+    out = {k: batch[k] for k in ("media_id", "sha256", "kind", "path")}
+    obj = np.empty(len(pixels), dtype=object)
+    obj[:] = pixels
+    return out | {"pixels": obj, "meta": np.array(meta), "error": np.array(errors)}
+
+
+class Embedder:
+    """Ray Data actor: loads the backbone once, embeds every frame of a batch of items."""
+
+    def __init__(self, cfg: EmbedConfig) -> None:
+        import torch
+
+        from popray.backbones import create_backbone
+
+        self.torch = torch
+        want_cuda = cfg.device == "cuda" or (cfg.device == "auto" and torch.cuda.is_available())
+        self.device = torch.device("cuda" if want_cuda else "cpu")
+        if not want_cuda:
+            torch.set_num_threads(cfg.torch_threads or os.cpu_count() or 1)
+        self.backbone = create_backbone(cfg.backbone, cfg.weights)
+        self.model = self.backbone.model.to(self.device)
+        if want_cuda:
+            self.model = self.model.to(memory_format=torch.channels_last)
+        shape = (1, 3, 1, 1)
+        self.mean = torch.tensor(self.backbone.mean, device=self.device).view(shape) * 255
+        self.std = torch.tensor(self.backbone.std, device=self.device).view(shape) * 255
+        self.batch_size = cfg.batch_size
+
+    def embed_frames(self, frames: np.ndarray) -> np.ndarray:
+        """(N, H, W, 3) uint8 -> (N, width) float32."""
+        torch = self.torch
+        out = []
+        with torch.inference_mode():
+            for start in range(0, len(frames), self.batch_size):
+                x = torch.from_numpy(frames[start : start + self.batch_size])
+                x = x.to(self.device, non_blocking=True).permute(0, 3, 1, 2).float()
+                x = (x - self.mean) / self.std
+                if self.device.type == "cuda":
+                    x = x.contiguous(memory_format=torch.channels_last)
+                    with torch.autocast("cuda", dtype=torch.bfloat16):
+                        feats = self.backbone.embed(x)
+                else:
+                    feats = self.backbone.embed(x)
+                out.append(feats.float().cpu().numpy())
+        width = self.backbone.width
+        return np.concatenate(out) if out else np.zeros((0, width), np.float32)
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        stacks = list(batch.pop("pixels"))
+        sizes = [len(s) for s in stacks]
+        feats = self.embed_frames(np.concatenate(stacks) if sum(sizes) else stacks[0])
+        obj = np.empty(len(stacks), dtype=object)
+        obj[:] = np.split(feats, np.cumsum(sizes)[:-1])
+        return batch | {"embeddings": obj}
+
+
+@dataclass
+class EmbedReport:
+    reused: int = 0
+    embedded: int = 0
+    quarantined: int = 0
+    excluded: int = 0
+    seconds: float = 0.0
+    new_reasons: dict[str, str] = field(default_factory=dict)
+
+    def line(self) -> str:
+        if not self.embedded and not self.quarantined:
+            return (
+                f"nothing new to embed: {self.reused} media reused from earlier runs, "
+                "no decoding, no forward pass"
+            )
+        return (
+            f"embedded {self.embedded} media, quarantined {self.quarantined}, reused "
+            f"{self.reused}, skipped {self.excluded} excluded, in {self.seconds:.1f} s"
+        )
+
+
+# Failures that may not repeat (a file put back, a loaded machine): not cached, retried.
+TRANSIENT = ("file not found", "decoding took longer", "decoder process died")
+
+
+def ensure_ray() -> None:
+    """Join the Ray cluster in RAY_ADDRESS, or start Ray in-process when none is set."""
+    import ray
+
+    if not ray.is_initialized():
+        ray.init(log_to_driver=False)
+
+
+def run_pipeline(items: list[dict], cfg: EmbedConfig) -> list[dict]:
+    """Decode and embed `items` (media_id, sha256, kind, path, thumb) on Ray Data.
+
+    Returns one dict per item: media_id, sha256, kind, meta, error, embeddings.
+    """
+    import ray
+    from ray.data import ActorPoolStrategy, TaskPoolStrategy
+
+    ensure_ray()
+    gpus = int(ray.cluster_resources().get("GPU", 0))
+    use_gpu = cfg.device == "cuda" or (cfg.device == "auto" and gpus > 0)
+    actors = cfg.actors or (max(1, gpus) if use_gpu else 1)
+    ds = ray.data.from_items(items, override_num_blocks=max(1, min(len(items) // 4, 400)))
+    # Decode tasks ask for less CPU than the model actor: besides packing two light decode
+    # tasks on a core, equal requests would let Ray Data fuse decoding into the actor,
+    # serialising decode and forward pass on CPU-only machines.
+    decode_cpus = cfg.decode_cpus or (1.0 if use_gpu else 0.5)
+    ds = ds.map_batches(
+        decode_batch,
+        fn_kwargs={"cfg": cfg},
+        batch_size=4,
+        num_cpus=decode_cpus,
+        compute=TaskPoolStrategy(size=cfg.decode_concurrency) if cfg.decode_concurrency else None,
+    )
+    ds = ds.map_batches(
+        Embedder,
+        fn_constructor_kwargs={"cfg": cfg},
+        compute=ActorPoolStrategy(size=actors),
+        batch_size=ROWS_PER_MODEL_BATCH,
+        num_gpus=1 if use_gpu else 0,
+        num_cpus=1,
+    )
+    results = []
+    for batch in ds.iter_batches(batch_size=64, batch_format="numpy"):
+        for i in range(len(batch["media_id"])):
+            results.append(
+                {
+                    k: batch[k][i]
+                    for k in ("media_id", "sha256", "kind", "meta", "error", "embeddings")
+                }
+            )
+    return results
+
+
+def _image_rows(r: dict, cfg: EmbedConfig, key: str) -> list[dict]:
+    return [
+        {
+            "media_id": r["media_id"],
+            "sha256": r["sha256"],
+            "backbone": cfg.backbone,
+            "preprocess": key,
+            "view": v,
+            "embedding": e,
+        }
+        for v, e in enumerate(np.asarray(r["embeddings"], np.float32))
+    ]
+
+
+def _video_row(r: dict, cfg: EmbedConfig, key: str) -> dict:
+    emb = np.asarray(r["embeddings"], np.float32)
+    meta = json.loads(r["meta"])
+    frames = emb[: decode.N_FRAMES]
+    thumb = emb[decode.N_FRAMES] if meta["thumbnail_source"] == "file" else frames[0]
+    return {
+        "media_id": r["media_id"],
+        "sha256": r["sha256"],
+        "backbone": cfg.backbone,
+        "preprocess": key,
+        "duration_s": meta["duration_s"],
+        "fps": meta["fps"],
+        "n_frames_total": meta["n_frames_total"],
+        "frame_times_s": meta["frame_times_s"],
+        "frames": list(frames),
+        "pooled": frames.max(axis=0),
+        "thumbnail": thumb,
+        "thumbnail_source": meta["thumbnail_source"],
+    }
+
+
+def _previous(out: Path, name: str, part: str, key: str) -> pa.Table | None:
+    if not store.has_table(out, name, part):
+        return None
+    table = store.read_table(out, name, part)
+    if name != "quarantine":
+        return table.filter(pc.equal(table["preprocess"], key))
+    return table
+
+
+def _assemble(cache: pa.Table | None, current: list[tuple[str, str]]) -> pa.Table | None:
+    """Rows of `cache` (keyed by sha256) for each current (media_id, sha256)."""
+    if cache is None or cache.num_rows == 0:
+        return None
+    first: dict[tuple, int] = {}
+    for i, (sha, view) in enumerate(zip(cache["sha256"].to_pylist(), _views(cache), strict=True)):
+        first.setdefault((sha, view), i)
+    by_sha: dict[str, list[int]] = {}
+    for (sha, _view), i in sorted(first.items(), key=lambda kv: (kv[0][0], kv[0][1])):
+        by_sha.setdefault(sha, []).append(i)
+    idx, ids = [], []
+    for media_id, sha in current:
+        for i in by_sha.get(sha, []):
+            idx.append(i)
+            ids.append(media_id)
+    table = cache.take(pa.array(idx, pa.int64()))
+    return table.set_column(
+        table.schema.get_field_index("media_id"), "media_id", pa.array(ids, pa.string())
+    )
+
+
+def _views(table: pa.Table) -> list[int]:
+    return table["view"].to_pylist() if "view" in table.column_names else [0] * table.num_rows
+
+
+def _cached_failures(out: Path, cfg: EmbedConfig) -> dict[str, str]:
+    """sha256 -> reason, for earlier deterministic failures under the same preprocessing."""
+    prev = _previous(out, "quarantine", f"embed-{cfg.backbone}", "")
+    keys = {image_key(cfg), video_key(cfg)}
+    failed = {}
+    for row in prev.to_pylist() if prev is not None else []:
+        record = json.loads(row["record"] or "{}")
+        if record.get("preprocess") in keys and not row["reason"].startswith(TRANSIENT):
+            failed[record["sha256"]] = row["reason"]
+    return failed
+
+
+def _width(cfg: EmbedConfig, new_rows: dict[str, list[dict]], prev: dict) -> int:
+    """The embedding width: from new results, else earlier ones, else the backbone."""
+    if new_rows["image"]:
+        return len(new_rows["image"][0]["embedding"])
+    if new_rows["video"]:
+        return len(new_rows["video"][0]["pooled"])
+    for t in prev.values():
+        if t is not None:
+            field = "embedding" if "embedding" in t.column_names else "pooled"
+            return t.schema.field(field).type.list_size
+    from popray.backbones import create_backbone
+
+    return create_backbone(cfg.backbone, "random").width
+
+
+def run_embed(out: Path, cfg: EmbedConfig) -> EmbedReport:
+    """Embed every media item of `out` that is not excluded, reusing earlier results."""
+    start = time.perf_counter()
+    input_dir = input_dir_of(out)
+    media = store.read_table(out, "media").to_pylist()
+    excluded = set(store.read_table(out, "excluded")["media_id"].to_pylist())
+    keys = {"image": image_key(cfg), "video": video_key(cfg)}
+    prev = {
+        "image": _previous(out, "embeddings_image", cfg.backbone, keys["image"]),
+        "video": _previous(out, "embeddings_video", cfg.backbone, keys["video"]),
+    }
+    done = {k: set(t["sha256"].to_pylist()) if t is not None else set() for k, t in prev.items()}
+    failed = _cached_failures(out, cfg)
+    todo = [m for m in media if m["media_id"] not in excluded]
+    need: dict[str, dict] = {}
+    for m in todo:
+        sha = m["sha256"]
+        if sha in done[m["media_type"]] or sha in failed or sha in need:
+            continue
+        need[sha] = {
+            "media_id": m["media_id"],
+            "sha256": sha,
+            "kind": m["media_type"],
+            "path": str(input_dir / m["path"]),
+            "thumb": str(input_dir / m["thumbnail_path"]) if m["thumbnail_path"] else "",
+        }
+    results = run_pipeline(list(need.values()), cfg) if need else []
+    got = {r["sha256"] for r in results}
+    if got != set(need):  # never lose an item silently
+        raise RuntimeError(
+            f"embedding returned {len(got)} of {len(need)} items; missing: "
+            f"{sorted(set(need) - got)[:5]}"
+        )
+    new_rows: dict[str, list[dict]] = {"image": [], "video": []}
+    new_failed = {}
+    for r in {r["sha256"]: r for r in results}.values():
+        if r["error"]:
+            new_failed[r["sha256"]] = str(r["error"])
+        elif r["kind"] == "image":
+            new_rows["image"].extend(_image_rows(r, cfg, keys["image"]))
+        else:
+            new_rows["video"].append(_video_row(r, cfg, keys["video"]))
+    failed |= new_failed
+    width = _width(cfg, new_rows, prev)
+    schemas = {"image": embeddings_image_schema(width), "video": embeddings_video_schema(width)}
+    for kind, name in (("image", "embeddings_image"), ("video", "embeddings_video")):
+        new = pa.Table.from_pylist(new_rows[kind], schema=schemas[kind])
+        cache = pa.concat_tables([t for t in (prev[kind], new) if t is not None])
+        current = [
+            (m["media_id"], m["sha256"])
+            for m in todo
+            if m["media_type"] == kind and m["sha256"] not in failed
+        ]
+        table = _assemble(cache, current)
+        store.write_table(
+            out,
+            name,
+            table if table is not None else schemas[kind].empty_table(),
+            part=cfg.backbone,
+            schema=schemas[kind],
+        )
+    quarantine = [
+        {
+            "stage": "embed",
+            "source": "media",
+            "row": m["source_row"],
+            "field": "path",
+            "value": m["path"],
+            "reason": failed[m["sha256"]],
+            "profile_id": m["profile_id"],
+            "post_id": m["post_id"],
+            "media_id": m["media_id"],
+            "path": m["path"],
+            "record": json.dumps(
+                {
+                    "sha256": m["sha256"],
+                    "backbone": cfg.backbone,
+                    "preprocess": keys[m["media_type"]],
+                }
+            ),
+        }
+        for m in todo
+        if m["sha256"] in failed
+    ]
+    store.write_table(
+        out,
+        "quarantine",
+        pa.Table.from_pylist(quarantine, schema=SCHEMAS["quarantine"]),
+        part=f"embed-{cfg.backbone}",
+    )
+    store.refresh_views(out)
+    n_new = sum(1 for m in todo if m["sha256"] in need)
+    report = EmbedReport(
+        reused=len(todo) - n_new,
+        embedded=sum(1 for m in todo if m["sha256"] in need and m["sha256"] not in new_failed),
+        quarantined=sum(1 for m in todo if m["sha256"] in new_failed),
+        excluded=len(media) - len(todo),
+        seconds=time.perf_counter() - start,
+        new_reasons={
+            m["media_id"]: new_failed[m["sha256"]] for m in todo if m["sha256"] in new_failed
+        },
+    )
+    log.info(report.line())
+    return report
