@@ -19,7 +19,7 @@ import duckdb
 import typer
 from pydantic import ValidationError
 
-from popray.config import LabelConfig, RunConfig, load_config
+from popray.config import EmbedConfig, LabelConfig, RunConfig, load_config
 from popray.ingest import InputError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
@@ -105,6 +105,33 @@ def label(
     except FileNotFoundError as exc:
         _fail(str(exc))
     typer.echo(f"labelled {labels.num_rows} (media, k) rows -> {out}/tables/labels")
+
+
+@app.command()
+def embed(
+    out: OutOpt,
+    backbone: Annotated[str | None, typer.Option(help="timm model name")] = None,
+    weights: Annotated[str | None, typer.Option(help="checkpoint path, or 'random'")] = None,
+    views: Annotated[int | None, typer.Option(help="augmented views per image")] = None,
+    device: Annotated[str | None, typer.Option(help="auto | cpu | cuda")] = None,
+    config: Annotated[Path | None, typer.Option(help="run configuration (.toml/.yaml)")] = None,
+) -> None:
+    """Decode media and embed them with the frozen backbone (Ray Data, GPU when present)."""
+    from popray.backbones import WeightsError
+    from popray.embed import run_embed
+
+    options = {"backbone": backbone, "weights": weights, "views": views, "device": device}
+    try:
+        base = load_config(config).embed if config else EmbedConfig()
+        cfg = EmbedConfig.model_validate(
+            base.model_dump() | {k: v for k, v in options.items() if v is not None}
+        )
+        report = run_embed(out, cfg)
+    except (FileNotFoundError, ValueError, WeightsError) as exc:
+        _fail(str(exc))
+    typer.echo(report.line())
+    for media_id, reason in report.new_reasons.items():
+        typer.echo(f"  quarantined {media_id}: {reason}")
 
 
 @app.command()

@@ -121,7 +121,8 @@ class Embedder:
         out = []
         with torch.inference_mode():
             for start in range(0, len(frames), self.batch_size):
-                x = torch.from_numpy(frames[start : start + self.batch_size])
+                # a copy: batches from the object store are read-only
+                x = torch.tensor(frames[start : start + self.batch_size])
                 x = x.to(self.device, non_blocking=True).permute(0, 3, 1, 2).float()
                 x = (x - self.mean) / self.std
                 if self.device.type == "cuda":

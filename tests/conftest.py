@@ -33,3 +33,14 @@ def tiny_out(tiny_input, tmp_path_factory) -> Path:
     run_ingest(tiny_input, out)
     run_label(out, LabelConfig())
     return out
+
+
+@pytest.fixture(scope="session")
+def ray_session():
+    """One local Ray instance (2 CPUs) shared by every test that needs Ray."""
+    import ray
+
+    if not ray.is_initialized():
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield ray
+    ray.shutdown()

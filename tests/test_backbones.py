@@ -1,0 +1,60 @@
+import numpy as np
+import pytest
+import skimage.data
+import torch
+from PIL import Image
+
+from popray import decode
+from popray.backbones import WeightsError, create_backbone
+from popray.config import EmbedConfig
+from popray.embed import Embedder
+
+CAT_CLASSES = range(281, 286)  # tabby, tiger cat, Persian, Siamese, Egyptian cat
+ESPRESSO = 967
+
+
+@pytest.fixture(scope="module")
+def lite0_embedder():
+    return Embedder(EmbedConfig(device="cpu", torch_threads=2))
+
+
+def _classify(embedder, photo, tmp_path):
+    Image.fromarray(photo).save(tmp_path / "p.png")
+    pixels = decode.resize(decode.load_image(tmp_path / "p.png"))[None]
+    emb = embedder.embed_frames(pixels)
+    assert emb.shape == (1, 1280) and np.isfinite(emb).all()
+    logits = embedder.backbone.model.get_classifier()(torch.from_numpy(emb))
+    return int(logits.argmax())
+
+
+def test_default_weights_are_the_real_imagenet_ones(lite0_embedder, tmp_path):
+    """The ImageNet head of the same weights, applied to popray's embedding, sees a cat."""
+    assert _classify(lite0_embedder, skimage.data.chelsea(), tmp_path) in CAT_CLASSES
+    assert _classify(lite0_embedder, skimage.data.coffee(), tmp_path) == ESPRESSO
+
+
+def test_checkpoint_file_round_trip(lite0_embedder, tmp_path):
+    path = tmp_path / "lite0.pth"
+    torch.save(lite0_embedder.backbone.model.state_dict(), path)
+    again = create_backbone("efficientnet_lite0", weights=str(path))
+    x = torch.rand(2, 3, 224, 224)
+    with torch.inference_mode():
+        assert torch.allclose(again.embed(x), lite0_embedder.backbone.embed(x))
+
+
+def test_missing_or_wrong_weights_are_errors_not_random_init(tmp_path):
+    with pytest.raises(WeightsError, match="not found"):
+        create_backbone("efficientnet_lite0", weights=str(tmp_path / "nope.pth"))
+    other = tmp_path / "other.pth"
+    torch.save(create_backbone("resnet18", weights="random").model.state_dict(), other)
+    with pytest.raises(WeightsError, match="does not fit"):
+        create_backbone("efficientnet_lite0", weights=str(other))
+    with pytest.raises(ValueError, match="unknown backbone"):
+        create_backbone("no_such_net")
+
+
+def test_random_init_only_when_asked_and_width_follows_backbone():
+    small = create_backbone("resnet18", weights="random")
+    assert small.width == 512
+    with torch.inference_mode():
+        assert small.embed(torch.rand(1, 3, 224, 224)).shape == (1, 512)

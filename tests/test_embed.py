@@ -1,0 +1,132 @@
+import shutil
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from popray import embed, store
+from popray.config import EmbedConfig
+from popray.ingest import run_ingest
+
+CFG = EmbedConfig(views=2, video_timeout_s=30, device="cpu")
+
+
+@pytest.fixture(scope="module")
+def embedded(ray_session, tiny_input, tmp_path_factory):
+    """The tiny sample ingested and embedded once with the default (lite0) backbone."""
+    root = tmp_path_factory.mktemp("embed")
+    inp = root / "input"
+    shutil.copytree(tiny_input, inp, symlinks=True)
+    out = root / "out"
+    run_ingest(inp, out)
+    report = embed.run_embed(out, CFG)
+    return inp, out, report
+
+
+def test_every_media_embedded_or_quarantined_exactly_once(embedded, tiny_truth):
+    _, out, report = embedded
+    media = store.read_table(out, "media").to_pylist()
+    excluded = set(store.read_table(out, "excluded")["media_id"].to_pylist())
+    images = store.read_table(out, "embeddings_image")
+    videos = store.read_table(out, "embeddings_video")
+    q = [r for r in store.read_table(out, "quarantine").to_pylist() if r["stage"] == "embed"]
+    view0 = [
+        m
+        for m, v in zip(images["media_id"].to_pylist(), images["view"].to_pylist(), strict=True)
+        if v == 0
+    ]
+    places = view0 + videos["media_id"].to_pylist() + [r["media_id"] for r in q]
+    assert len(places) == len(set(places)), "an item landed twice"
+    assert set(places) == {m["media_id"] for m in media} - excluded
+    assert {r["media_id"] for r in q} == set(tiny_truth["corrupt_media"])
+    assert report.quarantined == 4 and report.embedded == len(places) - 4
+    assert all(r["reason"] and r["path"] for r in q)
+
+
+def test_image_rows_have_every_view_and_real_embeddings(embedded):
+    _, out, _ = embedded
+    images = store.read_table(out, "embeddings_image")
+    per_media = {}
+    for m, v in zip(images["media_id"].to_pylist(), images["view"].to_pylist(), strict=True):
+        per_media.setdefault(m, []).append(v)
+    assert all(sorted(v) == [0, 1, 2] for v in per_media.values())
+    emb = np.stack(images["embedding"].to_numpy(zero_copy_only=False))
+    assert emb.shape[1] == 1280 and np.isfinite(emb).all() and emb.std() > 0
+    assert (
+        pq.read_schema(out / "tables/embeddings_image/efficientnet_lite0.parquet")
+        .field("embedding")
+        .type.list_size
+        == 1280
+    )
+
+
+def test_video_rows_follow_the_frame_rule(embedded, tiny_input):
+    _, out, _ = embedded
+    videos = store.read_table(out, "embeddings_video").to_pylist()
+    media = {m["media_id"]: m for m in store.read_table(out, "media").to_pylist()}
+    assert videos
+    for v in videos:
+        frames = np.array(v["frames"], dtype=np.float32)
+        assert frames.shape == (15, 1280)
+        assert np.allclose(v["pooled"], frames.max(axis=0))
+        step = 1.0 if v["duration_s"] >= 15 else v["duration_s"] / 15
+        assert np.allclose(v["frame_times_s"], np.arange(15) * step, atol=1e-5)
+        has_thumb = media[v["media_id"]]["thumbnail_path"] is not None
+        assert v["thumbnail_source"] == ("file" if has_thumb else "first_frame")
+        if not has_thumb:
+            assert np.allclose(v["thumbnail"], frames[0])
+
+
+def test_rerun_with_nothing_new_does_no_work(embedded, monkeypatch):
+    _, out, _ = embedded
+    before = {n: store.read_table(out, n) for n in ("embeddings_image", "embeddings_video")}
+
+    def no_pipeline(*args, **kwargs):
+        raise AssertionError("a rerun with nothing new must not decode or embed")
+
+    monkeypatch.setattr(embed, "run_pipeline", no_pipeline)
+    report = embed.run_embed(out, CFG)
+    assert report.embedded == 0 and report.quarantined == 0 and report.reused > 0
+    assert "nothing new" in report.line()
+    for name, table in before.items():
+        assert store.read_table(out, name).equals(table)
+
+
+def test_new_media_only_are_embedded_and_changed_files_are_caught(embedded, tmp_path, monkeypatch):
+    inp, out, _ = embedded
+    inp2, out2 = tmp_path / "in", tmp_path / "out"
+    shutil.copytree(inp, inp2, symlinks=True)
+    shutil.copytree(out, out2)
+    media_csv = (inp2 / "media.csv").read_text().splitlines()
+    posts_csv = (inp2 / "posts.csv").read_text().splitlines()
+    donor = next(line for line in media_csv if line.startswith("m0") and ".jpg" in line)
+    mid, post_id, _, _, path, _ = donor.split(",")
+    shutil.copy(inp2 / path, inp2 / "media/new.jpg")
+    with (inp2 / "media/new.jpg").open("ab") as fh:  # new bytes, so a new sha256
+        fh.write(b"\0")
+    post = next(line for line in posts_csv if f",{post_id}," in line).split(",")
+    post[1], post[2] = "pnew", "2019-06-01T10:00:00+00:00"
+    (inp2 / "posts.csv").write_text("\n".join([*posts_csv, ",".join(post)]) + "\n")
+    (inp2 / "media.csv").write_text(
+        "\n".join([*media_csv, "mnew,pnew,0,image,media/new.jpg,"]) + "\n"
+    )
+    run_ingest(inp2, out2)
+    seen = []
+    real = embed.run_pipeline
+    monkeypatch.setattr(
+        embed, "run_pipeline", lambda items, cfg: seen.extend(items) or real(items, cfg)
+    )
+    report = embed.run_embed(out2, CFG)
+    assert [i["media_id"] for i in seen] == ["mnew"] and report.embedded == 1
+    # a file edited after ingest is caught by its hash, not embedded under the old key
+    (inp2 / path).write_bytes((inp2 / path).read_bytes() + b"x")
+    store.write_table(
+        out2,
+        "embeddings_image",
+        store.read_table(out2, "embeddings_image").filter(
+            np.array(store.read_table(out2, "embeddings_image")["media_id"].to_pylist()) != mid
+        ),
+        part="efficientnet_lite0",
+    )
+    report = embed.run_embed(out2, CFG)
+    assert "changed since ingest" in report.new_reasons[mid]
