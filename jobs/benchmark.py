@@ -1,4 +1,7 @@
-"""`python -m jobs.benchmark labels [--posts N] [--per-profile M] [--out OUT]`: benchmarks.
+"""Benchmarks: `python -m jobs.benchmark labels|embed ...`.
+
+    python -m jobs.benchmark labels [--posts N] [--per-profile M] [--out OUT]
+    python -m jobs.benchmark embed --input data/demo [--images 512] [--device auto]
 
 Prints one JSON line per measurement. Speed is measured here, never asserted in tests.
 """
@@ -19,7 +22,21 @@ def main(argv: list[str] | None = None) -> int:
     lab.add_argument("--posts", type=int, default=1_000_000)
     lab.add_argument("--per-profile", type=int, default=1_000)
     lab.add_argument("--out", type=Path, help="also time labelling this ingested OUT")
+    emb = sub.add_parser("embed", help="time the embedding pipeline against baselines")
+    emb.add_argument("--input", type=Path, required=True, help="a sample export (popray sample)")
+    emb.add_argument("--images", type=int, default=512)
+    emb.add_argument("--videos", type=int, default=24)
+    emb.add_argument("--batch-size", type=int, default=64)
+    emb.add_argument("--device", default="auto")
+    emb.add_argument("--video-dir", type=Path, help="phone-like 720x1280 videos (made if missing)")
     args = parser.parse_args(argv)
+    if args.what == "embed":
+        from popray.bench import bench_embed
+        from popray.config import EmbedConfig
+
+        cfg = EmbedConfig(batch_size=args.batch_size, device=args.device)
+        for row in bench_embed(args.input, args.images, args.videos, cfg, args.video_dir):
+            print(json.dumps(row), flush=True)
     if args.what == "labels":
         print(
             json.dumps({"bench": "labels_synthetic"} | bench_labels(args.posts, args.per_profile))

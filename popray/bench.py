@@ -107,3 +107,210 @@ def _time(fn, repeat: int) -> dict:
         rows = fn().num_rows
         times.append(time.perf_counter() - start)
     return {"best_s": round(min(times), 3), "label_rows": rows}
+
+
+def _sample_media(input_dir: Path) -> tuple[list[dict], list[dict]]:
+    """Readable images and videos of an export (planted corrupt files left out)."""
+    import json
+
+    from popray.ingest import ingest
+
+    truth_file = input_dir / "sample_truth.json"
+    corrupt = (
+        set(json.loads(truth_file.read_text())["corrupt_media"]) if truth_file.exists() else set()
+    )
+    media = [
+        m for m in ingest(input_dir).tables["media"].to_pylist() if m["media_id"] not in corrupt
+    ]
+    items = [
+        {
+            "media_id": m["media_id"],
+            "sha256": m["sha256"],
+            "kind": m["media_type"],
+            "path": str(input_dir / m["path"]),
+            "thumb": "",
+        }
+        for m in media
+    ]
+    return [i for i in items if i["kind"] == "image"], [i for i in items if i["kind"] == "video"]
+
+
+def _repeat(items: list[dict], n: int) -> list[dict]:
+    out = [dict(items[i % len(items)], media_id=f"b{i}") for i in range(n)]
+    return out
+
+
+def plain_loop_rate(images: list[dict], cfg) -> float:
+    """Images/s of a single-process loop: PIL decode + resize + forward, same batch size."""
+    from popray import decode
+    from popray.embed import Embedder
+
+    start = time.perf_counter()
+    embedder = Embedder(cfg)
+    for i in range(0, len(images), cfg.batch_size):
+        chunk = images[i : i + cfg.batch_size]
+        pixels = np.stack([decode.resize(decode.load_image(Path(it["path"]))) for it in chunk])
+        embedder.embed_frames(pixels)
+    return len(images) / (time.perf_counter() - start)
+
+
+def pipeline_rate(images: list[dict], cfg) -> float:
+    """Images/s of popray's Ray Data pipeline (decode tasks + model actor pool)."""
+    from popray.embed import run_pipeline
+
+    start = time.perf_counter()
+    results = run_pipeline(images, cfg)
+    assert all(not r["error"] for r in results), [r["error"] for r in results if r["error"]]
+    return len(images) / (time.perf_counter() - start)
+
+
+def video_sampling_seconds(videos: list[dict], cfg) -> tuple[float, float]:
+    """Seconds per video: popray's decode step (15 sampled frames) vs ray.data.read_videos
+    (every frame), both as Ray Data jobs over the same files."""
+    import ray
+
+    from popray.embed import decode_batch
+
+    start = time.perf_counter()
+    n = (
+        ray.data.from_items(videos, override_num_blocks=max(1, len(videos) // 2))
+        .map_batches(decode_batch, fn_kwargs={"cfg": cfg}, batch_size=2)
+        .count()
+    )
+    popray_s = (time.perf_counter() - start) / len(videos)
+    assert n == len(videos)
+    start = time.perf_counter()
+    frames = ray.data.read_videos([v["path"] for v in videos]).count()
+    ray_s = (time.perf_counter() - start) / len(videos)
+    return popray_s, ray_s, frames
+
+
+def decode_rate_one_core(images: list[dict]) -> float:
+    """Images/s of decode + resize on one core (PIL)."""
+    from popray import decode
+
+    start = time.perf_counter()
+    for it in images:
+        decode.resize(decode.load_image(Path(it["path"])))
+    return len(images) / (time.perf_counter() - start)
+
+
+def forward_rate(cfg, n: int = 2048) -> float:
+    """Images/s of the backbone alone on already-decoded frames (host memory in, features out)."""
+    from popray.embed import Embedder
+
+    embedder = Embedder(cfg)
+    frames = np.random.default_rng(0).integers(0, 255, (n, 224, 224, 3), dtype=np.uint8)
+    embedder.embed_frames(frames[: cfg.batch_size * 2])  # warm-up (cuDNN autotune, ...)
+    start = time.perf_counter()
+    embedder.embed_frames(frames)
+    if embedder.device.type == "cuda":
+        embedder.torch.cuda.synchronize()
+    return n / (time.perf_counter() - start)
+
+
+PHONE_DURATIONS_S = (10, 20, 30, 45, 60, 90)
+
+
+def realistic_videos(folder: Path, size: tuple[int, int] = (720, 1280)) -> list[dict]:
+    """Portrait H.264 videos like a phone's (720×1280, 30 fps), one per duration in
+    PHONE_DURATIONS_S (feed videos and reels run 10-90 s), made once and kept."""
+    from fractions import Fraction
+
+    from popray.sample_media import write_video
+
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(42)
+    items = []
+    for seconds in PHONE_DURATIONS_S:
+        path = folder / f"phone_{seconds:03d}s.mp4"
+        if not path.exists():
+            tmp = path.with_suffix(".tmp.mp4")
+            write_video(tmp, rng, "coffee", float(seconds), Fraction(30), size)
+            tmp.rename(path)
+        items.append(
+            {
+                "media_id": f"v{seconds}",
+                "sha256": _sha(path),
+                "kind": "video",
+                "path": str(path),
+                "thumb": "",
+            }
+        )
+    return items
+
+
+def _sha(path: Path) -> str:
+    from popray.ingest import sha256_file
+
+    return sha256_file(path)
+
+
+def bench_embed(
+    input_dir: Path, n_images: int, n_videos: int, cfg, video_dir: Path | None = None
+) -> list[dict]:
+    """The embedding benchmarks of issue 3, in one run on the same files."""
+    import os
+
+    from popray.embed import ensure_ray
+
+    images, videos = _sample_media(input_dir)
+    images = _repeat(images, n_images)
+    cfg0 = cfg.model_copy(update={"views": 0})
+    ensure_ray()
+    pipeline_rate(images[: 2 * cfg.batch_size], cfg0)  # start Ray Data's workers once
+    results = []
+    plain = plain_loop_rate(images, cfg0)
+    pipe = pipeline_rate(images, cfg0)
+    results.append(
+        {
+            "bench": "embed_images",
+            "images": len(images),
+            "batch_size": cfg.batch_size,
+            "plain_loop_img_s": round(plain, 2),
+            "pipeline_img_s": round(pipe, 2),
+            "ratio": round(pipe / plain, 3),
+        }
+    )
+    video_sets = {"sample_videos": _repeat(videos, n_videos) if videos else []}
+    if video_dir is not None:
+        phone = realistic_videos(video_dir)
+        video_sets["phone_720x1280_10-90s"] = phone
+        for v in phone:
+            video_sets[f"phone_720x1280_{v['media_id'][1:]}s"] = [v] * 4
+    for name, vids in video_sets.items():
+        if not vids:
+            continue
+        popray_s, ray_s, frames = video_sampling_seconds(vids, cfg0)
+        results.append(
+            {
+                "bench": "video_sampling",
+                "videos": name,
+                "n": len(vids),
+                "popray_s_per_video": round(popray_s, 3),
+                "read_videos_s_per_video": round(ray_s, 3),
+                "read_videos_frames": frames,
+                "speedup": round(ray_s / popray_s, 2),
+            }
+        )
+    cores = os.cpu_count() or 1
+    one_core = decode_rate_one_core(images[:200])
+    fwd = forward_rate(cfg0)
+    results.append(
+        {
+            "bench": "bounds",
+            "device": _device_name(),
+            "cores": cores,
+            "decode_img_s_one_core": round(one_core, 1),
+            "decode_img_s_all_cores": round(one_core * cores, 1),
+            "forward_only_img_s": round(fwd, 1),
+            "pipeline_vs_lower_bound": round(pipe / min(fwd, one_core * cores), 3),
+        }
+    )
+    return results
+
+
+def _device_name() -> str:
+    import torch
+
+    return torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu"

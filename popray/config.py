@@ -70,7 +70,10 @@ class EmbedConfig(_Config):
     batch_size: int = Field(default=64, ge=1, description="frames per forward pass")
     device: Literal["auto", "cpu", "cuda"] = "auto"
     actors: int | None = Field(
-        default=None, ge=1, description="model actors (default: one per GPU, else 1)"
+        default=None, ge=1, description="model actors (default: actors_per_gpu per GPU, else 1)"
+    )
+    actors_per_gpu: int = Field(
+        default=4, ge=1, le=16, description="model actors sharing one GPU (each gets 1/n)"
     )
     decode_concurrency: int | None = Field(
         default=None, ge=1, description="max parallel decode tasks (default: Ray decides)"

@@ -30,7 +30,7 @@ from popray.tables import SCHEMAS, embeddings_image_schema, embeddings_video_sch
 
 log = logging.getLogger(__name__)
 PREPROCESS_VERSION = 1
-ROWS_PER_MODEL_BATCH = 8  # media per actor call: 8 × (5 views | 15-16 frames)
+ITEMS_PER_BLOCK = 16  # media per decode task: amortises task overhead, keeps streaming
 
 
 def image_key(cfg: EmbedConfig) -> str:
@@ -118,11 +118,12 @@ class Embedder:
     def embed_frames(self, frames: np.ndarray) -> np.ndarray:
         """(N, H, W, 3) uint8 -> (N, width) float32."""
         torch = self.torch
+        if not frames.flags.writeable:  # torch wants writable memory to share it
+            frames = frames.copy()
         out = []
         with torch.inference_mode():
             for start in range(0, len(frames), self.batch_size):
-                # a copy: batches from the object store are read-only
-                x = torch.tensor(frames[start : start + self.batch_size])
+                x = torch.from_numpy(frames[start : start + self.batch_size])
                 x = x.to(self.device, non_blocking=True).permute(0, 3, 1, 2).float()
                 x = (x - self.mean) / self.std
                 if self.device.type == "cuda":
@@ -138,7 +139,8 @@ class Embedder:
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         stacks = list(batch.pop("pixels"))
         sizes = [len(s) for s in stacks]
-        feats = self.embed_frames(np.concatenate(stacks) if sum(sizes) else stacks[0])
+        # concatenate() gives a fresh, writable array (object-store batches are read-only)
+        feats = self.embed_frames(np.concatenate([*stacks, stacks[0][:0]]))
         obj = np.empty(len(stacks), dtype=object)
         obj[:] = np.split(feats, np.cumsum(sizes)[:-1])
         return batch | {"embeddings": obj}
@@ -188,8 +190,20 @@ def run_pipeline(items: list[dict], cfg: EmbedConfig) -> list[dict]:
     ensure_ray()
     gpus = int(ray.cluster_resources().get("GPU", 0))
     use_gpu = cfg.device == "cuda" or (cfg.device == "auto" and gpus > 0)
-    actors = cfg.actors or (max(1, gpus) if use_gpu else 1)
-    ds = ray.data.from_items(items, override_num_blocks=max(1, min(len(items) // 4, 400)))
+    # Several actors share a GPU so that batch preparation (Python, one core each) keeps
+    # up with the forward pass; on CPU one actor uses every core through torch threads.
+    # Each actor holds a CPU: leave at least half of them to the decode tasks, or the
+    # pool would starve its own input.
+    cpus = int(ray.cluster_resources().get("CPU", 1))
+    actors = cfg.actors or (
+        min(max(1, gpus) * cfg.actors_per_gpu, max(1, cpus // 2)) if use_gpu else 1
+    )
+    # An actor call should carry about `batch_size` frames: images bring 1 + views each,
+    # videos 15-16, so the number of media per call follows the mix.
+    frames = sum(1 + cfg.views if i["kind"] == "image" else decode.N_FRAMES + 1 for i in items)
+    rows_per_call = max(1, round(cfg.batch_size * len(items) / max(1, frames)))
+    n_blocks = max(1, min(-(-len(items) // ITEMS_PER_BLOCK), 2_000))
+    ds = ray.data.from_items(items, override_num_blocks=n_blocks)
     # Decode tasks ask for less CPU than the model actor: besides packing two light decode
     # tasks on a core, equal requests would let Ray Data fuse decoding into the actor,
     # serialising decode and forward pass on CPU-only machines.
@@ -205,8 +219,8 @@ def run_pipeline(items: list[dict], cfg: EmbedConfig) -> list[dict]:
         Embedder,
         fn_constructor_kwargs={"cfg": cfg},
         compute=ActorPoolStrategy(size=actors),
-        batch_size=ROWS_PER_MODEL_BATCH,
-        num_gpus=1 if use_gpu else 0,
+        batch_size=rows_per_call,
+        num_gpus=1 / cfg.actors_per_gpu if use_gpu else 0,
         num_cpus=1,
     )
     results = []

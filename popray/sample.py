@@ -53,7 +53,8 @@ VIDEO_FACTOR = 0.69
 NOISE_SD = 0.30
 BASE_POR = 0.08
 POR_FOLLOWER_ELASTICITY = -0.35
-SIZES = {"tiny": (36, 1.0), "demo": (240, 2.5), "paper": (1450, 5.0)}
+# name -> (posts, years); `paper` gives about 1,600 images and 575 videos, like the paper's data
+SIZES = {"tiny": (36, 1.0), "demo": (240, 2.5), "paper": (1800, 5.0)}
 IMAGE_SIZES = [(540, 540), (480, 600), (600, 314), (720, 720), (405, 720), (640, 480)]
 VIDEO_SIZES = [(320, 180), (180, 320), (240, 240), (256, 320)]
 FPS_CHOICES = [Fraction(24), Fraction(25), Fraction(30), Fraction(30000, 1001), Fraction(15)]
@@ -102,6 +103,8 @@ def spec_for(size: str, seed: int, posts: int | None = None) -> SampleSpec:
     kwargs = {"posts": posts or n, "years": years, "seed": seed}
     if size == "tiny":
         kwargs["max_video_s"] = 18.0
+    if size == "paper":
+        kwargs["video_share"] = 0.29  # the paper's profile posted more video than most
     return SampleSpec(**kwargs)
 
 

@@ -7,15 +7,15 @@ from pathlib import Path
 
 import pytest
 
-from popray.config import LabelConfig
-from popray.ingest import run_ingest
-from popray.labels import run_label
-from popray.sample import generate, spec_for
+# Fixtures import popray lazily, so that a subset of tests (the GPU ones on a bare GPU
+# machine) runs without every dependency of the others.
 
 
 @pytest.fixture(scope="session")
 def tiny_input(tmp_path_factory) -> Path:
     """A tiny sample export (36 posts, real images and H.264 videos, planted faults)."""
+    from popray.sample import generate, spec_for
+
     root = tmp_path_factory.mktemp("tiny_input")
     generate(root, spec_for("tiny", seed=0))
     return root
@@ -29,6 +29,10 @@ def tiny_truth(tiny_input) -> dict:
 @pytest.fixture(scope="session")
 def tiny_out(tiny_input, tmp_path_factory) -> Path:
     """The tiny sample ingested and labelled (read-only for tests: copy before changing)."""
+    from popray.config import LabelConfig
+    from popray.ingest import run_ingest
+    from popray.labels import run_label
+
     out = tmp_path_factory.mktemp("tiny_out")
     run_ingest(tiny_input, out)
     run_label(out, LabelConfig())
@@ -44,3 +48,17 @@ def ray_session():
         ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     yield ray
     ray.shutdown()
+
+
+def pytest_collection_modifyitems(config, items):
+    """GPU tests skip themselves on machines without CUDA (CI, laptops)."""
+    gpu_items = [item for item in items if "gpu" in item.keywords]
+    if not gpu_items:
+        return
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA GPU")
+    for item in gpu_items:
+        item.add_marker(skip)
