@@ -7,6 +7,7 @@ image per post, ~25% videos, a follower point every 7 days), and on an ingested 
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -248,8 +249,8 @@ def _sha(path: Path) -> str:
 
 def bench_embed(
     input_dir: Path, n_images: int, n_videos: int, cfg, video_dir: Path | None = None
-) -> list[dict]:
-    """The embedding benchmarks of issue 3, in one run on the same files."""
+) -> Iterator[dict]:
+    """The embedding benchmarks of issue 3, in one run on the same files (one dict each)."""
     import os
 
     from popray.embed import ensure_ray
@@ -259,10 +260,9 @@ def bench_embed(
     cfg0 = cfg.model_copy(update={"views": 0})
     ensure_ray()
     pipeline_rate(images[: 2 * cfg.batch_size], cfg0)  # start Ray Data's workers once
-    results = []
     plain = plain_loop_rate(images, cfg0)
     pipe = pipeline_rate(images, cfg0)
-    results.append(
+    yield (
         {
             "bench": "embed_images",
             "images": len(images),
@@ -282,7 +282,7 @@ def bench_embed(
         if not vids:
             continue
         popray_s, ray_s, frames = video_sampling_seconds(vids, cfg0)
-        results.append(
+        yield (
             {
                 "bench": "video_sampling",
                 "videos": name,
@@ -296,7 +296,7 @@ def bench_embed(
     cores = os.cpu_count() or 1
     one_core = decode_rate_one_core(images[:200])
     fwd = forward_rate(cfg0)
-    results.append(
+    yield (
         {
             "bench": "bounds",
             "device": _device_name(),
@@ -307,7 +307,6 @@ def bench_embed(
             "pipeline_vs_lower_bound": round(pipe / min(fwd, one_core * cores), 3),
         }
     )
-    return results
 
 
 def _device_name() -> str:

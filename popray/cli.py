@@ -167,7 +167,9 @@ def run(
     input: Annotated[Path | None, typer.Option("--input", help="profile export folder")] = None,
     out: Annotated[Path | None, typer.Option("--out", help="output folder")] = None,
 ) -> None:
-    """Run the whole job: ingest -> label -> summary."""
+    """Run the whole job: ingest -> label -> embed -> summary."""
+    from popray.backbones import WeightsError
+    from popray.embed import run_embed
     from popray.ingest import run_ingest
     from popray.labels import run_label
     from popray.summary import summary_text
@@ -187,8 +189,10 @@ def run(
     try:
         run_ingest(cfg.input_dir, cfg.out_dir)
         run_label(cfg.out_dir, cfg.label)
-    except InputError as exc:
+        report = run_embed(cfg.out_dir, cfg.embed)
+    except (InputError, WeightsError) as exc:
         _fail(str(exc))
+    typer.echo(report.line())
     typer.echo(summary_text(cfg.out_dir))
     typer.echo(f"done in {time.perf_counter() - start:.1f} s; outputs in {cfg.out_dir}/")
     typer.echo(f'query them: popray sql --out {cfg.out_dir} "SELECT * FROM labels LIMIT 10"')

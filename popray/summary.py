@@ -16,7 +16,8 @@ SUMMARY_QUERIES = {
                (SELECT count(*) FROM quarantine) AS quarantined_rows
     """,
     "quarantine": """
-        SELECT source, "row", field, reason FROM quarantine ORDER BY source, "row"
+        SELECT stage, source, "row", coalesce(media_id, '') AS media_id, field, reason
+        FROM quarantine ORDER BY stage DESC, source, "row"
     """,
     "class_balance": """
         SELECT media_type, k, class_rolling AS class, count(*) AS media,
@@ -24,6 +25,12 @@ SUMMARY_QUERIES = {
                    AS pct,
                round(median(por), 4) AS median_por
         FROM labels GROUP BY media_type, k, class_rolling ORDER BY media_type, k, class
+    """,
+    "embeddings": """
+        SELECT (SELECT count(DISTINCT media_id) FROM embeddings_image) AS images_embedded,
+               (SELECT count(*) FROM embeddings_image) AS image_views,
+               (SELECT count(*) FROM embeddings_video) AS videos_embedded,
+               (SELECT count(*) FROM quarantine WHERE stage = 'embed') AS quarantined_at_embed
     """,
     "followers": """
         SELECT count(DISTINCT post_id) FILTER (WHERE followers_extrapolated) AS posts_extrapolated,
@@ -40,7 +47,12 @@ def summary_text(out: Path) -> str:
         views = {r[0] for r in con.sql("SELECT view_name FROM duckdb_views()").fetchall()}
         parts = []
         for title, sql in SUMMARY_QUERIES.items():
-            if title in ("class_balance", "followers") and "labels" not in views:
+            needs = {
+                "class_balance": "labels",
+                "followers": "labels",
+                "embeddings": "embeddings_video",
+            }.get(title)
+            if needs and needs not in views:
                 continue
             rel = con.sql(sql)
             body = str(rel) if rel.to_arrow_table().num_rows else "(none)\n"

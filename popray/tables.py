@@ -94,16 +94,20 @@ LABELS = pa.schema(
 
 DEFAULT_WIDTH = 1280  # EfficientNet-B0/Lite0; other backbones have their own width
 N_FRAMES = 15
+# What an embedding is keyed by: the item, its bytes, the model and the preprocessing.
+EMBEDDING_KEY = [
+    pa.field("media_id", pa.string(), nullable=False),
+    pa.field("sha256", pa.string(), nullable=False),
+    pa.field("backbone", pa.string(), nullable=False),
+    pa.field("preprocess", pa.string(), nullable=False),
+]
 
 
 def embeddings_image_schema(width: int = DEFAULT_WIDTH) -> pa.Schema:
     """One row per (image, view): view 0 is the image itself, 1..V augmented views."""
     return pa.schema(
         [
-            pa.field("media_id", pa.string(), nullable=False),
-            pa.field("sha256", pa.string(), nullable=False),
-            pa.field("backbone", pa.string(), nullable=False),
-            pa.field("preprocess", pa.string(), nullable=False),
+            *EMBEDDING_KEY,
             pa.field("view", pa.int32(), nullable=False),
             pa.field("embedding", pa.list_(pa.float32(), width), nullable=False),
         ]
@@ -115,10 +119,7 @@ def embeddings_video_schema(width: int = DEFAULT_WIDTH) -> pa.Schema:
     vec = pa.list_(pa.float32(), width)
     return pa.schema(
         [
-            pa.field("media_id", pa.string(), nullable=False),
-            pa.field("sha256", pa.string(), nullable=False),
-            pa.field("backbone", pa.string(), nullable=False),
-            pa.field("preprocess", pa.string(), nullable=False),
+            *EMBEDDING_KEY,
             pa.field("duration_s", pa.float64(), nullable=False),
             pa.field("fps", pa.float64(), nullable=False),
             pa.field("n_frames_total", pa.int64(), nullable=False),

@@ -8,19 +8,23 @@ from popray.cli import app
 runner = CliRunner()
 
 
-def test_run_prints_summary_and_outputs(tiny_input, tmp_path):
+def test_run_prints_summary_and_outputs(ray_session, tiny_input, tmp_path):
     out = tmp_path / "out"
     result = runner.invoke(app, ["run", "--input", str(tiny_input), "--out", str(out)])
     assert result.exit_code == 0, result.output
     assert "class balance" in result.output and "quarantine" in result.output
+    assert "embedded" in result.output and "quarantined_at_embed" in result.output
     assert (out / "popray.duckdb").exists()
     q = runner.invoke(app, ["sql", "--out", str(out), "SELECT count(*) AS n FROM quarantine"])
-    assert q.exit_code == 0 and "10" in q.output
+    assert q.exit_code == 0 and "14" in q.output  # 10 bad rows + 4 corrupt media files
 
 
-def test_run_from_config_file(tiny_input, tmp_path):
+def test_run_from_config_file(ray_session, tiny_input, tmp_path):
     cfg = tmp_path / "run.yaml"
-    cfg.write_text(f"input_dir: {tiny_input}\nout_dir: o\nlabel:\n  k: [4]\n")
+    cfg.write_text(
+        f"input_dir: {tiny_input}\nout_dir: o\nlabel:\n  k: [4]\n"
+        "embed:\n  backbone: mobilenetv3_small_050\n  weights: random\n  views: 0\n"
+    )
     result = runner.invoke(app, ["run", "--config", str(cfg)])
     assert result.exit_code == 0, result.output
     ks = runner.invoke(app, ["sql", "--out", str(tmp_path / "o"), "SELECT DISTINCT k FROM labels"])
