@@ -211,7 +211,7 @@ def run_pipeline(items: list[dict], cfg: EmbedConfig) -> list[dict]:
     ds = ds.map_batches(
         decode_batch,
         fn_kwargs={"cfg": cfg},
-        batch_size=4,
+        batch_size=ITEMS_PER_BLOCK,  # one call per block: small batches cost 2x in overhead
         num_cpus=decode_cpus,
         compute=TaskPoolStrategy(size=cfg.decode_concurrency) if cfg.decode_concurrency else None,
     )
