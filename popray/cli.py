@@ -19,7 +19,7 @@ import duckdb
 import typer
 from pydantic import ValidationError
 
-from popray.config import EmbedConfig, LabelConfig, RunConfig, load_config
+from popray.config import DedupConfig, EmbedConfig, LabelConfig, RunConfig, load_config
 from popray.ingest import InputError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
@@ -135,6 +135,29 @@ def embed(
 
 
 @app.command()
+def dedup(
+    out: OutOpt,
+    backbone: Annotated[str, typer.Option(help="whose embeddings to compare")] = (
+        "efficientnet_lite0"
+    ),
+    threshold: Annotated[float | None, typer.Option(help="Euclidean distance")] = None,
+) -> None:
+    """Find near-duplicate media (tables `duplicates` and `nn_distances`)."""
+    from popray.dedup import run_dedup
+
+    try:
+        cfg = DedupConfig(threshold=threshold)
+        dups, nns = run_dedup(out, cfg, backbone)
+    except (FileNotFoundError, ValueError, duckdb.Error) as exc:
+        _fail(str(exc))
+    removed = sum(1 for k in dups["kept"].to_pylist() if not k)
+    typer.echo(
+        f"{removed} near-duplicates in {len(set(dups['group_id'].to_pylist()))} groups "
+        f"(threshold {cfg.threshold_for(backbone):g}); {nns.num_rows} items compared"
+    )
+
+
+@app.command()
 def sql(out: OutOpt, query: Annotated[str, typer.Argument(help="one SQL statement")]) -> None:
     """Run a read-only SQL query over the output views and print the result as a table."""
     from popray import store
@@ -167,8 +190,9 @@ def run(
     input: Annotated[Path | None, typer.Option("--input", help="profile export folder")] = None,
     out: Annotated[Path | None, typer.Option("--out", help="output folder")] = None,
 ) -> None:
-    """Run the whole job: ingest -> label -> embed -> summary."""
+    """Run the whole job: ingest -> label -> embed -> dedup -> summary."""
     from popray.backbones import WeightsError
+    from popray.dedup import run_dedup
     from popray.embed import run_embed
     from popray.ingest import run_ingest
     from popray.labels import run_label
@@ -190,7 +214,8 @@ def run(
         run_ingest(cfg.input_dir, cfg.out_dir)
         run_label(cfg.out_dir, cfg.label)
         report = run_embed(cfg.out_dir, cfg.embed)
-    except (InputError, WeightsError) as exc:
+        run_dedup(cfg.out_dir, cfg.dedup, cfg.embed.backbone)
+    except (InputError, WeightsError, ValueError) as exc:
         _fail(str(exc))
     typer.echo(report.line())
     typer.echo(summary_text(cfg.out_dir))

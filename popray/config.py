@@ -90,6 +90,30 @@ class EmbedConfig(_Config):
     max_image_pixels: int = Field(default=50_000_000, ge=1, description="decompression-bomb guard")
 
 
+class DedupConfig(_Config):
+    """Near-duplicate removal (paper 4.1): Euclidean distance below a threshold."""
+
+    threshold: PositiveFloat | None = Field(
+        default=None, description="override; default: per backbone (thresholds)"
+    )
+    thresholds: dict[str, PositiveFloat] = Field(
+        default={"efficientnet_b0": 5.0, "efficientnet_lite0": 5.5},
+        description="default threshold per backbone; read it off the nn_distances histogram",
+    )
+    duration_tol_s: float = Field(default=0.1, ge=0, description="videos: equal length within")
+    fps_tol: float = Field(default=0.01, ge=0, description="videos: equal frame rate within")
+
+    def threshold_for(self, backbone: str) -> float:
+        if self.threshold is not None:
+            return self.threshold
+        if backbone not in self.thresholds:
+            raise ValueError(
+                f"no duplicate threshold for backbone {backbone!r}: set dedup.threshold "
+                "(look at the nn_distances histogram)"
+            )
+        return self.thresholds[backbone]
+
+
 class RunConfig(_Config):
     """One end-to-end run: where the export is, where outputs go, and each stage's options."""
 
@@ -97,6 +121,7 @@ class RunConfig(_Config):
     out_dir: Path = Field(default=Path("out"), description="output folder (tables, DuckDB, ...)")
     label: LabelConfig = Field(default_factory=LabelConfig)
     embed: EmbedConfig = Field(default_factory=EmbedConfig)
+    dedup: DedupConfig = Field(default_factory=DedupConfig)
 
 
 def load_config(path: Path) -> RunConfig:

@@ -32,6 +32,12 @@ SUMMARY_QUERIES = {
                (SELECT count(*) FROM embeddings_video) AS videos_embedded,
                (SELECT count(*) FROM quarantine WHERE stage = 'embed') AS quarantined_at_embed
     """,
+    "duplicates": """
+        SELECT media_type, count(DISTINCT group_id) AS groups,
+               count(*) FILTER (WHERE NOT kept) AS removed,
+               round(max(distance), 3) AS max_distance
+        FROM duplicates GROUP BY media_type ORDER BY media_type
+    """,
     "followers": """
         SELECT count(DISTINCT post_id) FILTER (WHERE followers_extrapolated) AS posts_extrapolated,
                count(DISTINCT post_id) AS posts_labelled

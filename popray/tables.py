@@ -132,6 +132,33 @@ def embeddings_video_schema(width: int = DEFAULT_WIDTH) -> pa.Schema:
     )
 
 
+# Near-duplicate groups (paper 4.1): one row per member of a group of two or more.
+DUPLICATES = pa.schema(
+    [
+        pa.field("profile_id", pa.string(), nullable=False),
+        pa.field("media_type", pa.string(), nullable=False),
+        pa.field("backbone", pa.string(), nullable=False),
+        pa.field("group_id", pa.int64(), nullable=False),
+        pa.field("media_id", pa.string(), nullable=False),
+        pa.field("duplicate_of", pa.string(), nullable=False),  # the kept member
+        pa.field("distance", pa.float64(), nullable=False),  # to the kept member
+        pa.field("kept", pa.bool_(), nullable=False),
+    ]
+)
+
+# Each item's nearest neighbour (same profile and media type): the paper picks the
+# duplicate threshold from the histogram of these distances (Fig. 3a).
+NN_DISTANCES = pa.schema(
+    [
+        pa.field("profile_id", pa.string(), nullable=False),
+        pa.field("media_type", pa.string(), nullable=False),
+        pa.field("backbone", pa.string(), nullable=False),
+        pa.field("media_id", pa.string(), nullable=False),
+        pa.field("nn_media_id", pa.string()),
+        pa.field("distance", pa.float64()),
+    ]
+)
+
 SCHEMAS: dict[str, pa.Schema] = {
     "posts": POSTS,
     "media": MEDIA,
@@ -141,6 +168,8 @@ SCHEMAS: dict[str, pa.Schema] = {
     "labels": LABELS,
     "embeddings_image": embeddings_image_schema(),
     "embeddings_video": embeddings_video_schema(),
+    "duplicates": DUPLICATES,
+    "nn_distances": NN_DISTANCES,
 }
 # Tables whose schema never varies (embeddings follow the backbone's width).
 FIXED_SCHEMA = frozenset(SCHEMAS) - {"embeddings_image", "embeddings_video"}

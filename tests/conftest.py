@@ -62,3 +62,28 @@ def pytest_collection_modifyitems(config, items):
     skip = pytest.mark.skip(reason="needs a CUDA GPU")
     for item in gpu_items:
         item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def embed_cfg():
+    """Embedding options for tests: 2 views keep the suite fast (the default is 4)."""
+    from popray.config import EmbedConfig
+
+    return EmbedConfig(views=2, video_timeout_s=30, device="cpu")
+
+
+@pytest.fixture(scope="session")
+def embedded(ray_session, tiny_input, embed_cfg, tmp_path_factory):
+    """The tiny sample ingested and embedded once with the default (lite0) backbone."""
+    import shutil
+
+    from popray import embed
+    from popray.ingest import run_ingest
+
+    root = tmp_path_factory.mktemp("embed")
+    inp = root / "input"
+    shutil.copytree(tiny_input, inp, symlinks=True)
+    out = root / "out"
+    run_ingest(inp, out)
+    report = embed.run_embed(out, embed_cfg)
+    return inp, out, report

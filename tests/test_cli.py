@@ -24,6 +24,7 @@ def test_run_from_config_file(ray_session, tiny_input, tmp_path):
     cfg.write_text(
         f"input_dir: {tiny_input}\nout_dir: o\nlabel:\n  k: [4]\n"
         "embed:\n  backbone: mobilenetv3_small_050\n  weights: random\n  views: 0\n"
+        "dedup:\n  threshold: 1.0\n"
     )
     result = runner.invoke(app, ["run", "--config", str(cfg)])
     assert result.exit_code == 0, result.output

@@ -2,25 +2,9 @@ import shutil
 
 import numpy as np
 import pyarrow.parquet as pq
-import pytest
 
 from popray import embed, store
-from popray.config import EmbedConfig
 from popray.ingest import run_ingest
-
-CFG = EmbedConfig(views=2, video_timeout_s=30, device="cpu")
-
-
-@pytest.fixture(scope="module")
-def embedded(ray_session, tiny_input, tmp_path_factory):
-    """The tiny sample ingested and embedded once with the default (lite0) backbone."""
-    root = tmp_path_factory.mktemp("embed")
-    inp = root / "input"
-    shutil.copytree(tiny_input, inp, symlinks=True)
-    out = root / "out"
-    run_ingest(inp, out)
-    report = embed.run_embed(out, CFG)
-    return inp, out, report
 
 
 def test_every_media_embedded_or_quarantined_exactly_once(embedded, tiny_truth):
@@ -77,7 +61,7 @@ def test_video_rows_follow_the_frame_rule(embedded, tiny_input):
             assert np.allclose(v["thumbnail"], frames[0])
 
 
-def test_rerun_with_nothing_new_does_no_work(embedded, monkeypatch):
+def test_rerun_with_nothing_new_does_no_work(embedded, embed_cfg, monkeypatch):
     _, out, _ = embedded
     before = {n: store.read_table(out, n) for n in ("embeddings_image", "embeddings_video")}
 
@@ -85,14 +69,16 @@ def test_rerun_with_nothing_new_does_no_work(embedded, monkeypatch):
         raise AssertionError("a rerun with nothing new must not decode or embed")
 
     monkeypatch.setattr(embed, "run_pipeline", no_pipeline)
-    report = embed.run_embed(out, CFG)
+    report = embed.run_embed(out, embed_cfg)
     assert report.embedded == 0 and report.quarantined == 0 and report.reused > 0
     assert "nothing new" in report.line()
     for name, table in before.items():
         assert store.read_table(out, name).equals(table)
 
 
-def test_new_media_only_are_embedded_and_changed_files_are_caught(embedded, tmp_path, monkeypatch):
+def test_new_media_only_are_embedded_and_changed_files_are_caught(
+    embedded, embed_cfg, tmp_path, monkeypatch
+):
     inp, out, _ = embedded
     inp2, out2 = tmp_path / "in", tmp_path / "out"
     shutil.copytree(inp, inp2, symlinks=True)
@@ -116,7 +102,7 @@ def test_new_media_only_are_embedded_and_changed_files_are_caught(embedded, tmp_
     monkeypatch.setattr(
         embed, "run_pipeline", lambda items, cfg: seen.extend(items) or real(items, cfg)
     )
-    report = embed.run_embed(out2, CFG)
+    report = embed.run_embed(out2, embed_cfg)
     assert [i["media_id"] for i in seen] == ["mnew"] and report.embedded == 1
     # a file edited after ingest is caught by its hash, not embedded under the old key
     (inp2 / path).write_bytes((inp2 / path).read_bytes() + b"x")
@@ -128,5 +114,5 @@ def test_new_media_only_are_embedded_and_changed_files_are_caught(embedded, tmp_
         ),
         part="efficientnet_lite0",
     )
-    report = embed.run_embed(out2, CFG)
+    report = embed.run_embed(out2, embed_cfg)
     assert "changed since ingest" in report.new_reasons[mid]

@@ -1,0 +1,164 @@
+"""Near-duplicates (paper 4.1): nearest neighbours in embedding space, per profile and
+media type; a Euclidean distance below the threshold makes two items duplicates.
+
+    popray dedup --out out
+
+Images compare their view-0 embeddings; videos their thumbnail embeddings and must also
+have the same length and frame rate (within tolerances). Duplicates group transitively;
+each group keeps one item: a single-media post beats a carousel, between equals the most
+recent wins (then the smaller media_id, so the choice is deterministic). Writes tables
+`duplicates` (every member of a group) and `nn_distances` (each item's nearest
+neighbour, for the threshold histogram).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
+from sklearn.neighbors import NearestNeighbors
+
+from popray import store
+from popray.config import DedupConfig
+from popray.tables import SCHEMAS
+
+
+@dataclass
+class Items:
+    """The items of one (profile, media type), aligned with the rows of `vectors`."""
+
+    media_id: list[str]
+    vectors: np.ndarray  # (n, width)
+    published_us: np.ndarray  # (n,) int64
+    single: np.ndarray  # (n,) bool: the post holds this item alone
+    duration_s: np.ndarray | None = None  # videos only
+    fps: np.ndarray | None = None
+
+
+def nearest(items: Items) -> tuple[np.ndarray, np.ndarray]:
+    """Index and distance of each item's nearest other item (-1 / nan when alone)."""
+    n = len(items.media_id)
+    if n < 2:
+        return np.full(n, -1), np.full(n, np.nan)
+    dist, idx = NearestNeighbors(n_neighbors=2).fit(items.vectors).kneighbors(items.vectors)
+    # the first neighbour is usually the item itself; with exact copies it may not be
+    own = idx[:, 0] == np.arange(n)
+    return np.where(own, idx[:, 1], idx[:, 0]), np.where(own, dist[:, 1], dist[:, 0])
+
+
+def duplicate_pairs(items: Items, threshold: float, cfg: DedupConfig) -> np.ndarray:
+    """(m, 2) index pairs i < j closer than `threshold` (videos: same length and rate)."""
+    if len(items.media_id) < 2:
+        return np.zeros((0, 2), np.int64)
+    nn = NearestNeighbors(radius=threshold).fit(items.vectors)
+    dist, idx = nn.radius_neighbors(items.vectors, sort_results=False)
+    pairs = [
+        (i, j)
+        for i, (d, js) in enumerate(zip(dist, idx, strict=True))
+        for dj, j in zip(d, js, strict=True)
+        if i < j and dj < threshold
+    ]
+    pairs = np.array(pairs, dtype=np.int64).reshape(-1, 2)
+    if items.duration_s is not None and len(pairs):
+        a, b = pairs[:, 0], pairs[:, 1]
+        same = (np.abs(items.duration_s[a] - items.duration_s[b]) <= cfg.duration_tol_s) & (
+            np.abs(items.fps[a] - items.fps[b]) <= cfg.fps_tol
+        )
+        pairs = pairs[same]
+    return pairs
+
+
+def groups(items: Items, pairs: np.ndarray) -> list[tuple[int, list[int]]]:
+    """Connected groups of two or more, each as (kept index, member indices)."""
+    n = len(items.media_id)
+    if not len(pairs):
+        return []
+    graph = coo_matrix((np.ones(len(pairs)), (pairs[:, 0], pairs[:, 1])), shape=(n, n))
+    _, label = connected_components(graph, directed=False)
+    out = []
+    for g in np.unique(label):
+        members = np.flatnonzero(label == g).tolist()
+        if len(members) < 2:
+            continue
+        # single beats carousel; then most recent; then smallest media_id
+        kept = min(
+            members, key=lambda i: (not items.single[i], -items.published_us[i], items.media_id[i])
+        )
+        out.append((kept, members))
+    return out
+
+
+def dedup_items(items: Items, threshold: float, cfg: DedupConfig) -> tuple[list, list]:
+    """Rows of `duplicates` and `nn_distances` for one (profile, media type)."""
+    nn_idx, nn_dist = nearest(items)
+    nn_rows = [
+        {
+            "media_id": m,
+            "nn_media_id": items.media_id[j] if j >= 0 else None,
+            "distance": None if np.isnan(d) else float(d),
+        }
+        for m, j, d in zip(items.media_id, nn_idx, nn_dist, strict=True)
+    ]
+    dup_rows = []
+    for group_id, (kept, members) in enumerate(
+        groups(items, duplicate_pairs(items, threshold, cfg))
+    ):
+        for i in members:
+            dup_rows.append(
+                {
+                    "group_id": group_id,
+                    "media_id": items.media_id[i],
+                    "duplicate_of": items.media_id[kept],
+                    "distance": float(np.linalg.norm(items.vectors[i] - items.vectors[kept])),
+                    "kept": i == kept,
+                }
+            )
+    return dup_rows, nn_rows
+
+
+def _load(out: Path, backbone: str) -> dict[tuple[str, str], Items]:
+    """Items per (profile, media type) from the embeddings of `backbone`."""
+    from popray.labels import sql_text
+
+    queries = {"image": sql_text("dedup_images"), "video": sql_text("dedup_videos")}
+    con = store.connect(out)
+    try:
+        found: dict[tuple[str, str], Items] = {}
+        for kind, sql in queries.items():
+            table = con.sql(sql, params={"backbone": backbone}).to_arrow_table()
+            for profile in sorted(set(table["profile_id"].to_pylist())):
+                part = table.filter(pc.equal(table["profile_id"], profile))
+                found[(profile, kind)] = Items(
+                    media_id=part["media_id"].to_pylist(),
+                    vectors=np.stack(part["v"].to_numpy(zero_copy_only=False)).astype(np.float32),
+                    published_us=part["t"].to_numpy(),
+                    single=part["single"].to_numpy(zero_copy_only=False),
+                    duration_s=part["duration_s"].to_numpy() if kind == "video" else None,
+                    fps=part["fps"].to_numpy() if kind == "video" else None,
+                )
+        return found
+    finally:
+        con.close()
+
+
+def run_dedup(out: Path, cfg: DedupConfig, backbone: str) -> tuple[pa.Table, pa.Table]:
+    """Find near-duplicates among the embedded media of `out`; publish both tables."""
+    threshold = cfg.threshold_for(backbone)
+    dup_rows, nn_rows, offset = [], [], 0
+    for (profile, kind), items in _load(out, backbone).items():
+        dups, nns = dedup_items(items, threshold, cfg)
+        tag = {"profile_id": profile, "media_type": kind, "backbone": backbone}
+        dup_rows += [tag | r | {"group_id": r["group_id"] + offset} for r in dups]
+        nn_rows += [tag | r for r in nns]
+        offset += len({r["group_id"] for r in dups})
+    duplicates = pa.Table.from_pylist(dup_rows, schema=SCHEMAS["duplicates"])
+    nn_distances = pa.Table.from_pylist(nn_rows, schema=SCHEMAS["nn_distances"])
+    store.write_table(out, "duplicates", duplicates, part=backbone)
+    store.write_table(out, "nn_distances", nn_distances, part=backbone)
+    store.refresh_views(out)
+    return duplicates, nn_distances

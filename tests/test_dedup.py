@@ -1,0 +1,82 @@
+import numpy as np
+import pytest
+
+from popray import store
+from popray.config import DedupConfig
+from popray.dedup import Items, dedup_items, run_dedup
+
+CFG = DedupConfig(threshold=1.5)
+
+
+def _items(vectors, published, single, **video):
+    return Items(
+        media_id=[f"m{i}" for i in range(len(vectors))],
+        vectors=np.array(vectors, np.float32),
+        published_us=np.array(published, np.int64),
+        single=np.array(single),
+        **video,
+    )
+
+
+def test_groups_are_transitive_and_the_keep_rule_holds():
+    # m0-m1 and m1-m2 are within 1.5, m0-m2 is not: one group of three by transitivity.
+    # m0 is the most recent but a carousel item; m1 is the most recent single -> kept.
+    items = _items(
+        [[0, 0], [1, 0], [2, 0], [10, 10]], [300, 200, 100, 50], [False, True, True, True]
+    )
+    dups, nns = dedup_items(items, 1.5, CFG)
+    assert {d["media_id"] for d in dups} == {"m0", "m1", "m2"}
+    assert {d["duplicate_of"] for d in dups} == {"m1"}
+    assert [d["media_id"] for d in dups if d["kept"]] == ["m1"]
+    assert {d["media_id"]: d["distance"] for d in dups}["m2"] == pytest.approx(1.0)
+    nn = {r["media_id"]: (r["nn_media_id"], r["distance"]) for r in nns}
+    assert nn["m3"][0] == "m2" and nn["m3"][1] == pytest.approx(np.hypot(8, 10))
+    assert nn["m0"] == ("m1", pytest.approx(1.0))
+
+
+def test_between_equals_the_most_recent_wins_and_exact_copies_work():
+    items = _items([[0, 0], [0, 0], [0, 0]], [100, 300, 200], [True, True, True])
+    dups, nns = dedup_items(items, 1.5, CFG)
+    assert [d["media_id"] for d in dups if d["kept"]] == ["m1"]
+    assert all(r["nn_media_id"] != r["media_id"] and r["distance"] == 0 for r in nns)
+
+
+def test_threshold_is_strict_and_a_lone_item_has_no_neighbour():
+    dups, _ = dedup_items(_items([[0, 0], [1.5, 0]], [1, 2], [True, True]), 1.5, CFG)
+    assert dups == []
+    _, nns = dedup_items(_items([[0, 0]], [1], [True]), 1.5, CFG)
+    assert nns == [{"media_id": "m0", "nn_media_id": None, "distance": None}]
+
+
+def test_videos_also_need_the_same_length_and_frame_rate():
+    close = [[0, 0], [0.5, 0], [0.2, 0]]
+    items = _items(
+        close,
+        [1, 2, 3],
+        [True] * 3,
+        duration_s=np.array([12.0, 12.05, 30.0]),
+        fps=np.array([30.0, 30.0, 30.0]),
+    )
+    dups, _ = dedup_items(items, 1.5, CFG)
+    assert {d["media_id"] for d in dups} == {"m0", "m1"}
+    items.fps = np.array([30.0, 25.0, 30.0])
+    assert dedup_items(items, 1.5, CFG)[0] == []
+
+
+def test_no_unrelated_pair_is_flagged_on_the_sample(embedded, tiny_truth):
+    _, out, _ = embedded
+    dups, nns = run_dedup(out, DedupConfig(), "efficientnet_lite0")
+    planted = {frozenset((t["media_id"], t["duplicate_of"])) for t in tiny_truth["duplicates"]}
+    for group in {d["group_id"] for d in dups.to_pylist()}:
+        members = [d["media_id"] for d in dups.to_pylist() if d["group_id"] == group]
+        assert frozenset(members) in planted, f"unrelated items grouped: {members}"
+    assert nns.num_rows == (
+        store.read_table(out, "embeddings_image").num_rows // 3
+        + store.read_table(out, "embeddings_video").num_rows
+    )
+
+
+def test_unknown_backbone_needs_an_explicit_threshold():
+    with pytest.raises(ValueError, match="no duplicate threshold"):
+        DedupConfig().threshold_for("vit_small_patch16_224")
+    assert DedupConfig(threshold=3.0).threshold_for("anything") == 3.0
