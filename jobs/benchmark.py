@@ -2,6 +2,7 @@
 
     python -m jobs.benchmark labels [--posts N] [--per-profile M] [--out OUT]
     python -m jobs.benchmark embed --input data/demo [--images 512] [--device auto]
+    python -m jobs.benchmark dedup [--items 10000 30000 100000]
 
 Prints one JSON line per measurement. Speed is measured here, never asserted in tests.
 """
@@ -29,7 +30,14 @@ def main(argv: list[str] | None = None) -> int:
     emb.add_argument("--batch-size", type=int, default=64)
     emb.add_argument("--device", default="auto")
     emb.add_argument("--video-dir", type=Path, help="phone-like 720x1280 videos (made if missing)")
+    ded = sub.add_parser("dedup", help="time near-duplicate search")
+    ded.add_argument("--items", type=int, nargs="+", default=[10_000, 30_000, 100_000])
     args = parser.parse_args(argv)
+    if args.what == "dedup":
+        from popray.bench import bench_dedup
+
+        for n in args.items:
+            print(json.dumps(bench_dedup(n)), flush=True)
     if args.what == "embed":
         from popray.bench import bench_embed
         from popray.config import EmbedConfig

@@ -112,7 +112,10 @@ def _decode_video_child(path: str, size: int, conn) -> None:
     try:
         import decord
 
-        vr = decord.VideoReader(path, width=size, height=size, num_threads=1)
+        # Native size, then the same PIL resize as images: frames, thumbnails and images
+        # must be comparable (dedup compares a thumbnail file with a first frame; the
+        # mixed models put images and frames side by side).
+        vr = decord.VideoReader(path, num_threads=1)
         n_total = len(vr)
         fps = float(vr.get_avg_fps())
         if n_total <= 0 or not np.isfinite(fps) or fps <= 0:
@@ -120,9 +123,10 @@ def _decode_video_child(path: str, size: int, conn) -> None:
         duration = n_total / fps
         times = frame_times(duration)
         idx = frame_indices(times, fps, n_total)
-        frames = vr.get_batch(idx.tolist()).asnumpy()
-        if frames.shape != (len(idx), size, size, 3):
-            raise DecodeError(f"decoded frames have shape {frames.shape}")
+        native = vr.get_batch(idx.tolist()).asnumpy()
+        if native.ndim != 4 or len(native) != len(idx) or native.shape[-1] != 3:
+            raise DecodeError(f"decoded frames have shape {native.shape}")
+        frames = np.stack([resize(Image.fromarray(f), size) for f in native])
         conn.send(
             (
                 "ok",

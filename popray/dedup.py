@@ -21,7 +21,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
-from sklearn.neighbors import NearestNeighbors
+from sklearn.metrics import pairwise_distances_chunked
 
 from popray import store
 from popray.config import DedupConfig
@@ -40,37 +40,46 @@ class Items:
     fps: np.ndarray | None = None
 
 
-def nearest(items: Items) -> tuple[np.ndarray, np.ndarray]:
-    """Index and distance of each item's nearest other item (-1 / nan when alone)."""
+def neighbours(items: Items, threshold: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """In one pass over the exact pairwise distances (computed in chunks, so memory stays
+    bounded): each item's nearest other item (index, distance; -1 / nan when alone) and
+    the (m, 2) pairs i < j closer than `threshold`."""
     n = len(items.media_id)
     if n < 2:
-        return np.full(n, -1), np.full(n, np.nan)
-    dist, idx = NearestNeighbors(n_neighbors=2).fit(items.vectors).kneighbors(items.vectors)
-    # the first neighbour is usually the item itself; with exact copies it may not be
-    own = idx[:, 0] == np.arange(n)
-    return np.where(own, idx[:, 1], idx[:, 0]), np.where(own, dist[:, 1], dist[:, 0])
+        return np.full(n, -1), np.full(n, np.nan), np.zeros((0, 2), np.int64)
+
+    def reduce(dist: np.ndarray, start: int):
+        rows = np.arange(dist.shape[0])
+        dist[rows, start + rows] = np.inf  # an item is not its own neighbour
+        # per row, the later items closer than the threshold (sklearn wants one per row)
+        i, j = np.nonzero(dist < threshold)
+        later = j > start + i
+        i, j = i[later], j[later]
+        close = np.split(j, np.cumsum(np.bincount(i, minlength=len(rows)))[:-1])
+        return dist.argmin(axis=1), dist.min(axis=1), close
+
+    nn_idx, nn_dist, pairs = [], [], []
+    for idx, dist, close in pairwise_distances_chunked(items.vectors, reduce_func=reduce):
+        offset = sum(len(x) for x in nn_idx)
+        nn_idx.append(idx)
+        nn_dist.append(dist)
+        pairs += [(offset + r, j) for r, js in enumerate(close) for j in js]
+    return (
+        np.concatenate(nn_idx),
+        np.concatenate(nn_dist).astype(np.float64),
+        np.array(pairs, dtype=np.int64).reshape(-1, 2),
+    )
 
 
-def duplicate_pairs(items: Items, threshold: float, cfg: DedupConfig) -> np.ndarray:
-    """(m, 2) index pairs i < j closer than `threshold` (videos: same length and rate)."""
-    if len(items.media_id) < 2:
-        return np.zeros((0, 2), np.int64)
-    nn = NearestNeighbors(radius=threshold).fit(items.vectors)
-    dist, idx = nn.radius_neighbors(items.vectors, sort_results=False)
-    pairs = [
-        (i, j)
-        for i, (d, js) in enumerate(zip(dist, idx, strict=True))
-        for dj, j in zip(d, js, strict=True)
-        if i < j and dj < threshold
-    ]
-    pairs = np.array(pairs, dtype=np.int64).reshape(-1, 2)
-    if items.duration_s is not None and len(pairs):
-        a, b = pairs[:, 0], pairs[:, 1]
-        same = (np.abs(items.duration_s[a] - items.duration_s[b]) <= cfg.duration_tol_s) & (
-            np.abs(items.fps[a] - items.fps[b]) <= cfg.fps_tol
-        )
-        pairs = pairs[same]
-    return pairs
+def same_clip(items: Items, pairs: np.ndarray, cfg: DedupConfig) -> np.ndarray:
+    """Video pairs must also have the same length and frame rate (within tolerances)."""
+    if items.duration_s is None or not len(pairs):
+        return pairs
+    a, b = pairs[:, 0], pairs[:, 1]
+    same = (np.abs(items.duration_s[a] - items.duration_s[b]) <= cfg.duration_tol_s) & (
+        np.abs(items.fps[a] - items.fps[b]) <= cfg.fps_tol
+    )
+    return pairs[same]
 
 
 def groups(items: Items, pairs: np.ndarray) -> list[tuple[int, list[int]]]:
@@ -95,7 +104,7 @@ def groups(items: Items, pairs: np.ndarray) -> list[tuple[int, list[int]]]:
 
 def dedup_items(items: Items, threshold: float, cfg: DedupConfig) -> tuple[list, list]:
     """Rows of `duplicates` and `nn_distances` for one (profile, media type)."""
-    nn_idx, nn_dist = nearest(items)
+    nn_idx, nn_dist, pairs = neighbours(items, threshold)
     nn_rows = [
         {
             "media_id": m,
@@ -105,9 +114,7 @@ def dedup_items(items: Items, threshold: float, cfg: DedupConfig) -> tuple[list,
         for m, j, d in zip(items.media_id, nn_idx, nn_dist, strict=True)
     ]
     dup_rows = []
-    for group_id, (kept, members) in enumerate(
-        groups(items, duplicate_pairs(items, threshold, cfg))
-    ):
+    for group_id, (kept, members) in enumerate(groups(items, same_clip(items, pairs, cfg))):
         for i in members:
             dup_rows.append(
                 {

@@ -29,7 +29,7 @@ from popray.ingest import input_dir_of, sha256_file
 from popray.tables import SCHEMAS, embeddings_image_schema, embeddings_video_schema
 
 log = logging.getLogger(__name__)
-PREPROCESS_VERSION = 1
+PREPROCESS_VERSION = 2  # 2: video frames resized with PIL, like images
 ITEMS_PER_BLOCK = 16  # media per decode task: amortises task overhead, keeps streaming
 
 

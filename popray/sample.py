@@ -27,7 +27,7 @@ from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageOps
 
 from popray.sample_media import (
     SUBJECT_FILES,
@@ -200,25 +200,22 @@ def _write_duplicate(rng, root: Path, m: _Media, orig: _Media, truth: dict) -> N
     src = root / orig.path
     if m.media_type == "video":
         m.path = f"media/{m.media_id}.mp4"
-        reencode_video(src, root / m.path, crf=int(rng.integers(28, 33)))
+        reencode_video(src, root / m.path, crf=int(rng.integers(24, 28)))
         kind = "reencoded"
     else:
-        img = Image.open(src)
-        from PIL import ImageOps  # local: only duplicates need EXIF handling here
-
-        img = ImageOps.exif_transpose(img).convert("RGB")
+        img = ImageOps.exif_transpose(Image.open(src)).convert("RGB")
         kind = str(rng.choice(["exact", "reencoded", "resized", "cropped"]))
         if kind == "exact":
             m.path = f"media/{m.media_id}{Path(orig.path).suffix}"
             (root / m.path).write_bytes(src.read_bytes())
         else:
             if kind == "resized":
-                img = img.resize((int(img.width * 0.8), int(img.height * 0.8)))
+                img = img.resize((int(img.width * 0.85), int(img.height * 0.85)))
             elif kind == "cropped":
-                dx, dy = int(img.width * 0.03), int(img.height * 0.03)
+                dx, dy = int(img.width * 0.01), int(img.height * 0.01)
                 img = img.crop((dx, dy, img.width - dx, img.height - dy))
             m.path = f"media/{m.media_id}.jpg"
-            img.save(root / m.path, "JPEG", quality=int(rng.integers(60, 80)))
+            img.save(root / m.path, "JPEG", quality=int(rng.integers(86, 93)))
     truth["duplicates"].append(
         {"media_id": m.media_id, "duplicate_of": orig.media_id, "kind": kind}
     )

@@ -63,13 +63,19 @@ def test_videos_also_need_the_same_length_and_frame_rate():
     assert dedup_items(items, 1.5, CFG)[0] == []
 
 
-def test_no_unrelated_pair_is_flagged_on_the_sample(embedded, tiny_truth):
+def test_planted_duplicates_are_found_and_no_unrelated_pair(embedded, tiny_truth):
     _, out, _ = embedded
     dups, nns = run_dedup(out, DedupConfig(), "efficientnet_lite0")
-    planted = {frozenset((t["media_id"], t["duplicate_of"])) for t in tiny_truth["duplicates"]}
-    for group in {d["group_id"] for d in dups.to_pylist()}:
-        members = [d["media_id"] for d in dups.to_pylist() if d["group_id"] == group]
-        assert frozenset(members) in planted, f"unrelated items grouped: {members}"
+    planted = [(t["media_id"], t["duplicate_of"]) for t in tiny_truth["duplicates"]]
+    assert planted, "the sample should plant duplicates"
+    group_of = {d["media_id"]: d["group_id"] for d in dups.to_pylist()}
+    for a, b in planted:  # found: both in one group
+        assert a in group_of and group_of.get(a) == group_of.get(b), f"missed: {a}, {b}"
+    origin = {a: b for a, b in planted} | {b: b for _, b in planted}
+    for group in set(group_of.values()):
+        members = [m for m, g in group_of.items() if g == group]
+        assert all(m in origin for m in members), f"unrelated items grouped: {members}"
+        assert len({origin[m] for m in members}) == 1, f"two reposted posts merged: {members}"
     assert nns.num_rows == (
         store.read_table(out, "embeddings_image").num_rows // 3
         + store.read_table(out, "embeddings_video").num_rows
