@@ -32,6 +32,7 @@ from PIL import Image, ImageOps
 from popray.sample_media import (
     SUBJECT_FILES,
     compose,
+    first_frame,
     reencode_video,
     save_image,
     subject_photo,
@@ -190,10 +191,10 @@ def _write_video(rng, spec: SampleSpec, root: Path, m: _Media) -> None:
     )
     fps = FPS_CHOICES[int(rng.integers(len(FPS_CHOICES)))]
     size = VIDEO_SIZES[int(rng.integers(len(VIDEO_SIZES)))]
-    first = write_video(root / m.path, rng, m.subject, duration, fps, size)
-    if rng.random() < 0.5:
+    write_video(root / m.path, rng, m.subject, duration, fps, size)
+    if rng.random() < 0.5:  # an automatic cover: the first frame as the video shows it
         m.thumbnail_path = f"media/thumbs/{m.media_id}.jpg"
-        save_image(Image.fromarray(first), root / m.thumbnail_path, "JPEG")
+        save_image(Image.fromarray(first_frame(root / m.path)), root / m.thumbnail_path, "JPEG")
 
 
 def _write_duplicate(rng, root: Path, m: _Media, orig: _Media, truth: dict) -> None:

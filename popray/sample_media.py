@@ -143,8 +143,8 @@ def write_video(
     size: tuple[int, int],
     crf: int = 26,
     faststart: bool = False,
-) -> np.ndarray:
-    """Write an H.264 MP4 of `subject` (1-3 scenes); returns its first frame (RGB)."""
+) -> None:
+    """Write an H.264 MP4 of `subject` (1-3 scenes)."""
     n_frames = max(1, round(duration_s * float(fps)))
     n_scenes = int(rng.integers(1, 4))
     cuts = (
@@ -159,7 +159,6 @@ def write_video(
     bounds = [0, *cuts, n_frames]
     path.parent.mkdir(parents=True, exist_ok=True)
     options = {"movflags": "+faststart"} if faststart else {}
-    first = None
     with av.open(str(path), mode="w", options=options) as container:
         stream = container.add_stream("libx264", rate=fps)
         stream.width, stream.height = size
@@ -169,14 +168,17 @@ def write_video(
         stream.options = {"crf": str(crf), "preset": "veryfast"}
         for a, b in itertools.pairwise(bounds):
             for arr in _scene_frames(rng, subject, size, b - a):
-                if first is None:
-                    first = arr
                 frame = av.VideoFrame.from_ndarray(arr, format="rgb24")
                 for packet in stream.encode(frame):
                     container.mux(packet)
         for packet in stream.encode():
             container.mux(packet)
-    return first
+
+
+def first_frame(path: Path) -> np.ndarray:
+    """The first decoded frame (RGB): what a platform's automatic cover image shows."""
+    with av.open(str(path)) as container:
+        return next(container.decode(video=0)).to_ndarray(format="rgb24")
 
 
 def reencode_video(src: Path, dst: Path, crf: int) -> None:
