@@ -83,7 +83,7 @@ def decode_batch(batch: dict[str, np.ndarray], cfg: EmbedConfig) -> dict[str, np
             pixels.append(stack)
             meta.append(json.dumps(info))
             errors.append("")
-        except Exception as exc:  # a bad file is data, not a crash: it goes to quarantine
+        except (decode.DecodeError, OSError) as exc:  # a bad file is data: to quarantine
             pixels.append(empty)
             meta.append("{}")
             errors.append(decode.describe(exc))

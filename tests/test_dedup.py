@@ -86,3 +86,25 @@ def test_unknown_backbone_needs_an_explicit_threshold():
     with pytest.raises(ValueError, match="no duplicate threshold"):
         DedupConfig().threshold_for("vit_small_patch16_224")
     assert DedupConfig(threshold=3.0).threshold_for("anything") == 3.0
+
+
+def test_search_matches_brute_force():
+    """Against brute force: the same nearest neighbours and the same pairs."""
+    from popray.dedup import neighbours
+
+    rng = np.random.default_rng(1)
+    centers = rng.normal(0, 1.0, (20, 32))
+    x = centers[rng.integers(0, 20, 600)] + rng.normal(0, 0.25, (600, 32))
+    x[7] = x[3]  # an exact copy
+    x = x.astype(np.float32).astype(np.float64)  # embeddings are float32
+    items = _items(x, np.arange(600), np.ones(600, bool))
+    full = np.sqrt(((x[:, None, :] - x[None, :, :]) ** 2).sum(-1))
+    np.fill_diagonal(full, np.inf)
+    ranked = np.sort(full[np.isfinite(full)])
+    cut = len(ranked) // 100
+    threshold = float(ranked[cut] + ranked[cut + 1]) / 2  # between two distances, no tie
+    nn_idx, nn_dist, pairs = neighbours(items, threshold)
+    assert np.allclose(nn_dist, full.min(axis=1), atol=1e-4)
+    assert np.allclose(full[np.arange(600), nn_idx], full.min(axis=1), atol=1e-4)
+    want = {(i, j) for i, j in zip(*np.nonzero(full < threshold), strict=True) if i < j}
+    assert {tuple(pr) for pr in pairs.tolist()} == want and len(want) > 100
