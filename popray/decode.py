@@ -14,7 +14,6 @@ files, so each video is decoded in a child process that is killed after a time l
 from __future__ import annotations
 
 import multiprocessing as mp
-import traceback
 from pathlib import Path
 from typing import Any
 
@@ -187,4 +186,4 @@ def describe(exc: BaseException) -> str:
     """A one-line reason for quarantine."""
     if isinstance(exc, DecodeError):
         return str(exc)
-    return f"{type(exc).__name__}: {exc}".splitlines()[0][:500] or traceback.format_exc(0)
+    return f"{type(exc).__name__}: {exc}".splitlines()[0][:500]

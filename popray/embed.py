@@ -270,13 +270,12 @@ def _video_row(r: dict, cfg: EmbedConfig, key: str) -> dict:
     }
 
 
-def _previous(out: Path, name: str, part: str, key: str) -> pa.Table | None:
+def _previous(out: Path, name: str, part: str, key: str | None = None) -> pa.Table | None:
+    """An earlier run's part of a table (only rows made with preprocessing `key`)."""
     if not store.has_table(out, name, part):
         return None
     table = store.read_table(out, name, part)
-    if name != "quarantine":
-        return table.filter(pc.equal(table["preprocess"], key))
-    return table
+    return table if key is None else table.filter(pc.equal(table["preprocess"], key))
 
 
 def _assemble(cache: pa.Table | None, current: list[tuple[str, str]]) -> pa.Table | None:
@@ -306,7 +305,7 @@ def _views(table: pa.Table) -> list[int]:
 
 def _cached_failures(out: Path, cfg: EmbedConfig) -> dict[str, str]:
     """sha256 -> reason, for earlier deterministic failures under the same preprocessing."""
-    prev = _previous(out, "quarantine", f"embed-{cfg.backbone}", "")
+    prev = _previous(out, "quarantine", f"embed-{cfg.backbone}")
     keys = {image_key(cfg), video_key(cfg)}
     failed = {}
     for row in prev.to_pylist() if prev is not None else []:
