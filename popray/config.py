@@ -109,7 +109,7 @@ class DedupConfig(_Config):
         if backbone not in self.thresholds:
             raise ValueError(
                 f"no duplicate threshold for backbone {backbone!r}: set dedup.threshold "
-                "(look at the nn_distances histogram)"
+                "(--threshold); look at the nn_distances histogram"
             )
         return self.thresholds[backbone]
 
