@@ -1,0 +1,45 @@
+import numpy as np
+import pytest
+
+from popray.folds import make_folds
+
+
+def _data(seed=0):
+    rng = np.random.default_rng(seed)
+    images = ([f"i{i}" for i in range(60)], rng.integers(0, 3, 60))
+    videos = ([f"v{i}" for i in range(25)], np.arange(25) % 2)
+    return images, videos
+
+
+def test_folds_partition_and_stratify():
+    images, videos = _data()
+    folds = make_folds("image", 0, images, videos)
+    vals = [m for f in folds for m in f.val]
+    assert sorted(vals) == sorted(images[0]) and len(folds) == 5
+    cls = dict(zip(*images, strict=True))
+    for f in folds:
+        assert not set(f.train) & set(f.val) and f.extra_train == ()
+        counts = np.bincount([cls[m] for m in f.val], minlength=3)
+        assert counts.max() - counts.min() <= 3  # stratified
+
+
+def test_video_models_share_folds_and_extras_only_train():
+    images, videos = _data()
+    by_model = {
+        m: make_folds(m, 1, images, videos) for m in ("video", "image_to_video", "video_to_image")
+    }
+    vals = {m: [f.val for f in folds] for m, folds in by_model.items()}
+    assert vals["video"] == vals["image_to_video"] == vals["video_to_image"]
+    assert all(f.extra_train == () for f in by_model["video"])
+    for m in ("image_to_video", "video_to_image"):
+        for f in by_model[m]:
+            assert set(f.extra_train) == set(images[0]) and not set(f.val) & set(images[0])
+
+
+def test_seeds_shuffle_differently_and_too_few_items_is_an_error():
+    images, videos = _data()
+    assert [f.val for f in make_folds("image", 0, images, videos)] != [
+        f.val for f in make_folds("image", 1, images, videos)
+    ]
+    with pytest.raises(ValueError, match="cannot be split"):
+        make_folds("video", 0, images, (["v0", "v1", "v2"], np.array([0, 1, 0])))
