@@ -165,7 +165,7 @@ def pipeline_rate(images: list[dict], cfg) -> float:
     return len(images) / (time.perf_counter() - start)
 
 
-def video_sampling_seconds(videos: list[dict], cfg) -> tuple[float, float]:
+def video_sampling_seconds(videos: list[dict], cfg) -> tuple[float, float, int]:
     """Seconds per video: popray's decode step (15 sampled frames) vs ray.data.read_videos
     (every frame), both as Ray Data jobs over the same files."""
     import ray
