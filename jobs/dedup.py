@@ -1,11 +1,8 @@
 """`python -m jobs.dedup ...`: the `popray dedup` stage as a job (also under `ray job submit`)."""
 
-from popray.cli import app
+from popray.cli import job
 
-
-def main() -> None:
-    app(["dedup", *__import__("sys").argv[1:]], prog_name="python -m jobs.dedup")
-
+main = job("dedup")
 
 if __name__ == "__main__":
     main()

@@ -1,11 +1,8 @@
 """`python -m jobs.embed ...`: the `popray embed` stage as a job (also under `ray job submit`)."""
 
-from popray.cli import app
+from popray.cli import job
 
-
-def main() -> None:
-    app(["embed", *__import__("sys").argv[1:]], prog_name="python -m jobs.embed")
-
+main = job("embed")
 
 if __name__ == "__main__":
     main()

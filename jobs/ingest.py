@@ -1,11 +1,8 @@
 """`python -m jobs.ingest ...`: the `popray ingest` stage as a job (also under `ray job submit`)."""
 
-from popray.cli import app
+from popray.cli import job
 
-
-def main() -> None:
-    app(["ingest", *__import__("sys").argv[1:]], prog_name="python -m jobs.ingest")
-
+main = job("ingest")
 
 if __name__ == "__main__":
     main()

@@ -1,11 +1,8 @@
 """`python -m jobs.sample ...`: the `popray sample` stage as a job (also under `ray job submit`)."""
 
-from popray.cli import app
+from popray.cli import job
 
-
-def main() -> None:
-    app(["sample", *__import__("sys").argv[1:]], prog_name="python -m jobs.sample")
-
+main = job("sample")
 
 if __name__ == "__main__":
     main()

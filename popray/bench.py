@@ -218,6 +218,7 @@ def realistic_videos(folder: Path, size: tuple[int, int] = (720, 1280)) -> list[
     PHONE_DURATIONS_S (feed videos and reels run 10-90 s), made once and kept."""
     from fractions import Fraction
 
+    from popray.ingest import sha256_file
     from popray.sample_media import write_video
 
     folder.mkdir(parents=True, exist_ok=True)
@@ -232,19 +233,13 @@ def realistic_videos(folder: Path, size: tuple[int, int] = (720, 1280)) -> list[
         items.append(
             {
                 "media_id": f"v{seconds}",
-                "sha256": _sha(path),
+                "sha256": sha256_file(path),
                 "kind": "video",
                 "path": str(path),
                 "thumb": "",
             }
         )
     return items
-
-
-def _sha(path: Path) -> str:
-    from popray.ingest import sha256_file
-
-    return sha256_file(path)
 
 
 def bench_embed(

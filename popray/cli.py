@@ -238,5 +238,10 @@ def schemas(check: Annotated[bool, typer.Option(help="only check, write nothing"
     typer.echo(f"wrote {len(written)} file(s)" + "".join(f"\n  {p}" for p in written))
 
 
-def main() -> None:  # pragma: no cover - console entry point
-    app(sys.argv[1:])
+def job(stage: str):
+    """The `main()` of `python -m jobs.<stage>`: the same command, its own program name."""
+
+    def main() -> None:
+        app([stage, *sys.argv[1:]], prog_name=f"python -m jobs.{stage}")
+
+    return main

@@ -188,13 +188,14 @@ def run_pipeline(items: list[dict], cfg: EmbedConfig) -> list[dict]:
     from ray.data import ActorPoolStrategy, TaskPoolStrategy
 
     ensure_ray()
-    gpus = int(ray.cluster_resources().get("GPU", 0))
+    resources = ray.cluster_resources()
+    gpus = int(resources.get("GPU", 0))
     use_gpu = cfg.device == "cuda" or (cfg.device == "auto" and gpus > 0)
     # Several actors share a GPU so that batch preparation (Python, one core each) keeps
     # up with the forward pass; on CPU one actor uses every core through torch threads.
     # Each actor holds a CPU: leave at least half of them to the decode tasks, or the
     # pool would starve its own input.
-    cpus = int(ray.cluster_resources().get("CPU", 1))
+    cpus = int(resources.get("CPU", 1))
     actors = cfg.actors or (
         min(max(1, gpus) * cfg.actors_per_gpu, max(1, cpus // 2)) if use_gpu else 1
     )

@@ -294,19 +294,16 @@ def _write_csv(
     path: Path, header: list[str], rows: list[list], bad: list[tuple[list, str]], rng, truth: dict
 ) -> None:
     """Write rows, with each bad row inserted at a random place (its row number recorded)."""
-    rows = list(rows)
-    positions = []
+    tagged: list[tuple[list, str | None]] = [(row, None) for row in rows]
     for bad_row, what in bad:
-        pos = int(rng.integers(0, len(rows) + 1))
-        rows.insert(pos, bad_row)
-        positions = [p + 1 if p >= pos else p for p in positions] + [pos]
-        truth.setdefault("_pending", []).append(what)
-    for pos, what in zip(positions, truth.pop("_pending", []), strict=True):
-        truth["bad_rows"].append({"file": path.name, "row": pos + 1, "what": what})
+        tagged.insert(int(rng.integers(0, len(tagged) + 1)), (bad_row, what))
+    for n, (_, what) in enumerate(tagged, start=1):
+        if what is not None:
+            truth["bad_rows"].append({"file": path.name, "row": n, "what": what})
     with path.open("w", newline="", encoding="utf-8") as fh:
         writer = csv.writer(fh)
         writer.writerow(header)
-        writer.writerows(rows)
+        writer.writerows(row for row, _ in tagged)
 
 
 def generate(out_dir: Path, spec: SampleSpec) -> dict:
