@@ -19,7 +19,14 @@ import duckdb
 import typer
 from pydantic import ValidationError
 
-from popray.config import DedupConfig, EmbedConfig, LabelConfig, RunConfig, load_config
+from popray.config import (
+    DedupConfig,
+    EmbedConfig,
+    GridConfig,
+    LabelConfig,
+    RunConfig,
+    load_config,
+)
 from popray.ingest import InputError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
@@ -157,6 +164,49 @@ def dedup(
     )
 
 
+def _quiet_tune() -> None:
+    """Without --verbose, Tune's INFO lines give way to popray's one line per trial."""
+    if not logging.getLogger().isEnabledFor(logging.INFO):
+        logging.getLogger("ray.tune").setLevel(logging.WARNING)
+
+
+@app.command()
+def train(
+    out: OutOpt,
+    config: Annotated[Path | None, typer.Option(help="run configuration (.toml/.yaml)")] = None,
+    models: Annotated[list[str] | None, typer.Option("--model", help="model (repeat)")] = None,
+    k: Annotated[list[int] | None, typer.Option("--k", help="class counts (repeat)")] = None,
+    seeds: Annotated[list[int] | None, typer.Option("--seed", help="seeds (repeat)")] = None,
+    epochs: Annotated[int | None, typer.Option(help="epochs per training")] = None,
+    engine: Annotated[str | None, typer.Option(help="in_process | ray_train")] = None,
+    backbone: Annotated[str | None, typer.Option(help="whose embeddings to train on")] = None,
+) -> None:
+    """Run the validation grid (model x k x seed x fold) on Ray Tune, then final models."""
+    from popray.grid import GridError, run_train
+
+    try:
+        run_cfg = load_config(config) if config else None
+        base = run_cfg.grid if run_cfg else GridConfig()
+        options = {"models": models, "k": k, "seeds": seeds, "engine": engine}
+        cfg = GridConfig.model_validate(
+            base.model_dump() | {key: v for key, v in options.items() if v}
+        )
+        if epochs is not None:
+            cfg = GridConfig.model_validate(
+                cfg.model_dump() | {"train": cfg.train.model_dump() | {"epochs": epochs}}
+            )
+        label_ks = (run_cfg.label if run_cfg else LabelConfig()).k
+        net = backbone or (run_cfg.embed if run_cfg else EmbedConfig()).backbone
+        _quiet_tune()
+        report = run_train(out, cfg, label_ks, net, echo=typer.echo)
+    except (FileNotFoundError, ValueError, GridError) as exc:
+        _fail(str(exc))
+    from popray.evaluate import metrics_text
+
+    typer.echo(report.line())
+    typer.echo(metrics_text(report.metrics))
+
+
 @app.command()
 def sql(out: OutOpt, query: Annotated[str, typer.Argument(help="one SQL statement")]) -> None:
     """Run a read-only SQL query over the output views and print the result as a table."""
@@ -190,10 +240,12 @@ def run(
     input: Annotated[Path | None, typer.Option("--input", help="profile export folder")] = None,
     out: Annotated[Path | None, typer.Option("--out", help="output folder")] = None,
 ) -> None:
-    """Run the whole job: ingest -> label -> embed -> dedup -> summary."""
+    """Run the whole job: ingest -> label -> embed -> dedup -> train -> summary."""
     from popray.backbones import WeightsError
     from popray.dedup import run_dedup
     from popray.embed import run_embed
+    from popray.evaluate import metrics_text
+    from popray.grid import GridError, NothingToTrain, run_train
     from popray.ingest import run_ingest
     from popray.labels import run_label
     from popray.summary import summary_text
@@ -215,9 +267,16 @@ def run(
         run_label(cfg.out_dir, cfg.label)
         report = run_embed(cfg.out_dir, cfg.embed)
         run_dedup(cfg.out_dir, cfg.dedup, cfg.embed.backbone)
-    except (InputError, WeightsError, ValueError) as exc:
+        typer.echo(report.line())
+        _quiet_tune()
+        try:
+            trained = run_train(cfg.out_dir, cfg.grid, cfg.label.k, cfg.embed.backbone, typer.echo)
+            typer.echo(trained.line())
+            typer.echo(metrics_text(trained.metrics))
+        except NothingToTrain as exc:  # the other outputs stand; say why there are no models
+            typer.echo(f"train: skipped, {exc}")
+    except (InputError, WeightsError, ValueError, GridError) as exc:
         _fail(str(exc))
-    typer.echo(report.line())
     typer.echo(summary_text(cfg.out_dir))
     typer.echo(f"done in {time.perf_counter() - start:.1f} s; outputs in {cfg.out_dir}/")
     typer.echo(f'query them: popray sql --out {cfg.out_dir} "SELECT * FROM labels LIMIT 10"')

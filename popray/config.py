@@ -114,6 +114,47 @@ class DedupConfig(_Config):
         return self.thresholds[backbone]
 
 
+class TrainConfig(_Config):
+    """Optimiser settings of every training (the paper's defaults)."""
+
+    epochs: int = Field(default=15, ge=1)
+    lr: float = Field(default=1e-3, gt=0)
+    batch_size: int = Field(default=32, ge=1)
+
+
+ModelName = Literal["image", "video", "image_to_video", "video_to_image"]
+
+
+class GridConfig(_Config):
+    """The paper's validation grid (model x k x seed x fold) on Ray Tune, and final models."""
+
+    models: list[ModelName] = Field(
+        default=["image", "video", "image_to_video", "video_to_image"], min_length=1
+    )
+    k: list[Annotated[int, Field(ge=2, le=10)]] | None = Field(
+        default=None, description="class counts to train (default: every k of `label.k`)"
+    )
+    seeds: list[int] = Field(default=[0, 1, 2], min_length=1)
+    folds: int = Field(default=5, ge=2, le=20, description="StratifiedKFold splits")
+    labels: Literal["rolling", "global"] = Field(
+        default="rolling", description="which popularity classes to learn (paper: rolling)"
+    )
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    engine: Literal["in_process", "ray_train"] = Field(
+        default="in_process",
+        description="in_process: each Tune trial trains in its own process (tiny heads); "
+        "ray_train: each trial launches a Ray Train TorchTrainer (GPU workers)",
+    )
+    cpus_per_trial: float = Field(default=1.0, gt=0)
+    gpus_per_trial: float = Field(default=0.0, ge=0)
+    max_concurrent: int | None = Field(
+        default=None, ge=1, description="trials at once (default: as resources allow)"
+    )
+    final_models: bool = Field(
+        default=True, description="after the grid, train each (model, k) on all data and save it"
+    )
+
+
 class RunConfig(_Config):
     """One end-to-end run: where the export is, where outputs go, and each stage's options."""
 
@@ -122,6 +163,7 @@ class RunConfig(_Config):
     label: LabelConfig = Field(default_factory=LabelConfig)
     embed: EmbedConfig = Field(default_factory=EmbedConfig)
     dedup: DedupConfig = Field(default_factory=DedupConfig)
+    grid: GridConfig = Field(default_factory=GridConfig)
 
 
 def load_config(path: Path) -> RunConfig:

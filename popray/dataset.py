@@ -20,9 +20,11 @@ from popray.labels import sql_text
 @dataclass
 class Dataset:
     image_ids: list[str]
+    image_sha256: list[str]
     image_views: np.ndarray  # (n, 1 + views, width), view 0 = the image itself
     image_y: np.ndarray
     video_ids: list[str]
+    video_sha256: list[str]
     video_frames: np.ndarray  # (m, 15, width)
     video_pooled: np.ndarray  # (m, width)
     video_y: np.ndarray
@@ -52,9 +54,11 @@ def load_dataset(
         con.close()
     return Dataset(
         image_ids=img["media_id"].to_pylist(),
+        image_sha256=img["sha256"].to_pylist(),
         image_views=_stack(img["views"], 3),
         image_y=img["y"].to_numpy().astype(np.int64),
         video_ids=vid["media_id"].to_pylist(),
+        video_sha256=vid["sha256"].to_pylist(),
         video_frames=_stack(vid["frames"], 3),
         video_pooled=_stack(vid["pooled"], 2),
         video_y=vid["y"].to_numpy().astype(np.int64),

@@ -12,7 +12,10 @@ from dataclasses import dataclass
 import numpy as np
 from sklearn.model_selection import StratifiedKFold
 
+from popray.dataset import Dataset
 from popray.models import REGISTRY
+from popray.tables import N_FRAMES
+from popray.train import FoldData
 
 
 @dataclass(frozen=True)
@@ -46,3 +49,64 @@ def make_folds(
         Fold(fold, tuple(ids[train]), tuple(ids[val]), extra)
         for fold, (train, val) in enumerate(splitter.split(ids, classes))
     ]
+
+
+def split(ds: Dataset, model: str, seed: int, n_splits: int) -> list[Fold]:
+    """`make_folds` over a loaded dataset."""
+    return make_folds(model, seed, (ds.image_ids, ds.image_y), (ds.video_ids, ds.video_y), n_splits)
+
+
+def _arrays(ds: Dataset, media_type: str, kind: str) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """(ids, x, y) of one media type as `kind`: 'views' (all image views), 'vector'
+    (an image's own embedding or a video's pooled one) or 'sequence' (15 frames; an
+    image becomes a static 15-frame sequence)."""
+    if media_type == "image":
+        x = {
+            "views": ds.image_views,
+            "vector": ds.image_views[:, 0],
+            "sequence": np.repeat(ds.image_views[:, None, 0], N_FRAMES, axis=1),
+        }[kind]
+        return ds.image_ids, x, ds.image_y
+    x = ds.video_frames if kind == "sequence" else ds.video_pooled
+    return ds.video_ids, x, ds.video_y
+
+
+def _kinds(model: str) -> tuple[str, str]:
+    """How the model sees its own media in training, and the other type's extra items."""
+    spec = REGISTRY[model]
+    if spec.input == "sequence":
+        return "sequence", "sequence"
+    return ("views" if spec.validate_on == "image" else "vector"), "vector"
+
+
+def fold_data(ds: Dataset, model: str, fold: Fold) -> FoldData:
+    """The arrays of one fold: the model's own media split by `fold`, plus the other
+    media type's items (mixed models) in training only."""
+    spec = REGISTRY[model]
+    own_kind, extra_kind = _kinds(model)
+    ids, x, y = _arrays(ds, spec.validate_on, own_kind)
+    index = {media_id: i for i, media_id in enumerate(ids)}
+    train = np.array([index[m] for m in fold.train], dtype=np.int64)
+    val = np.array([index[m] for m in fold.val], dtype=np.int64)
+    x_val = x[val] if own_kind != "views" else x[val, 0]
+    x_train, y_train = x[train], y[train]
+    if fold.extra_train:
+        other = "video" if spec.validate_on == "image" else "image"
+        extra_ids, x_extra, y_extra = _arrays(ds, other, extra_kind)
+        extra_index = {media_id: i for i, media_id in enumerate(extra_ids)}
+        extra = np.array([extra_index[m] for m in fold.extra_train], dtype=np.int64)
+        x_train = np.concatenate([x_train, x_extra[extra]])
+        y_train = np.concatenate([y_train, y_extra[extra]])
+    return FoldData(x_train, y_train, x_val, y[val], train_views=own_kind == "views")
+
+
+def all_data(ds: Dataset, model: str) -> tuple[np.ndarray, np.ndarray, bool]:
+    """Every item a final model trains on: (x, y, x has a views axis)."""
+    spec = REGISTRY[model]
+    own_kind, extra_kind = _kinds(model)
+    _, x, y = _arrays(ds, spec.validate_on, own_kind)
+    if spec.train_extra != "none":
+        other = "video" if spec.validate_on == "image" else "image"
+        _, x_extra, y_extra = _arrays(ds, other, extra_kind)
+        x, y = np.concatenate([x, x_extra]), np.concatenate([y, y_extra])
+    return x, y, own_kind == "views"

@@ -159,6 +159,82 @@ NN_DISTANCES = pa.schema(
     ]
 )
 
+# The grid (paper 5.2): what was trained, on which data, and how each run scored.
+GRID_KEY = [
+    pa.field("labels", pa.string(), nullable=False),  # 'rolling' | 'global' classes
+    pa.field("backbone", pa.string(), nullable=False),
+    pa.field("model", pa.string(), nullable=False),
+    pa.field("k", pa.int32(), nullable=False),
+]
+
+# One row per grid trial (model, k, seed, fold).
+TRIALS = pa.schema(
+    [
+        *GRID_KEY,
+        pa.field("seed", pa.int64(), nullable=False),
+        pa.field("fold", pa.int32(), nullable=False),
+        pa.field("best_epoch", pa.int32(), nullable=False),
+        pa.field("val_accuracy", pa.float64(), nullable=False),
+        pa.field("n_train", pa.int64(), nullable=False),  # own media type, training folds
+        pa.field("n_extra", pa.int64(), nullable=False),  # other media type, training only
+        pa.field("n_val", pa.int64(), nullable=False),
+        pa.field("epochs", pa.int32(), nullable=False),
+        pa.field("train_s", pa.float64(), nullable=False),
+        pa.field("finished_at", TS, nullable=False),
+        pa.field("engine", pa.string(), nullable=False),
+        pa.field("trial", pa.string(), nullable=False),  # its result: OUT/grid/*.results/<trial>
+    ]
+)
+
+# Each validation item's prediction in each (model, k, seed): every item exactly once
+# per seed, in the fold that held it out.
+PREDICTIONS = pa.schema(
+    [
+        *GRID_KEY,
+        pa.field("seed", pa.int64(), nullable=False),
+        pa.field("fold", pa.int32(), nullable=False),
+        pa.field("media_id", pa.string(), nullable=False),
+        pa.field("label", pa.int32(), nullable=False),
+        pa.field("pred", pa.int32(), nullable=False),
+        pa.field("proba", pa.list_(pa.float32()), nullable=False),
+    ]
+)
+
+_MATRIX = pa.list_(pa.list_(pa.float64()))
+# One row per (model, k): a seed's score pools its folds; mean and std (ddof 0) over seeds.
+METRICS = pa.schema(
+    [
+        *GRID_KEY,
+        pa.field("validated_on", pa.string(), nullable=False),  # 'image' | 'video'
+        pa.field("n_items", pa.int64(), nullable=False),
+        pa.field("n_seeds", pa.int32(), nullable=False),
+        pa.field("accuracy_mean", pa.float64(), nullable=False),
+        pa.field("accuracy_std", pa.float64(), nullable=False),
+        pa.field("top2_mean", pa.float64()),  # k >= 3 only
+        pa.field("top2_std", pa.float64()),
+        pa.field("macro_f1_mean", pa.float64(), nullable=False),
+        pa.field("macro_f1_std", pa.float64(), nullable=False),
+        pa.field("majority_accuracy", pa.float64(), nullable=False),  # always the commonest class
+        pa.field("confusion_mean", _MATRIX, nullable=False),  # rows true, row-normalised
+        pa.field("confusion_std", _MATRIX, nullable=False),
+        pa.field("paper_accuracy", pa.float64()),  # Viola et al. 2021, for comparison
+    ]
+)
+
+# The final models: each (model, k) trained once on all the data, saved for prediction.
+MODELS = pa.schema(
+    [
+        *GRID_KEY,
+        pa.field("epochs", pa.int32(), nullable=False),
+        pa.field("seed", pa.int64(), nullable=False),
+        pa.field("n_images", pa.int64(), nullable=False),
+        pa.field("n_videos", pa.int64(), nullable=False),
+        pa.field("snapshot", pa.string(), nullable=False),  # sha256 of the items it saw
+        pa.field("path", pa.string(), nullable=False),  # relative to OUT
+        pa.field("created_at", TS, nullable=False),
+    ]
+)
+
 SCHEMAS: dict[str, pa.Schema] = {
     "posts": POSTS,
     "media": MEDIA,
@@ -170,6 +246,10 @@ SCHEMAS: dict[str, pa.Schema] = {
     "embeddings_video": embeddings_video_schema(),
     "duplicates": DUPLICATES,
     "nn_distances": NN_DISTANCES,
+    "trials": TRIALS,
+    "predictions": PREDICTIONS,
+    "metrics": METRICS,
+    "models": MODELS,
 }
 # Tables whose schema never varies (embeddings follow the backbone's width).
 FIXED_SCHEMA = frozenset(SCHEMAS) - {"embeddings_image", "embeddings_video"}

@@ -1,4 +1,5 @@
-"""Training one fold: the single function every grid trial calls (paper 4.2, 5.2).
+"""Training: one fold the paper's way (the function every grid trial calls, paper 4.2, 5.2),
+and one model on all the data (the final models saved for prediction).
 
 Adam (lr 1e-3), cross-entropy, 15 epochs; after each epoch the model is scored on the
 validation fold and the weights of the epoch with the best validation accuracy (the
@@ -9,25 +10,16 @@ one view per item, so augmentation costs no backbone pass.
 
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
+from popray.config import TrainConfig
 from popray.models import create_model
 
-
-class TrainConfig(BaseModel):
-    """Optimiser settings (the paper's defaults)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    epochs: int = Field(default=15, ge=1)
-    lr: float = Field(default=1e-3, gt=0)
-    batch_size: int = Field(default=32, ge=1)
+__all__ = ["FoldData", "FoldResult", "TrainConfig", "fit_all", "fit_fold"]
 
 
 @dataclass
@@ -51,37 +43,72 @@ class FoldResult:
     state_dict: dict | None = None
 
 
-def fit_fold(model_name: str, k: int, data: FoldData, cfg: TrainConfig, seed: int) -> FoldResult:
+class _Trainer:
+    """A fresh model, its optimiser and the epoch loop shared by fit_fold and fit_all."""
+
+    def __init__(self, model_name: str, k: int, width: int, cfg: TrainConfig, seed: int, device):
+        torch.manual_seed(seed)
+        self.rng = np.random.default_rng(seed)
+        self.device = torch.device(device)
+        self.model = create_model(model_name, k, width).to(self.device)
+        self.optimiser = torch.optim.Adam(self.model.parameters(), lr=cfg.lr)
+        self.loss_fn = nn.CrossEntropyLoss()
+        self.batch_size = cfg.batch_size
+
+    def epoch(self, x: np.ndarray, y: torch.Tensor, views: bool) -> None:
+        self.model.train()
+        if views:  # one random view of each item this epoch
+            pick = self.rng.integers(0, x.shape[1], len(x))
+            x = x[np.arange(len(x)), pick]
+        x = torch.as_tensor(x, dtype=torch.float32, device=self.device)
+        order = torch.as_tensor(self.rng.permutation(len(x)), device=self.device)
+        for start in range(0, len(order), self.batch_size):
+            batch = order[start : start + self.batch_size]
+            self.optimiser.zero_grad()
+            self.loss_fn(self.model(x[batch]), y[batch]).backward()
+            self.optimiser.step()
+
+    def labels(self, y: np.ndarray) -> torch.Tensor:
+        return torch.as_tensor(y, dtype=torch.long, device=self.device)
+
+
+def fit_fold(
+    model_name: str, k: int, data: FoldData, cfg: TrainConfig, seed: int, device: str = "cpu"
+) -> FoldResult:
     """Train `model_name` on one fold and keep its best epoch (see the module docstring)."""
-    torch.manual_seed(seed)
-    rng = np.random.default_rng(seed)
-    width = data.x_val.shape[-1]
-    model = create_model(model_name, k, width)
-    optimiser = torch.optim.Adam(model.parameters(), lr=cfg.lr)
-    loss_fn = nn.CrossEntropyLoss()
-    y_train = torch.as_tensor(data.y_train, dtype=torch.long)
-    x_val = torch.as_tensor(data.x_val, dtype=torch.float32)
+    trainer = _Trainer(model_name, k, data.x_val.shape[-1], cfg, seed, device)
+    y_train = trainer.labels(data.y_train)
+    x_val = torch.as_tensor(data.x_val, dtype=torch.float32, device=trainer.device)
     best: FoldResult | None = None
     history = []
     for epoch in range(1, cfg.epochs + 1):
-        model.train()
-        x_epoch = data.x_train
-        if data.train_views:  # one random view of each item this epoch
-            views = rng.integers(0, data.x_train.shape[1], len(data.x_train))
-            x_epoch = data.x_train[np.arange(len(data.x_train)), views]
-        x_epoch = torch.as_tensor(x_epoch, dtype=torch.float32)
-        order = torch.as_tensor(rng.permutation(len(x_epoch)))
-        for start in range(0, len(order), cfg.batch_size):
-            batch = order[start : start + cfg.batch_size]
-            optimiser.zero_grad()
-            loss_fn(model(x_epoch[batch]), y_train[batch]).backward()
-            optimiser.step()
-        model.eval()
+        trainer.epoch(data.x_train, y_train, data.train_views)
+        trainer.model.eval()
         with torch.inference_mode():
-            proba = torch.softmax(model(x_val), dim=1).numpy()
+            proba = torch.softmax(trainer.model(x_val), dim=1).float().cpu().numpy()
         accuracy = float((proba.argmax(axis=1) == data.y_val).mean())
         history.append(accuracy)
         if best is None or accuracy > best.val_accuracy:
-            best = FoldResult(epoch, accuracy, proba, state_dict=copy.deepcopy(model.state_dict()))
+            state = {k: v.detach().cpu().clone() for k, v in trainer.model.state_dict().items()}
+            best = FoldResult(epoch, accuracy, proba, state_dict=state)
     best.history = history
     return best
+
+
+def fit_all(
+    model_name: str,
+    k: int,
+    x: np.ndarray,
+    y: np.ndarray,
+    cfg: TrainConfig,
+    seed: int,
+    train_views: bool = False,
+    device: str = "cpu",
+) -> nn.Module:
+    """Train `model_name` on every item for `cfg.epochs` epochs (no validation left to
+    pick an epoch: the caller passes the grid's typical best epoch); returns it in eval mode."""
+    trainer = _Trainer(model_name, k, x.shape[-1], cfg, seed, device)
+    y_t = trainer.labels(y)
+    for _ in range(cfg.epochs):
+        trainer.epoch(x, y_t, train_views)
+    return trainer.model.eval().cpu()

@@ -43,3 +43,32 @@ def test_seeds_shuffle_differently_and_too_few_items_is_an_error():
     ]
     with pytest.raises(ValueError, match="cannot be split"):
         make_folds("video", 0, images, (["v0", "v1", "v2"], np.array([0, 1, 0])))
+
+
+def test_fold_arrays_put_extra_media_in_training_only():
+    from grid_helpers import synthetic
+
+    from popray.folds import all_data, fold_data, split
+
+    ds = synthetic(2, n_images=20, n_videos=15)
+    for model, own, shape in [
+        ("image", 20, (3, 16)),
+        ("video", 15, (15, 16)),
+        ("image_to_video", 15, (15, 16)),
+        ("video_to_image", 15, (16,)),
+    ]:
+        folds = split(ds, model, 0, 5)
+        extra = 20 if model in ("image_to_video", "video_to_image") else 0
+        for fold in folds:
+            data = fold_data(ds, model, fold)
+            assert (
+                len(data.x_val) == len(fold.val)
+                and len(data.x_train) == own - len(fold.val) + extra
+            )
+            assert data.x_train.shape[1:] == shape and data.train_views == (model == "image")
+            assert data.x_val.shape[1:] == (shape[1:] if model == "image" else shape)
+        if model == "image_to_video":  # an image becomes 15 equal frames, labels follow
+            assert np.array_equal(data.x_train[-1], np.repeat(ds.image_views[None, -1, 0], 15, 0))
+            assert data.y_train[-1] == ds.image_y[-1]
+        x, y, views = all_data(ds, model)
+        assert len(x) == len(y) == own + extra and views == (model == "image")

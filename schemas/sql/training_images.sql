@@ -2,7 +2,7 @@
 -- not removed as a near-duplicate; all views of each image, view 0 first.
 -- Inputs: views labels, embeddings_image, duplicates.
 -- Parameters: $k, $labels ('rolling' | 'global'), $backbone.
-SELECT l.media_id,
+SELECT l.media_id, any_value(e.sha256) AS sha256,
        CASE WHEN $labels = 'global' THEN l.class_global ELSE l.class_rolling END AS y,
        list(e.embedding ORDER BY e.view) AS views
 FROM labels l

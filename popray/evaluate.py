@@ -1,0 +1,117 @@
+"""Scores of the grid (paper 5.2): per (model, k), a seed's accuracy pools the validation
+predictions of its 5 folds; the table reports mean and std (ddof 0) over seeds, top-2
+accuracy for k >= 3, macro-F1, the row-normalised confusion matrix (mean and std over
+seeds) and, for scale, the majority-class accuracy on the same items and the paper's
+number.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+import numpy as np
+import pyarrow as pa
+from sklearn.metrics import confusion_matrix, f1_score, top_k_accuracy_score
+
+from popray.models import REGISTRY
+from popray.tables import METRICS
+
+# Viola et al. 2021, Table 1 (their private profile).
+PAPER_ACCURACY = {
+    ("image", 2): 0.72,
+    ("image", 3): 0.54,
+    ("video", 2): 0.70,
+    ("video", 3): 0.53,
+    ("image_to_video", 2): 0.70,
+    ("image_to_video", 3): 0.54,
+    ("video_to_image", 2): 0.71,
+    ("video_to_image", 3): 0.54,
+}
+KEY = ("labels", "backbone", "model", "k")
+
+
+def _seed_scores(y: np.ndarray, pred: np.ndarray, proba: np.ndarray, k: int) -> dict:
+    classes = list(range(k))
+    confusion = confusion_matrix(y, pred, labels=classes).astype(np.float64)
+    support = confusion.sum(axis=1, keepdims=True)
+    return {
+        "accuracy": float((y == pred).mean()),
+        "top2": float(top_k_accuracy_score(y, proba, k=2, labels=classes)) if k >= 3 else None,
+        "macro_f1": float(f1_score(y, pred, labels=classes, average="macro", zero_division=0)),
+        "confusion": np.divide(confusion, support, out=np.zeros_like(confusion), where=support > 0),
+    }
+
+
+def compute_metrics(predictions: pa.Table) -> pa.Table:
+    """The `metrics` table from the `predictions` table of one or more grids."""
+    groups: dict[tuple, dict[int, list[dict]]] = defaultdict(lambda: defaultdict(list))
+    for row in predictions.to_pylist():
+        groups[tuple(row[c] for c in KEY)][row["seed"]].append(row)
+    out = []
+    for key, seeds in sorted(groups.items()):
+        cell = dict(zip(KEY, key, strict=True))
+        k = cell["k"]
+        scores = []
+        for rows in seeds.values():
+            y = np.array([r["label"] for r in rows])
+            pred = np.array([r["pred"] for r in rows])
+            proba = np.array([r["proba"] for r in rows], dtype=np.float64)
+            scores.append(_seed_scores(y, pred, proba, k))
+        first = next(iter(seeds.values()))
+        counts = np.bincount([r["label"] for r in first], minlength=k)
+        confusion = np.stack([s["confusion"] for s in scores])
+        top2 = [s["top2"] for s in scores]
+        out.append(
+            cell
+            | {
+                "validated_on": REGISTRY[cell["model"]].validate_on,
+                "n_items": len({r["media_id"] for r in first}),
+                "n_seeds": len(seeds),
+                "accuracy_mean": float(np.mean([s["accuracy"] for s in scores])),
+                "accuracy_std": float(np.std([s["accuracy"] for s in scores])),
+                "top2_mean": float(np.mean(top2)) if k >= 3 else None,
+                "top2_std": float(np.std(top2)) if k >= 3 else None,
+                "macro_f1_mean": float(np.mean([s["macro_f1"] for s in scores])),
+                "macro_f1_std": float(np.std([s["macro_f1"] for s in scores])),
+                "majority_accuracy": float(counts.max() / counts.sum()),
+                "confusion_mean": confusion.mean(axis=0).tolist(),
+                "confusion_std": confusion.std(axis=0).tolist(),
+                "paper_accuracy": PAPER_ACCURACY.get((cell["model"], k)),
+            }
+        )
+    return pa.Table.from_pylist(out, schema=METRICS)
+
+
+def metrics_text(metrics: pa.Table) -> str:
+    """The metrics in the paper's layout: one row per model, one column per k."""
+    rows = metrics.to_pylist()
+    ks = sorted({r["k"] for r in rows})
+    by_cell = {(r["model"], r["k"]): r for r in rows}
+    models = [m for m in REGISTRY if any((m, k) in by_cell for k in ks)]
+    width = 34
+    lines = [
+        "accuracy, mean ± std over seeds [paper] (majority class; top-2 for k ≥ 3)",
+        f"{'model':<16}" + "".join(f"{'k=' + str(k):<{width}}" for k in ks),
+    ]
+    for model in models:
+        cells = []
+        for k in ks:
+            r = by_cell.get((model, k))
+            if r is None:
+                cells.append(f"{'-':<{width}}")
+                continue
+            paper = f" [{r['paper_accuracy']:.2f}]" if r["paper_accuracy"] is not None else ""
+            extra = f"; top-2 {r['top2_mean']:.2f}" if r["top2_mean"] is not None else ""
+            text = (
+                f"{r['accuracy_mean']:.2f} ± {r['accuracy_std']:.2f}{paper} "
+                f"({r['majority_accuracy']:.2f}{extra})"
+            )
+            cells.append(f"{text:<{width}}")
+        n = max(by_cell[(model, k)]["n_items"] for k in ks if (model, k) in by_cell)
+        lines.append(f"{model:<16}" + "".join(cells) + f" n={n}")
+    first = rows[0] if rows else {}
+    lines.append(
+        f"labels {first.get('labels')}, backbone {first.get('backbone')}, "
+        f"{first.get('n_seeds')} seeds; n = items validated on (images or videos)"
+    )
+    return "\n".join(lines)

@@ -1,0 +1,388 @@
+"""The paper's validation grid on Ray Tune: model x k x seed x fold, one trial each.
+
+    popray train --out out          # 4 models x k {2, 3} x seeds {0, 1, 2} x 5 folds
+
+Every trial runs `run_trial` (the same function `jobs.benchmark train` runs in a plain
+loop): it rebuilds its fold from (model, seed, fold), trains with `train.fit_fold` and
+reports the best epoch's accuracy; its validation predictions travel in the trial's
+checkpoint. The data go to the object store once (`tune.with_parameters`).
+
+Engines: `in_process` trains inside the Tune trial (the heads are tiny: a Ray Train
+worker group per trial would cost more than the training, see README); `ray_train`
+launches a one-worker TorchTrainer from inside the trial, for GPU workers.
+
+The experiment lives under `OUT/grid/<name>`, where the name fingerprints the grid
+options and the exact training data: an interrupted grid resumes there
+(`Tuner.restore`) without redoing finished trials, and new data start a new grid.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import tempfile
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import ray
+import torch
+from ray import tune
+
+from popray import store
+from popray.config import GridConfig
+from popray.dataset import Dataset, load_dataset
+from popray.evaluate import compute_metrics
+from popray.final import prune, train_final
+from popray.folds import fold_data, split
+from popray.tables import PREDICTIONS, TRIALS
+from popray.train import fit_fold
+
+PREDICTIONS_FILE = "predictions.parquet"
+METRICS_FILE = "metrics.json"
+FORMAT = 3  # of a trial's result folder; part of the fingerprint, so old grids are not resumed
+
+
+class GridError(RuntimeError):
+    """The grid did not finish: interrupted (rerun to resume) or trials failed."""
+
+
+class NothingToTrain(ValueError):
+    """No (model, k) cell has enough labelled items for stratified folds."""
+
+
+@dataclass(frozen=True)
+class TrialSpec:
+    model: str
+    k: int
+    seed: int
+    fold: int
+
+    @property
+    def name(self) -> str:
+        return f"{self.model}-k{self.k}-s{self.seed}-f{self.fold}"
+
+
+def trial_specs(cfg: GridConfig, cells: list[tuple[str, int]]) -> list[TrialSpec]:
+    """The grid over (model, k) cells in a fixed order: model, k, seed, fold."""
+    return [
+        TrialSpec(model, k, seed, fold)
+        for model, k in cells
+        for seed in cfg.seeds
+        for fold in range(cfg.folds)
+    ]
+
+
+def plan_cells(datasets: dict[int, Dataset], cfg: GridConfig) -> tuple[list, list[str]]:
+    """The (model, k) cells whose data can be split into stratified folds, and why each
+    other cell cannot (too few items of some class), checked before Tune starts."""
+    cells, skipped = [], []
+    for model in cfg.models:
+        for k, ds in sorted(datasets.items()):
+            try:
+                split(ds, model, cfg.seeds[0], cfg.folds)
+                cells.append((model, k))
+            except ValueError as exc:
+                skipped.append(f"{model} k={k}: {exc}")
+    return cells, skipped
+
+
+def run_trial(spec: TrialSpec, ds: Dataset, cfg: GridConfig, device: str = "cpu") -> tuple:
+    """Train one (model, k, seed, fold): returns (metrics dict, predictions table)."""
+    fold = split(ds, spec.model, spec.seed, cfg.folds)[spec.fold]
+    data = fold_data(ds, spec.model, fold)
+    start = time.perf_counter()
+    result = fit_fold(spec.model, spec.k, data, cfg.train, seed=spec.seed, device=device)
+    metrics = {
+        "best_epoch": result.best_epoch,
+        "val_accuracy": result.val_accuracy,
+        "n_train": len(fold.train),
+        "n_extra": len(fold.extra_train),
+        "n_val": len(fold.val),
+        "train_s": time.perf_counter() - start,
+        "finished_at": time.time(),
+    }
+    predictions = pa.table(
+        {
+            "media_id": list(fold.val),
+            "label": pa.array(data.y_val, pa.int32()),
+            "pred": pa.array(result.val_proba.argmax(axis=1), pa.int32()),
+            "proba": pa.array(list(result.val_proba.astype(np.float32)), pa.list_(pa.float32())),
+        }
+    )
+    return metrics, predictions
+
+
+def _write(folder: Path, metrics: dict, predictions: pa.Table) -> None:
+    """A trial's result (metrics.json + predictions.parquet), written under a temporary
+    name and renamed into place: a folder that exists is a finished trial."""
+    tmp = folder.with_name(f".{folder.name}-{uuid.uuid4().hex}.tmp")
+    tmp.mkdir(parents=True)
+    pq.write_table(predictions, tmp / PREDICTIONS_FILE)
+    (tmp / METRICS_FILE).write_text(json.dumps(metrics))
+    if folder.exists():
+        shutil.rmtree(folder)
+    os.replace(tmp, folder)
+
+
+def _read(folder: Path) -> tuple[dict, pa.Table]:
+    return json.loads((folder / METRICS_FILE).read_text()), pq.read_table(folder / PREDICTIONS_FILE)
+
+
+def _trial_setup(cfg: GridConfig) -> None:
+    """Inside a trial: torch uses the trial's CPUs; Ray's per-checkpoint INFO lines stay out
+    of the user's terminal (the progress callback reports each trial)."""
+    torch.set_num_threads(max(1, int(cfg.cpus_per_trial)))
+    logging.getLogger("ray.train").setLevel(logging.WARNING)
+
+
+def _train_worker(config: dict) -> None:
+    """Ray Train worker (engine `ray_train`): the same trial on the worker's device; the
+    result travels back in the worker's checkpoint."""
+    import ray.train
+    import ray.train.torch
+
+    cfg = GridConfig.model_validate(config["grid"])
+    _trial_setup(cfg)
+    device = str(ray.train.torch.get_device())
+    metrics, predictions = run_trial(
+        TrialSpec(**config["spec"]), ray.get(config["data"]), cfg, device
+    )
+    with tempfile.TemporaryDirectory() as tmp:
+        _write(Path(tmp) / "result", metrics, predictions)
+        ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp))
+
+
+def _with_ray_train(spec: TrialSpec, ds: Dataset, cfg: GridConfig, storage: Path):
+    """One trial as a one-worker TorchTrainer (engine `ray_train`)."""
+    from ray.train import RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    trainer = TorchTrainer(
+        _train_worker,
+        train_loop_config={"spec": asdict(spec), "grid": cfg.model_dump(), "data": ray.put(ds)},
+        scaling_config=ScalingConfig(
+            num_workers=1,
+            use_gpu=cfg.gpus_per_trial > 0,
+            resources_per_worker={"CPU": cfg.cpus_per_trial, "GPU": cfg.gpus_per_trial},
+        ),
+        run_config=RunConfig(name=spec.name, storage_path=str(storage / "train_runs")),
+    )
+    with trainer.fit().checkpoint.as_directory() as folder:
+        return _read(Path(folder) / "result")
+
+
+def _trial(config: dict, datasets: dict[int, Dataset], cfg: GridConfig, results: str) -> None:
+    """The Tune trainable: one grid cell, trained by the configured engine, unless an
+    earlier (interrupted or killed) run of the grid already finished it."""
+    spec = TrialSpec(**config["trial"])
+    folder = Path(results) / spec.name
+    if (folder / METRICS_FILE).exists():  # finished before: report it, train nothing
+        tune.report(_read(folder)[0])
+        return
+    if cfg.engine == "in_process":
+        _trial_setup(cfg)
+        device = "cuda" if cfg.gpus_per_trial > 0 else "cpu"
+        metrics, predictions = run_trial(spec, datasets[spec.k], cfg, device)
+    else:
+        metrics, predictions = _with_ray_train(spec, datasets[spec.k], cfg, Path(results))
+    _write(folder, metrics, predictions)
+    tune.report(metrics)
+
+
+def fingerprint(cfg: GridConfig, datasets: dict[int, Dataset], backbone: str, cells) -> str:
+    """What the grid's results depend on: its options and the exact items and labels."""
+    digest = hashlib.sha256()
+    options = cfg.model_dump(include={"models", "seeds", "folds", "labels", "train"})
+    digest.update(json.dumps([FORMAT, options, backbone, cells], sort_keys=True).encode())
+    for k in sorted(datasets):
+        ds = datasets[k]
+        for ids, shas, y in (
+            (ds.image_ids, ds.image_sha256, ds.image_y),
+            (ds.video_ids, ds.video_sha256, ds.video_y),
+        ):
+            digest.update(json.dumps([k, ids, shas, y.tolist()]).encode())
+    return digest.hexdigest()[:16]
+
+
+class _Progress(tune.Callback):
+    """One line per finished trial: `[17/120] image k=2 seed 0 fold 1: val acc 0.71 ...`.
+    (Tune pickles callbacks with the experiment, so a resumed grid reports through the
+    same callback: the count comes from the trials' states, not from a counter.)"""
+
+    def __init__(self, total: int, echo: Callable[[str], None]) -> None:
+        self.total, self.echo = total, echo
+
+    def on_trial_complete(self, iteration, trials, trial, **info) -> None:
+        done = 1 + sum(t.status == "TERMINATED" and t is not trial for t in trials)
+        c, r = trial.config["trial"], trial.last_result
+        self.echo(
+            f"[{done}/{self.total}] {c['model']} k={c['k']} seed {c['seed']} fold "
+            f"{c['fold']}: val acc {r.get('val_accuracy', float('nan')):.3f} "
+            f"(epoch {r.get('best_epoch')}) in {r.get('train_s', float('nan')):.2f} s"
+        )
+
+
+@dataclass
+class GridResult:
+    trials: pa.Table
+    predictions: pa.Table
+    experiment: Path
+    resumed: bool
+    reused: int  # trials finished by an earlier run (interrupted, or the same data)
+
+
+def _max_concurrent(cfg: GridConfig) -> int:
+    if cfg.max_concurrent:
+        return cfg.max_concurrent
+    cpus = ray.cluster_resources().get("CPU", 1)
+    by_cpu = cpus // cfg.cpus_per_trial
+    if cfg.gpus_per_trial:
+        by_cpu = min(by_cpu, ray.cluster_resources().get("GPU", 0) // cfg.gpus_per_trial)
+    return max(1, int(by_cpu))
+
+
+def run_grid(
+    out: Path,
+    datasets: dict[int, Dataset],
+    cfg: GridConfig,
+    backbone: str,
+    echo: Callable[[str], None] = lambda line: None,
+    cells: list[tuple[str, int]] | None = None,
+) -> GridResult:
+    """Run (or resume) the grid over `datasets` (one per k; `cells`: the (model, k) to
+    train, default all) and collect every trial."""
+    cells = cells if cells is not None else [(m, k) for m in cfg.models for k in sorted(datasets)]
+    specs = trial_specs(cfg, cells)
+    root = (out / "grid").resolve()
+    name = f"grid-{fingerprint(cfg, datasets, backbone, cells)}"
+    experiment = root / name
+    if not ray.is_initialized():
+        ray.init()
+    results_dir = root / f"{name}.results"  # one folder per finished trial
+    trainable = tune.with_parameters(_trial, datasets=datasets, cfg=cfg, results=str(results_dir))
+    # a ray_train trial only waits on its TorchTrainer, whose worker holds the resources
+    in_trial_cpus = 0.01 if cfg.engine == "ray_train" else cfg.cpus_per_trial
+    in_trial_gpus = 0 if cfg.engine == "ray_train" else cfg.gpus_per_trial
+    trainable = tune.with_resources(trainable, {"cpu": in_trial_cpus, "gpu": in_trial_gpus})
+    resumed = tune.Tuner.can_restore(experiment)
+    reused = _finished(results_dir) if resumed else 0
+    if resumed:
+        echo(f"resuming {experiment}: {reused} of {len(specs)} trials already done")
+        tuner = tune.Tuner.restore(str(experiment), trainable, restart_errored=True)
+        if reused == len(specs):  # nothing left to train: read the results, start no trial
+            results = tuner.get_results()
+            return GridResult(
+                *_collect(results, results_dir, specs, cfg, backbone), experiment, True, reused
+            )
+    else:
+        progress = _Progress(len(specs), echo)
+        tuner = tune.Tuner(
+            trainable,
+            param_space={"trial": tune.grid_search([asdict(spec) for spec in specs])},
+            tune_config=tune.TuneConfig(
+                max_concurrent_trials=_max_concurrent(cfg), reuse_actors=True
+            ),
+            run_config=tune.RunConfig(
+                name=name, storage_path=str(root), verbose=0, callbacks=[progress]
+            ),
+        )
+    # nothing left to train: read the results, start no trial
+    results = tuner.get_results() if reused == len(specs) else tuner.fit()
+    tables = _collect(results, results_dir, specs, cfg, backbone)
+    return GridResult(*tables, experiment, resumed, reused)
+
+
+def _finished(results_dir: Path) -> int:
+    return sum(1 for _ in results_dir.glob(f"*/{METRICS_FILE}"))
+
+
+def _collect(results, results_dir: Path, specs: list[TrialSpec], cfg: GridConfig, backbone: str):
+    """The `trials` and `predictions` tables of a finished grid; GridError otherwise."""
+    errors = [f"{r.config}: {r.error}" for r in results if r.error is not None]
+    if errors:
+        raise GridError(f"{len(errors)} trial(s) failed; first: {errors[0]}")
+    done = [s for s in specs if (results_dir / s.name / METRICS_FILE).exists()]
+    if len(done) < len(specs):
+        raise GridError(
+            f"grid interrupted: {len(done)} of {len(specs)} trials finished; "
+            "run the same command again to resume"
+        )
+    trials, predictions = [], []
+    for spec in specs:
+        metrics, table = _read(results_dir / spec.name)
+        cell = {"labels": cfg.labels, "backbone": backbone} | asdict(spec)
+        trials.append(
+            cell
+            | {name: metrics[name] for name in TRIALS.names if name in metrics}
+            | {
+                "epochs": cfg.train.epochs,
+                "finished_at": datetime.fromtimestamp(metrics["finished_at"], UTC),
+                "engine": cfg.engine,
+                "trial": spec.name,
+            }
+        )
+        for name, value in cell.items():
+            table = table.append_column(name, pa.array([value] * table.num_rows))
+        predictions.append(table.select(PREDICTIONS.names).cast(PREDICTIONS))
+    return pa.Table.from_pylist(trials, schema=TRIALS), pa.concat_tables(predictions)
+
+
+@dataclass
+class TrainReport:
+    grid: GridResult
+    metrics: pa.Table
+    models: pa.Table | None
+    skipped: list[str]  # (model, k) cells without enough data, and why
+    seconds: float
+
+    def line(self) -> str:
+        n = self.grid.trials.num_rows
+        reused = f" ({self.grid.reused} reused from an earlier run)" if self.grid.reused else ""
+        saved = f"; {self.models.num_rows} final models saved" if self.models else ""
+        return f"grid: {n} trials{reused} in {self.seconds:.1f} s{saved}"
+
+
+def run_train(
+    out: Path,
+    cfg: GridConfig,
+    label_ks: list[int],
+    backbone: str,
+    echo: Callable[[str], None] = lambda line: None,
+) -> TrainReport:
+    """The train stage: grid -> tables trials, predictions, metrics -> final models."""
+    start = time.perf_counter()
+    ks = cfg.k or label_ks
+    datasets = {k: load_dataset(out, backbone, k, cfg.labels) for k in ks}
+    cells, skipped = plan_cells(datasets, cfg)
+    for reason in skipped:
+        echo(f"skipped {reason}")
+    if not cells:
+        raise NothingToTrain("nothing to train: " + "; ".join(skipped))
+    grid = run_grid(out, datasets, cfg, backbone, echo, cells)
+    metrics = compute_metrics(grid.predictions)
+    part = f"{cfg.labels}-{backbone}"
+    store.write_table(out, "trials", grid.trials, part=part)
+    store.write_table(out, "predictions", grid.predictions, part=part)
+    store.write_table(out, "metrics", metrics, part=part)
+    models = None
+    if cfg.final_models:
+        echo("training the final models on all the data")
+        models = train_final(out, datasets, cfg, grid.trials, metrics, backbone, cells)
+        store.write_table(out, "models", models, part=part)
+        prune(out, store.read_table(out, "models"))
+    store.refresh_views(out)
+    current = {grid.experiment.name, f"{grid.experiment.name}.results"}
+    for stale in grid.experiment.parent.iterdir():  # finished: older grids are not needed
+        if stale.name not in current:
+            shutil.rmtree(stale)
+    return TrainReport(grid, metrics, models, skipped, time.perf_counter() - start)

@@ -1,0 +1,57 @@
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from popray.evaluate import PAPER_ACCURACY, compute_metrics, metrics_text
+from popray.tables import PREDICTIONS
+
+
+def _predictions(rows):
+    base = {"labels": "rolling", "backbone": "b", "model": "image", "fold": 0}
+    return pa.Table.from_pylist([base | r for r in rows], schema=PREDICTIONS)
+
+
+def _row(seed, media_id, label, proba):
+    return {
+        "seed": seed,
+        "k": len(proba),
+        "media_id": media_id,
+        "label": label,
+        "pred": int(np.argmax(proba)),
+        "proba": proba,
+    }
+
+
+def test_a_seed_pools_its_folds_and_seeds_give_mean_and_std():
+    # seed 0: 3 of 4 right; seed 1: 2 of 4 right (labels 0, 0, 1, 2)
+    labels = [0, 0, 1, 2]
+    seed0 = [[0.8, 0.1, 0.1], [0.2, 0.7, 0.1], [0.1, 0.8, 0.1], [0.1, 0.2, 0.7]]
+    seed1 = [[0.6, 0.3, 0.1], [0.1, 0.2, 0.7], [0.5, 0.3, 0.2], [0.1, 0.2, 0.7]]
+    rows = [
+        _row(s, f"m{i}", y, p)
+        for s, probas in ((0, seed0), (1, seed1))
+        for i, (y, p) in enumerate(zip(labels, probas, strict=True))
+    ]
+    (m,) = compute_metrics(_predictions(rows)).to_pylist()
+    assert m["n_items"] == 4 and m["n_seeds"] == 2 and m["validated_on"] == "image"
+    assert m["accuracy_mean"] == pytest.approx(0.625)
+    assert m["accuracy_std"] == pytest.approx(0.125)  # ddof 0 over the two seeds
+    # top-2: seed 0 all 4 (m1's 0 is 2nd); seed 1: m1 has 0 last -> 3 of 4
+    assert m["top2_mean"] == pytest.approx((1.0 + 0.75) / 2)
+    assert m["majority_accuracy"] == pytest.approx(0.5)
+    assert m["paper_accuracy"] == PAPER_ACCURACY[("image", 3)]
+    confusion = np.array(m["confusion_mean"])
+    # true class 0: seed 0 predicts [0, 1] -> [.5, .5, 0]; seed 1 [0, 2] -> [.5, 0, .5]
+    assert confusion[0] == pytest.approx([0.5, 0.25, 0.25])
+    assert np.array(m["confusion_std"])[0] == pytest.approx([0, 0.25, 0.25])
+    assert confusion.sum(axis=1) == pytest.approx([1, 1, 1])
+    text = metrics_text(compute_metrics(_predictions(rows)))
+    assert "0.62 ± 0.12 [0.54]" in text and "top-2 0.88" in text
+
+
+def test_binary_has_no_top2_and_a_missing_class_row_is_zero():
+    rows = [_row(0, "a", 0, [0.9, 0.1]), _row(0, "b", 0, [0.4, 0.6])]
+    (m,) = compute_metrics(_predictions(rows)).to_pylist()
+    assert m["top2_mean"] is None and m["accuracy_mean"] == 0.5
+    assert m["confusion_mean"] == [[0.5, 0.5], [0.0, 0.0]]
+    assert m["macro_f1_mean"] == pytest.approx((2 / 3 + 0) / 2)

@@ -1,0 +1,93 @@
+import pyarrow as pa
+import pytest
+import torch
+from grid_helpers import DATASETS
+
+from popray.config import GridConfig, TrainConfig
+from popray.evaluate import compute_metrics
+from popray.final import load_final, prune, train_final
+from popray.folds import all_data
+from popray.tables import PREDICTIONS, TRIALS
+from popray.train import fit_all
+
+
+def _grid_tables(models, best_epochs):
+    trials, preds = [], []
+    for model in models:
+        for k in DATASETS:
+            for fold, epoch in enumerate(best_epochs):
+                trials.append(
+                    {
+                        "labels": "rolling",
+                        "backbone": "b",
+                        "model": model,
+                        "k": k,
+                        "seed": 0,
+                        "fold": fold,
+                        "best_epoch": epoch,
+                        "val_accuracy": 0.5,
+                        "n_train": 1,
+                        "n_extra": 0,
+                        "n_val": 1,
+                        "epochs": 15,
+                        "train_s": 0.1,
+                        "finished_at": pa.scalar(0, pa.timestamp("us", tz="UTC")).as_py(),
+                        "engine": "in_process",
+                        "trial": "t",
+                    }
+                )
+            preds.append(
+                {
+                    "labels": "rolling",
+                    "backbone": "b",
+                    "model": model,
+                    "k": k,
+                    "seed": 0,
+                    "fold": 0,
+                    "media_id": "x",
+                    "label": 0,
+                    "pred": 0,
+                    "proba": [1.0] + [0.0] * (k - 1),
+                }
+            )
+    return (
+        pa.Table.from_pylist(trials, schema=TRIALS),
+        compute_metrics(pa.Table.from_pylist(preds, schema=PREDICTIONS)),
+    )
+
+
+@pytest.mark.parametrize("model", ["image", "video", "image_to_video", "video_to_image"])
+def test_final_models_train_on_everything_save_and_load(tmp_path, model):
+    cfg = GridConfig(models=[model], train=TrainConfig(epochs=15))
+    trials, metrics = _grid_tables([model], [20, 30, 45])
+    table = train_final(tmp_path, DATASETS, cfg, trials, metrics, "b")
+    assert table.num_rows == 2 and set(table["epochs"].to_pylist()) == {30}  # median best epoch
+    for row in table.to_pylist():
+        ds = DATASETS[row["k"]]
+        mixed = model in ("image_to_video", "video_to_image")
+        assert row["n_images"] == (len(ds.image_ids) if model == "image" or mixed else 0)
+        assert row["n_videos"] == (0 if model == "image" else len(ds.video_ids))
+        net, meta = load_final(tmp_path, row["path"])
+        assert meta["snapshot"] == row["snapshot"] and meta["epochs"] == 30
+        # the saved weights are those of a training on all the data for the median epoch
+        x, y, views = all_data(ds, model)
+        again = fit_all(model, row["k"], x, y, TrainConfig(epochs=30), seed=0, train_views=views)
+        for name, value in again.state_dict().items():
+            assert torch.equal(net.state_dict()[name], value), name
+    # same data, same settings: nothing is trained again
+    before = {p: (tmp_path / p / "model.pt").stat().st_mtime_ns for p in table["path"].to_pylist()}
+    again = train_final(tmp_path, DATASETS, cfg, trials, metrics, "b")
+    assert {
+        p: (tmp_path / p / "model.pt").stat().st_mtime_ns for p in again["path"].to_pylist()
+    } == before
+    # folders no table names are pruned
+    (tmp_path / "models" / "stale-k2-0").mkdir()
+    prune(tmp_path, again)
+    assert sorted(p.name for p in (tmp_path / "models").iterdir()) == sorted(
+        p.split("/")[1] for p in again["path"].to_pylist()
+    )
+
+
+def test_load_final_names_a_missing_model(tmp_path):
+    with pytest.raises(FileNotFoundError, match="run `popray train`"):
+        load_final(tmp_path, "models/nope")

@@ -1,0 +1,119 @@
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from grid_helpers import DATASETS, GRID, synthetic
+
+from popray.folds import split
+from popray.grid import plan_cells, run_grid, trial_specs
+
+HELPER = Path(__file__).with_name("grid_helpers.py")
+
+
+def _finished(trials):
+    return dict(
+        zip(
+            zip(*(trials[c].to_pylist() for c in ("model", "k", "seed", "fold")), strict=True),
+            trials["finished_at"].to_pylist(),
+            strict=True,
+        )
+    )
+
+
+def test_every_item_is_predicted_once_per_seed_in_its_own_fold(ray_session, tmp_path):
+    cfg = GRID.model_copy(update={"seeds": [0, 1]})
+    result = run_grid(tmp_path, DATASETS, cfg, "test")
+    cells = [(m, k) for m in cfg.models for k in (2, 3)]
+    assert result.trials.num_rows == len(trial_specs(cfg, cells)) == 24
+    rows = result.predictions.to_pylist()
+    for model in cfg.models:
+        for k, ds in DATASETS.items():
+            for seed in cfg.seeds:
+                mine = [r for r in rows if (r["model"], r["k"], r["seed"]) == (model, k, seed)]
+                own = ds.image_ids if model == "image" else ds.video_ids
+                assert sorted(r["media_id"] for r in mine) == sorted(own)  # each exactly once
+                folds = split(ds, model, seed, cfg.folds)
+                assert all(r["media_id"] in folds[r["fold"]].val for r in mine)
+                y = dict(zip(own, (ds.image_y if model == "image" else ds.video_y), strict=True))
+                assert all(r["label"] == y[r["media_id"]] for r in mine)
+                assert all(np.isclose(sum(r["proba"]), 1, atol=1e-5) for r in mine)
+                assert all(r["pred"] == int(np.argmax(r["proba"])) for r in mine)
+    # the classes are learnable: better than chance everywhere
+    acc = result.trials["val_accuracy"].to_numpy()
+    assert acc.mean() > 0.7
+    # a second run on the same data trains nothing and returns the same trials
+    again = run_grid(tmp_path, DATASETS, cfg, "test")
+    assert again.resumed and again.reused == 24
+    assert _finished(again.trials) == _finished(result.trials)
+    # other items (or other labels or bytes) make a different grid
+    changed = {2: synthetic(2, n_images=48), 3: DATASETS[3]}
+    assert run_grid(tmp_path, changed, cfg, "test").experiment != result.experiment
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sig", ["INT", "KILL"])
+def test_an_interrupted_grid_resumes_without_redoing_finished_trials(ray_session, tmp_path, sig):
+    """A real interruption: the grid's driver process signals itself after 4 trials
+    (SIGINT = Ctrl-C, SIGKILL = a crash); the same call then resumes."""
+    run = subprocess.run(
+        [sys.executable, str(HELPER), str(tmp_path), "4", sig],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert (tmp_path / "interrupted").exists(), run.stdout + run.stderr
+    assert run.returncode != 0  # it did not finish
+    total = len(trial_specs(GRID, [(m, k) for m in GRID.models for k in (2, 3)]))
+    resumed_at = time.time()
+    result = run_grid(tmp_path, DATASETS, GRID, "test")
+    assert result.resumed and 4 <= result.reused < total
+    assert result.trials.num_rows == total
+    times = [t.timestamp() for t in result.trials["finished_at"].to_pylist()]
+    # every trial that had finished was reused (its result kept), none trained again,
+    # and the rest were trained now
+    assert sum(t < resumed_at for t in times) == result.reused
+    assert sum(t >= resumed_at for t in times) == total - result.reused
+
+
+def test_cells_without_enough_data_are_skipped_with_the_reason():
+    data = {2: synthetic(2, n_images=45, n_videos=4), 3: synthetic(3, n_images=8)}
+    cells, skipped = plan_cells(data, GRID)  # 3 folds: each class needs 3 items
+    assert cells == [("image", 2), ("video_to_image", 3)]
+    assert skipped[0].startswith("image k=3: image: 8 images with class counts [3, 3, 2]")
+    assert skipped[1].startswith("video_to_image k=2: video_to_image: 4 videos")
+    assert len(skipped) == 2
+
+
+def test_popray_train_on_the_sample_writes_queryable_tables(embedded, tmp_path):
+    import shutil
+
+    from typer.testing import CliRunner
+
+    from popray import store
+    from popray.cli import app
+    from popray.config import DedupConfig, LabelConfig
+    from popray.dedup import run_dedup
+    from popray.labels import run_label
+
+    out = tmp_path / "out"
+    shutil.copytree(embedded[1], out)
+    run_label(out, LabelConfig())
+    run_dedup(out, DedupConfig(), "efficientnet_lite0")
+    args = ["train", "--out", str(out), "--model", "image", "--seed", "0", "--epochs", "3"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert "[10/10] image k=" in result.output  # one progress line per trial
+    assert "image " in result.output.splitlines()[-2]  # the metrics table, paper layout
+    con = store.connect(out)
+    n = con.sql("SELECT count(*) FROM trials WHERE model = 'image'").fetchall()[0][0]
+    per_item = con.sql(
+        "SELECT k, count(*), count(DISTINCT media_id) FROM predictions GROUP BY k ORDER BY k"
+    ).fetchall()
+    models = con.sql("SELECT model, k, path FROM models ORDER BY k").fetchall()
+    con.close()
+    assert n == 10 and per_item[0][1] == per_item[0][2]  # each item once (one seed)
+    assert [(m, k) for m, k, _ in models] == [("image", 2), ("image", 3)]
+    assert all((out / path / "model.pt").exists() for _, _, path in models)
