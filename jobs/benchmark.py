@@ -3,6 +3,7 @@
     python -m jobs.benchmark labels [--posts N] [--per-profile M] [--out OUT]
     python -m jobs.benchmark embed --input data/demo [--images 512] [--device auto]
     python -m jobs.benchmark dedup [--items 10000 30000 100000]
+    python -m jobs.benchmark train --out out     (after `make demo`)
 
 Prints one JSON line per measurement. Speed is measured here, never asserted in tests.
 """
@@ -32,7 +33,14 @@ def main(argv: list[str] | None = None) -> int:
     emb.add_argument("--video-dir", type=Path, help="phone-like 720x1280 videos (made if missing)")
     ded = sub.add_parser("dedup", help="time near-duplicate search")
     ded.add_argument("--items", type=int, nargs="+", default=[10_000, 30_000, 100_000])
+    tra = sub.add_parser("train", help="time the grid on Ray Tune against a plain loop")
+    tra.add_argument("--out", type=Path, default=Path("out"), help="labelled, embedded OUT")
     args = parser.parse_args(argv)
+    if args.what == "train":
+        from popray.bench import bench_train
+
+        for row in bench_train(args.out):
+            print(json.dumps(row), flush=True)
     if args.what == "dedup":
         from popray.bench import bench_dedup
 

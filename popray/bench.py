@@ -331,3 +331,62 @@ def bench_dedup(n_items: int, width: int = 1280, seed: int = 0) -> dict:
         "seconds": round(time.perf_counter() - start, 2),
         "groups": len({d["group_id"] for d in dups}),
     }
+
+
+def bench_train(out: Path, cfg=None, backbone: str = "efficientnet_lite0") -> list[dict]:
+    """The default grid on Ray Tune against the same trainings one after another in a
+    plain process (same `run_trial`, torch on all cores); then the `ray_train` engine on a
+    few trials, for its per-trial cost. `out` must hold labels, embeddings and dedup."""
+    import tempfile
+
+    import ray
+
+    from popray.config import GridConfig
+    from popray.dataset import load_dataset
+    from popray.grid import plan_cells, run_grid, run_trial, trial_specs
+
+    cfg = cfg or GridConfig()
+    datasets = {k: load_dataset(out, backbone, k, cfg.labels) for k in LabelConfig().k}
+    cells, _ = plan_cells(datasets, cfg)
+    specs = trial_specs(cfg, cells)
+    start = time.perf_counter()
+    train_s = [run_trial(spec, datasets[spec.k], cfg)[0]["train_s"] for spec in specs]
+    plain = time.perf_counter() - start
+    rows = [
+        {
+            "bench": "train_plain_loop",
+            "trials": len(specs),
+            "seconds": round(plain, 2),
+            "train_s_sum": round(sum(train_s), 2),
+        }
+    ]
+    start = time.perf_counter()
+    ray.init(include_dashboard=False, log_to_driver=False)
+    ray_start = time.perf_counter() - start
+    for engine, subset in (("in_process", None), ("ray_train", 6)):
+        run_cfg = cfg.model_copy(update={"engine": engine})
+        picked = cells if subset is None else cells[:1]
+        if subset is not None:
+            run_cfg = run_cfg.model_copy(update={"seeds": cfg.seeds[:1]})
+        with tempfile.TemporaryDirectory() as tmp:
+            start = time.perf_counter()
+            grid = run_grid(Path(tmp), datasets, run_cfg, backbone, cells=picked)
+            wall = time.perf_counter() - start
+        n = grid.trials.num_rows
+        row = {
+            "bench": f"train_grid_{engine}",
+            "trials": n,
+            "seconds": round(wall, 2),
+            "train_s_sum": round(float(grid.trials["train_s"].to_numpy().sum()), 2),
+            "ray_start_s": round(ray_start, 2),
+        }
+        if engine == "in_process":
+            row["vs_plain_loop"] = round(wall / plain, 3)
+            slots = int(ray.cluster_resources()["CPU"] // cfg.cpus_per_trial)
+            # wall time each trial held a slot beyond its own training
+            row["overhead_per_trial_s"] = round((wall * slots - row["train_s_sum"]) / n, 3)
+        else:
+            row["seconds_per_trial"] = round(wall / n, 2)
+        rows.append(row)
+    ray.shutdown()
+    return rows
