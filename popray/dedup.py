@@ -21,7 +21,6 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
-from sklearn.metrics import pairwise_distances_chunked
 
 from popray import store
 from popray.config import DedupConfig
@@ -40,35 +39,60 @@ class Items:
     fps: np.ndarray | None = None
 
 
+ROW_BLOCK, COL_BLOCK = 1024, 32768  # a 128 MiB float32 tile of squared distances
+
+
 def neighbours(items: Items, threshold: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """In one pass over the exact pairwise distances (computed in chunks, so memory stays
-    bounded): each item's nearest other item (index, distance; -1 / nan when alone) and
-    the (m, 2) pairs i < j closer than `threshold`."""
-    n = len(items.media_id)
+    """Each item's nearest other item (index, distance; -1 / nan when alone) and the
+    (m, 2) pairs i < j closer than `threshold`, exactly, in one pass over the upper
+    triangle of the distance matrix.
+
+    Tiles of squared distances come from one float32 matrix product each
+    (|a|^2 + |b|^2 - 2 a.b: BLAS at full speed, half the products thanks to symmetry,
+    memory bounded by the tile). Rounding in that expansion is far below the margin
+    used to pick candidate pairs, whose distances are then recomputed in float64, as is
+    every nearest-neighbour distance reported."""
+    x = np.ascontiguousarray(items.vectors, dtype=np.float32)
+    n = len(x)
     if n < 2:
         return np.full(n, -1), np.full(n, np.nan), np.zeros((0, 2), np.int64)
+    sq = np.einsum("ij,ij->i", x, x)
+    minus2x = -2 * x
+    best = np.full(n, np.inf, np.float32)
+    best_idx = np.full(n, -1, np.int64)
+    # candidates within the threshold plus a margin far above float32 rounding of the
+    # expansion (~1e-7 of |a|^2 + |b|^2); each is then checked in float64
+    limit = np.float32(threshold) ** 2 + 2e-5 * float(sq.max()) + 1e-6
+    candidates = []
+    for r0 in range(0, n, ROW_BLOCK):
+        r1 = min(n, r0 + ROW_BLOCK)
+        for c0 in range(r0, n, COL_BLOCK):  # columns from the diagonal on: i <= j
+            c1 = min(n, c0 + COL_BLOCK)
+            d2 = minus2x[r0:r1] @ x[c0:c1].T
+            d2 += sq[r0:r1, None]
+            d2 += sq[None, c0:c1]
+            if c0 < r1:  # a tile across the diagonal: keep only pairs i < j
+                i, j = np.ogrid[r0:r1, c0:c1]
+                d2[i >= j] = np.inf
+            close = np.nonzero(d2 < limit)
+            candidates.append(np.stack([close[0] + r0, close[1] + c0], axis=1))
+            rows = d2.argmin(axis=1)
+            _improve(best, best_idx, d2[np.arange(r1 - r0), rows], rows + c0, r0)
+            cols = d2.argmin(axis=0)
+            _improve(best, best_idx, d2[cols, np.arange(c1 - c0)], cols + r0, c0)
+    x64 = items.vectors.astype(np.float64)
+    pairs = np.concatenate(candidates).astype(np.int64)
+    exact = np.linalg.norm(x64[pairs[:, 0]] - x64[pairs[:, 1]], axis=1)
+    nn_dist = np.linalg.norm(x64 - x64[best_idx], axis=1)
+    return best_idx, nn_dist, pairs[exact < threshold]
 
-    def reduce(dist: np.ndarray, start: int):
-        rows = np.arange(dist.shape[0])
-        dist[rows, start + rows] = np.inf  # an item is not its own neighbour
-        # per row, the later items closer than the threshold (sklearn wants one per row)
-        i, j = np.nonzero(dist < threshold)
-        later = j > start + i
-        i, j = i[later], j[later]
-        close = np.split(j, np.cumsum(np.bincount(i, minlength=len(rows)))[:-1])
-        return dist.argmin(axis=1), dist.min(axis=1), close
 
-    nn_idx, nn_dist, pairs = [], [], []
-    for idx, dist, close in pairwise_distances_chunked(items.vectors, reduce_func=reduce):
-        offset = sum(len(x) for x in nn_idx)
-        nn_idx.append(idx)
-        nn_dist.append(dist)
-        pairs += [(offset + r, j) for r, js in enumerate(close) for j in js]
-    return (
-        np.concatenate(nn_idx),
-        np.concatenate(nn_dist).astype(np.float64),
-        np.array(pairs, dtype=np.int64).reshape(-1, 2),
-    )
+def _improve(best, best_idx, dist, idx, start: int) -> None:
+    """Keep, for items start.., the nearer of their current and the new neighbour."""
+    span = slice(start, start + len(dist))
+    better = dist < best[span]
+    best[span] = np.where(better, dist, best[span])
+    best_idx[span] = np.where(better, idx, best_idx[span])
 
 
 def same_clip(items: Items, pairs: np.ndarray, cfg: DedupConfig) -> np.ndarray:

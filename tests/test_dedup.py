@@ -88,9 +88,14 @@ def test_unknown_backbone_needs_an_explicit_threshold():
     assert DedupConfig(threshold=3.0).threshold_for("anything") == 3.0
 
 
-def test_search_matches_brute_force():
+@pytest.mark.parametrize("blocks", [(1024, 32768), (64, 160)])  # one tile; many tiles
+def test_search_matches_brute_force(monkeypatch, blocks):
     """Against brute force: the same nearest neighbours and the same pairs."""
+    from popray import dedup
     from popray.dedup import neighbours
+
+    monkeypatch.setattr(dedup, "ROW_BLOCK", blocks[0])
+    monkeypatch.setattr(dedup, "COL_BLOCK", blocks[1])
 
     rng = np.random.default_rng(1)
     centers = rng.normal(0, 1.0, (20, 32))
