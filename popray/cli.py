@@ -10,6 +10,7 @@ popray run --input data/demo --out out        (or --config run.toml)
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import time
 from pathlib import Path
@@ -165,9 +166,11 @@ def dedup(
 
 
 def _quiet_tune() -> None:
-    """Without --verbose, Tune's INFO lines give way to popray's one line per trial."""
+    """Without --verbose, Tune's INFO lines and its experiment banner (printed by the
+    new output engine whatever the verbosity) give way to popray's one line per trial."""
     if not logging.getLogger().isEnabledFor(logging.INFO):
         logging.getLogger("ray.tune").setLevel(logging.WARNING)
+        os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
 
 
 @app.command()

@@ -112,6 +112,6 @@ def metrics_text(metrics: pa.Table) -> str:
     first = rows[0] if rows else {}
     lines.append(
         f"labels {first.get('labels')}, backbone {first.get('backbone')}, "
-        f"{first.get('n_seeds')} seeds; n = items validated on (images or videos)"
+        f"{first.get('n_seeds')} seed(s); n = items validated on (images or videos)"
     )
     return "\n".join(lines)
