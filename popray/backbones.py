@@ -37,7 +37,9 @@ class Backbone:
 
     @property
     def width(self) -> int:
-        return int(self.model.num_features)
+        """Width of `embed`'s output: a model with a pre-logits layer after pooling
+        (MobileNetV3's 1024-d conv head on 288-d features) reports it as head_hidden_size."""
+        return int(getattr(self.model, "head_hidden_size", None) or self.model.num_features)
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         """Pooled features before the classifier (B, width) for normalised input x."""

@@ -211,6 +211,32 @@ def train(
 
 
 @app.command()
+def explain(
+    out: OutOpt,
+    k: Annotated[
+        int | None, typer.Option(help="classes of the image model (default: smallest)")
+    ] = None,
+    per_class: Annotated[int, typer.Option(help="labelled images per class")] = 3,
+    media: Annotated[list[Path] | None, typer.Option("--media", help="image file (repeat)")] = None,
+) -> None:
+    """Grad-CAM heatmaps of the image model: a sample of each class, and --media files."""
+    from popray.explain import run_explain
+
+    try:
+        table = run_explain(out, k, per_class, media)
+    except (FileNotFoundError, ValueError) as exc:
+        _fail(str(exc))
+    for row in table.to_pylist():
+        what = row["media_id"] or row["file"]
+        if row["error"]:
+            typer.echo(f"  {what}: error: {row['error']}")
+        else:
+            proba = " ".join(f"{p:.2f}" for p in row["proba"])
+            label = "" if row["label"] is None else f"class {row['label']}, "
+            typer.echo(f"  {what}: {label}predicted {row['pred']} ({proba}) -> {out / row['path']}")
+
+
+@app.command()
 def sql(out: OutOpt, query: Annotated[str, typer.Argument(help="one SQL statement")]) -> None:
     """Run a read-only SQL query over the output views and print the result as a table."""
     from popray import store

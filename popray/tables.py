@@ -235,6 +235,22 @@ MODELS = pa.schema(
     ]
 )
 
+# Grad-CAM heatmaps of the image model (popray explain): a sample of each class from the
+# export (media_id, label set) and any file passed in (media_id null).
+EXPLANATIONS = pa.schema(
+    [
+        pa.field("k", pa.int32(), nullable=False),
+        pa.field("model_path", pa.string(), nullable=False),
+        pa.field("media_id", pa.string()),
+        pa.field("label", pa.int32()),
+        pa.field("file", pa.string(), nullable=False),
+        pa.field("pred", pa.int32()),
+        pa.field("proba", pa.list_(pa.float32())),
+        pa.field("path", pa.string()),  # the heatmap, relative to OUT
+        pa.field("error", pa.string()),  # why a file could not be explained
+    ]
+)
+
 SCHEMAS: dict[str, pa.Schema] = {
     "posts": POSTS,
     "media": MEDIA,
@@ -250,6 +266,7 @@ SCHEMAS: dict[str, pa.Schema] = {
     "predictions": PREDICTIONS,
     "metrics": METRICS,
     "models": MODELS,
+    "explanations": EXPLANATIONS,
 }
 # Tables whose schema never varies (embeddings follow the backbone's width).
 FIXED_SCHEMA = frozenset(SCHEMAS) - {"embeddings_image", "embeddings_video"}

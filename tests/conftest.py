@@ -87,3 +87,23 @@ def embedded(ray_session, tiny_input, embed_cfg, tmp_path_factory):
     run_ingest(inp, out)
     report = embed.run_embed(out, embed_cfg)
     return inp, out, report
+
+
+@pytest.fixture(scope="session")
+def trained(embedded, tmp_path_factory):
+    """The tiny sample embedded, labelled, de-duplicated, and its image model trained
+    (one seed, 3 epochs: fast; for tests of what comes after training)."""
+    import shutil
+
+    from popray.config import DedupConfig, GridConfig, LabelConfig, TrainConfig
+    from popray.dedup import run_dedup
+    from popray.grid import run_train
+    from popray.labels import run_label
+
+    out = tmp_path_factory.mktemp("trained") / "out"
+    shutil.copytree(embedded[1], out)
+    run_label(out, LabelConfig())
+    run_dedup(out, DedupConfig(), "efficientnet_lite0")
+    cfg = GridConfig(models=["image"], seeds=[0], train=TrainConfig(epochs=3))
+    run_train(out, cfg, [2, 3], "efficientnet_lite0")
+    return out

@@ -58,3 +58,12 @@ def test_random_init_only_when_asked_and_width_follows_backbone():
     assert small.width == 512
     with torch.inference_mode():
         assert small.embed(torch.rand(1, 3, 224, 224)).shape == (1, 512)
+
+
+@pytest.mark.parametrize("name", ["mobilenetv3_small_050", "resnet18"])
+def test_width_is_the_width_of_the_embedding(name):
+    import torch
+
+    backbone = create_backbone(name, "random")
+    with torch.inference_mode():
+        assert backbone.embed(torch.zeros(1, 3, 224, 224)).shape == (1, backbone.width)

@@ -1,0 +1,76 @@
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from popray import store
+from popray.backbones import create_backbone
+from popray.explain import Explainer, FullNetwork, overlay, run_explain
+from popray.models import create_model
+
+
+def _manual_gradcam(network: FullNetwork, x: torch.Tensor) -> np.ndarray:
+    """Grad-CAM by hand: weights = spatial mean of d(top logit)/d(feature map)."""
+    maps = network.backbone.forward_features(x).detach().requires_grad_(True)
+    logits = network.head(network.backbone.forward_head(maps, pre_logits=True))
+    logits[0, logits[0].argmax()].backward()
+    weights = maps.grad.mean(dim=(2, 3), keepdim=True)
+    cam = torch.relu((weights * maps).sum(dim=1))[0].detach().numpy()
+    return cam / cam.max()
+
+
+def test_gradcam_is_the_top_class_map_of_the_last_feature_map():
+    torch.manual_seed(0)
+    backbone = create_backbone("mobilenetv3_small_050", "random")
+    head = create_model("image", 3, backbone.width).eval()
+    network = FullNetwork(backbone, head).eval()
+    mean = torch.tensor(backbone.mean).view(1, 3, 1, 1) * 255
+    std = torch.tensor(backbone.std).view(1, 3, 1, 1) * 255
+    explainer = Explainer(network, mean, std, 3)
+    rng = np.random.default_rng(0)
+    pixels = rng.integers(0, 255, (224, 224, 3), dtype=np.uint8)
+    pixels[:112, :112] = 255  # some structure
+    from captum.attr import LayerGradCam
+
+    x = explainer.tensor(pixels)
+    top = int(network(x).argmax())
+    heat = LayerGradCam(network, network.feature_map).attribute(x, target=top)[0, 0]
+    heat = torch.relu(heat).detach().numpy()
+    assert heat.shape == (7, 7)
+    assert np.allclose(heat / heat.max(), _manual_gradcam(network, x), atol=1e-5)
+
+
+def test_overlay_keeps_the_photo_and_adds_the_heat():
+    image = Image.new("RGB", (800, 600), (128, 128, 128))
+    heat = np.zeros((7, 7))
+    heat[0, 0] = 1.0
+    out = np.asarray(overlay(image, heat)).astype(int)
+    assert out.shape == (336, 448, 3)  # longest side 448, aspect kept
+    assert (out[5, 5] != out[-5, -5]).any()  # the hot corner differs from the cold one
+
+
+def test_explain_writes_heatmaps_per_class_and_names_unreadable_files(
+    trained, tmp_path, tiny_truth
+):
+    good = tmp_path / "candidate.png"
+    Image.new("RGB", (320, 240), (200, 40, 40)).save(good)
+    bad = tmp_path / "broken.jpg"
+    bad.write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    table = run_explain(trained, k=2, per_class=2, media=[good, bad])
+    rows = table.to_pylist()
+    sampled = [r for r in rows if r["media_id"]]
+    assert sorted(r["label"] for r in sampled) == [0, 0, 1, 1]
+    for r in rows[:-1]:
+        png = Image.open(trained / r["path"])
+        assert max(png.size) <= 448 and r["error"] is None  # never upscaled
+        assert r["pred"] == int(np.argmax(r["proba"])) and abs(sum(r["proba"]) - 1) < 1e-5
+    assert rows[-2]["file"] == str(good) and rows[-2]["media_id"] is None
+    assert rows[-1]["path"] is None and "cannot decode image" in rows[-1]["error"]
+    con = store.connect(trained)
+    assert con.sql("SELECT count(*) FROM explanations").fetchall()[0][0] == 6
+    con.close()
+
+
+def test_explain_without_a_trained_model_says_so(embedded):
+    with pytest.raises(FileNotFoundError, match="popray train"):
+        run_explain(embedded[1], k=2)
