@@ -237,6 +237,32 @@ def explain(
 
 
 @app.command()
+def predict(
+    out: OutOpt,
+    media: Annotated[list[Path], typer.Option("--media", help="file or folder (repeat)")],
+    k: Annotated[int | None, typer.Option(help="classes (default: the largest trained)")] = None,
+) -> None:
+    """Rank new candidate images/videos by predicted popularity (with Grad-CAM per image)."""
+    from popray.predict import run_predict
+
+    try:
+        table = run_predict(out, media, k)
+    except (FileNotFoundError, ValueError) as exc:
+        _fail(str(exc))
+    typer.echo(f"{'rank':>4}  {'score':>5}  class  probabilities       file")
+    for r in table.to_pylist():
+        if r["error"]:
+            typer.echo(f"{'-':>4}  {'':>5}  {'':>5}  {'':<18}  {r['file']}: error: {r['error']}")
+            continue
+        proba = " ".join(f"{p:.2f}" for p in r["proba"])
+        heat = f"  (Grad-CAM: {out / r['gradcam']})" if r["gradcam"] else ""
+        typer.echo(
+            f"{r['rank']:>4}  {r['score']:>5.2f}  {r['pred']:>5}  {proba:<18}  {r['file']}"
+            f" [{r['model']}, k={r['k']}]{heat}"
+        )
+
+
+@app.command()
 def sql(out: OutOpt, query: Annotated[str, typer.Argument(help="one SQL statement")]) -> None:
     """Run a read-only SQL query over the output views and print the result as a table."""
     from popray import store

@@ -251,6 +251,24 @@ EXPLANATIONS = pa.schema(
     ]
 )
 
+# The latest ranking of candidate media (popray predict): best first; files that could
+# not be scored have no rank and say why in `error`.
+PREDICTIONS_NEW = pa.schema(
+    [
+        pa.field("rank", pa.int32()),
+        pa.field("file", pa.string(), nullable=False),
+        pa.field("media_type", pa.string()),
+        pa.field("model", pa.string()),
+        pa.field("k", pa.int32()),
+        pa.field("pred", pa.int32()),
+        pa.field("proba", pa.list_(pa.float32())),
+        pa.field("score", pa.float64()),  # expected class / (k - 1), in [0, 1]
+        pa.field("gradcam", pa.string()),  # heatmap (images), relative to OUT
+        pa.field("error", pa.string()),
+        pa.field("predicted_at", TS, nullable=False),
+    ]
+)
+
 SCHEMAS: dict[str, pa.Schema] = {
     "posts": POSTS,
     "media": MEDIA,
@@ -267,6 +285,7 @@ SCHEMAS: dict[str, pa.Schema] = {
     "metrics": METRICS,
     "models": MODELS,
     "explanations": EXPLANATIONS,
+    "predictions_new": PREDICTIONS_NEW,
 }
 # Tables whose schema never varies (embeddings follow the backbone's width).
 FIXED_SCHEMA = frozenset(SCHEMAS) - {"embeddings_image", "embeddings_video"}

@@ -1,0 +1,163 @@
+"""Rank new media: "which of these photos and videos should we post?"
+
+    popray predict --out out --media candidates/ [--media clip.mp4 ...] [--k 3]
+
+The candidate files (no metadata needed) go through the same decoding and embedding as
+the profile's media (Ray Data, the backbone the models were trained on); the final image
+model scores images, the best video model for that k (by `metrics`) scores videos. Each
+file gets its predicted class, the class probabilities and an expected class score
+(sum of p_c * c / (k - 1): 0 = surely the least popular class, 1 = surely the most), a
+Grad-CAM heatmap per image, and its rank by score. Classes are relative to the profile's
+own media of the same type, as in training. A file that cannot be read gets its error
+and the rest are still ranked. Table `predictions_new` holds the latest ranking.
+"""
+
+from __future__ import annotations
+
+import shutil
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import torch
+
+from popray import store
+from popray.config import EmbedConfig
+from popray.final import load_final
+from popray.ingest import sha256_file
+from popray.models import REGISTRY
+from popray.tables import PREDICTIONS_NEW
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp"}
+VIDEO_SUFFIXES = {".mp4", ".mov", ".m4v", ".mkv", ".webm", ".avi"}
+PREDICT_DIR = "predict"
+
+
+def candidate_files(paths: list[Path]) -> list[Path]:
+    """The files named, and every non-hidden file inside the folders named (sorted)."""
+    found = []
+    for path in paths:
+        if path.is_dir():
+            found += sorted(
+                p for p in path.rglob("*") if p.is_file() and not p.name.startswith(".")
+            )
+        else:
+            found.append(path)
+    return found
+
+
+def choose_models(out: Path, k: int | None) -> tuple[dict, dict | None]:
+    """The final image model and the best video model (highest validated accuracy) for k
+    (default: the largest k with a saved image model)."""
+    if not store.has_table(out, "models"):
+        raise FileNotFoundError(f"{out}: no trained models; run `popray train` first")
+    models = store.read_table(out, "models").to_pylist()
+    ks = sorted({m["k"] for m in models if m["model"] == "image"})
+    if not ks or (k is not None and k not in ks):
+        raise FileNotFoundError(f"{out}: no saved image model for k={k or 'any'}; trained: {ks}")
+    k = k if k is not None else ks[-1]
+    image = next(m for m in models if m["model"] == "image" and m["k"] == k)
+    metrics = store.read_table(out, "metrics")
+    metrics = metrics.filter(pc.equal(metrics["k"], k)).to_pylist()
+    accuracy = {m["model"]: m["accuracy_mean"] for m in metrics}
+    videos = [m for m in models if m["k"] == k and REGISTRY[m["model"]].validate_on == "video"]
+    video = max(videos, key=lambda m: accuracy.get(m["model"], -1.0), default=None)
+    return image, video
+
+
+def _score(net: torch.nn.Module, x: np.ndarray) -> np.ndarray:
+    with torch.inference_mode():
+        x = torch.tensor(np.array(x[None], dtype=np.float32))  # a writable copy
+        return torch.softmax(net(x), 1)[0].numpy()
+
+
+def _model_input(model: str, embeddings: np.ndarray) -> np.ndarray:
+    """What a model eats from a decoded item's embeddings (image: view 0; video: the 15
+    frame embeddings, or their max for video_to_image)."""
+    if model == "image":
+        return embeddings[0]
+    frames = embeddings[:15]
+    return frames.max(axis=0) if REGISTRY[model].input == "vector" else frames
+
+
+def run_predict(out: Path, paths: list[Path], k: int | None = None) -> pa.Table:
+    """Score, explain and rank candidate media files; writes table `predictions_new`."""
+    from popray.embed import run_pipeline
+    from popray.explain import Explainer, overlay
+
+    image_spec, video_spec = choose_models(out, k)
+    nets = {}
+    for spec in (image_spec, video_spec):
+        if spec is not None:
+            nets[spec["model"]] = (load_final(out, spec["path"])[0], spec)
+    items, rows = [], []
+    for i, path in enumerate(candidate_files(paths)):
+        suffix = path.suffix.lower()
+        kind = (
+            "image" if suffix in IMAGE_SUFFIXES else "video" if suffix in VIDEO_SUFFIXES else None
+        )
+        row = {"file": str(path), "media_type": kind, "error": None}
+        if kind is None:
+            row["error"] = f"not an image ({sorted(IMAGE_SUFFIXES)}) or a video file"
+        elif kind == "video" and video_spec is None:
+            row["error"] = f"no video model was trained for k={image_spec['k']}"
+        elif not path.is_file():
+            row["error"] = "file not found"
+        else:
+            items.append(
+                {
+                    "media_id": str(i),
+                    "sha256": sha256_file(path),
+                    "kind": kind,
+                    "path": str(path),
+                    "thumb": "",
+                }
+            )
+        rows.append(row)
+    cfg = EmbedConfig(backbone=image_spec["backbone"], views=0)
+    results = {r["media_id"]: r for r in run_pipeline(items, cfg)} if items else {}
+    explainer = (
+        Explainer.load(out, image_spec["path"])
+        if any(i["kind"] == "image" for i in items)
+        else None
+    )
+    folder = out / PREDICT_DIR
+    if folder.exists():  # the table is replaced below: so are the heatmaps it lists
+        shutil.rmtree(folder)
+    folder.mkdir()
+    for item in items:
+        row = rows[int(item["media_id"])]
+        result = results[item["media_id"]]
+        if result["error"]:
+            row["error"] = str(result["error"])
+            continue
+        spec = image_spec if item["kind"] == "image" else video_spec
+        net = nets[spec["model"]][0]
+        proba = _score(net, _model_input(spec["model"], np.asarray(result["embeddings"])))
+        row |= {
+            "model": spec["model"],
+            "k": spec["k"],
+            "pred": int(proba.argmax()),
+            "proba": proba.astype(np.float32).tolist(),
+            "score": float(proba @ np.arange(spec["k"]) / (spec["k"] - 1)),
+        }
+        if item["kind"] == "image":
+            _, heat, image = explainer.explain(Path(item["path"]))
+            target = folder / f"{int(item['media_id']):04d}-{Path(item['path']).stem[:60]}.png"
+            overlay(image, heat).save(target)
+            row["gradcam"] = str(target.relative_to(out))
+    order = sorted(
+        (i for i, r in enumerate(rows) if r.get("score") is not None),
+        key=lambda i: -rows[i]["score"],
+    )
+    for rank, i in enumerate(order, start=1):
+        rows[i]["rank"] = rank
+    now = datetime.now(UTC)
+    table = pa.Table.from_pylist(
+        [r | {"predicted_at": now} for r in rows], schema=PREDICTIONS_NEW
+    ).sort_by([("rank", "ascending")])
+    store.write_table(out, "predictions_new", table)
+    store.refresh_views(out)
+    return table
