@@ -5,7 +5,7 @@ VENV_STAMP := .venv/.popray-installed
 DEMO_DIR ?= data/demo
 OUT ?= out
 
-.PHONY: demo test lint format clean venv
+.PHONY: demo test lint format clean venv browser
 
 $(VENV_STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv .venv
@@ -28,7 +28,17 @@ format: $(VENV_STAMP)
 	$(PY) -m ruff format popray jobs tests
 	$(PY) -m ruff check --fix popray jobs tests
 
-test: lint
+# The report's browser test needs Debian's chromium + chromedriver: installed here when
+# missing and we may (root with apt-get, as on CI); otherwise that one test skips itself.
+browser:
+	@if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+	      chromium chromium-driver >/dev/null; \
+	  else echo "note: no chromium here; the report's browser test will be skipped"; fi; \
+	fi
+
+test: lint browser
 	$(PY) -m pytest -q
 
 clean:

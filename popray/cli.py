@@ -263,6 +263,34 @@ def predict(
 
 
 @app.command()
+def figures(
+    out: OutOpt,
+    backbone: Annotated[str, typer.Option(help="whose embeddings to map")] = "efficientnet_lite0",
+    threshold: Annotated[float | None, typer.Option(help="duplicate threshold to mark")] = None,
+) -> None:
+    """Draw the paper's figures from the output tables into OUT/figures/."""
+    from popray.figures import run_figures
+
+    try:
+        run_figures(
+            out, backbone, DedupConfig(threshold=threshold).threshold_for(backbone), typer.echo
+        )
+    except (FileNotFoundError, ValueError, duckdb.Error) as exc:
+        _fail(str(exc))
+
+
+@app.command()
+def report(out: OutOpt) -> None:
+    """Write the self-contained HTML report OUT/report/index.html."""
+    from popray.report import write_report
+
+    try:
+        typer.echo(f"report: {write_report(out)}")
+    except (FileNotFoundError, duckdb.Error) as exc:
+        _fail(str(exc))
+
+
+@app.command()
 def sql(out: OutOpt, query: Annotated[str, typer.Argument(help="one SQL statement")]) -> None:
     """Run a read-only SQL query over the output views and print the result as a table."""
     from popray import store
@@ -295,14 +323,18 @@ def run(
     input: Annotated[Path | None, typer.Option("--input", help="profile export folder")] = None,
     out: Annotated[Path | None, typer.Option("--out", help="output folder")] = None,
 ) -> None:
-    """Run the whole job: ingest -> label -> embed -> dedup -> train -> summary."""
+    """Run the whole job: ingest -> label -> embed -> dedup -> train -> explain ->
+    figures -> report."""
     from popray.backbones import WeightsError
     from popray.dedup import run_dedup
     from popray.embed import run_embed
     from popray.evaluate import metrics_text
+    from popray.explain import run_explain
+    from popray.figures import run_figures
     from popray.grid import GridError, NothingToTrain, run_train
     from popray.ingest import run_ingest
     from popray.labels import run_label
+    from popray.report import write_report
     from popray.summary import summary_text
 
     try:
@@ -328,13 +360,21 @@ def run(
             trained = run_train(cfg.out_dir, cfg.grid, cfg.label.k, cfg.embed.backbone, typer.echo)
             typer.echo(trained.line())
             typer.echo(metrics_text(trained.metrics))
+            if trained.models is not None and "image" in trained.models["model"].to_pylist():
+                typer.echo("explaining the image model (Grad-CAM)")
+                run_explain(cfg.out_dir, weights=cfg.embed.weights)
         except NothingToTrain as exc:  # the other outputs stand; say why there are no models
             typer.echo(f"train: skipped, {exc}")
+        typer.echo("drawing the figures")
+        threshold = cfg.dedup.threshold_for(cfg.embed.backbone)
+        run_figures(cfg.out_dir, cfg.embed.backbone, threshold, typer.echo)
+        report_path = write_report(cfg.out_dir)
     except (InputError, WeightsError, ValueError, GridError) as exc:
         _fail(str(exc))
     typer.echo(summary_text(cfg.out_dir))
     typer.echo(f"done in {time.perf_counter() - start:.1f} s; outputs in {cfg.out_dir}/")
-    typer.echo(f'query them: popray sql --out {cfg.out_dir} "SELECT * FROM labels LIMIT 10"')
+    typer.echo(f'query them: popray sql --out {cfg.out_dir} "SELECT * FROM metrics"')
+    typer.echo(f"report: {report_path.resolve()}")
 
 
 @app.command()

@@ -1,0 +1,298 @@
+"""The paper's figures, from the output tables, as PNG files under `OUT/figures/`.
+
+    popray figures --out out
+
+Each function draws one figure with matplotlib's object API (no pyplot, no global
+backend state) and returns its path. Figures of stages that have not run are skipped.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+from matplotlib.figure import Figure
+from matplotlib.offsetbox import AnnotationBbox, OffsetImage
+from PIL import Image
+
+from popray import decode, store
+from popray.models import REGISTRY
+
+FIG_DIR = "figures"
+# Every figure, in reading order, with the caption the report shows under it.
+CAPTIONS = {
+    "por_over_time": "Popularity Rate over time per media type, coloured by class: global "
+    "classes (left) vs the rolling window the paper uses (right), paper Fig. 2.",
+    "por_by_post_kind": "PoR of image-only posts vs posts with a video (paper Fig. 1b).",
+    "followers": "Known follower counts and the estimates at post time; red: extrapolated "
+    "outside the known range.",
+    "nn_distances": "Distance of each item to its nearest neighbour; below the dashed "
+    "threshold two items are near-duplicates (paper Fig. 3a).",
+    "closest_pairs": "The closest image pairs, to check the threshold by eye.",
+    "tsne": "t-SNE of image and video-thumbnail embeddings coloured by rolling class, "
+    "with a few thumbnails (paper Fig. 4).",
+    "confusion_k2": "Confusion matrices, k = 2 (paper Figs. 5-8).",
+    "confusion_k3": "Confusion matrices, k = 3 (paper Figs. 5-8).",
+}
+CLASS_COLOURS = ["#d62728", "#ff7f0e", "#2ca02c", "#1f77b4", "#9467bd", "#8c564b"]
+LABELS_SQL = """
+SELECT l.media_id, l.media_type, l.published_at, l.por, l.class_global, l.class_rolling,
+       l.followers_est, l.followers_extrapolated, l.post_type
+FROM labels l WHERE l.k = $k ORDER BY l.published_at"""
+POST_KIND_SQL = """
+SELECT p.post_id, any_value(l.por) AS por, bool_or(l.media_type = 'video') AS has_video
+FROM labels l JOIN posts p USING (post_id) WHERE l.k = $k GROUP BY p.post_id"""
+
+
+def _query(out: Path, sql: str, **params) -> pa.Table:
+    con = store.connect(out)
+    try:
+        return con.sql(sql, params=params or None).to_arrow_table()
+    finally:
+        con.close()
+
+
+def _save(fig: Figure, out: Path, name: str) -> Path:
+    path = out / FIG_DIR / f"{name}.png"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    return path
+
+
+def por_over_time(out: Path, k: int) -> Path:
+    """PoR over time per media type, coloured by class: global vs rolling (paper Fig. 2)."""
+    rows = _query(out, LABELS_SQL, k=k).to_pylist()
+    fig = Figure(figsize=(12, 6.5), layout="constrained")
+    axes = fig.subplots(2, 2, sharex=True, squeeze=False)
+    for r, media_type in enumerate(("image", "video")):
+        mine = [x for x in rows if x["media_type"] == media_type]
+        for c, scheme in enumerate(("global", "rolling")):
+            ax = axes[r][c]
+            for cls in range(k):
+                pts = [x for x in mine if x[f"class_{scheme}"] == cls]
+                ax.scatter(
+                    [x["published_at"] for x in pts],
+                    [x["por"] for x in pts],
+                    s=9,
+                    color=CLASS_COLOURS[cls],
+                    label=f"class {cls}",
+                )
+            ax.set_yscale("log")
+            ax.set_title(f"{media_type}s, {scheme} classes (k={k}, n={len(mine)})")
+            ax.set_ylabel("PoR")
+            ax.legend(fontsize=7, loc="upper right")
+    fig.suptitle("Popularity Rate over time: global vs rolling-window classes")
+    return _save(fig, out, "por_over_time")
+
+
+def por_by_post_kind(out: Path, k: int) -> Path:
+    """PoR of image-only posts vs posts with a video (paper Fig. 1b)."""
+    rows = _query(out, POST_KIND_SQL, k=k).to_pylist()
+    groups = [
+        [r["por"] for r in rows if not r["has_video"]],
+        [r["por"] for r in rows if r["has_video"]],
+    ]
+    fig = Figure(figsize=(5.5, 4.5), layout="constrained")
+    ax = fig.subplots()
+    ax.boxplot(groups, showfliers=True)
+    ax.set_xticks(
+        [1, 2],
+        [f"image-only posts\n(n={len(groups[0])})", f"posts with video\n(n={len(groups[1])})"],
+    )
+    ax.set_yscale("log")
+    ax.set_ylabel("PoR")
+    ax.set_title("PoR by post kind")
+    return _save(fig, out, "por_by_post_kind")
+
+
+def followers(out: Path, k: int) -> Path:
+    """Known follower counts against the estimates at post time (extrapolated ones marked)."""
+    known = _query(out, 'SELECT "at", followers FROM followers ORDER BY "at"').to_pylist()
+    est = _query(out, LABELS_SQL, k=k).to_pylist()
+    fig = Figure(figsize=(9, 4), layout="constrained")
+    ax = fig.subplots()
+    ax.plot(
+        [r["at"] for r in known],
+        [r["followers"] for r in known],
+        "o",
+        ms=3,
+        color="black",
+        label=f"known ({len(known)} points)",
+    )
+    for flag, colour, name in (
+        (False, "#1f77b4", "interpolated"),
+        (True, "#d62728", "extrapolated"),
+    ):
+        pts = [r for r in est if r["followers_extrapolated"] == flag]
+        ax.plot(
+            [r["published_at"] for r in pts],
+            [r["followers_est"] for r in pts],
+            ".",
+            ms=4,
+            color=colour,
+            label=f"at post time, {name} ({len(pts)})",
+        )
+    ax.set_ylabel("followers")
+    ax.set_title("Followers: known points and estimates at post time")
+    ax.legend(fontsize=8)
+    return _save(fig, out, "followers")
+
+
+def nn_histogram(out: Path, threshold: float) -> Path:
+    """Each item's distance to its nearest neighbour, threshold marked (paper Fig. 3a)."""
+    rows = _query(out, "SELECT media_type, distance FROM nn_distances WHERE distance IS NOT NULL")
+    fig = Figure(figsize=(7, 4), layout="constrained")
+    ax = fig.subplots()
+    for media_type, colour in (("image", "#1f77b4"), ("video", "#ff7f0e")):
+        d = [r["distance"] for r in rows.to_pylist() if r["media_type"] == media_type]
+        ax.hist(d, bins=40, alpha=0.6, color=colour, label=f"{media_type}s ({len(d)})")
+    ax.axvline(threshold, color="black", linestyle="--", label=f"threshold {threshold:g}")
+    ax.set_xlabel("distance to the nearest neighbour (embedding space)")
+    ax.set_ylabel("items")
+    ax.legend()
+    ax.set_title("Nearest-neighbour distances")
+    return _save(fig, out, "nn_distances")
+
+
+def closest_pairs(out: Path, threshold: float, n: int = 8) -> Path:
+    """Contact sheet of the n closest image pairs, to check the threshold by eye."""
+    from popray.ingest import input_dir_of
+
+    sql = """SELECT d.media_id, d.nn_media_id, d.distance, a.path AS a, b.path AS b
+             FROM nn_distances d JOIN media a ON a.media_id = d.media_id
+             JOIN media b ON b.media_id = d.nn_media_id
+             WHERE d.media_type = 'image' AND d.media_id < d.nn_media_id
+             ORDER BY d.distance LIMIT $n"""
+    pairs = _query(out, sql, n=n).to_pylist()
+    root = input_dir_of(out)
+    fig = Figure(figsize=(6, 1.6 * max(1, len(pairs))), layout="constrained")
+    axes = fig.subplots(max(1, len(pairs)), 2, squeeze=False)
+    for row, pair in zip(axes, pairs, strict=False):
+        for ax, key, mid in ((row[0], "a", "media_id"), (row[1], "b", "nn_media_id")):
+            ax.imshow(decode.resize(decode.load_image(root / pair[key]), 160))
+            ax.set_xticks([])
+            ax.set_yticks([])
+            ax.set_title(pair[mid], fontsize=7)
+        verdict = "duplicate" if pair["distance"] < threshold else "kept apart"
+        row[0].set_ylabel(f"{pair['distance']:.2f}\n{verdict}", fontsize=8)
+    fig.suptitle(f"Closest image pairs (threshold {threshold:g})")
+    return _save(fig, out, "closest_pairs")
+
+
+def tsne_map(out: Path, k: int, backbone: str, thumbs: int = 14, seed: int = 0) -> Path:
+    """t-SNE of image and video-thumbnail embeddings, coloured by rolling class, with
+    thumbnails of a few points (paper Fig. 4)."""
+    from sklearn.manifold import TSNE
+
+    from popray.ingest import input_dir_of
+
+    sql = """
+    SELECT l.media_id, l.media_type, l.class_rolling AS cls, m.path, m.thumbnail_path,
+           coalesce(i.embedding, v.thumbnail) AS v
+    FROM labels l JOIN media m USING (media_id)
+    LEFT JOIN embeddings_image i ON i.media_id = l.media_id AND i.view = 0
+        AND i.backbone = $backbone
+    LEFT JOIN embeddings_video v ON v.media_id = l.media_id AND v.backbone = $backbone
+    WHERE l.k = $k AND coalesce(i.embedding, v.thumbnail) IS NOT NULL ORDER BY l.media_id"""
+    rows = _query(out, sql, k=k, backbone=backbone).to_pylist()
+    if len(rows) < 5:
+        raise ValueError(f"t-SNE needs at least 5 embedded, labelled items; {len(rows)} found")
+    x = np.asarray([r["v"] for r in rows], np.float32)
+    xy = TSNE(perplexity=min(30, max(2, len(x) // 4)), random_state=seed, init="pca").fit_transform(
+        x
+    )
+    fig = Figure(figsize=(10, 8), layout="constrained")
+    ax = fig.subplots()
+    for cls in range(k):
+        for media_type, marker in (("image", "o"), ("video", "^")):
+            sel = [
+                i for i, r in enumerate(rows) if r["cls"] == cls and r["media_type"] == media_type
+            ]
+            ax.scatter(
+                xy[sel, 0],
+                xy[sel, 1],
+                s=14,
+                marker=marker,
+                color=CLASS_COLOURS[cls],
+                label=f"class {cls}, {media_type}s",
+            )
+    root = input_dir_of(out)
+    rng = np.random.default_rng(seed)
+    for i in rng.choice(len(rows), size=min(thumbs, len(rows)), replace=False):
+        r = rows[i]
+        source = r["path"] if r["media_type"] == "image" else r["thumbnail_path"]
+        if not source:
+            continue
+        img = Image.fromarray(decode.resize(decode.load_image(root / source), 56))
+        box = AnnotationBbox(
+            OffsetImage(np.asarray(img), zoom=0.9),
+            xy[i],
+            frameon=True,
+            bboxprops={"edgecolor": CLASS_COLOURS[r["cls"]], "lw": 2},
+        )
+        ax.add_artist(box)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    ax.legend(fontsize=7, loc="best")
+    ax.set_title(f"t-SNE of image and video-thumbnail embeddings ({backbone}), k={k}")
+    return _save(fig, out, "tsne")
+
+
+def confusion_matrices(out: Path, k: int) -> Path:
+    """Row-normalised confusion matrices per model, mean ± std over seeds (Figs. 5-8)."""
+    metrics = _query(out, "SELECT * FROM metrics WHERE k = $k", k=k).to_pylist()
+    order = list(REGISTRY)
+    metrics.sort(key=lambda m: order.index(m["model"]))
+    fig = Figure(figsize=(3.3 * max(1, len(metrics)), 3.6), layout="constrained")
+    axes = fig.subplots(1, max(1, len(metrics)), squeeze=False)[0]
+    for ax, m in zip(axes, metrics, strict=False):
+        mean, std = np.asarray(m["confusion_mean"]), np.asarray(m["confusion_std"])
+        ax.imshow(mean, vmin=0, vmax=1, cmap="Blues")
+        for i in range(k):
+            for j in range(k):
+                colour = "white" if mean[i, j] > 0.6 else "black"
+                ax.text(
+                    j,
+                    i,
+                    f"{mean[i, j]:.2f}\n±{std[i, j]:.2f}",
+                    ha="center",
+                    va="center",
+                    fontsize=8,
+                    color=colour,
+                )
+        ax.set_xticks(range(k))
+        ax.set_yticks(range(k))
+        ax.set_xlabel("predicted class")
+        ax.set_ylabel("true class")
+        ax.set_title(
+            f"{m['model']}\nacc {m['accuracy_mean']:.2f} ± {m['accuracy_std']:.2f}", fontsize=9
+        )
+    fig.suptitle(f"Confusion matrices, k={k} (row-normalised, mean ± std over seeds)")
+    return _save(fig, out, f"confusion_k{k}")
+
+
+def run_figures(
+    out: Path, backbone: str, threshold: float, echo: Callable[[str], None] = lambda s: None
+) -> list[Path]:
+    """Every figure whose tables exist; one progress line per figure."""
+    ks = sorted({r["k"] for r in _query(out, "SELECT DISTINCT k FROM labels").to_pylist()})
+    k = ks[-1]
+    plan: list[tuple[str, Callable[[], Path]]] = [
+        ("labels", lambda: por_over_time(out, k)),
+        ("labels", lambda: por_by_post_kind(out, k)),
+        ("labels", lambda: followers(out, k)),
+        ("nn_distances", lambda: nn_histogram(out, threshold)),
+        ("nn_distances", lambda: closest_pairs(out, threshold)),
+        ("embeddings_image", lambda: tsne_map(out, k, backbone)),
+    ]
+    plan += [("metrics", lambda k=k_: confusion_matrices(out, k)) for k_ in ks]
+    paths = []
+    for i, (table, draw) in enumerate(plan, start=1):
+        if not store.has_table(out, table):
+            echo(f"[{i}/{len(plan)}] skipped: table {table} missing")
+            continue
+        paths.append(draw())
+        echo(f"[{i}/{len(plan)}] {paths[-1]}")
+    return paths

@@ -1,0 +1,187 @@
+"""The run report: one self-contained HTML page, `OUT/report/index.html`.
+
+    popray report --out out
+
+Run summary (inputs, quarantined rows and why, duplicates, class balance), the metrics
+next to the paper's, every figure under `OUT/figures/`, Grad-CAM examples and the
+latest ranking of new media. Images are embedded as data URIs and the page loads
+nothing from anywhere, so it works when copied elsewhere or opened offline.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import os
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+
+from popray import store
+from popray.figures import CAPTIONS, FIG_DIR
+from popray.models import REGISTRY
+from popray.summary import SUMMARY_QUERIES
+
+REPORT_DIR = "report"
+NEEDS = {  # summary sections and the table each needs
+    "class_balance": "labels",
+    "followers": "labels",
+    "embeddings": "embeddings_video",
+    "duplicates": "duplicates",
+}
+STYLE = """
+body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1200px; color: #222; }
+h1 { margin-bottom: 0; } .sub { color: #666; margin-top: .2em; }
+table { border-collapse: collapse; margin: .6em 0 1.4em; font-size: 14px; }
+th, td { border: 1px solid #ccc; padding: 3px 8px; text-align: left; vertical-align: top; }
+th { background: #f3f3f3; } td.num { text-align: right; font-variant-numeric: tabular-nums; }
+figure { margin: 1em 0 2em; } figure img { max-width: 100%; border: 1px solid #ddd; }
+.cams { display: flex; flex-wrap: wrap; gap: 12px; }
+.cams figure { width: 270px; margin: 0; } .cams img { width: 100%; }
+.warn { background: #fff4e5; border-left: 4px solid #f0a030; padding: .5em 1em; }
+"""
+
+
+def _img(path: Path, alt: str) -> str:
+    data = base64.b64encode(path.read_bytes()).decode()
+    return f'<img src="data:image/png;base64,{data}" alt="{html.escape(alt)}">'
+
+
+def _cell(value) -> str:
+    if isinstance(value, float):
+        return f'<td class="num">{value:.4g}</td>'
+    if isinstance(value, int):
+        return f'<td class="num">{value}</td>'
+    return f"<td>{html.escape('' if value is None else str(value))}</td>"
+
+
+def _table(rows: list[dict]) -> str:
+    if not rows:
+        return "<p>(none)</p>"
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in rows[0])
+    body = "".join("<tr>" + "".join(_cell(v) for v in r.values()) + "</tr>" for r in rows)
+    return f"<table><tr>{head}</tr>{body}</table>"
+
+
+def _summary(con) -> str:
+    views = {r[0] for r in con.sql("SELECT view_name FROM duckdb_views()").fetchall()}
+    parts = []
+    for title, sql in SUMMARY_QUERIES.items():
+        if NEEDS.get(title, "posts") in views:
+            rows = con.sql(sql).to_arrow_table().to_pylist()
+            parts.append(f"<h3>{html.escape(title.replace('_', ' '))}</h3>{_table(rows)}")
+    return "".join(parts)
+
+
+def _metrics(con) -> str:
+    rows = con.sql("SELECT * FROM metrics ORDER BY k").to_arrow_table().to_pylist()
+    ks = sorted({r["k"] for r in rows})
+    cells = {(r["model"], r["k"]): r for r in rows}
+    head = "".join(f"<th>k = {k}</th><th>paper</th>" for k in ks)
+    body, weak = "", []
+    for model in (m for m in REGISTRY if any((m, k) in cells for k in ks)):
+        tds = ""
+        for k in ks:
+            r = cells.get((model, k))
+            if r is None:
+                tds += "<td>-</td><td>-</td>"
+                continue
+            top2 = f"; top-2 {r['top2_mean']:.2f}" if r["top2_mean"] is not None else ""
+            tds += (
+                f'<td class="num">{r["accuracy_mean"]:.2f} ± {r["accuracy_std"]:.2f} '
+                f"(majority {r['majority_accuracy']:.2f}{top2}; n={r['n_items']})</td>"
+                f'<td class="num">{"" if r["paper_accuracy"] is None else r["paper_accuracy"]}</td>'
+            )
+            if r["accuracy_mean"] - r["accuracy_std"] <= r["majority_accuracy"]:
+                weak.append(f"{model} k={k}")
+        body += f"<tr><th>{html.escape(model)}</th>{tds}</tr>"
+    note = ""
+    if weak:
+        note = (
+            '<p class="warn">Not clearly better than always predicting the commonest class '
+            f"(mean − std ≤ majority): {html.escape(', '.join(weak))}.</p>"
+        )
+    first = rows[0] if rows else {}
+    return (
+        f"<p>Accuracy, mean ± std over {first.get('n_seeds')} seeds (each seed pooled over "
+        f"its folds); labels {html.escape(str(first.get('labels')))}, backbone "
+        f"{html.escape(str(first.get('backbone')))}. Paper: Viola et al. 2021, on their "
+        f"profile.</p><table><tr><th>model</th>{head}</tr>{body}</table>{note}"
+    )
+
+
+def _gradcam(con, out: Path) -> str:
+    rows = (
+        con.sql(
+            "SELECT * FROM explanations WHERE path IS NOT NULL ORDER BY label NULLS LAST, media_id"
+        )
+        .to_arrow_table()
+        .to_pylist()
+    )
+    figs = []
+    for r in rows:
+        proba = " ".join(f"{p:.2f}" for p in r["proba"])
+        what = r["media_id"] or Path(r["file"]).name
+        label = "" if r["label"] is None else f"class {r['label']}, "
+        caption = f"{what}: {label}predicted {r['pred']} ({proba}), k={r['k']}"
+        figs.append(
+            f"<figure>{_img(out / r['path'], caption)}"
+            f"<figcaption>{html.escape(caption)}</figcaption></figure>"
+        )
+    return f'<div class="cams">{"".join(figs)}</div>' if figs else "<p>(none)</p>"
+
+
+def _ranking(con) -> str:
+    rows = (
+        con.sql(
+            "SELECT rank, file, media_type, model, k, pred, round(score, 3) AS score, error "
+            "FROM predictions_new ORDER BY rank NULLS LAST"
+        )
+        .to_arrow_table()
+        .to_pylist()
+    )
+    return _table(rows)
+
+
+def _figures(out: Path) -> str:
+    """Every PNG under OUT/figures: the known ones in reading order with their caption."""
+    found = {p.stem: p for p in (out / FIG_DIR).glob("*.png")} if (out / FIG_DIR).exists() else {}
+    names = [n for n in CAPTIONS if n in found] + sorted(set(found) - set(CAPTIONS))
+    parts = [
+        f"<figure>{_img(found[n], n)}<figcaption>{html.escape(CAPTIONS.get(n, n))}</figcaption>"
+        "</figure>"
+        for n in names
+    ]
+    return "".join(parts) or "<p>(none: run <code>popray figures</code>)</p>"
+
+
+def write_report(out: Path) -> Path:
+    """Write `OUT/report/index.html` (atomically) and return its path."""
+    con = store.connect(out)
+    try:
+        views = {r[0] for r in con.sql("SELECT view_name FROM duckdb_views()").fetchall()}
+        sections = [("Run summary", _summary(con))]
+        if "metrics" in views:
+            sections.append(("Validation (stratified 5-fold × seeds)", _metrics(con)))
+        sections.append(("Figures", _figures(out)))
+        if "explanations" in views:
+            sections.append(("Grad-CAM: where the image model looks", _gradcam(con, out)))
+        if "predictions_new" in views:
+            sections.append(("Ranking of new media (latest popray predict)", _ranking(con)))
+    finally:
+        con.close()
+    body = "".join(f"<h2>{html.escape(t)}</h2>{s}" for t, s in sections)
+    page = (
+        '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">'
+        f"<title>popray report</title><style>{STYLE}</style></head><body>"
+        f'<h1>popray report</h1><p class="sub">{html.escape(str(out))} — written '
+        f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC</p>{body}</body></html>"
+    )
+    folder = out / REPORT_DIR
+    folder.mkdir(parents=True, exist_ok=True)
+    target = folder / "index.html"
+    tmp = folder / f".index-{uuid.uuid4().hex}.html.tmp"
+    tmp.write_text(page, encoding="utf-8")
+    os.replace(tmp, target)
+    return target
