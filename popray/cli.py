@@ -218,13 +218,15 @@ def explain(
     ] = None,
     per_class: Annotated[int, typer.Option(help="labelled images per class")] = 3,
     media: Annotated[list[Path] | None, typer.Option("--media", help="image file (repeat)")] = None,
+    weights: Annotated[str | None, typer.Option(help="backbone weights used to embed")] = None,
 ) -> None:
     """Grad-CAM heatmaps of the image model: a sample of each class, and --media files."""
+    from popray.backbones import WeightsError
     from popray.explain import run_explain
 
     try:
-        table = run_explain(out, k, per_class, media)
-    except (FileNotFoundError, ValueError) as exc:
+        table = run_explain(out, k, per_class, media, weights)
+    except (FileNotFoundError, ValueError, WeightsError) as exc:
         _fail(str(exc))
     for row in table.to_pylist():
         what = row["media_id"] or row["file"]
@@ -241,13 +243,15 @@ def predict(
     out: OutOpt,
     media: Annotated[list[Path], typer.Option("--media", help="file or folder (repeat)")],
     k: Annotated[int | None, typer.Option(help="classes (default: the largest trained)")] = None,
+    weights: Annotated[str | None, typer.Option(help="backbone weights used to embed")] = None,
 ) -> None:
     """Rank new candidate images/videos by predicted popularity (with Grad-CAM per image)."""
+    from popray.backbones import WeightsError
     from popray.predict import run_predict
 
     try:
-        table = run_predict(out, media, k)
-    except (FileNotFoundError, ValueError) as exc:
+        table = run_predict(out, media, k, weights)
+    except (FileNotFoundError, ValueError, WeightsError) as exc:
         _fail(str(exc))
     typer.echo(f"{'rank':>4}  {'score':>5}  class  probabilities       file")
     for r in table.to_pylist():

@@ -82,8 +82,11 @@ def _model_input(model: str, embeddings: np.ndarray) -> np.ndarray:
     return frames.max(axis=0) if REGISTRY[model].input == "vector" else frames
 
 
-def run_predict(out: Path, paths: list[Path], k: int | None = None) -> pa.Table:
-    """Score, explain and rank candidate media files; writes table `predictions_new`."""
+def run_predict(
+    out: Path, paths: list[Path], k: int | None = None, weights: str | None = None
+) -> pa.Table:
+    """Score, explain and rank candidate media files; writes table `predictions_new`.
+    `weights`: the backbone weights the profile was embedded with (default source if None)."""
     from popray.embed import run_pipeline
     from popray.explain import Explainer, overlay
 
@@ -116,10 +119,10 @@ def run_predict(out: Path, paths: list[Path], k: int | None = None) -> pa.Table:
                 }
             )
         rows.append(row)
-    cfg = EmbedConfig(backbone=image_spec["backbone"], views=0)
+    cfg = EmbedConfig(backbone=image_spec["backbone"], weights=weights, views=0)
     results = {r["media_id"]: r for r in run_pipeline(items, cfg)} if items else {}
     explainer = (
-        Explainer.load(out, image_spec["path"])
+        Explainer.load(out, image_spec["path"], weights)
         if any(i["kind"] == "image" for i in items)
         else None
     )

@@ -128,7 +128,14 @@ def _gradcam(con, out: Path) -> str:
             f"<figure>{_img(out / r['path'], caption)}"
             f"<figcaption>{html.escape(caption)}</figcaption></figure>"
         )
-    return f'<div class="cams">{"".join(figs)}</div>' if figs else "<p>(none)</p>"
+    if not figs:
+        return "<p>(none)</p>"
+    intro = (
+        "<p>Heatmaps of the image model's top class over the original photo (red: the "
+        "regions that raise that class most). Class 0 is the least popular, class k−1 the "
+        "most popular, relative to the profile's own images.</p>"
+    )
+    return f'{intro}<div class="cams">{"".join(figs)}</div>'
 
 
 def _ranking(con) -> str:
