@@ -20,6 +20,7 @@ import duckdb
 import typer
 from pydantic import ValidationError
 
+from popray import store
 from popray.config import (
     DedupConfig,
     EmbedConfig,
@@ -79,8 +80,9 @@ def ingest(
     from popray.ingest import run_ingest
 
     try:
-        result = run_ingest(input, out)
-    except InputError as exc:
+        with store.exclusive(out, "ingest"):
+            result = run_ingest(input, out)
+    except (InputError, store.LockedError) as exc:
         _fail(str(exc))
     counts = ", ".join(f"{k} {v.num_rows}" for k, v in result.tables.items())
     typer.echo(f"ingested {input} -> {out}: {counts}")
@@ -109,8 +111,9 @@ def label(
     from popray.labels import run_label
 
     try:
-        labels = run_label(out, _label_config(k, window_days))
-    except FileNotFoundError as exc:
+        with store.exclusive(out, "label"):
+            labels = run_label(out, _label_config(k, window_days))
+    except (FileNotFoundError, store.LockedError) as exc:
         _fail(str(exc))
     typer.echo(f"labelled {labels.num_rows} (media, k) rows -> {out}/tables/labels")
 
@@ -134,8 +137,9 @@ def embed(
         cfg = EmbedConfig.model_validate(
             base.model_dump() | {k: v for k, v in options.items() if v is not None}
         )
-        report = run_embed(out, cfg)
-    except (FileNotFoundError, ValueError, WeightsError) as exc:
+        with store.exclusive(out, "embed"):
+            report = run_embed(out, cfg)
+    except (FileNotFoundError, ValueError, WeightsError, store.LockedError) as exc:
         _fail(str(exc))
     typer.echo(report.line())
     for media_id, reason in report.new_reasons.items():
@@ -155,8 +159,9 @@ def dedup(
 
     try:
         cfg = DedupConfig(threshold=threshold)
-        dups, nns = run_dedup(out, cfg, backbone)
-    except (FileNotFoundError, ValueError, duckdb.Error) as exc:
+        with store.exclusive(out, "dedup"):
+            dups, nns = run_dedup(out, cfg, backbone)
+    except (FileNotFoundError, ValueError, duckdb.Error, store.LockedError) as exc:
         _fail(str(exc))
     removed = sum(1 for k in dups["kept"].to_pylist() if not k)
     typer.echo(
@@ -201,8 +206,9 @@ def train(
         label_ks = (run_cfg.label if run_cfg else LabelConfig()).k
         net = backbone or (run_cfg.embed if run_cfg else EmbedConfig()).backbone
         _quiet_tune()
-        report = run_train(out, cfg, label_ks, net, echo=typer.echo)
-    except (FileNotFoundError, ValueError, GridError) as exc:
+        with store.exclusive(out, "train"):
+            report = run_train(out, cfg, label_ks, net, echo=typer.echo)
+    except (FileNotFoundError, ValueError, GridError, store.LockedError) as exc:
         _fail(str(exc))
     from popray.evaluate import metrics_text
 
@@ -225,8 +231,9 @@ def explain(
     from popray.explain import run_explain
 
     try:
-        table = run_explain(out, k, per_class, media, weights)
-    except (FileNotFoundError, ValueError, WeightsError) as exc:
+        with store.exclusive(out, "explain"):
+            table = run_explain(out, k, per_class, media, weights)
+    except (FileNotFoundError, ValueError, WeightsError, store.LockedError) as exc:
         _fail(str(exc))
     for row in table.to_pylist():
         what = row["media_id"] or row["file"]
@@ -250,8 +257,9 @@ def predict(
     from popray.predict import run_predict
 
     try:
-        table = run_predict(out, media, k, weights)
-    except (FileNotFoundError, ValueError, WeightsError) as exc:
+        with store.exclusive(out, "predict"):
+            table = run_predict(out, media, k, weights)
+    except (FileNotFoundError, ValueError, WeightsError, store.LockedError) as exc:
         _fail(str(exc))
     typer.echo(f"{'rank':>4}  {'score':>5}  class  probabilities       file")
     for r in table.to_pylist():
@@ -276,10 +284,11 @@ def figures(
     from popray.figures import run_figures
 
     try:
-        run_figures(
-            out, backbone, DedupConfig(threshold=threshold).threshold_for(backbone), typer.echo
-        )
-    except (FileNotFoundError, ValueError, duckdb.Error) as exc:
+        with store.exclusive(out, "figures"):
+            run_figures(
+                out, backbone, DedupConfig(threshold=threshold).threshold_for(backbone), typer.echo
+            )
+    except (FileNotFoundError, ValueError, duckdb.Error, store.LockedError) as exc:
         _fail(str(exc))
 
 
@@ -289,8 +298,9 @@ def report(out: OutOpt) -> None:
     from popray.report import write_report
 
     try:
-        typer.echo(f"report: {write_report(out)}")
-    except (FileNotFoundError, duckdb.Error) as exc:
+        with store.exclusive(out, "report"):
+            typer.echo(f"report: {write_report(out)}")
+    except (FileNotFoundError, duckdb.Error, store.LockedError) as exc:
         _fail(str(exc))
 
 
@@ -321,6 +331,39 @@ def summary(out: OutOpt) -> None:
     typer.echo(summary_text(out))
 
 
+def _run_stages(cfg: RunConfig) -> Path:
+    """ingest -> label -> embed -> dedup -> train -> explain -> figures -> report."""
+    from popray.dedup import run_dedup
+    from popray.embed import run_embed
+    from popray.evaluate import metrics_text
+    from popray.explain import run_explain
+    from popray.figures import run_figures
+    from popray.grid import NothingToTrain, run_train
+    from popray.ingest import run_ingest
+    from popray.labels import run_label
+    from popray.report import write_report
+
+    run_ingest(cfg.input_dir, cfg.out_dir)
+    run_label(cfg.out_dir, cfg.label)
+    report = run_embed(cfg.out_dir, cfg.embed)
+    run_dedup(cfg.out_dir, cfg.dedup, cfg.embed.backbone)
+    typer.echo(report.line())
+    _quiet_tune()
+    try:
+        trained = run_train(cfg.out_dir, cfg.grid, cfg.label.k, cfg.embed.backbone, typer.echo)
+        typer.echo(trained.line())
+        typer.echo(metrics_text(trained.metrics))
+        if trained.models is not None and "image" in trained.models["model"].to_pylist():
+            typer.echo("explaining the image model (Grad-CAM)")
+            run_explain(cfg.out_dir, weights=cfg.embed.weights)
+    except NothingToTrain as exc:  # the other outputs stand; say why there are no models
+        typer.echo(f"train: skipped, {exc}")
+    typer.echo("drawing the figures")
+    threshold = cfg.dedup.threshold_for(cfg.embed.backbone)
+    run_figures(cfg.out_dir, cfg.embed.backbone, threshold, typer.echo)
+    return write_report(cfg.out_dir)
+
+
 @app.command()
 def run(
     config: Annotated[Path | None, typer.Option(help="run configuration (.toml/.yaml)")] = None,
@@ -330,15 +373,7 @@ def run(
     """Run the whole job: ingest -> label -> embed -> dedup -> train -> explain ->
     figures -> report."""
     from popray.backbones import WeightsError
-    from popray.dedup import run_dedup
-    from popray.embed import run_embed
-    from popray.evaluate import metrics_text
-    from popray.explain import run_explain
-    from popray.figures import run_figures
-    from popray.grid import GridError, NothingToTrain, run_train
-    from popray.ingest import run_ingest
-    from popray.labels import run_label
-    from popray.report import write_report
+    from popray.grid import GridError
     from popray.summary import summary_text
 
     try:
@@ -354,26 +389,9 @@ def run(
         _fail(str(exc))
     start = time.perf_counter()
     try:
-        run_ingest(cfg.input_dir, cfg.out_dir)
-        run_label(cfg.out_dir, cfg.label)
-        report = run_embed(cfg.out_dir, cfg.embed)
-        run_dedup(cfg.out_dir, cfg.dedup, cfg.embed.backbone)
-        typer.echo(report.line())
-        _quiet_tune()
-        try:
-            trained = run_train(cfg.out_dir, cfg.grid, cfg.label.k, cfg.embed.backbone, typer.echo)
-            typer.echo(trained.line())
-            typer.echo(metrics_text(trained.metrics))
-            if trained.models is not None and "image" in trained.models["model"].to_pylist():
-                typer.echo("explaining the image model (Grad-CAM)")
-                run_explain(cfg.out_dir, weights=cfg.embed.weights)
-        except NothingToTrain as exc:  # the other outputs stand; say why there are no models
-            typer.echo(f"train: skipped, {exc}")
-        typer.echo("drawing the figures")
-        threshold = cfg.dedup.threshold_for(cfg.embed.backbone)
-        run_figures(cfg.out_dir, cfg.embed.backbone, threshold, typer.echo)
-        report_path = write_report(cfg.out_dir)
-    except (InputError, WeightsError, ValueError, GridError) as exc:
+        with store.exclusive(cfg.out_dir, "run"):
+            report_path = _run_stages(cfg)
+    except (InputError, WeightsError, ValueError, GridError, store.LockedError) as exc:
         _fail(str(exc))
     typer.echo(summary_text(cfg.out_dir))
     typer.echo(f"done in {time.perf_counter() - start:.1f} s; outputs in {cfg.out_dir}/")

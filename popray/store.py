@@ -11,9 +11,14 @@ first; `popray sql` and `connect()` do that for you.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import re
+import socket
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 
 import duckdb
@@ -23,6 +28,7 @@ import pyarrow.parquet as pq
 from popray.tables import FIXED_SCHEMA, SCHEMAS
 
 DB_NAME = "popray.duckdb"
+LOCK_NAME = ".popray.lock"
 PART = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 
 
@@ -111,3 +117,38 @@ def query(out: Path, sql: str) -> pa.Table:
         return con.sql(sql).to_arrow_table()
     finally:
         con.close()
+
+
+class LockedError(RuntimeError):
+    """Another popray process is writing the same output folder."""
+
+
+@contextmanager
+def exclusive(out: Path, what: str) -> Iterator[None]:
+    """Hold OUT's writer lock while the body runs; a second writer refuses at once.
+
+    An advisory `flock` on `OUT/.popray.lock`: the kernel releases it when the holder
+    exits, however it ends (even SIGKILL), so a crashed run never leaves a stale lock.
+    (On network file systems without flock support use one OUT per host.)"""
+    out.mkdir(parents=True, exist_ok=True)
+    handle = (out / LOCK_NAME).open("a+")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.seek(0)
+        holder = handle.read().strip() or "unknown holder"
+        handle.close()
+        raise LockedError(
+            f"{out} is being written by another popray run ({holder}); wait for it to "
+            "finish, or write to another --out"
+        ) from None
+    try:
+        handle.seek(0)
+        handle.truncate()
+        stamp = f"{datetime.now(UTC):%Y-%m-%d %H:%M:%S} UTC"
+        handle.write(f"`popray {what}`, pid {os.getpid()} on {socket.gethostname()}, since {stamp}")
+        handle.flush()
+        yield
+    finally:
+        fcntl.flock(handle, fcntl.LOCK_UN)
+        handle.close()

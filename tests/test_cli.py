@@ -53,3 +53,38 @@ def test_job_module_runs_from_a_fresh_process(tiny_input, tmp_path):
     )
     assert proc.returncode == 0, proc.stderr
     assert "quarantine 10" in proc.stdout
+
+
+def test_a_second_writer_on_the_same_out_refuses_and_a_dead_holder_frees_it(tmp_path):
+    """A real second process: `popray label` on an OUT another process holds."""
+    import os
+    import signal
+    import time
+
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys, time; from pathlib import Path; from popray import store\n"
+            f"with store.exclusive(Path({str(tmp_path)!r}), 'run'):\n"
+            "    print('held', flush=True); time.sleep(60)",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert holder.stdout.readline().strip() == "held"
+    second = subprocess.run(
+        [sys.executable, "-m", "jobs.label", "--out", str(tmp_path)],
+        capture_output=True,
+        text=True,
+    )
+    assert second.returncode == 2
+    assert "is being written by another popray run" in second.stderr
+    assert f"pid {holder.pid}" in second.stderr and "`popray run`" in second.stderr
+    os.kill(holder.pid, signal.SIGKILL)  # a crash: the kernel drops the lock
+    holder.wait()
+    time.sleep(0.1)
+    from popray import store
+
+    with store.exclusive(tmp_path, "label"):
+        pass
