@@ -369,6 +369,9 @@ def run(
     config: Annotated[Path | None, typer.Option(help="run configuration (.toml/.yaml)")] = None,
     input: Annotated[Path | None, typer.Option("--input", help="profile export folder")] = None,
     out: Annotated[Path | None, typer.Option("--out", help="output folder")] = None,
+    address: Annotated[
+        str | None, typer.Option(help="Ray cluster to join (default: RAY_ADDRESS, else local)")
+    ] = None,
 ) -> None:
     """Run the whole job: ingest -> label -> embed -> dedup -> train -> explain ->
     figures -> report."""
@@ -387,6 +390,8 @@ def run(
             cfg = cfg.model_copy(update=overrides)
     except (OSError, ValueError) as exc:  # ValidationError is a ValueError
         _fail(str(exc))
+    if address:  # every stage's ray.init() joins it (inside `ray job submit` it is set)
+        os.environ["RAY_ADDRESS"] = address
     start = time.perf_counter()
     try:
         with store.exclusive(cfg.out_dir, "run"):

@@ -23,8 +23,14 @@ US_PER_DAY = 86_400_000_000
 
 
 def sql_text(name: str) -> str:
-    """The text of `schemas/sql/<name>.sql`."""
-    return (files("popray.schemas") / "sql" / f"{name}.sql").read_text(encoding="utf-8")
+    """The text of `schemas/sql/<name>.sql`: from the installed package (`popray.schemas`),
+    or from the source tree when popray runs uninstalled (e.g. a `ray job submit
+    --working-dir .` upload, where `popray/` is importable but `popray.schemas` is not)."""
+    try:
+        root = files("popray.schemas")
+    except ModuleNotFoundError:
+        root = Path(__file__).resolve().parent.parent / "schemas"
+    return (root / "sql" / f"{name}.sql").read_text(encoding="utf-8")
 
 
 def label_tables(
