@@ -331,7 +331,7 @@ def summary(out: OutOpt) -> None:
     typer.echo(summary_text(out))
 
 
-def _run_stages(cfg: RunConfig) -> Path:
+def _run_stages(cfg: RunConfig) -> None:
     """ingest -> label -> embed -> dedup -> train -> explain -> figures -> report."""
     from popray.dedup import run_dedup
     from popray.embed import run_embed
@@ -361,7 +361,7 @@ def _run_stages(cfg: RunConfig) -> Path:
     typer.echo("drawing the figures")
     threshold = cfg.dedup.threshold_for(cfg.embed.backbone)
     run_figures(cfg.out_dir, cfg.embed.backbone, threshold, typer.echo)
-    return write_report(cfg.out_dir)
+    write_report(cfg.out_dir)
 
 
 @app.command()
@@ -377,6 +377,7 @@ def run(
     figures -> report."""
     from popray.backbones import WeightsError
     from popray.grid import GridError
+    from popray.publish import staged_run
     from popray.summary import summary_text
 
     try:
@@ -394,14 +395,14 @@ def run(
         os.environ["RAY_ADDRESS"] = address
     start = time.perf_counter()
     try:
-        with store.exclusive(cfg.out_dir, "run"):
-            report_path = _run_stages(cfg)
+        with store.exclusive(cfg.out_dir, "run"), staged_run(cfg.out_dir) as run_dir:
+            _run_stages(cfg.model_copy(update={"out_dir": run_dir}))
     except (InputError, WeightsError, ValueError, GridError, store.LockedError) as exc:
         _fail(str(exc))
     typer.echo(summary_text(cfg.out_dir))
     typer.echo(f"done in {time.perf_counter() - start:.1f} s; outputs in {cfg.out_dir}/")
     typer.echo(f'query them: popray sql --out {cfg.out_dir} "SELECT * FROM metrics"')
-    typer.echo(f"report: {report_path.resolve()}")
+    typer.echo(f"report: {(cfg.out_dir / 'report' / 'index.html').absolute()}")
 
 
 @app.command()

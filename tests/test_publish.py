@@ -1,0 +1,57 @@
+"""Whole-run publication: one symlink switch per run; a failed run publishes nothing."""
+
+import pytest
+from typer.testing import CliRunner
+
+from popray import store
+from popray.cli import app
+from popray.publish import ENTRIES, current
+
+runner = CliRunner()
+
+
+def _run(cfg):
+    return runner.invoke(app, ["run", "--config", str(cfg)])
+
+
+@pytest.mark.slow
+def test_runs_publish_atomically_and_a_failed_run_leaves_the_last_one(
+    ray_session, tiny_input, tmp_path, monkeypatch
+):
+    cfg = tmp_path / "run.yaml"
+    cfg.write_text(
+        f"input_dir: {tiny_input}\nout_dir: out\nlabel:\n  k: [2]\nembed:\n  views: 1\n"
+        "grid:\n  models: [image]\n  seeds: [0]\n  train:\n    epochs: 2\n"
+    )
+    out = tmp_path / "out"
+    first = _run(cfg)
+    assert first.exit_code == 0, first.output
+    a = current(out)
+    for name in ENTRIES:  # the names users open go through `current`
+        assert (out / name).is_symlink() and (out / name).resolve() == a / name
+    assert store.query(out, "SELECT count(*) AS n FROM trials")["n"][0].as_py() == 5
+    labels_a = store.read_table(out, "labels")
+
+    # a run that fails half-way (after labels and embeddings, in training) publishes nothing
+    import popray.grid
+
+    def boom(*args, **kwargs):
+        raise RuntimeError("training machine lost")
+
+    monkeypatch.setattr(popray.grid, "run_train", boom)
+    failed = _run(cfg)
+    assert failed.exit_code != 0 and "training machine lost" in repr(failed.exception)
+    assert current(out) == a and store.read_table(out, "labels").equals(labels_a)
+    assert len(list((out / "runs").iterdir())) == 2  # the published run + the unfinished one
+    monkeypatch.undo()
+
+    # the next run publishes; the unfinished one is removed; the last published one kept
+    second = _run(cfg)
+    assert second.exit_code == 0, second.output
+    b = current(out)
+    assert b != a and sorted((out / "runs").iterdir()) == sorted([a, b])
+    # embeddings were hard-linked from the previous run, not recomputed
+    assert "nothing new to embed" in second.output
+    third = _run(cfg)
+    assert third.exit_code == 0
+    assert sorted((out / "runs").iterdir()) == sorted([b, current(out)])  # a pruned
