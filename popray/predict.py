@@ -126,10 +126,10 @@ def run_predict(
         if any(i["kind"] == "image" for i in items)
         else None
     )
-    folder = out / PREDICT_DIR
-    if folder.exists():  # the table is replaced below: so are the heatmaps it lists
-        shutil.rmtree(folder)
-    folder.mkdir()
+    folder = out / PREDICT_DIR  # may be a link into the published run: empty it, keep it
+    folder.mkdir(exist_ok=True)
+    for old in folder.iterdir():  # the table is replaced below: so are the heatmaps it lists
+        shutil.rmtree(old) if old.is_dir() else old.unlink()
     for item in items:
         row = rows[int(item["media_id"])]
         result = results[item["media_id"]]
