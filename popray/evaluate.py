@@ -1,18 +1,24 @@
 """Scores of the grid (paper 5.2): per (model, k), a seed's accuracy pools the validation
 predictions of its 5 folds; the table reports mean and std (ddof 0) over seeds, top-2
 accuracy for k >= 3, macro-F1, the row-normalised confusion matrix (mean and std over
-seeds) and, for scale, the majority-class accuracy on the same items and the paper's
-number.
+seeds), the expected calibration error and, against guessing, two baselines on the same
+items — always the commonest class, and the class of the profile's previous item of the
+same type ("recent PoR") — with a one-sided exact binomial test of the model's mean
+accuracy against the better of the two (n = the items; seeds are not independent
+samples, so they are averaged, not pooled), and the paper's number.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+from scipy.stats import binomtest
 from sklearn.metrics import confusion_matrix, f1_score, top_k_accuracy_score
 
+from popray import store
 from popray.models import REGISTRY
 from popray.tables import METRICS
 
@@ -30,6 +36,20 @@ PAPER_ACCURACY = {
 KEY = ("labels", "backbone", "model", "k")
 
 
+def expected_calibration_error(y: np.ndarray, proba: np.ndarray, bins: int = 10) -> float:
+    """Mean |accuracy - confidence| over equal-width confidence bins, weighted by size."""
+    confidence, pred = proba.max(axis=1), proba.argmax(axis=1)
+    which = np.minimum((confidence * bins).astype(int), bins - 1)
+    error = 0.0
+    for b in range(bins):
+        inside = which == b
+        if inside.any():
+            error += inside.mean() * abs(
+                (pred[inside] == y[inside]).mean() - confidence[inside].mean()
+            )
+    return float(error)
+
+
 def _seed_scores(y: np.ndarray, pred: np.ndarray, proba: np.ndarray, k: int) -> dict:
     classes = list(range(k))
     confusion = confusion_matrix(y, pred, labels=classes).astype(np.float64)
@@ -39,11 +59,26 @@ def _seed_scores(y: np.ndarray, pred: np.ndarray, proba: np.ndarray, k: int) -> 
         "top2": float(top_k_accuracy_score(y, proba, k=2, labels=classes)) if k >= 3 else None,
         "macro_f1": float(f1_score(y, pred, labels=classes, average="macro", zero_division=0)),
         "confusion": np.divide(confusion, support, out=np.zeros_like(confusion), where=support > 0),
+        "ece": expected_calibration_error(y, proba),
     }
 
 
-def compute_metrics(predictions: pa.Table) -> pa.Table:
-    """The `metrics` table from the `predictions` table of one or more grids."""
+def recent_baseline(out: Path, labels: str) -> dict[tuple[int, str], int | None]:
+    """(k, media_id) -> the class of the profile's previous item of the same media type
+    (schemas/sql/baseline_recent.sql)."""
+    from popray.labels import sql_text
+
+    con = store.connect(out)
+    try:
+        rows = con.sql(sql_text("baseline_recent"), params={"labels": labels}).fetchall()
+    finally:
+        con.close()
+    return {(k, media_id): cls for media_id, k, cls in rows}
+
+
+def compute_metrics(predictions: pa.Table, recent: dict | None = None) -> pa.Table:
+    """The `metrics` table from the `predictions` table of one or more grids; `recent`
+    maps (k, media_id) to the recent-PoR baseline's class (None: no earlier item)."""
     groups: dict[tuple, dict[int, list[dict]]] = defaultdict(lambda: defaultdict(list))
     for row in predictions.to_pylist():
         groups[tuple(row[c] for c in KEY)][row["seed"]].append(row)
@@ -58,7 +93,20 @@ def compute_metrics(predictions: pa.Table) -> pa.Table:
             proba = np.array([r["proba"] for r in rows], dtype=np.float64)
             scores.append(_seed_scores(y, pred, proba, k))
         first = next(iter(seeds.values()))
-        counts = np.bincount([r["label"] for r in first], minlength=k)
+        labels = np.array([r["label"] for r in first])
+        counts = np.bincount(labels, minlength=k)
+        majority = float(counts.max() / counts.sum())
+        recent_accuracy = None
+        if recent is not None:
+            guess = [recent.get((k, r["media_id"])) for r in first]
+            guess = np.array([counts.argmax() if g is None else g for g in guess])
+            recent_accuracy = float((guess == labels).mean())
+        accuracy = float(np.mean([s["accuracy"] for s in scores]))
+        best = max(majority, recent_accuracy or 0.0)
+        n = len(labels)
+        p_value = float(
+            binomtest(round(accuracy * n), n, min(best, 1.0), alternative="greater").pvalue
+        )
         confusion = np.stack([s["confusion"] for s in scores])
         top2 = [s["top2"] for s in scores]
         out.append(
@@ -67,13 +115,16 @@ def compute_metrics(predictions: pa.Table) -> pa.Table:
                 "validated_on": REGISTRY[cell["model"]].validate_on,
                 "n_items": len({r["media_id"] for r in first}),
                 "n_seeds": len(seeds),
-                "accuracy_mean": float(np.mean([s["accuracy"] for s in scores])),
+                "accuracy_mean": accuracy,
                 "accuracy_std": float(np.std([s["accuracy"] for s in scores])),
                 "top2_mean": float(np.mean(top2)) if k >= 3 else None,
                 "top2_std": float(np.std(top2)) if k >= 3 else None,
                 "macro_f1_mean": float(np.mean([s["macro_f1"] for s in scores])),
                 "macro_f1_std": float(np.std([s["macro_f1"] for s in scores])),
-                "majority_accuracy": float(counts.max() / counts.sum()),
+                "majority_accuracy": majority,
+                "recent_accuracy": recent_accuracy,
+                "p_value": p_value,
+                "ece_mean": float(np.mean([s["ece"] for s in scores])),
                 "confusion_mean": confusion.mean(axis=0).tolist(),
                 "confusion_std": confusion.std(axis=0).tolist(),
                 "paper_accuracy": PAPER_ACCURACY.get((cell["model"], k)),

@@ -41,7 +41,7 @@ from ray import tune
 from popray import store
 from popray.config import GridConfig
 from popray.dataset import Dataset, load_dataset
-from popray.evaluate import compute_metrics
+from popray.evaluate import compute_metrics, recent_baseline
 from popray.final import prune, train_final
 from popray.folds import fold_data, split
 from popray.tables import PREDICTIONS, TRIALS
@@ -369,7 +369,7 @@ def run_train(
     if not cells:
         raise NothingToTrain("nothing to train: " + "; ".join(skipped))
     grid = run_grid(out, datasets, cfg, backbone, echo, cells)
-    metrics = compute_metrics(grid.predictions)
+    metrics = compute_metrics(grid.predictions, recent_baseline(out, cfg.labels))
     part = f"{cfg.labels}-{backbone}"
     store.write_table(out, "trials", grid.trials, part=part)
     store.write_table(out, "predictions", grid.predictions, part=part)

@@ -87,24 +87,30 @@ def _metrics(con) -> str:
                 tds += "<td>-</td><td>-</td>"
                 continue
             top2 = f"; top-2 {r['top2_mean']:.2f}" if r["top2_mean"] is not None else ""
+            recent = "" if r["recent_accuracy"] is None else f", recent {r['recent_accuracy']:.2f}"
             tds += (
                 f'<td class="num">{r["accuracy_mean"]:.2f} ± {r["accuracy_std"]:.2f} '
-                f"(majority {r['majority_accuracy']:.2f}{top2}; n={r['n_items']})</td>"
+                f"(majority {r['majority_accuracy']:.2f}{recent}; p={r['p_value']:.2g}; "
+                f"ECE {r['ece_mean']:.2f}{top2}; n={r['n_items']})</td>"
                 f'<td class="num">{"" if r["paper_accuracy"] is None else r["paper_accuracy"]}</td>'
             )
-            if r["accuracy_mean"] - r["accuracy_std"] <= r["majority_accuracy"]:
-                weak.append(f"{model} k={k}")
+            if r["p_value"] >= 0.05:
+                weak.append(f"{model} k={k} (p={r['p_value']:.2g})")
         body += f"<tr><th>{html.escape(model)}</th>{tds}</tr>"
     note = ""
     if weak:
         note = (
-            '<p class="warn">Not clearly better than always predicting the commonest class '
-            f"(mean − std ≤ majority): {html.escape(', '.join(weak))}.</p>"
+            '<p class="warn">Not better than guessing (the better of the majority-class and '
+            "recent-PoR baselines, one-sided binomial test at 5%): "
+            f"{html.escape(', '.join(weak))}.</p>"
         )
     first = rows[0] if rows else {}
     return (
         f"<p>Accuracy, mean ± std over {first.get('n_seeds')} seeds (each seed pooled over "
-        f"its folds); labels {html.escape(str(first.get('labels')))}, backbone "
+        "its folds), beside two baselines on the same items (always the commonest class; "
+        "the class of the profile's previous item of the same type), the p-value of the "
+        "model against the better one, and the expected calibration error; labels "
+        f"{html.escape(str(first.get('labels')))}, backbone "
         f"{html.escape(str(first.get('backbone')))}. Paper: Viola et al. 2021, on their "
         f"profile.</p><table><tr><th>model</th>{head}</tr>{body}</table>{note}"
     )

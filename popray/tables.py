@@ -215,6 +215,11 @@ METRICS = pa.schema(
         pa.field("macro_f1_mean", pa.float64(), nullable=False),
         pa.field("macro_f1_std", pa.float64(), nullable=False),
         pa.field("majority_accuracy", pa.float64(), nullable=False),  # always the commonest class
+        # the class of the profile's previous item of the same type (majority when none)
+        pa.field("recent_accuracy", pa.float64()),
+        # one-sided exact binomial test of the mean accuracy against the best baseline
+        pa.field("p_value", pa.float64(), nullable=False),
+        pa.field("ece_mean", pa.float64(), nullable=False),  # expected calibration error, 10 bins
         pa.field("confusion_mean", _MATRIX, nullable=False),  # rows true, row-normalised
         pa.field("confusion_std", _MATRIX, nullable=False),
         pa.field("paper_accuracy", pa.float64()),  # Viola et al. 2021, for comparison

@@ -55,3 +55,47 @@ def test_binary_has_no_top2_and_a_missing_class_row_is_zero():
     assert m["top2_mean"] is None and m["accuracy_mean"] == 0.5
     assert m["confusion_mean"] == [[0.5, 0.5], [0.0, 0.0]]
     assert m["macro_f1_mean"] == pytest.approx((2 / 3 + 0) / 2)
+
+
+def test_calibration_error():
+    from popray.evaluate import expected_calibration_error
+
+    y = np.array([0, 1, 1, 0])
+    sure = np.array([[1.0, 0.0], [0.0, 1.0], [0.0, 1.0], [1.0, 0.0]])
+    assert expected_calibration_error(y, sure) == 0.0
+    # 90% confident and always right: off by 0.1; 90% confident and half right: off by 0.4
+    ninety = np.array([[0.9, 0.1], [0.1, 0.9], [0.1, 0.9], [0.9, 0.1]])
+    assert expected_calibration_error(y, ninety) == pytest.approx(0.1)
+    assert expected_calibration_error(np.array([0, 1, 0, 1]), ninety) == pytest.approx(0.4)
+
+
+def test_baselines_and_the_test_against_them():
+    labels = [0, 0, 0, 1, 1, 1, 1, 1, 1, 1] * 3  # 30 items, majority 0.7
+    good = [_row(0, f"m{i}", y, [0.1, 0.9] if y else [0.9, 0.1]) for i, y in enumerate(labels)]
+    recent = {(2, f"m{i}"): (labels[i - 1] if i else None) for i in range(len(labels))}
+    (m,) = compute_metrics(_predictions(good), recent).to_pylist()
+    assert m["majority_accuracy"] == pytest.approx(0.7)
+    # recent: item i guesses item i-1's class; the first item guesses the majority (1)
+    expect = np.mean([(labels[i - 1] if i else 1) == y for i, y in enumerate(labels)])
+    assert m["recent_accuracy"] == pytest.approx(expect)
+    best = max(0.7, expect)  # 30 of 30 right: P(X >= 30) = best ** 30
+    assert m["accuracy_mean"] == 1.0 and m["p_value"] == pytest.approx(best**30)
+    guess = [_row(0, f"m{i}", y, [0.4, 0.6]) for i, y in enumerate(labels)]  # always class 1
+    (g,) = compute_metrics(_predictions(guess), recent).to_pylist()
+    assert g["accuracy_mean"] == pytest.approx(0.7) and g["p_value"] > 0.5
+
+
+def test_recent_baseline_sql_is_the_previous_item_of_the_same_type(tiny_out):
+    from popray import store
+    from popray.evaluate import recent_baseline
+
+    recent = recent_baseline(tiny_out, "rolling")
+    rows = store.read_table(tiny_out, "labels").to_pylist()
+    for k in (2, 3):
+        for media_type in ("image", "video"):
+            mine = sorted(
+                (r for r in rows if r["k"] == k and r["media_type"] == media_type),
+                key=lambda r: (r["published_at"], r["media_id"]),
+            )
+            previous = [None] + [r["class_rolling"] for r in mine[:-1]]
+            assert [recent[(k, r["media_id"])] for r in mine] == previous
