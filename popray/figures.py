@@ -35,6 +35,9 @@ CAPTIONS = {
     "with a few thumbnails (paper Fig. 4).",
     "confusion_k2": "Confusion matrices, k = 2 (paper Figs. 5-8).",
     "confusion_k3": "Confusion matrices, k = 3 (paper Figs. 5-8).",
+    "reliability_k2": "Reliability diagrams, k = 2: observed accuracy per confidence bin "
+    "(on the diagonal = calibrated), validation predictions of every seed.",
+    "reliability_k3": "Reliability diagrams, k = 3.",
 }
 CLASS_COLOURS = ["#d62728", "#ff7f0e", "#2ca02c", "#1f77b4", "#9467bd", "#8c564b"]
 LABELS_SQL = """
@@ -273,6 +276,32 @@ def confusion_matrices(out: Path, k: int) -> Path:
     return _save(fig, out, f"confusion_k{k}")
 
 
+def reliability(out: Path, k: int, bins: int = 10) -> Path:
+    """Accuracy against confidence per model, all seeds' validation predictions."""
+    rows = _query(out, "SELECT model, label, proba FROM predictions WHERE k = $k", k=k).to_pylist()
+    models = [m for m in REGISTRY if any(r["model"] == m for r in rows)]
+    fig = Figure(figsize=(3.3 * max(1, len(models)), 3.6), layout="constrained")
+    axes = fig.subplots(1, max(1, len(models)), squeeze=False)[0]
+    edges = np.linspace(0, 1, bins + 1)
+    for ax, model in zip(axes, models, strict=False):
+        mine = [r for r in rows if r["model"] == model]
+        proba = np.asarray([r["proba"] for r in mine])
+        y = np.asarray([r["label"] for r in mine])
+        confidence, right = proba.max(axis=1), proba.argmax(axis=1) == y
+        which = np.minimum((confidence * bins).astype(int), bins - 1)
+        centres = (edges[:-1] + edges[1:]) / 2
+        acc = [right[which == b].mean() if (which == b).any() else np.nan for b in range(bins)]
+        ax.bar(centres, acc, width=1 / bins, edgecolor="black", alpha=0.7)
+        ax.plot([0, 1], [0, 1], "k--", lw=1)
+        ax.set_xlim(0, 1)
+        ax.set_ylim(0, 1)
+        ax.set_xlabel("confidence (top class)")
+        ax.set_ylabel("accuracy")
+        ax.set_title(f"{model} (n={len(mine)})", fontsize=9)
+    fig.suptitle(f"Reliability, k={k}")
+    return _save(fig, out, f"reliability_k{k}")
+
+
 def run_figures(
     out: Path, backbone: str, threshold: float, echo: Callable[[str], None] = lambda s: None
 ) -> list[Path]:
@@ -288,6 +317,7 @@ def run_figures(
         ("embeddings_image", lambda: tsne_map(out, k, backbone)),
     ]
     plan += [("metrics", lambda k=k_: confusion_matrices(out, k)) for k_ in ks]
+    plan += [("predictions", lambda k=k_: reliability(out, k)) for k_ in ks]
     paths = []
     for i, (table, draw) in enumerate(plan, start=1):
         if not store.has_table(out, table):

@@ -26,7 +26,7 @@ def test_every_figure_is_drawn_from_the_tables(reported):
     for p in paths:
         with Image.open(p) as png:
             assert png.width > 300 and png.height > 200
-    assert lines[0].startswith("[1/8] ") and len(lines) == 8
+    assert lines[0].startswith("[1/10] ") and len(lines) == 10
 
 
 def test_figures_of_stages_not_run_are_skipped(tiny_out, tmp_path):
@@ -35,7 +35,7 @@ def test_figures_of_stages_not_run_are_skipped(tiny_out, tmp_path):
     lines = []
     paths = run_figures(out, "efficientnet_lite0", 5.5, lines.append)
     assert {p.stem for p in paths} == {"por_over_time", "por_by_post_kind", "followers"}
-    assert sum("skipped: table" in line for line in lines) == 5
+    assert sum("skipped: table" in line for line in lines) == 7
 
 
 def test_report_is_self_contained(reported):
