@@ -41,6 +41,12 @@ class Backbone:
         (MobileNetV3's 1024-d conv head on 288-d features) reports it as head_hidden_size."""
         return int(getattr(self.model, "head_hidden_size", None) or self.model.num_features)
 
+    def pixel_stats(self, device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
+        """Mean and std for uint8 pixels (0-255), shaped (1, 3, 1, 1): x_in = (x - mean) / std."""
+        shape = (1, 3, 1, 1)
+        mean = torch.tensor(self.mean, device=device).view(shape) * 255
+        return mean, torch.tensor(self.std, device=device).view(shape) * 255
+
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         """Pooled features before the classifier (B, width) for normalised input x."""
         return self.model.forward_head(self.model.forward_features(x), pre_logits=True)

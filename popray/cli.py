@@ -196,13 +196,10 @@ def train(
         run_cfg = load_config(config) if config else None
         base = run_cfg.grid if run_cfg else GridConfig()
         options = {"models": models, "k": k, "seeds": seeds, "engine": engine}
-        cfg = GridConfig.model_validate(
-            base.model_dump() | {key: v for key, v in options.items() if v}
-        )
+        merged = base.model_dump() | {key: v for key, v in options.items() if v}
         if epochs is not None:
-            cfg = GridConfig.model_validate(
-                cfg.model_dump() | {"train": cfg.train.model_dump() | {"epochs": epochs}}
-            )
+            merged["train"] = merged["train"] | {"epochs": epochs}
+        cfg = GridConfig.model_validate(merged)
         label_ks = (run_cfg.label if run_cfg else LabelConfig()).k
         net = backbone or (run_cfg.embed if run_cfg else EmbedConfig()).backbone
         _quiet_tune()

@@ -110,9 +110,7 @@ class Embedder:
         self.model = self.backbone.model.to(self.device)
         if want_cuda:
             self.model = self.model.to(memory_format=torch.channels_last)
-        shape = (1, 3, 1, 1)
-        self.mean = torch.tensor(self.backbone.mean, device=self.device).view(shape) * 255
-        self.std = torch.tensor(self.backbone.std, device=self.device).view(shape) * 255
+        self.mean, self.std = self.backbone.pixel_stats(self.device)
         self.batch_size = cfg.batch_size
 
     def embed_frames(self, frames: np.ndarray) -> np.ndarray:

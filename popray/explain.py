@@ -65,10 +65,7 @@ class Explainer:
             raise ValueError(f"Grad-CAM needs the image model, not {meta['model']!r}")
         backbone = create_backbone(meta["backbone"], weights)
         network = FullNetwork(backbone, head).eval()
-        shape = (1, 3, 1, 1)
-        mean = torch.tensor(backbone.mean).view(shape) * 255
-        std = torch.tensor(backbone.std).view(shape) * 255
-        return cls(network, mean, std, meta["k"])
+        return cls(network, *backbone.pixel_stats(), meta["k"])
 
     def tensor(self, pixels: np.ndarray) -> torch.Tensor:
         """(H, W, 3) uint8 at 224 x 224 -> normalised (1, 3, 224, 224)."""

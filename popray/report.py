@@ -20,15 +20,9 @@ from pathlib import Path
 from popray import store
 from popray.figures import CAPTIONS, FIG_DIR
 from popray.models import REGISTRY
-from popray.summary import SUMMARY_QUERIES
+from popray.summary import sections
 
 REPORT_DIR = "report"
-NEEDS = {  # summary sections and the table each needs
-    "class_balance": "labels",
-    "followers": "labels",
-    "embeddings": "embeddings_video",
-    "duplicates": "duplicates",
-}
 STYLE = """
 body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1200px; color: #222; }
 h1 { margin-bottom: 0; } .sub { color: #666; margin-top: .2em; }
@@ -64,12 +58,10 @@ def _table(rows: list[dict]) -> str:
 
 
 def _summary(con) -> str:
-    views = {r[0] for r in con.sql("SELECT view_name FROM duckdb_views()").fetchall()}
     parts = []
-    for title, sql in SUMMARY_QUERIES.items():
-        if NEEDS.get(title, "posts") in views:
-            rows = con.sql(sql).to_arrow_table().to_pylist()
-            parts.append(f"<h3>{html.escape(title.replace('_', ' '))}</h3>{_table(rows)}")
+    for title, sql in sections(con):
+        rows = con.sql(sql).to_arrow_table().to_pylist()
+        parts.append(f"<h3>{html.escape(title.replace('_', ' '))}</h3>{_table(rows)}")
     return "".join(parts)
 
 

@@ -46,20 +46,27 @@ SUMMARY_QUERIES = {
 }
 
 
+# Sections that read a table some stage writes later than ingest (all others need `posts`).
+NEEDS = {
+    "class_balance": "labels",
+    "followers": "labels",
+    "embeddings": "embeddings_video",
+    "duplicates": "duplicates",
+}
+
+
+def sections(con) -> list[tuple[str, str]]:
+    """(title, SQL) of the summary sections whose tables exist on this connection."""
+    views = {r[0] for r in con.sql("SELECT view_name FROM duckdb_views()").fetchall()}
+    return [(t, q) for t, q in SUMMARY_QUERIES.items() if NEEDS.get(t, "posts") in views]
+
+
 def summary_text(out: Path) -> str:
     """The run summary: inputs, quarantined rows and why, class balance per media type."""
     con = store.connect(out)
     try:
-        views = {r[0] for r in con.sql("SELECT view_name FROM duckdb_views()").fetchall()}
         parts = []
-        for title, sql in SUMMARY_QUERIES.items():
-            needs = {
-                "class_balance": "labels",
-                "followers": "labels",
-                "embeddings": "embeddings_video",
-            }.get(title)
-            if needs and needs not in views:
-                continue
+        for title, sql in sections(con):
             rel = con.sql(sql)
             body = str(rel) if rel.to_arrow_table().num_rows else "(none)\n"
             parts.append(f"== {title.replace('_', ' ')} ==\n{body}")

@@ -24,9 +24,7 @@ def test_gradcam_is_the_top_class_map_of_the_last_feature_map():
     backbone = create_backbone("mobilenetv3_small_050", "random")
     head = create_model("image", 3, backbone.width).eval()
     network = FullNetwork(backbone, head).eval()
-    mean = torch.tensor(backbone.mean).view(1, 3, 1, 1) * 255
-    std = torch.tensor(backbone.std).view(1, 3, 1, 1) * 255
-    explainer = Explainer(network, mean, std, 3)
+    explainer = Explainer(network, *backbone.pixel_stats(), 3)
     rng = np.random.default_rng(0)
     pixels = rng.integers(0, 255, (224, 224, 3), dtype=np.uint8)
     pixels[:112, :112] = 255  # some structure
