@@ -346,7 +346,7 @@ def bench_train(out: Path, cfg=None, backbone: str = "efficientnet_lite0") -> li
     from popray.grid import plan_cells, run_grid, run_trial, trial_specs
 
     cfg = cfg or GridConfig()
-    datasets = {k: load_dataset(out, backbone, k, cfg.labels) for k in LabelConfig().k}
+    datasets = {k: load_dataset(out, backbone, k) for k in LabelConfig().k}
     cells, _ = plan_cells(datasets, cfg)
     specs = trial_specs(cfg, cells)
     start = time.perf_counter()

@@ -3,7 +3,7 @@
 popray sample --out data/demo --size demo --seed 7
 popray ingest --input data/demo --out out
 popray label --out out
-popray sql --out out "SELECT media_type, k, class_rolling, count(*) FROM labels GROUP BY ALL"
+popray sql --out out "SELECT scheme, media_type, k, class, count(*) FROM labels GROUP BY ALL"
 popray run --input data/demo --out out        (or --config run.toml)
 """
 
@@ -88,12 +88,10 @@ def ingest(
     typer.echo(f"ingested {input} -> {out}: {counts}")
 
 
-def _label_config(k: list[int] | None, window_days: float | None) -> LabelConfig:
-    options = {}
+def _label_config(k: list[int] | None, **given) -> LabelConfig:
+    options = {name: value for name, value in given.items() if value is not None}
     if k:
         options["k"] = k
-    if window_days is not None:
-        options["window_days"] = window_days
     try:
         return LabelConfig(**options)
     except ValidationError as exc:
@@ -106,16 +104,34 @@ def label(
     out: OutOpt,
     k: Annotated[list[int] | None, typer.Option("--k", help="class counts (repeat)")] = None,
     window_days: Annotated[float | None, typer.Option(help="rolling window width")] = None,
+    keep_extremes: Annotated[
+        float | None, typer.Option(help="residual: keep top/bottom fraction only (k=2)")
+    ] = None,
+    ratio_threshold: Annotated[
+        float | None, typer.Option(help="ratio_threshold: likes/followers cut")
+    ] = None,
+    moving_average_posts: Annotated[
+        int | None, typer.Option(help="likes_moving_average: previous posts")
+    ] = None,
 ) -> None:
-    """Compute followers at post time, PoR and popularity classes (table `labels`)."""
+    """Compute followers at post time, PoR and the classes of every label scheme
+    (table `labels`: por_rolling, por_global, residual, ratio_threshold,
+    likes_moving_average)."""
     from popray.labels import run_label
 
+    cfg = _label_config(
+        k,
+        window_days=window_days,
+        keep_extremes=keep_extremes,
+        ratio_threshold=ratio_threshold,
+        moving_average_posts=moving_average_posts,
+    )
     try:
         with store.exclusive(out, "label"):
-            labels = run_label(out, _label_config(k, window_days))
+            labels = run_label(out, cfg)
     except (FileNotFoundError, store.LockedError) as exc:
         _fail(str(exc))
-    typer.echo(f"labelled {labels.num_rows} (media, k) rows -> {out}/tables/labels")
+    typer.echo(f"labelled {labels.num_rows} (media, scheme, k) rows -> {out}/tables/labels")
 
 
 @app.command()
@@ -188,6 +204,7 @@ def train(
     epochs: Annotated[int | None, typer.Option(help="epochs per training")] = None,
     engine: Annotated[str | None, typer.Option(help="in_process | ray_train")] = None,
     backbone: Annotated[str | None, typer.Option(help="whose embeddings to train on")] = None,
+    scheme: Annotated[str | None, typer.Option(help="label scheme to learn")] = None,
 ) -> None:
     """Run the validation grid (model x k x seed x fold) on Ray Tune, then final models."""
     from popray.grid import GridError, run_train
@@ -200,11 +217,13 @@ def train(
         if epochs is not None:
             merged["train"] = merged["train"] | {"epochs": epochs}
         cfg = GridConfig.model_validate(merged)
-        label_ks = (run_cfg.label if run_cfg else LabelConfig()).k
+        label_cfg = run_cfg.label if run_cfg else LabelConfig()
+        if scheme:
+            label_cfg = LabelConfig.model_validate(label_cfg.model_dump() | {"scheme": scheme})
         net = backbone or (run_cfg.embed if run_cfg else EmbedConfig()).backbone
         _quiet_tune()
         with store.exclusive(out, "train"):
-            report = run_train(out, cfg, label_ks, net, echo=typer.echo)
+            report = run_train(out, cfg, label_cfg, net, echo=typer.echo)
     except (FileNotFoundError, ValueError, GridError, store.LockedError) as exc:
         _fail(str(exc))
     from popray.evaluate import metrics_text
@@ -276,15 +295,17 @@ def figures(
     out: OutOpt,
     backbone: Annotated[str, typer.Option(help="whose embeddings to map")] = "efficientnet_lite0",
     threshold: Annotated[float | None, typer.Option(help="duplicate threshold to mark")] = None,
+    scheme: Annotated[str, typer.Option(help="label scheme of the models' figures")] = (
+        "por_rolling"
+    ),
 ) -> None:
     """Draw the paper's figures from the output tables into OUT/figures/."""
     from popray.figures import run_figures
 
     try:
+        threshold_ = DedupConfig(threshold=threshold).threshold_for(backbone)
         with store.exclusive(out, "figures"):
-            run_figures(
-                out, backbone, DedupConfig(threshold=threshold).threshold_for(backbone), typer.echo
-            )
+            run_figures(out, backbone, threshold_, typer.echo, scheme)
     except (FileNotFoundError, ValueError, duckdb.Error, store.LockedError) as exc:
         _fail(str(exc))
 
@@ -325,7 +346,10 @@ def summary(out: OutOpt) -> None:
     """Print the run summary (inputs, quarantine, class balance)."""
     from popray.summary import summary_text
 
-    typer.echo(summary_text(out))
+    try:
+        typer.echo(summary_text(out))
+    except (FileNotFoundError, duckdb.Error) as exc:
+        _fail(f"{exc}\n(outputs written by an older popray? run `popray run` again)")
 
 
 def _run_stages(cfg: RunConfig) -> None:
@@ -347,7 +371,7 @@ def _run_stages(cfg: RunConfig) -> None:
     typer.echo(report.line())
     _quiet_tune()
     try:
-        trained = run_train(cfg.out_dir, cfg.grid, cfg.label.k, cfg.embed.backbone, typer.echo)
+        trained = run_train(cfg.out_dir, cfg.grid, cfg.label, cfg.embed.backbone, typer.echo)
         typer.echo(trained.line())
         typer.echo(metrics_text(trained.metrics))
         if trained.models is not None and "image" in trained.models["model"].to_pylist():
@@ -357,7 +381,7 @@ def _run_stages(cfg: RunConfig) -> None:
         typer.echo(f"train: skipped, {exc}")
     typer.echo("drawing the figures")
     threshold = cfg.dedup.threshold_for(cfg.embed.backbone)
-    run_figures(cfg.out_dir, cfg.embed.backbone, threshold, typer.echo)
+    run_figures(cfg.out_dir, cfg.embed.backbone, threshold, typer.echo, cfg.label.scheme)
     write_report(cfg.out_dir)
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import tomllib
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Literal, get_args
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, field_validator
@@ -17,8 +17,15 @@ class _Config(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+Scheme = Literal["por_rolling", "por_global", "residual", "ratio_threshold", "likes_moving_average"]
+SCHEMES: tuple[str, ...] = get_args(Scheme)
+
+
 class LabelConfig(_Config):
-    """How followers at post time, Popularity Rate and popularity classes are computed."""
+    """How followers at post time, Popularity Rate and popularity classes are computed.
+
+    Every scheme is computed into table `labels` (cheap, and an analyst can compare them);
+    `scheme` is the one the models learn."""
 
     k: list[Annotated[int, Field(ge=2, le=10)]] = Field(
         default=[2, 3], min_length=1, description="numbers of popularity classes (2 = median split)"
@@ -30,6 +37,24 @@ class LabelConfig(_Config):
         default=120.0,
         description="outside the known follower range, the log-linear trend is fitted "
         "(Theil-Sen) on the known points within this many days of that end",
+    )
+    scheme: Scheme = Field(
+        default="por_rolling",
+        description="the classes the models learn: por_rolling (paper), por_global, "
+        "residual (Merrick et al.), ratio_threshold (PicMe), likes_moving_average (Carta et al.)",
+    )
+    keep_extremes: float | None = Field(
+        default=None,
+        gt=0,
+        lt=0.5,
+        description="residual: keep only the top and bottom fraction (e.g. 0.1 = deciles) "
+        "as classes 1 and 0, k = 2 only; None: classes from the quantiles j/k",
+    )
+    ratio_threshold: PositiveFloat = Field(
+        default=0.35, description="ratio_threshold: likes / followers above this is class 1"
+    )
+    moving_average_posts: int = Field(
+        default=10, ge=1, description="likes_moving_average: previous posts in the mean"
     )
 
     @field_validator("k")
@@ -136,9 +161,6 @@ class GridConfig(_Config):
     )
     seeds: list[int] = Field(default=[0, 1, 2], min_length=1)
     folds: int = Field(default=5, ge=2, le=20, description="StratifiedKFold splits")
-    labels: Literal["rolling", "global"] = Field(
-        default="rolling", description="which popularity classes to learn (paper: rolling)"
-    )
     train: TrainConfig = Field(default_factory=TrainConfig)
     engine: Literal["in_process", "ray_train"] = Field(
         default="in_process",

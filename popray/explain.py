@@ -112,16 +112,17 @@ def _image_model(out: Path, k: int | None) -> dict:
     return min(images, key=lambda m: m["k"])
 
 
-def _samples(out: Path, k: int, per_class: int, seed: int = 0) -> list[dict]:
-    """`per_class` labelled images of each class, drawn with a fixed seed."""
+def _samples(out: Path, scheme: str, k: int, per_class: int, seed: int = 0) -> list[dict]:
+    """`per_class` labelled images of each class (of the model's scheme), drawn with a
+    fixed seed."""
     con = store.connect(out)
     try:
         rows = (
             con.sql(
-                "SELECT l.media_id, l.class_rolling AS label, m.path FROM labels l "
-                "JOIN media m USING (media_id) "
-                "WHERE l.k = $k AND l.media_type = 'image' ORDER BY l.media_id",
-                params={"k": k},
+                "SELECT l.media_id, l.class AS label, m.path FROM labels l "
+                "JOIN media m USING (media_id) WHERE l.k = $k AND l.scheme = $scheme "
+                "AND l.media_type = 'image' AND l.class IS NOT NULL ORDER BY l.media_id",
+                params={"k": k, "scheme": scheme},
             )
             .to_arrow_table()
             .to_pylist()
@@ -156,7 +157,7 @@ def run_explain(
     folder.mkdir(parents=True)
     jobs = [
         {"media_id": r["media_id"], "label": r["label"], "file": input_dir_of(out) / r["path"]}
-        for r in _samples(out, explainer.k, per_class)
+        for r in _samples(out, spec["scheme"], explainer.k, per_class)
     ]
     jobs += [{"media_id": None, "label": None, "file": Path(p)} for p in media or []]
     rows = []

@@ -39,11 +39,15 @@ CAPTIONS = {
     "(on the diagonal = calibrated), validation predictions of every seed.",
     "reliability_k3": "Reliability diagrams, k = 3.",
 }
+NO_CLASS = "#999999"  # items a scheme gives no class
 CLASS_COLOURS = ["#d62728", "#ff7f0e", "#2ca02c", "#1f77b4", "#9467bd", "#8c564b"]
 LABELS_SQL = """
-SELECT l.media_id, l.media_type, l.published_at, l.por, l.class_global, l.class_rolling,
-       l.followers_est, l.followers_extrapolated, l.post_type
-FROM labels l WHERE l.k = $k ORDER BY l.published_at"""
+SELECT l.media_id, l.media_type, l.published_at, l.por, l.followers_est,
+       l.followers_extrapolated, l.post_type,
+       any_value(l.class) FILTER (WHERE l.scheme = 'por_global') AS class_global,
+       any_value(l.class) FILTER (WHERE l.scheme = 'por_rolling') AS class_rolling
+FROM labels l WHERE l.k = $k AND l.scheme IN ('por_global', 'por_rolling')
+GROUP BY ALL ORDER BY l.published_at, l.media_id"""
 POST_KIND_SQL = """
 SELECT p.post_id, any_value(l.por) AS por, bool_or(l.media_type = 'video') AS has_video
 FROM labels l JOIN posts p USING (post_id) WHERE l.k = $k GROUP BY p.post_id"""
@@ -184,22 +188,25 @@ def closest_pairs(out: Path, threshold: float, n: int = 8) -> Path:
     return _save(fig, out, "closest_pairs")
 
 
-def tsne_map(out: Path, k: int, backbone: str, thumbs: int = 14, seed: int = 0) -> Path:
-    """t-SNE of image and video-thumbnail embeddings, coloured by rolling class, with
-    thumbnails of a few points (paper Fig. 4)."""
+def tsne_map(
+    out: Path, k: int, backbone: str, scheme: str, thumbs: int = 14, seed: int = 0
+) -> Path:
+    """t-SNE of image and video-thumbnail embeddings, coloured by class (of `scheme`;
+    grey: none), with thumbnails of a few points (paper Fig. 4)."""
     from sklearn.manifold import TSNE
 
     from popray.ingest import input_dir_of
 
     sql = """
-    SELECT l.media_id, l.media_type, l.class_rolling AS cls, m.path, m.thumbnail_path,
+    SELECT l.media_id, l.media_type, l.class AS cls, m.path, m.thumbnail_path,
            coalesce(i.embedding, v.thumbnail) AS v
     FROM labels l JOIN media m USING (media_id)
     LEFT JOIN embeddings_image i ON i.media_id = l.media_id AND i.view = 0
         AND i.backbone = $backbone
     LEFT JOIN embeddings_video v ON v.media_id = l.media_id AND v.backbone = $backbone
-    WHERE l.k = $k AND coalesce(i.embedding, v.thumbnail) IS NOT NULL ORDER BY l.media_id"""
-    rows = _query(out, sql, k=k, backbone=backbone).to_pylist()
+    WHERE l.k = $k AND l.scheme = $scheme AND coalesce(i.embedding, v.thumbnail) IS NOT NULL
+    ORDER BY l.media_id"""
+    rows = _query(out, sql, k=k, backbone=backbone, scheme=scheme).to_pylist()
     if len(rows) < 5:
         raise ValueError(f"t-SNE needs at least 5 embedded, labelled items; {len(rows)} found")
     x = np.asarray([r["v"] for r in rows], np.float32)
@@ -221,6 +228,9 @@ def tsne_map(out: Path, k: int, backbone: str, thumbs: int = 14, seed: int = 0) 
                 color=CLASS_COLOURS[cls],
                 label=f"class {cls}, {media_type}s",
             )
+    none = [i for i, r in enumerate(rows) if r["cls"] is None]
+    if none:
+        ax.scatter(xy[none, 0], xy[none, 1], s=10, color=NO_CLASS, label="no class")
     root = input_dir_of(out)
     rng = np.random.default_rng(seed)
     for i in rng.choice(len(rows), size=min(thumbs, len(rows)), replace=False):
@@ -233,19 +243,26 @@ def tsne_map(out: Path, k: int, backbone: str, thumbs: int = 14, seed: int = 0) 
             OffsetImage(np.asarray(img), zoom=0.9),
             xy[i],
             frameon=True,
-            bboxprops={"edgecolor": CLASS_COLOURS[r["cls"]], "lw": 2},
+            bboxprops={
+                "edgecolor": NO_CLASS if r["cls"] is None else CLASS_COLOURS[r["cls"]],
+                "lw": 2,
+            },
         )
         ax.add_artist(box)
     ax.set_xticks([])
     ax.set_yticks([])
     ax.legend(fontsize=7, loc="best")
-    ax.set_title(f"t-SNE of image and video-thumbnail embeddings ({backbone}), k={k}")
+    ax.set_title(f"t-SNE of image and video-thumbnail embeddings ({backbone}), {scheme} k={k}")
     return _save(fig, out, "tsne")
 
 
-def confusion_matrices(out: Path, k: int) -> Path:
+GRID_FILTER = "k = $k AND scheme = $scheme AND backbone = $backbone"
+
+
+def confusion_matrices(out: Path, k: int, scheme: str, backbone: str) -> Path:
     """Row-normalised confusion matrices per model, mean ± std over seeds (Figs. 5-8)."""
-    metrics = _query(out, "SELECT * FROM metrics WHERE k = $k", k=k).to_pylist()
+    sql = f"SELECT * FROM metrics WHERE {GRID_FILTER}"
+    metrics = _query(out, sql, k=k, scheme=scheme, backbone=backbone).to_pylist()
     order = list(REGISTRY)
     metrics.sort(key=lambda m: order.index(m["model"]))
     fig = Figure(figsize=(3.3 * max(1, len(metrics)), 3.6), layout="constrained")
@@ -276,9 +293,10 @@ def confusion_matrices(out: Path, k: int) -> Path:
     return _save(fig, out, f"confusion_k{k}")
 
 
-def reliability(out: Path, k: int, bins: int = 10) -> Path:
+def reliability(out: Path, k: int, scheme: str, backbone: str, bins: int = 10) -> Path:
     """Accuracy against confidence per model, all seeds' validation predictions."""
-    rows = _query(out, "SELECT model, label, proba FROM predictions WHERE k = $k", k=k).to_pylist()
+    sql = f"SELECT model, label, proba FROM predictions WHERE {GRID_FILTER}"
+    rows = _query(out, sql, k=k, scheme=scheme, backbone=backbone).to_pylist()
     models = [m for m in REGISTRY if any(r["model"] == m for r in rows)]
     fig = Figure(figsize=(3.3 * max(1, len(models)), 3.6), layout="constrained")
     axes = fig.subplots(1, max(1, len(models)), squeeze=False)[0]
@@ -303,10 +321,18 @@ def reliability(out: Path, k: int, bins: int = 10) -> Path:
 
 
 def run_figures(
-    out: Path, backbone: str, threshold: float, echo: Callable[[str], None] = lambda s: None
+    out: Path,
+    backbone: str,
+    threshold: float,
+    echo: Callable[[str], None] = lambda s: None,
+    scheme: str = "por_rolling",
 ) -> list[Path]:
-    """Every figure whose tables exist; one progress line per figure."""
-    ks = sorted({r["k"] for r in _query(out, "SELECT DISTINCT k FROM labels").to_pylist()})
+    """Every figure whose tables exist (models' figures: those of `scheme` and
+    `backbone`); one progress line per figure."""
+    ks = _query(out, "SELECT DISTINCT k FROM labels WHERE scheme = $s", s=scheme)["k"]
+    ks = sorted(ks.to_pylist())
+    if not ks:
+        raise ValueError(f"{out}: no labels of scheme {scheme!r}; run `popray label`")
     k = ks[-1]
     plan: list[tuple[str, Callable[[], Path]]] = [
         ("labels", lambda: por_over_time(out, k)),
@@ -314,10 +340,10 @@ def run_figures(
         ("labels", lambda: followers(out, k)),
         ("nn_distances", lambda: nn_histogram(out, threshold)),
         ("nn_distances", lambda: closest_pairs(out, threshold)),
-        ("embeddings_image", lambda: tsne_map(out, k, backbone)),
+        ("embeddings_image", lambda: tsne_map(out, k, backbone, scheme)),
     ]
-    plan += [("metrics", lambda k=k_: confusion_matrices(out, k)) for k_ in ks]
-    plan += [("predictions", lambda k=k_: reliability(out, k)) for k_ in ks]
+    plan += [("metrics", lambda k=k_: confusion_matrices(out, k, scheme, backbone)) for k_ in ks]
+    plan += [("predictions", lambda k=k_: reliability(out, k, scheme, backbone)) for k_ in ks]
     paths = []
     for i, (table, draw) in enumerate(plan, start=1):
         if not store.has_table(out, table):

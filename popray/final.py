@@ -2,7 +2,7 @@
 for prediction, with everything needed to trust and reuse it.
 
     OUT/models/<model>-k<k>-<snapshot>/model.pt     the classifier's state dict
-                                       model.json    model, k, width, labels, backbone,
+                                       model.json    model, k, width, scheme, backbone,
                                                      epochs, optimiser, snapshot, metrics
                                        items.parquet the media (id, sha256, class) it saw
 
@@ -102,7 +102,7 @@ def _final_model(
     """Train (or reuse) and save one final model; its row of the `models` table."""
     items = _items(ds, model)
     snapshot = hashlib.sha256(
-        json.dumps([backbone, cfg.labels, items.to_pylist()], sort_keys=True).encode()
+        json.dumps([backbone, ds.scheme, items.to_pylist()], sort_keys=True).encode()
     ).hexdigest()
     train_cfg = cfg.train.model_copy(update={"epochs": epochs})
     name = f"{model}-k{k}-{snapshot[:12]}"
@@ -114,7 +114,7 @@ def _final_model(
             "model": model,
             "k": k,
             "width": int(x.shape[-1]),
-            "labels": cfg.labels,
+            "scheme": ds.scheme,
             "backbone": backbone,
             "epochs": epochs,
             "seed": 0,
@@ -126,7 +126,7 @@ def _final_model(
         _save(root / name, net, meta, items)
     n = {c["values"]: c["counts"] for c in pc.value_counts(items["media_type"]).to_pylist()}
     return {
-        "labels": cfg.labels,
+        "scheme": ds.scheme,
         "backbone": backbone,
         "model": model,
         "k": k,

@@ -39,11 +39,12 @@ import torch
 from ray import tune
 
 from popray import store
-from popray.config import GridConfig
+from popray.config import GridConfig, LabelConfig
 from popray.dataset import Dataset, load_dataset
 from popray.evaluate import compute_metrics, recent_baseline
 from popray.final import prune, train_final
 from popray.folds import fold_data, split
+from popray.models import REGISTRY
 from popray.tables import PREDICTIONS, TRIALS
 from popray.train import fit_fold
 
@@ -86,8 +87,25 @@ def plan_cells(datasets: dict[int, Dataset], cfg: GridConfig) -> tuple[list, lis
     """The (model, k) cells whose data can be split into stratified folds, and why each
     other cell cannot (too few items of some class), checked before Tune starts."""
     cells, skipped = [], []
+    for k, ds in sorted(datasets.items()):
+        if not ds.image_ids and not ds.video_ids:
+            skipped.append(
+                f"k={k}: no item has a class of scheme {ds.scheme} with k={k} "
+                "(ratio_threshold, likes_moving_average and residual with keep_extremes "
+                "define k=2 only)"
+            )
     for model in cfg.models:
         for k, ds in sorted(datasets.items()):
+            if not ds.image_ids and not ds.video_ids:
+                continue
+            on = REGISTRY[model].validate_on
+            counts = np.bincount(ds.image_y if on == "image" else ds.video_y, minlength=k)
+            if counts.min() < cfg.folds:  # e.g. a threshold no post reaches: one class
+                skipped.append(
+                    f"{model} k={k}: {on} class counts {counts.tolist()} under scheme "
+                    f"{ds.scheme}; every class needs at least {cfg.folds} (the folds)"
+                )
+                continue
             try:
                 split(ds, model, cfg.seeds[0], cfg.folds)
                 cells.append((model, k))
@@ -202,8 +220,9 @@ def _trial(config: dict, datasets: dict[int, Dataset], cfg: GridConfig, results:
 def fingerprint(cfg: GridConfig, datasets: dict[int, Dataset], backbone: str, cells) -> str:
     """What the grid's results depend on: its options and the exact items and labels."""
     digest = hashlib.sha256()
-    options = cfg.model_dump(include={"models", "seeds", "folds", "labels", "train"})
-    digest.update(json.dumps([FORMAT, options, backbone, cells], sort_keys=True).encode())
+    options = cfg.model_dump(include={"models", "seeds", "folds", "train"})
+    schemes = sorted({ds.scheme for ds in datasets.values()})
+    digest.update(json.dumps([FORMAT, options, backbone, schemes, cells], sort_keys=True).encode())
     for k in sorted(datasets):
         ds = datasets[k]
         for ids, shas, y in (
@@ -282,7 +301,10 @@ def run_grid(
         if reused == len(specs):  # nothing left to train: read the results, start no trial
             results = tuner.get_results()
             return GridResult(
-                *_collect(results, results_dir, specs, cfg, backbone), experiment, True, reused
+                *_collect(results, results_dir, specs, cfg, backbone, datasets),
+                experiment,
+                True,
+                reused,
             )
     else:
         progress = _Progress(len(specs), echo)
@@ -298,7 +320,7 @@ def run_grid(
         )
     # nothing left to train: read the results, start no trial
     results = tuner.get_results() if reused == len(specs) else tuner.fit()
-    tables = _collect(results, results_dir, specs, cfg, backbone)
+    tables = _collect(results, results_dir, specs, cfg, backbone, datasets)
     return GridResult(*tables, experiment, resumed, reused)
 
 
@@ -306,7 +328,14 @@ def _finished(results_dir: Path) -> int:
     return sum(1 for _ in results_dir.glob(f"*/{METRICS_FILE}"))
 
 
-def _collect(results, results_dir: Path, specs: list[TrialSpec], cfg: GridConfig, backbone: str):
+def _collect(
+    results,
+    results_dir: Path,
+    specs: list[TrialSpec],
+    cfg: GridConfig,
+    backbone: str,
+    datasets: dict[int, Dataset],
+):
     """The `trials` and `predictions` tables of a finished grid; GridError otherwise."""
     errors = [f"{r.config}: {r.error}" for r in results if r.error is not None]
     if errors:
@@ -320,7 +349,7 @@ def _collect(results, results_dir: Path, specs: list[TrialSpec], cfg: GridConfig
     trials, predictions = [], []
     for spec in specs:
         metrics, table = _read(results_dir / spec.name)
-        cell = {"labels": cfg.labels, "backbone": backbone} | asdict(spec)
+        cell = {"scheme": datasets[spec.k].scheme, "backbone": backbone} | asdict(spec)
         trials.append(
             cell
             | {name: metrics[name] for name in TRIALS.names if name in metrics}
@@ -355,22 +384,23 @@ class TrainReport:
 def run_train(
     out: Path,
     cfg: GridConfig,
-    label_ks: list[int],
+    labels: LabelConfig,
     backbone: str,
     echo: Callable[[str], None] = lambda line: None,
 ) -> TrainReport:
-    """The train stage: grid -> tables trials, predictions, metrics -> final models."""
+    """The train stage: grid -> tables trials, predictions, metrics -> final models; the
+    classes are those of `labels.scheme`."""
     start = time.perf_counter()
-    ks = cfg.k or label_ks
-    datasets = {k: load_dataset(out, backbone, k, cfg.labels) for k in ks}
+    ks = cfg.k or labels.k
+    datasets = {k: load_dataset(out, backbone, k, labels.scheme) for k in ks}
     cells, skipped = plan_cells(datasets, cfg)
     for reason in skipped:
         echo(f"skipped {reason}")
     if not cells:
         raise NothingToTrain("nothing to train: " + "; ".join(skipped))
     grid = run_grid(out, datasets, cfg, backbone, echo, cells)
-    metrics = compute_metrics(grid.predictions, recent_baseline(out, cfg.labels))
-    part = f"{cfg.labels}-{backbone}"
+    metrics = compute_metrics(grid.predictions, recent_baseline(out, labels.scheme))
+    part = f"{labels.scheme}-{backbone}"
     store.write_table(out, "trials", grid.trials, part=part)
     store.write_table(out, "predictions", grid.predictions, part=part)
     store.write_table(out, "metrics", metrics, part=part)

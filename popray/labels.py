@@ -1,8 +1,9 @@
-"""Labels: followers at post time, Popularity Rate and popularity classes, in DuckDB SQL.
+"""Labels: followers at post time, Popularity Rate and the popularity classes of every
+label scheme, in DuckDB SQL.
 
-The SQL lives in `schemas/sql/` (`followers_at_post.sql`, `labels_por.sql`); values are
-bound parameters. Writes table `labels`: one row per (media_id, k) for every media item
-that is not excluded.
+The SQL lives in `schemas/sql/` (`followers_at_post.sql`, `label_items.sql`, one
+`labels_<scheme>.sql` per scheme); values are bound parameters. Writes table `labels`:
+one row per (media item, scheme, k) for every media item that is not excluded.
 
     popray label --out out --k 2 --k 3 --window-days 56
 """
@@ -33,6 +34,35 @@ def sql_text(name: str) -> str:
     return (root / "sql" / f"{name}.sql").read_text(encoding="utf-8")
 
 
+def _scheme_queries(config: LabelConfig) -> list[tuple[str, dict]]:
+    """(SQL file, parameters) of every scheme and k: the paper's two PoR schemes and
+    `residual` for every k; the binary schemes for k = 2 (they define two classes)."""
+    queries = []
+    for k in config.k:
+        quantiles = [j / k for j in range(1, k)]
+        queries.append(
+            (
+                "labels_por",
+                {
+                    "k": k,
+                    "quantiles": quantiles,
+                    "half_window_us": round(config.window_days * US_PER_DAY / 2),
+                    "window_days": config.window_days,
+                },
+            )
+        )
+        queries.append(
+            (
+                "labels_residual",
+                {"k": k, "quantiles": quantiles, "keep_extremes": config.keep_extremes},
+            )
+        )
+    if 2 in config.k:
+        queries.append(("labels_ratio_threshold", {"threshold": config.ratio_threshold}))
+        queries.append(("labels_likes_moving_average", {"previous": config.moving_average_posts}))
+    return queries
+
+
 def label_tables(
     posts: pa.Table,
     media: pa.Table,
@@ -57,22 +87,16 @@ def label_tables(
             },
         ).to_arrow_table()
         con.register("post_followers", post_followers)
-        parts = []
-        for k in config.k:
-            parts.append(
-                con.sql(
-                    sql_text("labels_por"),
-                    params={
-                        "k": k,
-                        "quantiles": [j / k for j in range(1, k)],
-                        "half_window_us": round(config.window_days * US_PER_DAY / 2),
-                        "window_days": config.window_days,
-                    },
-                ).to_arrow_table()
-            )
+        con.register("items", con.sql(sql_text("label_items")).to_arrow_table())
+        parts = [
+            con.sql(sql_text(name), params=params).to_arrow_table().select(LABELS.names)
+            for name, params in _scheme_queries(config)
+        ]
     finally:
         con.close()
-    return pa.concat_tables([p.cast(LABELS) for p in parts]) if parts else LABELS.empty_table()
+    labels = pa.concat_tables([p.cast(LABELS) for p in parts])
+    order = [(c, "ascending") for c in ("profile_id", "scheme", "k", "media_type")]
+    return labels.sort_by([*order, ("published_at", "ascending"), ("media_id", "ascending")])
 
 
 def run_label(out: Path, config: LabelConfig) -> pa.Table:

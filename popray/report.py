@@ -102,7 +102,7 @@ def _metrics(con) -> str:
         "its folds), beside two baselines on the same items (always the commonest class; "
         "the class of the profile's previous item of the same type), the p-value of the "
         "model against the better one, and the expected calibration error; labels "
-        f"{html.escape(str(first.get('labels')))}, backbone "
+        f"{html.escape(str(first.get('scheme')))}, backbone "
         f"{html.escape(str(first.get('backbone')))}. Paper: Viola et al. 2021, on their "
         f"profile.</p><table><tr><th>model</th>{head}</tr>{body}</table>{note}"
     )

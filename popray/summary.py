@@ -20,11 +20,12 @@ SUMMARY_QUERIES = {
         FROM quarantine ORDER BY stage DESC, source, "row"
     """,
     "class_balance": """
-        SELECT media_type, k, class_rolling AS class, count(*) AS media,
-               round(100.0 * count(*) / sum(count(*)) OVER (PARTITION BY media_type, k), 1)
-                   AS pct,
+        SELECT scheme, media_type, k, class, count(*) AS media,
+               round(100.0 * count(*)
+                   / sum(count(*)) OVER (PARTITION BY scheme, media_type, k), 1) AS pct,
                round(median(por), 4) AS median_por
-        FROM labels GROUP BY media_type, k, class_rolling ORDER BY media_type, k, class
+        FROM labels GROUP BY scheme, media_type, k, class
+        ORDER BY scheme, media_type, k, class NULLS FIRST
     """,
     "embeddings": """
         SELECT (SELECT count(DISTINCT media_id) FROM embeddings_image) AS images_embedded,
@@ -39,7 +40,8 @@ SUMMARY_QUERIES = {
         FROM duplicates GROUP BY media_type ORDER BY media_type
     """,
     "followers": """
-        SELECT count(DISTINCT post_id) FILTER (WHERE followers_extrapolated) AS posts_extrapolated,
+        SELECT count(DISTINCT post_id) FILTER (WHERE followers_extrapolated)
+                   AS posts_extrapolated,
                count(DISTINCT post_id) AS posts_labelled
         FROM labels
     """,

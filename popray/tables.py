@@ -73,6 +73,9 @@ QUARANTINE = pa.schema(
     ]
 )
 
+# One row per (media item, label scheme, k). `class` is NULL where the scheme gives the
+# item no class (the middle of `residual` with keep_extremes, a first post under
+# `likes_moving_average`); such rows are kept for the audit trail, never trained on.
 LABELS = pa.schema(
     [
         pa.field("profile_id", pa.string(), nullable=False),
@@ -84,11 +87,12 @@ LABELS = pa.schema(
         pa.field("followers_est", pa.float64(), nullable=False),
         pa.field("followers_extrapolated", pa.bool_(), nullable=False),
         pa.field("por", pa.float64(), nullable=False),
+        pa.field("scheme", pa.string(), nullable=False),
         pa.field("k", pa.int32(), nullable=False),
-        pa.field("window_days", pa.float64(), nullable=False),
-        pa.field("window_n", pa.int64(), nullable=False),
-        pa.field("class_global", pa.int32(), nullable=False),
-        pa.field("class_rolling", pa.int32(), nullable=False),
+        pa.field("score", pa.float64()),  # what the scheme ranks by (PoR, residual, ...)
+        pa.field("class", pa.int32()),
+        pa.field("window_days", pa.float64()),  # por_rolling only
+        pa.field("reference_n", pa.int64()),  # items (or posts) the class is relative to
     ]
 )
 
@@ -161,7 +165,7 @@ NN_DISTANCES = pa.schema(
 
 # The grid (paper 5.2): what was trained, on which data, and how each run scored.
 GRID_KEY = [
-    pa.field("labels", pa.string(), nullable=False),  # 'rolling' | 'global' classes
+    pa.field("scheme", pa.string(), nullable=False),  # the label scheme learnt
     pa.field("backbone", pa.string(), nullable=False),
     pa.field("model", pa.string(), nullable=False),
     pa.field("k", pa.int32(), nullable=False),

@@ -105,5 +105,5 @@ def trained(embedded, tmp_path_factory):
     run_label(out, LabelConfig())
     run_dedup(out, DedupConfig(), "efficientnet_lite0")
     cfg = GridConfig(models=["image"], seeds=[0], train=TrainConfig(epochs=3))
-    run_train(out, cfg, [2, 3], "efficientnet_lite0")
+    run_train(out, cfg, LabelConfig(), "efficientnet_lite0")
     return out

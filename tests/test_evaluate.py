@@ -7,7 +7,7 @@ from popray.tables import PREDICTIONS
 
 
 def _predictions(rows):
-    base = {"labels": "rolling", "backbone": "b", "model": "image", "fold": 0}
+    base = {"scheme": "por_rolling", "backbone": "b", "model": "image", "fold": 0}
     return pa.Table.from_pylist([base | r for r in rows], schema=PREDICTIONS)
 
 
@@ -89,13 +89,19 @@ def test_recent_baseline_sql_is_the_previous_item_of_the_same_type(tiny_out):
     from popray import store
     from popray.evaluate import recent_baseline
 
-    recent = recent_baseline(tiny_out, "rolling")
     rows = store.read_table(tiny_out, "labels").to_pylist()
-    for k in (2, 3):
-        for media_type in ("image", "video"):
-            mine = sorted(
-                (r for r in rows if r["k"] == k and r["media_type"] == media_type),
-                key=lambda r: (r["published_at"], r["media_id"]),
-            )
-            previous = [None] + [r["class_rolling"] for r in mine[:-1]]
-            assert [recent[(k, r["media_id"])] for r in mine] == previous
+    for scheme, ks in (("por_rolling", (2, 3)), ("likes_moving_average", (2,))):
+        recent = recent_baseline(tiny_out, scheme)
+        for k in ks:
+            for media_type in ("image", "video"):
+                mine = sorted(
+                    (
+                        r
+                        for r in rows
+                        if (r["scheme"], r["k"], r["media_type"]) == (scheme, k, media_type)
+                        and r["class"] is not None
+                    ),
+                    key=lambda r: (r["published_at"], r["media_id"]),
+                )
+                previous = [None] + [r["class"] for r in mine[:-1]]
+                assert [recent[(k, r["media_id"])] for r in mine] == previous

@@ -18,7 +18,7 @@ def _grid_tables(models, best_epochs):
             for fold, epoch in enumerate(best_epochs):
                 trials.append(
                     {
-                        "labels": "rolling",
+                        "scheme": "por_rolling",
                         "backbone": "b",
                         "model": model,
                         "k": k,
@@ -38,7 +38,7 @@ def _grid_tables(models, best_epochs):
                 )
             preds.append(
                 {
-                    "labels": "rolling",
+                    "scheme": "por_rolling",
                     "backbone": "b",
                     "model": model,
                     "k": k,

@@ -82,9 +82,18 @@ def test_cells_without_enough_data_are_skipped_with_the_reason():
     data = {2: synthetic(2, n_images=45, n_videos=4), 3: synthetic(3, n_images=8)}
     cells, skipped = plan_cells(data, GRID)  # 3 folds: each class needs 3 items
     assert cells == [("image", 2), ("video_to_image", 3)]
-    assert skipped[0].startswith("image k=3: image: 8 images with class counts [3, 3, 2]")
-    assert skipped[1].startswith("video_to_image k=2: video_to_image: 4 videos")
+    assert skipped[0].startswith("image k=3: image class counts [3, 3, 2]")
+    assert skipped[1].startswith("video_to_image k=2: video class counts [2, 2]")
     assert len(skipped) == 2
+    # one class only (a threshold no post reaches) is not a 2-class problem
+    one = synthetic(2)
+    one.image_y = np.zeros_like(one.image_y)
+    cells, skipped = plan_cells({2: one}, GRID)
+    assert cells == [("video_to_image", 2)]
+    assert skipped == [
+        "image k=2: image class counts [45, 0] under scheme por_rolling; "
+        "every class needs at least 3 (the folds)"
+    ]
 
 
 def test_popray_train_on_the_sample_writes_queryable_tables(embedded, tmp_path):
@@ -117,3 +126,45 @@ def test_popray_train_on_the_sample_writes_queryable_tables(embedded, tmp_path):
     assert n == 10 and per_item[0][1] == per_item[0][2]  # each item once (one seed)
     assert [(m, k) for m, k, _ in models] == [("image", 2), ("image", 3)]
     assert all((out / path / "model.pt").exists() for _, _, path in models)
+
+
+def test_the_grid_learns_the_configured_scheme_and_says_which(trained, tmp_path):
+    """Any label scheme trains end to end; its tables sit beside the paper's scheme's,
+    and cells a scheme cannot fill are skipped with the reason."""
+    import shutil
+
+    from popray import store
+    from popray.config import GridConfig, LabelConfig, TrainConfig
+    from popray.grid import NothingToTrain, run_train
+
+    out = tmp_path / "out"
+    shutil.copytree(trained, out)
+    cfg = GridConfig(models=["image"], seeds=[0], train=TrainConfig(epochs=2))
+    lines = []
+    labels = LabelConfig(scheme="likes_moving_average")
+    report = run_train(out, cfg, labels, "efficientnet_lite0", lines.append)
+    assert any("k=3: no item has a class of scheme likes_moving_average" in x for x in lines)
+    assert report.metrics["scheme"].to_pylist() == ["likes_moving_average"]
+    assert report.metrics["paper_accuracy"].to_pylist() == [None]  # not the paper's labels
+    metrics = store.read_table(out, "metrics")
+    assert set(metrics["scheme"].to_pylist()) == {"por_rolling", "likes_moving_average"}
+    models = store.read_table(out, "models").to_pylist()
+    assert {(m["scheme"], m["k"]) for m in models} >= {
+        ("por_rolling", 2),
+        ("por_rolling", 3),
+        ("likes_moving_average", 2),
+    }
+    assert all((out / m["path"] / "model.pt").exists() for m in models)
+    # validated items are exactly those the scheme gives a class
+    classed = {
+        r["media_id"]
+        for r in store.read_table(out, "labels").to_pylist()
+        if (r["scheme"], r["k"], r["media_type"]) == ("likes_moving_average", 2, "image")
+        and r["class"] is not None
+    }
+    predicted = store.read_table(out, "predictions").to_pylist()
+    mine = {r["media_id"] for r in predicted if r["scheme"] == "likes_moving_average"}
+    assert mine and mine <= classed
+    # a threshold no post reaches leaves one class: nothing to train, and why
+    with pytest.raises(NothingToTrain, match="class counts"):
+        run_train(out, cfg, LabelConfig(scheme="ratio_threshold"), "efficientnet_lite0")

@@ -30,7 +30,7 @@ def _job(inp, out, embed_cfg):
     report = run_embed(out, embed_cfg)
     run_dedup(out, DedupConfig(), "efficientnet_lite0")
     grid = GridConfig(models=["image"], seeds=[0], train=TrainConfig(epochs=2))
-    return report, run_train(out, grid, [2], "efficientnet_lite0")
+    return report, run_train(out, grid, LabelConfig(k=[2]), "efficientnet_lite0")
 
 
 def _rows(path):

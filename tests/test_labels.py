@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from popray import store
-from popray.config import LabelConfig
+from popray.config import SCHEMES, LabelConfig
 from popray.labels import label_tables
 from popray.tables import SCHEMAS
 
@@ -47,8 +47,31 @@ def ref_followers(t: int, known: list[tuple[int, float]], window_us: int) -> tup
     return anchor_f * np.exp(slope * (t - anchor_t)), True
 
 
+def _quantile_classes(scores: np.ndarray, value: float, k: int) -> int:
+    return int(np.sum(np.quantile(scores, [j / k for j in range(1, k)]) < value))
+
+
+def ref_residuals(posts: list[dict]) -> dict[str, float]:
+    """post_id -> residual of OLS log10(1+likes) ~ 1 + log10(1+followers) + hashtags, one
+    profile's posts; a regressor that is constant or collinear with the first gets no
+    weight (the SQL's rule, written independently with numpy's least squares)."""
+    y = np.log10(1 + np.array([p["likes"] for p in posts], float))
+    x1 = np.log10(1 + np.array([p["followers"] for p in posts]))
+    x2 = np.array([p["hashtags"] for p in posts], float)
+    columns = [np.ones_like(y)]
+    for x in (x1, x2):
+        candidate = np.column_stack([*columns, x])
+        if np.linalg.matrix_rank(candidate - candidate.mean(axis=0), tol=1e-9) == len(columns):
+            columns.append(x)
+    design = np.column_stack(columns)
+    beta, *_ = np.linalg.lstsq(design, y, rcond=None)
+    # rounded: least squares leaves ~1e-16 noise that would break ties the SQL keeps exact
+    residuals = np.round(y - design @ beta, 9)
+    return {p["post_id"]: float(r) for p, r in zip(posts, residuals, strict=True)}
+
+
 def ref_labels(posts, media, followers, excluded, cfg: LabelConfig) -> dict:
-    """(media_id, k) -> (followers_est, extrapolated, por, class_global, class_rolling)."""
+    """(media_id, scheme, k) -> (followers_est, extrapolated, por, score, class, n)."""
     window_us = round(cfg.extrapolation_window_days * 86400 * US)
     half = round(cfg.window_days * 86400 * US / 2)
     known: dict[str, list] = {}
@@ -62,27 +85,82 @@ def ref_labels(posts, media, followers, excluded, cfg: LabelConfig) -> dict:
         p = post[m["post_id"]]
         t = _us(p["published_at"])
         f, extra = ref_followers(t, known[p["profile_id"]], window_us)
+        por = (p["likes"] + p["comments"]) / f
         items.append(
-            (
-                p["profile_id"],
-                m["media_type"],
-                t,
-                m["media_id"],
-                f,
-                extra,
-                (p["likes"] + p["comments"]) / f,
-            )
+            {
+                "profile": p["profile_id"],
+                "type": m["media_type"],
+                "t": t,
+                "id": m["media_id"],
+                "post": p["post_id"],
+                "likes": p["likes"],
+                "f": f,
+                "extra": extra,
+                "por": por,
+                "hashtags": p["n_hashtags"] or 0,
+            }
+        )
+    residual = {}
+    for profile in {it["profile"] for it in items}:
+        seen = {it["post"]: it for it in items if it["profile"] == profile}
+        residual |= ref_residuals(
+            [
+                {
+                    "post_id": i,
+                    "likes": it["likes"],
+                    "followers": it["f"],
+                    "hashtags": it["hashtags"],
+                }
+                for i, it in seen.items()
+            ]
         )
     out = {}
-    for k in cfg.k:
-        qs = [j / k for j in range(1, k)]
-        for it in items:
-            group = [x for x in items if x[0] == it[0] and x[1] == it[1]]
-            por_all = np.array([x[6] for x in group])
-            por_win = np.array([x[6] for x in group if abs(x[2] - it[2]) <= half])
-            g = int(np.sum(np.quantile(por_all, qs) < it[6]))
-            r = int(np.sum(np.quantile(por_win, qs) < it[6]))
-            out[(it[3], k)] = (it[4], it[5], it[6], g, r, len(por_win))
+
+    def put(it, scheme, k, score, cls, n):
+        out[(it["id"], scheme, k)] = (it["f"], it["extra"], it["por"], score, cls, n)
+
+    for it in items:
+        group = [x for x in items if (x["profile"], x["type"]) == (it["profile"], it["type"])]
+        por_all = np.array([x["por"] for x in group])
+        por_win = np.array([x["por"] for x in group if abs(x["t"] - it["t"]) <= half])
+        res_all = np.array([residual[x["post"]] for x in group])
+        score = residual[it["post"]]
+        for k in cfg.k:
+            put(
+                it, "por_global", k, it["por"], _quantile_classes(por_all, it["por"], k), len(group)
+            )
+            put(
+                it,
+                "por_rolling",
+                k,
+                it["por"],
+                _quantile_classes(por_win, it["por"], k),
+                len(por_win),
+            )
+            if cfg.keep_extremes is None:
+                put(it, "residual", k, score, _quantile_classes(res_all, score, k), len(group))
+            elif k == 2:
+                low, high = np.quantile(res_all, [cfg.keep_extremes, 1 - cfg.keep_extremes])
+                cls = 1 if score >= high else 0 if score <= low else None
+                put(it, "residual", k, score, cls, len(group))
+        if 2 in cfg.k:
+            ratio = it["likes"] / it["f"]
+            put(it, "ratio_threshold", 2, ratio, int(ratio > cfg.ratio_threshold), None)
+            by_post = {x["post"]: x for x in group}
+            order = sorted(by_post, key=lambda i: (by_post[i]["t"], i))
+            before = order[: order.index(it["post"])][-cfg.moving_average_posts :]
+            if before:
+                mean = np.mean([by_post[i]["likes"] for i in before])
+                put(
+                    it,
+                    "likes_moving_average",
+                    2,
+                    it["likes"] - mean,
+                    int(it["likes"] > mean),
+                    len(before),
+                )
+            else:
+                put(it, "likes_moving_average", 2, None, None, 0)
     return out
 
 
@@ -123,7 +201,7 @@ def exports(draw):
                     "comments": draw(st.sampled_from([0, 1, 7, 300])),
                     "post_type": "carousel" if n_media > 1 else "image",
                     "caption": None,
-                    "n_hashtags": None,
+                    "n_hashtags": draw(st.sampled_from([None, 0, 1, 2, 5, 30])),
                     "source_row": 0,
                 }
             )
@@ -147,6 +225,9 @@ def exports(draw):
         k=draw(st.lists(st.integers(2, 4), min_size=1, max_size=2)),
         window_days=draw(st.sampled_from([1.0, 7.0, 30.5, 56.0, 400.0])),
         extrapolation_window_days=draw(st.sampled_from([1.0, 90.0, 1000.0])),
+        keep_extremes=draw(st.sampled_from([None, 0.1, 0.25])),
+        ratio_threshold=draw(st.sampled_from([0.001, 0.35, 5.0])),
+        moving_average_posts=draw(st.sampled_from([1, 3, 10])),
     )
     return posts, media, followers, excluded, cfg
 
@@ -169,13 +250,17 @@ def test_sql_matches_numpy_reference(export):
     posts, media, followers, excluded, cfg = export
     got = label_tables(**_tables(posts, media, followers, excluded), config=cfg).to_pylist()
     want = ref_labels(posts, media, followers, excluded, cfg)
-    assert {(r["media_id"], r["k"]) for r in got} == set(want)
+    assert {(r["media_id"], r["scheme"], r["k"]) for r in got} == set(want)
     for r in got:
-        f, extra, por, g, roll, n = want[(r["media_id"], r["k"])]
+        f, extra, por, score, cls, n = want[(r["media_id"], r["scheme"], r["k"])]
         assert r["followers_est"] == pytest.approx(f, rel=1e-9)
         assert r["followers_extrapolated"] == extra
         assert r["por"] == pytest.approx(por, rel=1e-9)
-        assert (r["class_global"], r["class_rolling"], r["window_n"]) == (g, roll, n), r
+        if score is None:
+            assert r["score"] is None, r
+        else:
+            assert r["score"] == pytest.approx(score, rel=1e-9, abs=1e-9), r
+        assert (r["class"], r["reference_n"]) == (cls, n), (r["scheme"], r["k"], r["score"])
 
 
 def test_extrapolation_recovers_exponential_growth_and_flags_it():
@@ -239,5 +324,8 @@ def test_tiny_sample_labels(tiny_out, tiny_truth):
     labelled = {r["media_id"] for r in labels}
     assert labelled == {m["media_id"] for m in media} - excluded
     assert {r["k"] for r in labels} == {2, 3}
-    assert all(0 <= r["class_rolling"] < r["k"] and 0 <= r["class_global"] < r["k"] for r in labels)
+    assert {r["scheme"] for r in labels} == set(SCHEMES)
+    assert all(0 <= r["class"] < r["k"] for r in labels if r["class"] is not None)
+    # every labelled item has a class under the paper's schemes
+    assert all(r["class"] is not None for r in labels if r["scheme"].startswith("por_"))
     assert any(r["followers_extrapolated"] for r in labels)  # no history for the first months
