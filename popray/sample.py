@@ -73,6 +73,8 @@ class SampleSpec:
     carousel_share: float = 0.08
     duplicate_share: float = 0.05
     max_video_s: float = 30.0
+    id_prefix: str = ""  # prefixes post and media ids (several profiles in one export)
+    signal: float = 1.0  # scales the planted visual effects (0 = no visual signal)
 
 
 @dataclass
@@ -128,7 +130,7 @@ def _timeline(rng: np.random.Generator, spec: SampleSpec) -> list[_Post]:
             if r < spec.video_share
             else ("carousel" if r < spec.video_share + spec.carousel_share else "image")
         )
-        posts.append(_Post(post_id=f"p{i:05d}", published_at=when, post_type=kind))
+        posts.append(_Post(post_id=f"{spec.id_prefix}p{i:05d}", published_at=when, post_type=kind))
     return posts
 
 
@@ -140,7 +142,7 @@ def _plan_media(rng: np.random.Generator, spec: SampleSpec, posts: list[_Post]) 
     def new(post: _Post, pos: int, mtype: str, subject: str) -> _Media:
         nonlocal counter
         counter += 1
-        mid = f"m{counter:05d}"
+        mid = f"{spec.id_prefix}m{counter:05d}"
         ext = ".mp4" if mtype == "video" else ""
         return _Media(mid, post.post_id, pos, mtype, subject, f"media/{mid}{ext}")
 
@@ -224,7 +226,7 @@ def _write_duplicate(rng, root: Path, m: _Media, orig: _Media, truth: dict) -> N
 
 def _por(rng, spec: SampleSpec, post: _Post) -> float:
     kept = [m for m in post.media if m.excluded is None]
-    effect = float(np.mean([SUBJECT_EFFECTS.get(m.subject, 0.0) for m in kept]))
+    effect = spec.signal * float(np.mean([SUBJECT_EFFECTS.get(m.subject, 0.0) for m in kept]))
     growth = followers_true(spec, post.published_at) / followers_true(spec, spec.start)
     log_por = math.log(BASE_POR) + POR_FOLLOWER_ELASTICITY * math.log(growth) + effect
     if any(m.media_type == "video" for m in post.media):
@@ -291,23 +293,36 @@ def _caption(rng) -> str:
 
 
 def _write_csv(
-    path: Path, header: list[str], rows: list[list], bad: list[tuple[list, str]], rng, truth: dict
+    path: Path,
+    header: list[str],
+    rows: list[list],
+    bad: list[tuple[list, str]],
+    rng,
+    truth: dict,
+    append: bool = False,
 ) -> None:
-    """Write rows, with each bad row inserted at a random place (its row number recorded)."""
+    """Write rows, with each bad row inserted at a random place (its row number recorded);
+    `append`: after the rows already in the file (another profile's)."""
     tagged: list[tuple[list, str | None]] = [(row, None) for row in rows]
     for bad_row, what in bad:
         tagged.insert(int(rng.integers(0, len(tagged) + 1)), (bad_row, what))
-    for n, (_, what) in enumerate(tagged, start=1):
+    before = 0
+    if append:
+        with path.open(newline="", encoding="utf-8") as fh:
+            before = sum(1 for _ in csv.reader(fh)) - 1
+    for n, (_, what) in enumerate(tagged, start=before + 1):
         if what is not None:
             truth["bad_rows"].append({"file": path.name, "row": n, "what": what})
-    with path.open("w", newline="", encoding="utf-8") as fh:
+    with path.open("a" if append else "w", newline="", encoding="utf-8") as fh:
         writer = csv.writer(fh)
-        writer.writerow(header)
+        if not append:
+            writer.writerow(header)
         writer.writerows(row for row, _ in tagged)
 
 
-def generate(out_dir: Path, spec: SampleSpec) -> dict:
-    """Write a sample profile export to `out_dir`; returns (and writes) its ground truth."""
+def generate(out_dir: Path, spec: SampleSpec, append: bool = False) -> dict:
+    """Write a sample profile export to `out_dir`; returns (and writes) its ground truth.
+    `append`: add this profile to the export already there (see `generate_many`)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(spec.seed)
@@ -366,32 +381,37 @@ def generate(out_dir: Path, spec: SampleSpec) -> dict:
     follower_rows = [[spec.profile_id, at, f] for at, f in _follower_history(rng, spec, last)]
     _write_outside_link(out_dir)
     when = posts[len(posts) // 2].published_at.isoformat()
-    pid = spec.profile_id
+    pid, x = spec.profile_id, spec.id_prefix
     _write_csv(
         out_dir / "posts.csv",
         ["profile_id", "post_id", "published_at", "likes", "comments", "post_type", "caption"],
         post_rows,
         [
-            ([pid, "pbad0", when, -5, 1, "image", ""], "negative likes"),
-            ([pid, "pbad1", "2021-02-30T10:00:00", 10, 1, "image", ""], "impossible date"),
-            ([pid, "pbad2", when, 10, 1, "reel", ""], "unknown post_type"),
+            ([pid, f"{x}pbad0", when, -5, 1, "image", ""], "negative likes"),
+            ([pid, f"{x}pbad1", "2021-02-30T10:00:00", 10, 1, "image", ""], "impossible date"),
+            ([pid, f"{x}pbad2", when, 10, 1, "reel", ""], "unknown post_type"),
         ],
         rng,
         truth,
+        append,
     )
     _write_csv(
         out_dir / "media.csv",
         ["media_id", "post_id", "position", "media_type", "path", "thumbnail_path"],
         media_rows,
         [
-            (["mbad0", "pbad0", 0, "image", "media/m00001.jpg", ""], "post is quarantined"),
-            (["mbad1", posts[1].post_id, 7, "image", "/etc/passwd", ""], "absolute path"),
-            (["mbad2", posts[2].post_id, 7, "image", "../outside.jpg", ""], "escaping path"),
-            (["mbad3", posts[3].post_id, 8, "image", "media/missing.jpg", ""], "missing file"),
-            (["mbad4", posts[4].post_id, 9, "image", "media/link.jpg", ""], "symlink out"),
+            (
+                [f"{x}mbad0", f"{x}pbad0", 0, "image", f"media/{x}m00001.jpg", ""],
+                "post is quarantined",
+            ),
+            ([f"{x}mbad1", posts[1].post_id, 7, "image", "/etc/passwd", ""], "absolute path"),
+            ([f"{x}mbad2", posts[2].post_id, 7, "image", "../outside.jpg", ""], "escaping path"),
+            ([f"{x}mbad3", posts[3].post_id, 8, "image", "media/missing.jpg", ""], "missing file"),
+            ([f"{x}mbad4", posts[4].post_id, 9, "image", "media/link.jpg", ""], "symlink out"),
         ],
         rng,
         truth,
+        append,
     )
     _write_csv(
         out_dir / "followers.csv",
@@ -400,17 +420,50 @@ def generate(out_dir: Path, spec: SampleSpec) -> dict:
         [([pid, "2020-06-01", "n/a"], "followers not a number")],
         rng,
         truth,
+        append,
     )
     _write_csv(
         out_dir / "exclude.csv",
         ["media_id", "reason"],
         exclude_rows,
-        [(["m99999", "no such media"], "unknown media_id")],
+        [([f"{x}m99999", "no such media"], "unknown media_id")],
         rng,
         truth,
+        append,
     )
     (out_dir / "sample_truth.json").write_text(json.dumps(truth, indent=1, default=str))
     return truth
+
+
+def generate_many(out_dir: Path, specs: list[SampleSpec]) -> dict:
+    """One export holding several profiles (distinct `profile_id` and `id_prefix`);
+    `sample_truth.json` then maps each profile to its ground truth."""
+    if len({s.profile_id for s in specs}) < len(specs) or len({s.id_prefix for s in specs}) < len(
+        specs
+    ):
+        raise ValueError("every profile of a multi-profile sample needs its own id and prefix")
+    truths = {s.profile_id: generate(out_dir, s, append=i > 0) for i, s in enumerate(specs)}
+    combined = {"profiles": truths}
+    (Path(out_dir) / "sample_truth.json").write_text(json.dumps(combined, indent=1, default=str))
+    return combined
+
+
+def profile_specs(n: int, seed: int, posts: int = 60, years: float = 1.5) -> list[SampleSpec]:
+    """`n` profiles of different sizes (0.5x to 1.5x `posts`) and signal strengths
+    (0.5x to 1.5x the planted effects), named brand000, brand001, ..."""
+    rng = np.random.default_rng(seed)
+    return [
+        SampleSpec(
+            posts=max(12, round(posts * rng.uniform(0.5, 1.5))),
+            years=years,
+            seed=seed * 1000 + i,
+            profile_id=f"brand{i:03d}",
+            id_prefix=f"b{i:03d}_",
+            signal=float(rng.uniform(0.5, 1.5)),
+            max_video_s=18.0,
+        )
+        for i in range(n)
+    ]
 
 
 def _write_outside_link(out_dir: Path) -> None:
