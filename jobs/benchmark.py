@@ -4,6 +4,7 @@
     python -m jobs.benchmark embed --input data/demo [--images 512] [--device auto]
     python -m jobs.benchmark dedup [--items 10000 30000 100000]
     python -m jobs.benchmark train --out out     (after `make demo`)
+    python -m jobs.benchmark profiles [--profiles 1 10 50] [--posts 60]
 
 Prints one JSON line per measurement. Speed is measured here, never asserted in tests.
 """
@@ -35,7 +36,18 @@ def main(argv: list[str] | None = None) -> int:
     ded.add_argument("--items", type=int, nargs="+", default=[10_000, 30_000, 100_000])
     tra = sub.add_parser("train", help="time the grid on Ray Tune against a plain loop")
     tra.add_argument("--out", type=Path, default=Path("out"), help="labelled, embedded OUT")
+    pro = sub.add_parser("profiles", help="per-profile cost of label, dedup, grid vs profiles")
+    pro.add_argument("--profiles", type=int, nargs="+", default=[1, 10, 50])
+    pro.add_argument("--posts", type=int, default=60, help="posts per profile")
+    pro.add_argument("--seeds", type=int, default=1, help="grid seeds (paper: 3)")
     args = parser.parse_args(argv)
+    if args.what == "profiles":
+        from popray.bench_scale import bench_profiles
+        from popray.config import GridConfig
+
+        grid = GridConfig(seeds=list(range(args.seeds)))
+        for row in bench_profiles(args.profiles, args.posts, grid):
+            print(json.dumps(row), flush=True)
     if args.what == "train":
         from popray.bench import bench_train
 

@@ -55,15 +55,27 @@ def sample(
     size: Annotated[str, typer.Option(help="tiny | demo | paper")] = "demo",
     posts: Annotated[int | None, typer.Option(help="number of posts (default: by size)")] = None,
     seed: int = 0,
+    profiles: Annotated[
+        int, typer.Option(help="profiles in the export (>1: sizes and signals vary)")
+    ] = 1,
 ) -> None:
     """Write a realistic sample profile export (images, H.264 videos, metadata)."""
-    from popray.sample import generate, spec_for
+    from popray.sample import generate, generate_many, profile_specs, spec_for
 
+    start = time.perf_counter()
+    if profiles > 1:
+        specs = profile_specs(profiles, seed, posts or 60)
+        truth = generate_many(out, specs)
+        n_media = sum(len(t["media_subject"]) for t in truth["profiles"].values())
+        typer.echo(
+            f"wrote {profiles} profiles, {n_media} media of {sum(s.posts for s in specs)} posts "
+            f"to {out} in {time.perf_counter() - start:.1f} s"
+        )
+        return
     try:
         spec = spec_for(size, seed, posts)
     except ValueError as exc:
         _fail(str(exc))
-    start = time.perf_counter()
     truth = generate(out, spec)
     typer.echo(
         f"wrote {len(truth['media_subject'])} media of {spec.posts} posts (+4 corrupt) to {out} "
@@ -241,14 +253,17 @@ def explain(
     per_class: Annotated[int, typer.Option(help="labelled images per class")] = 3,
     media: Annotated[list[Path] | None, typer.Option("--media", help="image file (repeat)")] = None,
     weights: Annotated[str | None, typer.Option(help="backbone weights used to embed")] = None,
+    profile: Annotated[str | None, typer.Option(help="whose models (several profiles)")] = None,
+    scheme: Annotated[str | None, typer.Option(help="label scheme of the models")] = None,
 ) -> None:
-    """Grad-CAM heatmaps of the image model: a sample of each class, and --media files."""
+    """Grad-CAM heatmaps of the image model: a sample of each class (of each profile, or
+    of --profile), and --media files."""
     from popray.backbones import WeightsError
     from popray.explain import run_explain
 
     try:
         with store.exclusive(out, "explain"):
-            table = run_explain(out, k, per_class, media, weights)
+            table = run_explain(out, k, per_class, media, weights, profile, scheme)
     except (FileNotFoundError, ValueError, WeightsError, store.LockedError) as exc:
         _fail(str(exc))
     for row in table.to_pylist():
@@ -267,14 +282,17 @@ def predict(
     media: Annotated[list[Path], typer.Option("--media", help="file or folder (repeat)")],
     k: Annotated[int | None, typer.Option(help="classes (default: the largest trained)")] = None,
     weights: Annotated[str | None, typer.Option(help="backbone weights used to embed")] = None,
+    profile: Annotated[str | None, typer.Option(help="whose models (several profiles)")] = None,
+    scheme: Annotated[str | None, typer.Option(help="label scheme of the models")] = None,
 ) -> None:
-    """Rank new candidate images/videos by predicted popularity (with Grad-CAM per image)."""
+    """Rank new candidate images/videos by predicted popularity for one profile (with
+    Grad-CAM per image)."""
     from popray.backbones import WeightsError
     from popray.predict import run_predict
 
     try:
         with store.exclusive(out, "predict"):
-            table = run_predict(out, media, k, weights)
+            table = run_predict(out, media, k, weights, profile, scheme)
     except (FileNotFoundError, ValueError, WeightsError, store.LockedError) as exc:
         _fail(str(exc))
     typer.echo(f"{'rank':>4}  {'score':>5}  class  probabilities       file")
@@ -376,7 +394,7 @@ def _run_stages(cfg: RunConfig) -> None:
         typer.echo(metrics_text(trained.metrics))
         if trained.models is not None and "image" in trained.models["model"].to_pylist():
             typer.echo("explaining the image model (Grad-CAM)")
-            run_explain(cfg.out_dir, weights=cfg.embed.weights)
+            run_explain(cfg.out_dir, weights=cfg.embed.weights, scheme=cfg.label.scheme)
     except NothingToTrain as exc:  # the other outputs stand; say why there are no models
         typer.echo(f"train: skipped, {exc}")
     typer.echo("drawing the figures")

@@ -169,6 +169,12 @@ class GridConfig(_Config):
     )
     cpus_per_trial: float = Field(default=1.0, gt=0)
     gpus_per_trial: float = Field(default=0.0, ge=0)
+    profiles_per_trial: int | None = Field(
+        default=None,
+        ge=1,
+        description="profiles one Tune trial trains (each with its own folds and model); "
+        "default: 1, or as many as keep the grid at 480 trials when there are many profiles",
+    )
     max_concurrent: int | None = Field(
         default=None, ge=1, description="trials at once (default: as resources allow)"
     )

@@ -33,6 +33,7 @@ class Dataset:
     video_pooled: np.ndarray  # (m, width)
     video_y: np.ndarray
     scheme: str = "por_rolling"  # the label scheme the classes come from
+    context: bool = False  # CONTEXT_FEATURES appended to every embedding vector
     image_profile: list[str] = field(default_factory=list)  # empty: all one profile
     video_profile: list[str] = field(default_factory=list)
 
@@ -46,26 +47,55 @@ class Dataset:
 
     def for_profile(self, profile: str) -> Dataset:
         """The items of one profile (folds, models and metrics are per profile)."""
-        img = np.array([p == profile for p in self.image_profile], dtype=bool)
-        vid = np.array([p == profile for p in self.video_profile], dtype=bool)
-
-        def pick(values: list, mask: np.ndarray) -> list:
-            return [v for v, keep in zip(values, mask, strict=True) if keep]
-
+        if self.profiles() == [profile]:
+            return self
+        img = np.flatnonzero(np.asarray(self.image_profile, dtype=object) == profile)
+        vid = np.flatnonzero(np.asarray(self.video_profile, dtype=object) == profile)
         return Dataset(
-            image_ids=pick(self.image_ids, img),
-            image_sha256=pick(self.image_sha256, img),
-            image_views=self.image_views[img] if len(img) else self.image_views,
-            image_y=self.image_y[img] if len(img) else self.image_y,
-            video_ids=pick(self.video_ids, vid),
-            video_sha256=pick(self.video_sha256, vid),
-            video_frames=self.video_frames[vid] if len(vid) else self.video_frames,
-            video_pooled=self.video_pooled[vid] if len(vid) else self.video_pooled,
-            video_y=self.video_y[vid] if len(vid) else self.video_y,
+            image_ids=[self.image_ids[i] for i in img],
+            image_sha256=[self.image_sha256[i] for i in img],
+            image_views=self.image_views[img] if len(self.image_ids) else self.image_views,
+            image_y=self.image_y[img] if len(self.image_ids) else self.image_y,
+            video_ids=[self.video_ids[i] for i in vid],
+            video_sha256=[self.video_sha256[i] for i in vid],
+            video_frames=self.video_frames[vid] if len(self.video_ids) else self.video_frames,
+            video_pooled=self.video_pooled[vid] if len(self.video_ids) else self.video_pooled,
+            video_y=self.video_y[vid] if len(self.video_ids) else self.video_y,
             scheme=self.scheme,
-            image_profile=[profile] * int(img.sum()),
-            video_profile=[profile] * int(vid.sum()),
+            context=self.context,
+            image_profile=[profile] * len(img),
+            video_profile=[profile] * len(vid),
         )
+
+
+CONTEXT_FEATURES = (
+    "hour_sin",
+    "hour_cos",
+    "weekday_sin",
+    "weekday_cos",
+    "post_image",
+    "post_video",
+    "post_carousel",
+    "carousel_size",
+    "caption_length",
+    "hashtags",
+    "video_duration",
+    "por_trend",
+)
+
+
+def _context(ids: list[str], features: dict[str, list[float]]) -> np.ndarray:
+    """(n, len(CONTEXT_FEATURES)) context of the items `ids`, in order."""
+    return np.asarray([features[m] for m in ids], np.float32).reshape(len(ids), -1)
+
+
+def _append(x: np.ndarray, ctx: np.ndarray) -> np.ndarray:
+    """Each vector of x (n, ..., width) gets its item's context appended: the same
+    context for every view of an image and every frame of a video."""
+    if not len(x):
+        return np.zeros((*x.shape[:-1], x.shape[-1] + len(CONTEXT_FEATURES)), np.float32)
+    ctx = ctx.reshape(len(ctx), *(1,) * (x.ndim - 2), ctx.shape[-1])
+    return np.concatenate([x, np.broadcast_to(ctx, (*x.shape[:-1], ctx.shape[-1]))], axis=-1)
 
 
 def _stack(column, dims: int) -> np.ndarray:
@@ -76,9 +106,12 @@ def _stack(column, dims: int) -> np.ndarray:
     return np.asarray(values, dtype=np.float32)
 
 
-def load_dataset(out: Path, backbone: str, k: int, scheme: Scheme = "por_rolling") -> Dataset:
+def load_dataset(
+    out: Path, backbone: str, k: int, scheme: Scheme = "por_rolling", context: bool = False
+) -> Dataset:
     """Arrays for training on `out` with the embeddings of `backbone` and the k classes
-    of label scheme `scheme` (items the scheme gives no class are left out)."""
+    of label scheme `scheme` (items the scheme gives no class are left out); `context`:
+    each vector gets the item's context features appended (schemas/sql/context_features.sql)."""
     for needed, stage in (("labels", "label"), ("duplicates", "dedup")):
         if not store.has_table(out, needed):
             raise FileNotFoundError(f"{out}: table {needed!r} missing; run `popray {stage}`")
@@ -87,19 +120,32 @@ def load_dataset(out: Path, backbone: str, k: int, scheme: Scheme = "por_rolling
     try:
         img = con.sql(sql_text("training_images"), params=params).to_arrow_table()
         vid = con.sql(sql_text("training_videos"), params=params).to_arrow_table()
+        features = {}
+        if context:
+            rows = con.sql(sql_text("context_features"), params={"backbone": backbone})
+            features = dict(rows.fetchall())
     finally:
         con.close()
+    views, frames = _stack(img["views"], 3), _stack(vid["frames"], 3)
+    pooled = _stack(vid["pooled"], 2)
+    if context:
+        image_ctx = _context(img["media_id"].to_pylist(), features)
+        video_ctx = _context(vid["media_id"].to_pylist(), features)
+        views = _append(views, image_ctx)
+        frames = _append(frames, video_ctx)
+        pooled = _append(pooled, video_ctx)
     return Dataset(
         image_ids=img["media_id"].to_pylist(),
         image_sha256=img["sha256"].to_pylist(),
-        image_views=_stack(img["views"], 3),
+        image_views=views,
         image_y=img["y"].to_numpy().astype(np.int64),
         video_ids=vid["media_id"].to_pylist(),
         video_sha256=vid["sha256"].to_pylist(),
-        video_frames=_stack(vid["frames"], 3),
-        video_pooled=_stack(vid["pooled"], 2),
+        video_frames=frames,
+        video_pooled=pooled,
         video_y=vid["y"].to_numpy().astype(np.int64),
         scheme=scheme,
+        context=context,
         image_profile=img["profile_id"].to_pylist(),
         video_profile=vid["profile_id"].to_pylist(),
     )

@@ -77,68 +77,79 @@ def recent_baseline(out: Path, scheme: str) -> dict[tuple[int, str], int | None]
 
 
 def compute_metrics(predictions: pa.Table, recent: dict | None = None) -> pa.Table:
-    """The `metrics` table from the `predictions` table of one or more grids; `recent`
-    maps (k, media_id) to the recent-PoR baseline's class (None: no earlier item)."""
+    """The `metrics` table from the `predictions` table of one or more grids: one row per
+    (scheme, backbone, model, k, profile), and one with profile_id NULL pooling every
+    profile's validation items. `recent` maps (k, media_id) to the recent-PoR
+    baseline's class (None: no earlier item)."""
     groups: dict[tuple, dict[int, list[dict]]] = defaultdict(lambda: defaultdict(list))
     for row in predictions.to_pylist():
-        groups[tuple(row[c] for c in KEY)][row["seed"]].append(row)
-    out = []
-    for key, seeds in sorted(groups.items()):
-        cell = dict(zip(KEY, key, strict=True))
-        k = cell["k"]
-        scores = []
-        for rows in seeds.values():
-            y = np.array([r["label"] for r in rows])
-            pred = np.array([r["pred"] for r in rows])
-            proba = np.array([r["proba"] for r in rows], dtype=np.float64)
-            scores.append(_seed_scores(y, pred, proba, k))
-        first = next(iter(seeds.values()))
-        labels = np.array([r["label"] for r in first])
-        counts = np.bincount(labels, minlength=k)
-        majority = float(counts.max() / counts.sum())
-        recent_accuracy = None
-        if recent is not None:
-            guess = [recent.get((k, r["media_id"])) for r in first]
-            guess = np.array([counts.argmax() if g is None else g for g in guess])
-            recent_accuracy = float((guess == labels).mean())
-        accuracy = float(np.mean([s["accuracy"] for s in scores]))
-        best = max(majority, recent_accuracy or 0.0)
-        n = len(labels)
-        p_value = float(
-            binomtest(round(accuracy * n), n, min(best, 1.0), alternative="greater").pvalue
-        )
-        confusion = np.stack([s["confusion"] for s in scores])
-        top2 = [s["top2"] for s in scores]
-        out.append(
-            cell
-            | {
-                "validated_on": REGISTRY[cell["model"]].validate_on,
-                "n_items": len({r["media_id"] for r in first}),
-                "n_seeds": len(seeds),
-                "accuracy_mean": accuracy,
-                "accuracy_std": float(np.std([s["accuracy"] for s in scores])),
-                "top2_mean": float(np.mean(top2)) if k >= 3 else None,
-                "top2_std": float(np.std(top2)) if k >= 3 else None,
-                "macro_f1_mean": float(np.mean([s["macro_f1"] for s in scores])),
-                "macro_f1_std": float(np.std([s["macro_f1"] for s in scores])),
-                "majority_accuracy": majority,
-                "recent_accuracy": recent_accuracy,
-                "p_value": p_value,
-                "ece_mean": float(np.mean([s["ece"] for s in scores])),
-                "confusion_mean": confusion.mean(axis=0).tolist(),
-                "confusion_std": confusion.std(axis=0).tolist(),
-                # the paper's numbers are for its own scheme only
-                "paper_accuracy": PAPER_ACCURACY.get((cell["model"], k))
-                if cell["scheme"] == "por_rolling"
-                else None,
-            }
-        )
-    return pa.Table.from_pylist(out, schema=METRICS)
+        key = tuple(row[c] for c in KEY)
+        groups[(*key, row["profile_id"])][row["seed"]].append(row)
+        groups[(*key, None)][row["seed"]].append(row)
+    order = sorted(groups, key=lambda g: (g[:-1], g[-1] is not None, g[-1] or ""))
+    return pa.Table.from_pylist([_row(g, groups[g], recent) for g in order], schema=METRICS)
+
+
+def _row(group: tuple, seeds: dict[int, list[dict]], recent: dict | None) -> dict:
+    """One row of `metrics`: scores per seed, then mean and std over seeds."""
+    cell = dict(zip((*KEY, "profile_id"), group, strict=True))
+    k = cell["k"]
+    scores = []
+    for rows in seeds.values():
+        y = np.array([r["label"] for r in rows])
+        pred = np.array([r["pred"] for r in rows])
+        proba = np.array([r["proba"] for r in rows], dtype=np.float64)
+        scores.append(_seed_scores(y, pred, proba, k))
+    first = next(iter(seeds.values()))
+    labels = np.array([r["label"] for r in first])
+    # majority baseline: each profile's own commonest class (pooled: summed over profiles)
+    by_profile: dict[str, list[int]] = defaultdict(list)
+    for r in first:
+        by_profile[r["profile_id"]].append(r["label"])
+    commonest = {p: int(np.bincount(ys, minlength=k).argmax()) for p, ys in by_profile.items()}
+    majority = float(np.mean([r["label"] == commonest[r["profile_id"]] for r in first]))
+    recent_accuracy = None
+    if recent is not None:
+        guess = [recent.get((k, r["media_id"])) for r in first]
+        guess = [
+            commonest[r["profile_id"]] if g is None else g
+            for g, r in zip(guess, first, strict=True)
+        ]
+        recent_accuracy = float((np.array(guess) == labels).mean())
+    accuracy = float(np.mean([s["accuracy"] for s in scores]))
+    best = max(majority, recent_accuracy or 0.0)
+    n = len(labels)
+    p_value = float(binomtest(round(accuracy * n), n, min(best, 1.0), alternative="greater").pvalue)
+    confusion = np.stack([s["confusion"] for s in scores])
+    top2 = [s["top2"] for s in scores]
+    return cell | {
+        "validated_on": REGISTRY[cell["model"]].validate_on,
+        "n_items": len({r["media_id"] for r in first}),
+        "n_seeds": len(seeds),
+        "accuracy_mean": accuracy,
+        "accuracy_std": float(np.std([s["accuracy"] for s in scores])),
+        "top2_mean": float(np.mean(top2)) if k >= 3 else None,
+        "top2_std": float(np.std(top2)) if k >= 3 else None,
+        "macro_f1_mean": float(np.mean([s["macro_f1"] for s in scores])),
+        "macro_f1_std": float(np.std([s["macro_f1"] for s in scores])),
+        "majority_accuracy": majority,
+        "recent_accuracy": recent_accuracy,
+        "p_value": p_value,
+        "ece_mean": float(np.mean([s["ece"] for s in scores])),
+        "confusion_mean": confusion.mean(axis=0).tolist(),
+        "confusion_std": confusion.std(axis=0).tolist(),
+        # the paper's numbers are for its own scheme only
+        "paper_accuracy": PAPER_ACCURACY.get((cell["model"], k))
+        if cell["scheme"] == "por_rolling"
+        else None,
+    }
 
 
 def metrics_text(metrics: pa.Table) -> str:
-    """The metrics in the paper's layout: one row per model, one column per k."""
-    rows = metrics.to_pylist()
+    """The metrics pooled over profiles in the paper's layout: one row per model, one
+    column per k."""
+    everything = metrics.to_pylist()
+    rows = [r for r in everything if r["profile_id"] is None]  # pooled over profiles
     ks = sorted({r["k"] for r in rows})
     by_cell = {(r["model"], r["k"]): r for r in rows}
     models = [m for m in REGISTRY if any((m, k) in by_cell for k in ks)]
@@ -168,4 +179,10 @@ def metrics_text(metrics: pa.Table) -> str:
         f"labels {first.get('scheme')}, backbone {first.get('backbone')}, "
         f"{first.get('n_seeds')} seed(s); n = items validated on (images or videos)"
     )
+    profiles = sorted({r["profile_id"] for r in everything if r["profile_id"] is not None})
+    if len(profiles) > 1:
+        lines.append(
+            f"{len(profiles)} profiles, each with its own folds and models; pooled above, "
+            "per profile in `metrics` (profile_id)"
+        )
     return "\n".join(lines)

@@ -18,7 +18,6 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 import torch
 from matplotlib import colormaps
 from PIL import Image
@@ -98,31 +97,42 @@ def overlay(image: Image.Image, heat: np.ndarray, alpha: float = 0.45) -> Image.
     return Image.blend(image, heat_rgb, alpha)
 
 
-def _image_model(out: Path, k: int | None) -> dict:
-    if not store.has_table(out, "models"):
-        raise FileNotFoundError(f"{out}: no trained models; run `popray train` first")
-    models = store.read_table(out, "models")
-    images = models.filter(pc.equal(models["model"], "image")).to_pylist()
-    if k is not None:
-        images = [m for m in images if m["k"] == k]
-    if not images:
-        raise FileNotFoundError(
-            f"{out}: no saved image model{'' if k is None else f' for k={k}'}; run `popray train`"
-        )
-    return min(images, key=lambda m: m["k"])
+def _image_models(out: Path, k: int | None, profile: str | None, scheme: str | None) -> list:
+    """The saved image models to explain: of `profile`, or of every profile."""
+    from popray.final import saved_models
+
+    if profile is None and store.has_table(out, "models"):
+        profiles = sorted(set(store.read_table(out, "models")["profile_id"].to_pylist()))
+    else:
+        profiles = [profile]
+    picked = []
+    for who in profiles:
+        images = [m for m in saved_models(out, who, scheme) if m["model"] == "image"]
+        if k is not None:
+            images = [m for m in images if m["k"] == k]
+        if not images:
+            raise FileNotFoundError(
+                f"{out}: no saved image model{'' if k is None else f' for k={k}'}; "
+                "run `popray train`"
+            )
+        picked.append(min(images, key=lambda m: m["k"]))
+    return picked
 
 
-def _samples(out: Path, scheme: str, k: int, per_class: int, seed: int = 0) -> list[dict]:
-    """`per_class` labelled images of each class (of the model's scheme), drawn with a
-    fixed seed."""
+def _samples(
+    out: Path, profile: str, scheme: str, k: int, per_class: int, seed: int = 0
+) -> list[dict]:
+    """`per_class` labelled images of each class (of the model's profile and scheme),
+    drawn with a fixed seed."""
     con = store.connect(out)
     try:
         rows = (
             con.sql(
                 "SELECT l.media_id, l.class AS label, m.path FROM labels l "
                 "JOIN media m USING (media_id) WHERE l.k = $k AND l.scheme = $scheme "
-                "AND l.media_type = 'image' AND l.class IS NOT NULL ORDER BY l.media_id",
-                params={"k": k, "scheme": scheme},
+                "AND l.profile_id = $profile AND l.media_type = 'image' "
+                "AND l.class IS NOT NULL ORDER BY l.media_id",
+                params={"k": k, "scheme": scheme, "profile": profile},
             )
             .to_arrow_table()
             .to_pylist()
@@ -143,47 +153,53 @@ def run_explain(
     per_class: int = 3,
     media: list[Path] | None = None,
     weights: str | None = None,
+    profile: str | None = None,
+    scheme: str | None = None,
 ) -> pa.Table:
-    """Heatmaps for a sample of each class (from the export) and for every `media` file;
-    writes them and table `explanations`. A file that cannot be read gets its error in
-    the table instead of a heatmap."""
+    """Heatmaps for a sample of each class of each profile (or of `profile`), from the
+    export, and for every `media` file; writes them and table `explanations`. A file
+    that cannot be read gets its error in the table instead of a heatmap."""
     from popray.ingest import input_dir_of
 
-    spec = _image_model(out, k)
-    explainer = Explainer.load(out, spec["path"], weights)
-    folder = out / EXPLAIN_DIR / f"k{explainer.k}"
+    specs = _image_models(out, k, profile, scheme)
+    if media and len(specs) > 1:
+        raise ValueError(f"{out}: models of {len(specs)} profiles; choose one with --profile")
+    k = specs[0]["k"]
+    folder = out / EXPLAIN_DIR / f"k{k}"
     if folder.exists():  # the table is replaced below: so are the heatmaps it lists
         shutil.rmtree(folder)
     folder.mkdir(parents=True)
-    jobs = [
-        {"media_id": r["media_id"], "label": r["label"], "file": input_dir_of(out) / r["path"]}
-        for r in _samples(out, spec["scheme"], explainer.k, per_class)
-    ]
-    jobs += [{"media_id": None, "label": None, "file": Path(p)} for p in media or []]
     rows = []
-    for job in jobs:
-        row = {"k": explainer.k, "model_path": spec["path"]} | job | {"file": str(job["file"])}
-        try:
-            proba, heat, image = explainer.explain(job["file"])
-        except (decode.DecodeError, OSError) as exc:
-            rows.append(row | {"pred": None, "proba": None, "path": None, "error": str(exc)})
-            continue
-        name = job["media_id"] or _file_name(job["file"])
-        target = folder / f"{name}.png"
-        overlay(image, heat).save(target)
-        rows.append(
-            row
-            | {
-                "pred": int(proba.argmax()),
-                "proba": proba.astype(np.float32).tolist(),
-                "path": str(target.relative_to(out)),
-                "error": None,
-            }
-        )
+    for spec in specs:
+        explainer = Explainer.load(out, spec["path"], weights)
+        jobs = [
+            {"media_id": r["media_id"], "label": r["label"], "file": input_dir_of(out) / r["path"]}
+            for r in _samples(out, spec["profile_id"], spec["scheme"], k, per_class)
+        ]
+        jobs += [{"media_id": None, "label": None, "file": Path(p)} for p in media or []]
+        rows += [_explain_one(out, explainer, spec, job, folder) for job in jobs]
     table = pa.Table.from_pylist(rows, schema=EXPLANATIONS)
-    store.write_table(out, "explanations", table, part=f"k{explainer.k}")
+    store.write_table(out, "explanations", table, part=f"k{k}")
     store.refresh_views(out)
     return table
+
+
+def _explain_one(out: Path, explainer: Explainer, spec: dict, job: dict, folder: Path) -> dict:
+    """One heatmap (or the error that prevented it): a row of `explanations`."""
+    row = {"k": explainer.k, "model_path": spec["path"]} | job | {"file": str(job["file"])}
+    try:
+        proba, heat, image = explainer.explain(job["file"])
+    except (decode.DecodeError, OSError) as exc:
+        return row | {"pred": None, "proba": None, "path": None, "error": str(exc)}
+    name = job["media_id"] or _file_name(job["file"])
+    target = folder / f"{name}.png"
+    overlay(image, heat).save(target)
+    return row | {
+        "pred": int(proba.argmax()),
+        "proba": proba.astype(np.float32).tolist(),
+        "path": str(target.relative_to(out)),
+        "error": None,
+    }
 
 
 def _file_name(path: Path) -> str:

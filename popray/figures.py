@@ -257,11 +257,12 @@ def tsne_map(
 
 
 GRID_FILTER = "k = $k AND scheme = $scheme AND backbone = $backbone"
+POOLED = " AND profile_id IS NULL"  # metrics: the row pooling every profile
 
 
 def confusion_matrices(out: Path, k: int, scheme: str, backbone: str) -> Path:
     """Row-normalised confusion matrices per model, mean ± std over seeds (Figs. 5-8)."""
-    sql = f"SELECT * FROM metrics WHERE {GRID_FILTER}"
+    sql = f"SELECT * FROM metrics WHERE {GRID_FILTER}{POOLED}"
     metrics = _query(out, sql, k=k, scheme=scheme, backbone=backbone).to_pylist()
     order = list(REGISTRY)
     metrics.sort(key=lambda m: order.index(m["model"]))

@@ -1,8 +1,8 @@
-"""Final models: after the grid, each (model, k) trained once on all its data and saved
-for prediction, with everything needed to trust and reuse it.
+"""Final models: after the grid, each (profile, model, k) trained once on all its data
+and saved for prediction, with everything needed to trust and reuse it.
 
     OUT/models/<model>-k<k>-<snapshot>/model.pt     the classifier's state dict
-                                       model.json    model, k, width, scheme, backbone,
+                                       model.json    profile, model, k, width, scheme, backbone,
                                                      epochs, optimiser, snapshot, metrics
                                        items.parquet the media (id, sha256, class) it saw
 
@@ -62,8 +62,14 @@ def _items(ds: Dataset, model: str) -> pa.Table:
     )
 
 
-def _epochs(trials: pa.Table, model: str, k: int) -> int:
-    mine = trials.filter(pc.and_(pc.equal(trials["model"], model), pc.equal(trials["k"], k)))
+def _epochs(trials: pa.Table, model: str, k: int, profile: str) -> int:
+    """The median best epoch of this profile's grid trials of (model, k)."""
+    mine = trials.filter(
+        pc.and_(
+            pc.and_(pc.equal(trials["model"], model), pc.equal(trials["k"], k)),
+            pc.equal(trials["profile_id"], profile),
+        )
+    )
     return max(1, round(float(np.median(mine["best_epoch"].to_numpy()))))
 
 
@@ -99,10 +105,12 @@ def _final_model(
     epochs: int,
     accuracy: float | None,
 ) -> dict:
-    """Train (or reuse) and save one final model; its row of the `models` table."""
+    """Train (or reuse) and save one final model on `ds` (one profile's items); its row
+    of the `models` table."""
+    (profile,) = ds.profiles()
     items = _items(ds, model)
     snapshot = hashlib.sha256(
-        json.dumps([backbone, ds.scheme, items.to_pylist()], sort_keys=True).encode()
+        json.dumps([backbone, ds.scheme, profile, items.to_pylist()], sort_keys=True).encode()
     ).hexdigest()
     train_cfg = cfg.train.model_copy(update={"epochs": epochs})
     name = f"{model}-k{k}-{snapshot[:12]}"
@@ -111,6 +119,7 @@ def _final_model(
         x, y, views = all_data(ds, model)
         net = fit_all(model, k, x, y, train_cfg, seed=0, train_views=views)
         meta = {
+            "profile_id": profile,
             "model": model,
             "k": k,
             "width": int(x.shape[-1]),
@@ -126,6 +135,7 @@ def _final_model(
         _save(root / name, net, meta, items)
     n = {c["values"]: c["counts"] for c in pc.value_counts(items["media_type"]).to_pylist()}
     return {
+        "profile_id": profile,
         "scheme": ds.scheme,
         "backbone": backbone,
         "model": model,
@@ -147,21 +157,52 @@ def train_final(
     trials: pa.Table,
     metrics: pa.Table,
     backbone: str,
-    cells: list[tuple[str, int]] | None = None,
+    cells: list[tuple[str, int, tuple[str, ...]]] | None = None,
 ) -> pa.Table:
-    """Train, save and list (table `models`) one final model per (model, k); a model
-    already saved from the same items, labels and settings is reused."""
+    """Train, save and list (table `models`) one final model per (profile, model, k) of
+    `cells` (default: all); a model already saved from the same items, labels and
+    settings is reused."""
     root = out / MODELS_DIR
     root.mkdir(parents=True, exist_ok=True)
-    accuracy = {(r["model"], r["k"]): r["accuracy_mean"] for r in metrics.to_pylist()}
+    accuracy = {
+        (r["model"], r["k"], r["profile_id"]): r["accuracy_mean"] for r in metrics.to_pylist()
+    }
+    if cells is None:
+        cells = [(m, k, tuple(d.profiles())) for m in cfg.models for k, d in datasets.items()]
     rows = [
         _final_model(
-            root, ds, cfg, backbone, model, k, _epochs(trials, model, k), accuracy.get((model, k))
+            root,
+            datasets[k].for_profile(profile),
+            cfg,
+            backbone,
+            model,
+            k,
+            _epochs(trials, model, k, profile),
+            accuracy.get((model, k, profile)),
         )
-        for model, k in cells or [(m, k) for m in cfg.models for k in sorted(datasets)]
-        for ds in [datasets[k]]
+        for model, k, profiles in cells
+        for profile in profiles
     ]
     return pa.Table.from_pylist(rows, schema=MODELS)
+
+
+def saved_models(out: Path, profile: str | None = None, scheme: str | None = None) -> list[dict]:
+    """The rows of `models` for one profile and one label scheme: the one there is, or
+    the one named (an error lists the choices when there are several)."""
+    from popray import store
+
+    if not store.has_table(out, "models"):
+        raise FileNotFoundError(f"{out}: no trained models; run `popray train` first")
+    models = store.read_table(out, "models").to_pylist()
+    choices = (("profile_id", profile, "--profile"), ("scheme", scheme, "--scheme"))
+    for field, wanted, flag in choices:
+        present = sorted({m[field] for m in models})
+        if wanted is None and len(present) > 1:
+            raise ValueError(f"{out}: models for several {field}s {present}: choose with {flag}")
+        if wanted is not None and wanted not in present:
+            raise FileNotFoundError(f"{out}: no models for {field} {wanted!r}; trained: {present}")
+        models = [m for m in models if m[field] == (wanted or present[0])]
+    return models
 
 
 def prune(out: Path, models: pa.Table) -> None:

@@ -1,11 +1,16 @@
-"""The paper's validation grid on Ray Tune: model x k x seed x fold, one trial each.
+"""The paper's validation grid on Ray Tune: model x k x seed x fold, per profile.
 
     popray train --out out          # 4 models x k {2, 3} x seeds {0, 1, 2} x 5 folds
 
+Folds, models and metrics are per profile: a profile is never validated on another's
+posts. One Tune trial trains one (model, k, seed, fold) for a shard of profiles (one
+profile per trial for small exports; several when there are many, so that the number
+of Tune trials stays bounded, see `GridConfig.profiles_per_trial`).
+
 Every trial runs `run_trial` (the same function `jobs.benchmark train` runs in a plain
-loop): it rebuilds its fold from (model, seed, fold), trains with `train.fit_fold` and
-reports the best epoch's accuracy; its validation predictions travel in the trial's
-checkpoint. The data go to the object store once (`tune.with_parameters`).
+loop): for each profile of its shard it rebuilds the fold from (model, seed, fold),
+trains with `train.fit_fold` and keeps the best epoch's validation predictions. The
+data go to the object store once (`tune.with_parameters`).
 
 Engines: `in_process` trains inside the Tune trial (the heads are tiny: a Ray Train
 worker group per trial would cost more than the training, see README); `ray_train`
@@ -21,6 +26,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import os
 import shutil
 import tempfile
@@ -40,7 +46,7 @@ from ray import tune
 
 from popray import store
 from popray.config import GridConfig, LabelConfig
-from popray.dataset import Dataset, load_dataset
+from popray.dataset import ONE_PROFILE, Dataset, load_dataset
 from popray.evaluate import compute_metrics, recent_baseline
 from popray.final import prune, train_final
 from popray.folds import fold_data, split
@@ -50,7 +56,10 @@ from popray.train import fit_fold
 
 PREDICTIONS_FILE = "predictions.parquet"
 METRICS_FILE = "metrics.json"
-FORMAT = 3  # of a trial's result folder; part of the fingerprint, so old grids are not resumed
+FORMAT = 4  # of a trial's result folder; part of the fingerprint, so old grids are not resumed
+
+
+MAX_TRIALS = 480  # Tune trials per grid at most (4x the paper's grid for one profile)
 
 
 class GridError(RuntimeError):
@@ -61,31 +70,51 @@ class NothingToTrain(ValueError):
     """No (model, k) cell has enough labelled items for stratified folds."""
 
 
+# A cell of the grid: a (model, k) and the profiles whose data can fill its folds.
+Cell = tuple[str, int, tuple[str, ...]]
+
+
 @dataclass(frozen=True)
 class TrialSpec:
     model: str
     k: int
     seed: int
     fold: int
+    profiles: tuple[str, ...] = (ONE_PROFILE,)
+    shard: int = 0
+
+    def __post_init__(self) -> None:  # a list after a round trip through Tune's config
+        object.__setattr__(self, "profiles", tuple(self.profiles))
 
     @property
     def name(self) -> str:
-        return f"{self.model}-k{self.k}-s{self.seed}-f{self.fold}"
+        return f"{self.model}-k{self.k}-s{self.seed}-f{self.fold}-g{self.shard}"
 
 
-def trial_specs(cfg: GridConfig, cells: list[tuple[str, int]]) -> list[TrialSpec]:
-    """The grid over (model, k) cells in a fixed order: model, k, seed, fold."""
+def shard_size(cfg: GridConfig, cells: list[Cell]) -> int:
+    """Profiles per trial: as set, or the fewest that keep the grid at MAX_TRIALS."""
+    if cfg.profiles_per_trial:
+        return cfg.profiles_per_trial
+    profile_trials = sum(len(c[2]) for c in cells) * len(cfg.seeds) * cfg.folds
+    return max(1, math.ceil(profile_trials / MAX_TRIALS))
+
+
+def trial_specs(cfg: GridConfig, cells: list[Cell]) -> list[TrialSpec]:
+    """The grid over its cells in a fixed order: model, k, seed, fold, profile shard."""
+    size = shard_size(cfg, cells)
     return [
-        TrialSpec(model, k, seed, fold)
-        for model, k in cells
+        TrialSpec(model, k, seed, fold, profiles[i : i + size], i // size)
+        for model, k, profiles in cells
         for seed in cfg.seeds
         for fold in range(cfg.folds)
+        for i in range(0, len(profiles), size)
     ]
 
 
-def plan_cells(datasets: dict[int, Dataset], cfg: GridConfig) -> tuple[list, list[str]]:
-    """The (model, k) cells whose data can be split into stratified folds, and why each
-    other cell cannot (too few items of some class), checked before Tune starts."""
+def plan_cells(datasets: dict[int, Dataset], cfg: GridConfig) -> tuple[list[Cell], list[str]]:
+    """The (model, k) cells with the profiles whose data can be split into stratified
+    folds, and why each other (profile,) model and k cannot (too few items of some
+    class), checked before Tune starts."""
     cells, skipped = [], []
     for k, ds in sorted(datasets.items()):
         if not ds.image_ids and not ds.video_ids:
@@ -96,48 +125,78 @@ def plan_cells(datasets: dict[int, Dataset], cfg: GridConfig) -> tuple[list, lis
             )
     for model in cfg.models:
         for k, ds in sorted(datasets.items()):
-            if not ds.image_ids and not ds.video_ids:
-                continue
-            on = REGISTRY[model].validate_on
-            counts = np.bincount(ds.image_y if on == "image" else ds.video_y, minlength=k)
-            if counts.min() < cfg.folds:  # e.g. a threshold no post reaches: one class
-                skipped.append(
-                    f"{model} k={k}: {on} class counts {counts.tolist()} under scheme "
-                    f"{ds.scheme}; every class needs at least {cfg.folds} (the folds)"
-                )
-                continue
-            try:
-                split(ds, model, cfg.seeds[0], cfg.folds)
-                cells.append((model, k))
-            except ValueError as exc:
-                skipped.append(f"{model} k={k}: {exc}")
+            profiles = ds.profiles()
+            ready = []
+            for profile in profiles:
+                who = f"profile {profile} " if len(profiles) > 1 else ""
+                reason = _cannot_fold(ds.for_profile(profile), model, k, cfg)
+                if reason:
+                    skipped.append(f"{who}{model} k={k}: {reason}")
+                else:
+                    ready.append(profile)
+            if ready:
+                cells.append((model, k, tuple(ready)))
     return cells, skipped
 
 
+def _cannot_fold(ds: Dataset, model: str, k: int, cfg: GridConfig) -> str | None:
+    """Why `model` cannot be validated on these items with k classes, or None."""
+    on = REGISTRY[model].validate_on
+    counts = np.bincount(ds.image_y if on == "image" else ds.video_y, minlength=k)
+    if counts.min() < cfg.folds:  # also: a threshold no post reaches leaves one class
+        return (
+            f"{on} class counts {counts.tolist()} under scheme {ds.scheme}; "
+            f"every class needs at least {cfg.folds} (the folds)"
+        )
+    try:
+        split(ds, model, cfg.seeds[0], cfg.folds)
+    except ValueError as exc:
+        return str(exc)
+    return None
+
+
 def run_trial(spec: TrialSpec, ds: Dataset, cfg: GridConfig, device: str = "cpu") -> tuple:
-    """Train one (model, k, seed, fold): returns (metrics dict, predictions table)."""
-    fold = split(ds, spec.model, spec.seed, cfg.folds)[spec.fold]
-    data = fold_data(ds, spec.model, fold)
-    start = time.perf_counter()
-    result = fit_fold(spec.model, spec.k, data, cfg.train, seed=spec.seed, device=device)
+    """Train one (model, k, seed, fold) for each profile of the trial: returns (metrics:
+    one entry per profile under "profiles" and their summary, predictions table)."""
+    per_profile, tables = [], []
+    for profile in spec.profiles:
+        own = ds.for_profile(profile)
+        fold = split(own, spec.model, spec.seed, cfg.folds)[spec.fold]
+        data = fold_data(own, spec.model, fold)
+        start = time.perf_counter()
+        result = fit_fold(spec.model, spec.k, data, cfg.train, seed=spec.seed, device=device)
+        per_profile.append(
+            {
+                "profile_id": profile,
+                "best_epoch": result.best_epoch,
+                "val_accuracy": result.val_accuracy,
+                "n_train": len(fold.train),
+                "n_extra": len(fold.extra_train),
+                "n_val": len(fold.val),
+                "train_s": time.perf_counter() - start,
+            }
+        )
+        proba = result.val_proba.astype(np.float32)
+        tables.append(
+            pa.table(
+                {
+                    "profile_id": [profile] * len(fold.val),
+                    "media_id": list(fold.val),
+                    "label": pa.array(data.y_val, pa.int32()),
+                    "pred": pa.array(proba.argmax(axis=1), pa.int32()),
+                    "proba": pa.array(list(proba), pa.list_(pa.float32())),
+                }
+            )
+        )
     metrics = {
-        "best_epoch": result.best_epoch,
-        "val_accuracy": result.val_accuracy,
-        "n_train": len(fold.train),
-        "n_extra": len(fold.extra_train),
-        "n_val": len(fold.val),
-        "train_s": time.perf_counter() - start,
+        "val_accuracy": float(np.mean([p["val_accuracy"] for p in per_profile])),
+        "best_epoch": int(np.median([p["best_epoch"] for p in per_profile])),
+        "train_s": float(sum(p["train_s"] for p in per_profile)),
+        "n_profiles": len(per_profile),
         "finished_at": time.time(),
+        "profiles": per_profile,
     }
-    predictions = pa.table(
-        {
-            "media_id": list(fold.val),
-            "label": pa.array(data.y_val, pa.int32()),
-            "pred": pa.array(result.val_proba.argmax(axis=1), pa.int32()),
-            "proba": pa.array(list(result.val_proba.astype(np.float32)), pa.list_(pa.float32())),
-        }
-    )
-    return metrics, predictions
+    return metrics, pa.concat_tables(tables)
 
 
 def _write(folder: Path, metrics: dict, predictions: pa.Table) -> None:
@@ -177,7 +236,7 @@ def _train_worker(config: dict) -> None:
     )
     with tempfile.TemporaryDirectory() as tmp:
         _write(Path(tmp) / "result", metrics, predictions)
-        ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp))
+        ray.train.report(_summary(metrics), checkpoint=ray.train.Checkpoint.from_directory(tmp))
 
 
 def _with_ray_train(spec: TrialSpec, ds: Dataset, cfg: GridConfig, storage: Path):
@@ -205,7 +264,7 @@ def _trial(config: dict, datasets: dict[int, Dataset], cfg: GridConfig, results:
     spec = TrialSpec(**config["trial"])
     folder = Path(results) / spec.name
     if (folder / METRICS_FILE).exists():  # finished before: report it, train nothing
-        tune.report(_read(folder)[0])
+        tune.report(_summary(_read(folder)[0]))
         return
     if cfg.engine == "in_process":
         _trial_setup(cfg)
@@ -214,13 +273,19 @@ def _trial(config: dict, datasets: dict[int, Dataset], cfg: GridConfig, results:
     else:
         metrics, predictions = _with_ray_train(spec, datasets[spec.k], cfg, Path(results))
     _write(folder, metrics, predictions)
-    tune.report(metrics)
+    tune.report(_summary(metrics))
+
+
+def _summary(metrics: dict) -> dict:
+    """What a trial reports to Tune: the flat numbers (the per-profile list stays in the
+    trial's result folder)."""
+    return {name: value for name, value in metrics.items() if name != "profiles"}
 
 
 def fingerprint(cfg: GridConfig, datasets: dict[int, Dataset], backbone: str, cells) -> str:
     """What the grid's results depend on: its options and the exact items and labels."""
     digest = hashlib.sha256()
-    options = cfg.model_dump(include={"models", "seeds", "folds", "train"})
+    options = cfg.model_dump(include={"models", "seeds", "folds", "train", "profiles_per_trial"})
     schemes = sorted({ds.scheme for ds in datasets.values()})
     digest.update(json.dumps([FORMAT, options, backbone, schemes, cells], sort_keys=True).encode())
     for k in sorted(datasets):
@@ -244,9 +309,11 @@ class _Progress(tune.Callback):
     def on_trial_complete(self, iteration, trials, trial, **info) -> None:
         done = 1 + sum(t.status == "TERMINATED" and t is not trial for t in trials)
         c, r = trial.config["trial"], trial.last_result
+        n = len(c["profiles"])
+        who = f" ({n} profiles, mean)" if n > 1 else ""
         self.echo(
             f"[{done}/{self.total}] {c['model']} k={c['k']} seed {c['seed']} fold "
-            f"{c['fold']}: val acc {r.get('val_accuracy', float('nan')):.3f} "
+            f"{c['fold']}{who}: val acc {r.get('val_accuracy', float('nan')):.3f} "
             f"(epoch {r.get('best_epoch')}) in {r.get('train_s', float('nan')):.2f} s"
         )
 
@@ -276,11 +343,14 @@ def run_grid(
     cfg: GridConfig,
     backbone: str,
     echo: Callable[[str], None] = lambda line: None,
-    cells: list[tuple[str, int]] | None = None,
+    cells: list[Cell] | None = None,
 ) -> GridResult:
-    """Run (or resume) the grid over `datasets` (one per k; `cells`: the (model, k) to
-    train, default all) and collect every trial."""
-    cells = cells if cells is not None else [(m, k) for m in cfg.models for k in sorted(datasets)]
+    """Run (or resume) the grid over `datasets` (one per k; `cells`: the (model, k,
+    profiles) to train, default every model, k and profile) and collect every trial."""
+    if cells is None:
+        cells = [
+            (m, k, tuple(ds.profiles())) for m in cfg.models for k, ds in sorted(datasets.items())
+        ]
     specs = trial_specs(cfg, cells)
     root = (out / "grid").resolve()
     name = f"grid-{fingerprint(cfg, datasets, backbone, cells)}"
@@ -349,17 +419,20 @@ def _collect(
     trials, predictions = [], []
     for spec in specs:
         metrics, table = _read(results_dir / spec.name)
-        cell = {"scheme": datasets[spec.k].scheme, "backbone": backbone} | asdict(spec)
-        trials.append(
-            cell
-            | {name: metrics[name] for name in TRIALS.names if name in metrics}
-            | {
-                "epochs": cfg.train.epochs,
-                "finished_at": datetime.fromtimestamp(metrics["finished_at"], UTC),
-                "engine": cfg.engine,
-                "trial": spec.name,
-            }
-        )
+        cell = {"scheme": datasets[spec.k].scheme, "backbone": backbone} | {
+            name: getattr(spec, name) for name in ("model", "k", "seed", "fold")
+        }
+        for entry in metrics["profiles"]:
+            trials.append(
+                cell
+                | {name: entry[name] for name in TRIALS.names if name in entry}
+                | {
+                    "epochs": cfg.train.epochs,
+                    "finished_at": datetime.fromtimestamp(metrics["finished_at"], UTC),
+                    "engine": cfg.engine,
+                    "trial": spec.name,
+                }
+            )
         for name, value in cell.items():
             table = table.append_column(name, pa.array([value] * table.num_rows))
         predictions.append(table.select(PREDICTIONS.names).cast(PREDICTIONS))

@@ -20,12 +20,11 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 import torch
 
 from popray import store
 from popray.config import EmbedConfig
-from popray.final import load_final
+from popray.final import load_final, saved_models
 from popray.ingest import sha256_file
 from popray.models import REGISTRY
 from popray.tables import PREDICTIONS_NEW
@@ -48,20 +47,24 @@ def candidate_files(paths: list[Path]) -> list[Path]:
     return found
 
 
-def choose_models(out: Path, k: int | None) -> tuple[dict, dict | None]:
-    """The final image model and the best video model (highest validated accuracy) for k
-    (default: the largest k with a saved image model)."""
-    if not store.has_table(out, "models"):
-        raise FileNotFoundError(f"{out}: no trained models; run `popray train` first")
-    models = store.read_table(out, "models").to_pylist()
+def choose_models(
+    out: Path, k: int | None, profile: str | None = None, scheme: str | None = None
+) -> tuple[dict, dict | None]:
+    """The profile's final image model and its best video model (highest validated
+    accuracy) for k (default: the largest k with a saved image model)."""
+    models = saved_models(out, profile, scheme)
     ks = sorted({m["k"] for m in models if m["model"] == "image"})
     if not ks or (k is not None and k not in ks):
         raise FileNotFoundError(f"{out}: no saved image model for k={k or 'any'}; trained: {ks}")
     k = k if k is not None else ks[-1]
     image = next(m for m in models if m["model"] == "image" and m["k"] == k)
-    metrics = store.read_table(out, "metrics")
-    metrics = metrics.filter(pc.equal(metrics["k"], k)).to_pylist()
-    accuracy = {m["model"]: m["accuracy_mean"] for m in metrics}
+    metrics = store.read_table(out, "metrics").to_pylist()
+    accuracy = {
+        m["model"]: m["accuracy_mean"]
+        for m in metrics
+        if (m["k"], m["profile_id"], m["scheme"], m["backbone"])
+        == (k, image["profile_id"], image["scheme"], image["backbone"])
+    }
     videos = [m for m in models if m["k"] == k and REGISTRY[m["model"]].validate_on == "video"]
     video = max(videos, key=lambda m: accuracy.get(m["model"], -1.0), default=None)
     return image, video
@@ -83,14 +86,20 @@ def _model_input(model: str, embeddings: np.ndarray) -> np.ndarray:
 
 
 def run_predict(
-    out: Path, paths: list[Path], k: int | None = None, weights: str | None = None
+    out: Path,
+    paths: list[Path],
+    k: int | None = None,
+    weights: str | None = None,
+    profile: str | None = None,
+    scheme: str | None = None,
 ) -> pa.Table:
-    """Score, explain and rank candidate media files; writes table `predictions_new`.
-    `weights`: the backbone weights the profile was embedded with (default source if None)."""
+    """Score, explain and rank candidate media files with the models of one profile (and
+    label scheme); writes table `predictions_new`. `weights`: the backbone weights the
+    profile was embedded with (default source if None)."""
     from popray.embed import run_pipeline
     from popray.explain import Explainer, overlay
 
-    image_spec, video_spec = choose_models(out, k)
+    image_spec, video_spec = choose_models(out, k, profile, scheme)
     nets = {}
     for spec in (image_spec, video_spec):
         if spec is not None:
@@ -140,6 +149,7 @@ def run_predict(
         net = nets[spec["model"]][0]
         proba = _score(net, _model_input(spec["model"], np.asarray(result["embeddings"])))
         row |= {
+            "profile_id": spec["profile_id"],
             "model": spec["model"],
             "k": spec["k"],
             "pred": int(proba.argmax()),

@@ -66,7 +66,45 @@ def _summary(con) -> str:
 
 
 def _metrics(con) -> str:
-    rows = con.sql("SELECT * FROM metrics ORDER BY k").to_arrow_table().to_pylist()
+    """One table per (scheme, backbone) trained, pooled over profiles; then each
+    profile's accuracy when there are several."""
+    everything = con.sql("SELECT * FROM metrics ORDER BY k").to_arrow_table().to_pylist()
+    pooled = [r for r in everything if r["profile_id"] is None]
+    groups = sorted({(r["scheme"], r["backbone"]) for r in pooled})
+    parts = [
+        _metrics_table([r for r in pooled if (r["scheme"], r["backbone"]) == g]) for g in groups
+    ]
+    profiles = sorted({r["profile_id"] for r in everything if r["profile_id"] is not None})
+    if len(profiles) > 1:
+        parts.append(_per_profile([r for r in everything if r["profile_id"] is not None]))
+    return "".join(parts)
+
+
+def _per_profile(rows: list[dict]) -> str:
+    """Accuracy (mean over seeds) of every profile, model and k: one row per profile."""
+    cols = sorted({(r["scheme"], r["backbone"], r["model"], r["k"]) for r in rows})
+    by = {(r["profile_id"], r["scheme"], r["backbone"], r["model"], r["k"]): r for r in rows}
+    head = "".join(f"<th>{html.escape(f'{m} k={k}')}</th>" for _, _, m, k in cols)
+    body = ""
+    for profile in sorted({r["profile_id"] for r in rows}):
+        tds = ""
+        for col in cols:
+            r = by.get((profile, *col))
+            tds += (
+                "<td>-</td>"
+                if r is None
+                else f'<td class="num">{r["accuracy_mean"]:.2f} '
+                f"({r['majority_accuracy']:.2f}; n={r['n_items']})</td>"
+            )
+        body += f"<tr><th>{html.escape(profile)}</th>{tds}</tr>"
+    return (
+        "<h3>Per profile</h3><p>Each profile has its own folds and models: accuracy, mean "
+        "over seeds (its majority-class accuracy; items validated on).</p>"
+        f"<table><tr><th>profile</th>{head}</tr>{body}</table>"
+    )
+
+
+def _metrics_table(rows: list[dict]) -> str:
     ks = sorted({r["k"] for r in rows})
     cells = {(r["model"], r["k"]): r for r in rows}
     head = "".join(f"<th>k = {k}</th><th>paper</th>" for k in ks)
@@ -99,8 +137,9 @@ def _metrics(con) -> str:
     first = rows[0] if rows else {}
     return (
         f"<p>Accuracy, mean ± std over {first.get('n_seeds')} seeds (each seed pooled over "
-        "its folds), beside two baselines on the same items (always the commonest class; "
-        "the class of the profile's previous item of the same type), the p-value of the "
+        "its folds, and over every profile's own folds), beside two baselines on the same "
+        "items (always the profile's commonest class; the class of the profile's "
+        "previous item of the same type), the p-value of the "
         "model against the better one, and the expected calibration error; labels "
         f"{html.escape(str(first.get('scheme')))}, backbone "
         f"{html.escape(str(first.get('backbone')))}. Paper: Viola et al. 2021, on their "

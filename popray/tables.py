@@ -169,6 +169,8 @@ GRID_KEY = [
     pa.field("backbone", pa.string(), nullable=False),
     pa.field("model", pa.string(), nullable=False),
     pa.field("k", pa.int32(), nullable=False),
+    # folds, models and metrics are per profile; NULL in `metrics`: all profiles pooled
+    pa.field("profile_id", pa.string()),
 ]
 
 # One row per grid trial (model, k, seed, fold).
@@ -267,6 +269,7 @@ PREDICTIONS_NEW = pa.schema(
         pa.field("rank", pa.int32()),
         pa.field("file", pa.string(), nullable=False),
         pa.field("media_type", pa.string()),
+        pa.field("profile_id", pa.string()),  # whose models scored it
         pa.field("model", pa.string()),
         pa.field("k", pa.int32()),
         pa.field("pred", pa.int32()),

@@ -39,6 +39,29 @@ def synthetic(k: int, n_images: int = 45, n_videos: int = 30, seed: int = 0) -> 
     )
 
 
+def several(k: int, profiles: int) -> Dataset:
+    """`profiles` synthetic profiles in one dataset (distinct ids, each learnable)."""
+    parts = [synthetic(k, seed=10 * i) for i in range(profiles)]
+    names = [f"prof{i}" for i in range(profiles)]
+
+    def ids(kind: str) -> list[str]:
+        return [f"{n}-{m}" for n, d in zip(names, parts, strict=True) for m in getattr(d, kind)]
+
+    return Dataset(
+        image_ids=ids("image_ids"),
+        image_sha256=ids("image_sha256"),
+        image_views=np.concatenate([d.image_views for d in parts]),
+        image_y=np.concatenate([d.image_y for d in parts]),
+        video_ids=ids("video_ids"),
+        video_sha256=ids("video_sha256"),
+        video_frames=np.concatenate([d.video_frames for d in parts]),
+        video_pooled=np.concatenate([d.video_pooled for d in parts]),
+        video_y=np.concatenate([d.video_y for d in parts]),
+        image_profile=[n for n, d in zip(names, parts, strict=True) for _ in d.image_ids],
+        video_profile=[n for n, d in zip(names, parts, strict=True) for _ in d.video_ids],
+    )
+
+
 GRID = GridConfig(
     models=["image", "video_to_image"],
     seeds=[0, 1, 2],

@@ -8,7 +8,15 @@ from popray.tables import PREDICTIONS
 
 def _predictions(rows):
     base = {"scheme": "por_rolling", "backbone": "b", "model": "image", "fold": 0}
-    return pa.Table.from_pylist([base | r for r in rows], schema=PREDICTIONS)
+    return pa.Table.from_pylist([base | {"profile_id": "p"} | r for r in rows], schema=PREDICTIONS)
+
+
+def _pooled(table):
+    """The pooled row; with one profile, the profile's own row says the same."""
+    pooled, own = table.to_pylist()
+    assert pooled["profile_id"] is None and own["profile_id"] == "p"
+    assert {**pooled, "profile_id": "p"} == own
+    return pooled
 
 
 def _row(seed, media_id, label, proba):
@@ -32,7 +40,7 @@ def test_a_seed_pools_its_folds_and_seeds_give_mean_and_std():
         for s, probas in ((0, seed0), (1, seed1))
         for i, (y, p) in enumerate(zip(labels, probas, strict=True))
     ]
-    (m,) = compute_metrics(_predictions(rows)).to_pylist()
+    m = _pooled(compute_metrics(_predictions(rows)))
     assert m["n_items"] == 4 and m["n_seeds"] == 2 and m["validated_on"] == "image"
     assert m["accuracy_mean"] == pytest.approx(0.625)
     assert m["accuracy_std"] == pytest.approx(0.125)  # ddof 0 over the two seeds
@@ -51,10 +59,32 @@ def test_a_seed_pools_its_folds_and_seeds_give_mean_and_std():
 
 def test_binary_has_no_top2_and_a_missing_class_row_is_zero():
     rows = [_row(0, "a", 0, [0.9, 0.1]), _row(0, "b", 0, [0.4, 0.6])]
-    (m,) = compute_metrics(_predictions(rows)).to_pylist()
+    m = _pooled(compute_metrics(_predictions(rows)))
     assert m["top2_mean"] is None and m["accuracy_mean"] == 0.5
     assert m["confusion_mean"] == [[0.5, 0.5], [0.0, 0.0]]
     assert m["macro_f1_mean"] == pytest.approx((2 / 3 + 0) / 2)
+
+
+def test_profiles_are_scored_alone_and_pooled():
+    # profile a: 4 items, majority class 0 (3 of 4), model right on all;
+    # profile b: 2 items, majority class 1 (2 of 2), model right on 1
+    rows = [
+        _row(0, "a0", 0, [0.9, 0.1]) | {"profile_id": "a"},
+        _row(0, "a1", 0, [0.9, 0.1]) | {"profile_id": "a"},
+        _row(0, "a2", 0, [0.9, 0.1]) | {"profile_id": "a"},
+        _row(0, "a3", 1, [0.1, 0.9]) | {"profile_id": "a"},
+        _row(0, "b0", 1, [0.1, 0.9]) | {"profile_id": "b"},
+        _row(0, "b1", 1, [0.9, 0.1]) | {"profile_id": "b"},
+    ]
+    pooled, a, b = compute_metrics(_predictions(rows)).to_pylist()
+    assert (pooled["profile_id"], a["profile_id"], b["profile_id"]) == (None, "a", "b")
+    assert (a["accuracy_mean"], b["accuracy_mean"]) == (1.0, 0.5)
+    assert pooled["accuracy_mean"] == pytest.approx(5 / 6) and pooled["n_items"] == 6
+    # majority: each profile's own commonest class (a: 0, b: 1), not the pooled one
+    assert (a["majority_accuracy"], b["majority_accuracy"]) == (0.75, 1.0)
+    assert pooled["majority_accuracy"] == pytest.approx(5 / 6)
+    assert "0.83 ± 0.00" in metrics_text(compute_metrics(_predictions(rows)))
+    assert "2 profiles" in metrics_text(compute_metrics(_predictions(rows)))
 
 
 def test_calibration_error():
@@ -73,7 +103,7 @@ def test_baselines_and_the_test_against_them():
     labels = [0, 0, 0, 1, 1, 1, 1, 1, 1, 1] * 3  # 30 items, majority 0.7
     good = [_row(0, f"m{i}", y, [0.1, 0.9] if y else [0.9, 0.1]) for i, y in enumerate(labels)]
     recent = {(2, f"m{i}"): (labels[i - 1] if i else None) for i in range(len(labels))}
-    (m,) = compute_metrics(_predictions(good), recent).to_pylist()
+    m = _pooled(compute_metrics(_predictions(good), recent))
     assert m["majority_accuracy"] == pytest.approx(0.7)
     # recent: item i guesses item i-1's class; the first item guesses the majority (1)
     expect = np.mean([(labels[i - 1] if i else 1) == y for i, y in enumerate(labels)])
@@ -81,7 +111,7 @@ def test_baselines_and_the_test_against_them():
     best = max(0.7, expect)  # 30 of 30 right: P(X >= 30) = best ** 30
     assert m["accuracy_mean"] == 1.0 and m["p_value"] == pytest.approx(best**30)
     guess = [_row(0, f"m{i}", y, [0.4, 0.6]) for i, y in enumerate(labels)]  # always class 1
-    (g,) = compute_metrics(_predictions(guess), recent).to_pylist()
+    g = _pooled(compute_metrics(_predictions(guess), recent))
     assert g["accuracy_mean"] == pytest.approx(0.7) and g["p_value"] > 0.5
 
 

@@ -20,6 +20,7 @@ def _grid_tables(models, best_epochs):
                     {
                         "scheme": "por_rolling",
                         "backbone": "b",
+                        "profile_id": "profile",
                         "model": model,
                         "k": k,
                         "seed": 0,
@@ -40,6 +41,7 @@ def _grid_tables(models, best_epochs):
                 {
                     "scheme": "por_rolling",
                     "backbone": "b",
+                    "profile_id": "profile",
                     "model": model,
                     "k": k,
                     "seed": 0,

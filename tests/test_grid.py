@@ -5,10 +5,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from grid_helpers import DATASETS, GRID, synthetic
+from grid_helpers import DATASETS, GRID, several, synthetic
 
 from popray.folds import split
-from popray.grid import plan_cells, run_grid, trial_specs
+from popray.grid import MAX_TRIALS, plan_cells, run_grid, shard_size, trial_specs
 
 HELPER = Path(__file__).with_name("grid_helpers.py")
 
@@ -26,7 +26,7 @@ def _finished(trials):
 def test_every_item_is_predicted_once_per_seed_in_its_own_fold(ray_session, tmp_path):
     cfg = GRID.model_copy(update={"seeds": [0, 1]})
     result = run_grid(tmp_path, DATASETS, cfg, "test")
-    cells = [(m, k) for m in cfg.models for k in (2, 3)]
+    cells = [(m, k, ("profile",)) for m in cfg.models for k in (2, 3)]
     assert result.trials.num_rows == len(trial_specs(cfg, cells)) == 24
     rows = result.predictions.to_pylist()
     for model in cfg.models:
@@ -66,7 +66,7 @@ def test_an_interrupted_grid_resumes_without_redoing_finished_trials(ray_session
     )
     assert (tmp_path / "interrupted").exists(), run.stdout + run.stderr
     assert run.returncode != 0  # it did not finish
-    total = len(trial_specs(GRID, [(m, k) for m in GRID.models for k in (2, 3)]))
+    total = len(trial_specs(GRID, [(m, k, ("profile",)) for m in GRID.models for k in (2, 3)]))
     resumed_at = time.time()
     result = run_grid(tmp_path, DATASETS, GRID, "test")
     assert result.resumed and 4 <= result.reused < total
@@ -78,10 +78,41 @@ def test_an_interrupted_grid_resumes_without_redoing_finished_trials(ray_session
     assert sum(t >= resumed_at for t in times) == total - result.reused
 
 
+def test_profiles_train_apart_in_shared_trials(ray_session, tmp_path):
+    """3 profiles, 2 per Tune trial: each profile has its own folds and its own model."""
+    data = {2: several(2, profiles=3)}
+    cfg = GRID.model_copy(update={"models": ["image"], "seeds": [0], "profiles_per_trial": 2})
+    result = run_grid(tmp_path, data, cfg, "test")
+    trials = result.trials.to_pylist()
+    assert len({t["trial"] for t in trials}) == 3 * 2  # folds x shards of (2, 1) profiles
+    assert len(trials) == 3 * 3  # a row per profile and fold
+    for profile in ("prof0", "prof1", "prof2"):
+        own = data[2].for_profile(profile)
+        rows = [r for r in result.predictions.to_pylist() if r["profile_id"] == profile]
+        assert sorted(r["media_id"] for r in rows) == sorted(own.image_ids)
+        folds = split(own, "image", 0, cfg.folds)  # the profile's own folds
+        assert all(r["media_id"] in folds[r["fold"]].val for r in rows)
+        assert {t["n_train"] + t["n_val"] for t in trials if t["profile_id"] == profile} == {
+            len(own.image_ids)
+        }
+
+
+def test_many_profiles_keep_the_number_of_trials_bounded():
+    cells = [(m, k, tuple(f"p{i}" for i in range(1000))) for m in "ab" for k in (2, 3)]
+    cfg = GRID.model_copy(update={"seeds": [0, 1, 2], "folds": 5})
+    specs = trial_specs(cfg, cells)
+    assert len(specs) <= MAX_TRIALS and shard_size(cfg, cells) == 125
+    covered = {(s.model, s.k, s.seed, s.fold, p) for s in specs for p in s.profiles}
+    assert len(covered) == 4 * 1000 * 15  # every profile in every cell, seed and fold once
+    assert len({s.name for s in specs}) == len(specs)
+    one = trial_specs(cfg, [("a", 2, ("p0",))])
+    assert [s.profiles for s in one] == [("p0",)] * 15  # one profile: the paper's grid
+
+
 def test_cells_without_enough_data_are_skipped_with_the_reason():
     data = {2: synthetic(2, n_images=45, n_videos=4), 3: synthetic(3, n_images=8)}
     cells, skipped = plan_cells(data, GRID)  # 3 folds: each class needs 3 items
-    assert cells == [("image", 2), ("video_to_image", 3)]
+    assert cells == [("image", 2, ("profile",)), ("video_to_image", 3, ("profile",))]
     assert skipped[0].startswith("image k=3: image class counts [3, 3, 2]")
     assert skipped[1].startswith("video_to_image k=2: video class counts [2, 2]")
     assert len(skipped) == 2
@@ -89,7 +120,7 @@ def test_cells_without_enough_data_are_skipped_with_the_reason():
     one = synthetic(2)
     one.image_y = np.zeros_like(one.image_y)
     cells, skipped = plan_cells({2: one}, GRID)
-    assert cells == [("video_to_image", 2)]
+    assert cells == [("video_to_image", 2, ("profile",))]
     assert skipped == [
         "image k=2: image class counts [45, 0] under scheme por_rolling; "
         "every class needs at least 3 (the folds)"
@@ -144,8 +175,10 @@ def test_the_grid_learns_the_configured_scheme_and_says_which(trained, tmp_path)
     labels = LabelConfig(scheme="likes_moving_average")
     report = run_train(out, cfg, labels, "efficientnet_lite0", lines.append)
     assert any("k=3: no item has a class of scheme likes_moving_average" in x for x in lines)
-    assert report.metrics["scheme"].to_pylist() == ["likes_moving_average"]
-    assert report.metrics["paper_accuracy"].to_pylist() == [None]  # not the paper's labels
+    # one row for the profile and one pooling every profile (here the same one)
+    assert report.metrics["scheme"].to_pylist() == ["likes_moving_average"] * 2
+    assert report.metrics["profile_id"].to_pylist() == [None, "sample_brand"]
+    assert report.metrics["paper_accuracy"].to_pylist() == [None] * 2  # not the paper's labels
     metrics = store.read_table(out, "metrics")
     assert set(metrics["scheme"].to_pylist()) == {"por_rolling", "likes_moving_average"}
     models = store.read_table(out, "models").to_pylist()

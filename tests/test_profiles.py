@@ -1,0 +1,142 @@
+"""Several profiles in one export: labels, dedup, folds, models and metrics per profile.
+
+The embeddings come from a randomly initialised small backbone (mobilenetv3_small_050,
+1024-d, not 1280): fast, and it proves the width flows from the backbone to the models.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from popray import store
+from popray.config import DedupConfig, EmbedConfig, GridConfig, LabelConfig, TrainConfig
+
+BACKBONE = "mobilenetv3_small_050"
+WIDTH = 1024
+
+
+@pytest.fixture(scope="module")
+def many(ray_session, tmp_path_factory):
+    from popray.dedup import run_dedup
+    from popray.embed import run_embed
+    from popray.grid import run_train
+    from popray.ingest import run_ingest
+    from popray.labels import run_label
+    from popray.sample import generate_many, profile_specs
+
+    root = tmp_path_factory.mktemp("many")
+    truth = generate_many(root / "input", profile_specs(3, seed=1, posts=30))
+    out = root / "out"
+    run_ingest(root / "input", out)
+    labels = LabelConfig(k=[2], scheme="por_global")  # median split within each profile
+    run_label(out, labels)
+    run_embed(out, EmbedConfig(backbone=BACKBONE, weights="random", views=1, device="cpu"))
+    run_dedup(out, DedupConfig(threshold=1e-6), BACKBONE)  # random net: all close
+    grid = GridConfig(models=["image", "video_to_image"], seeds=[0, 1], train=TrainConfig(epochs=2))
+    lines: list[str] = []
+    report = run_train(out, grid, labels, BACKBONE, lines.append)
+    return out, truth, report, lines
+
+
+def test_every_profile_gets_its_own_labels_folds_and_models(many):
+    out, truth, _, lines = many
+    profiles = sorted(truth["profiles"])
+    media = store.read_table(out, "media").to_pylist()
+    assert sorted({m["profile_id"] for m in media}) == profiles
+    # a profile whose few videos cannot fill 5 stratified folds skips its video model,
+    # with the profile named; the others still train
+    skipped = [x for x in lines if x.startswith("skipped profile ")]
+    assert skipped and all("video_to_image k=2" in x for x in skipped)
+    trials = store.read_table(out, "trials").to_pylist()
+    predictions = store.read_table(out, "predictions").to_pylist()
+    owner = {m["media_id"]: m["profile_id"] for m in media}
+    images = {
+        p: {
+            r["media_id"]
+            for r in store.read_table(out, "labels").to_pylist()
+            if r["profile_id"] == p and r["media_type"] == "image" and r["scheme"] == "por_global"
+        }
+        for p in profiles
+    }
+    embedded = set(store.read_table(out, "embeddings_image")["media_id"].to_pylist())
+    removed = {
+        d["media_id"] for d in store.read_table(out, "duplicates").to_pylist() if not d["kept"]
+    }
+    for profile in profiles:
+        mine = [t for t in trials if t["profile_id"] == profile and t["model"] == "image"]
+        assert len(mine) == 2 * 5  # seeds x folds, each trained on this profile alone
+        own = (images[profile] & embedded) - removed  # corrupt files never embedded
+        assert {t["n_train"] + t["n_val"] for t in mine} == {len(own)}
+        for seed in (0, 1):
+            validated = [
+                r["media_id"]
+                for r in predictions
+                if (r["profile_id"], r["model"], r["seed"]) == (profile, "image", seed)
+            ]
+            assert sorted(validated) == sorted(own)  # each of its items once, no other's
+    assert all(owner[r["media_id"]] == r["profile_id"] for r in predictions)
+
+
+def test_metrics_per_profile_and_pooled(many):
+    out, truth, *_ = many
+    rows = [r for r in store.read_table(out, "metrics").to_pylist() if r["model"] == "image"]
+    pooled = [r for r in rows if r["profile_id"] is None]
+    own = [r for r in rows if r["profile_id"] is not None]
+    assert len(pooled) == 1 and sorted(r["profile_id"] for r in own) == sorted(truth["profiles"])
+    assert pooled[0]["n_items"] == sum(r["n_items"] for r in own)
+    weighted = sum(r["accuracy_mean"] * r["n_items"] for r in own) / pooled[0]["n_items"]
+    assert pooled[0]["accuracy_mean"] == pytest.approx(weighted)
+
+
+def test_final_models_per_profile_follow_the_backbone_width(many):
+    import json
+
+    from popray.dataset import load_dataset
+
+    out, truth, *_ = many
+    assert load_dataset(out, BACKBONE, 2).image_views.shape[-1] == WIDTH
+    models = store.read_table(out, "models").to_pylist()
+    images = [m for m in models if m["model"] == "image"]
+    assert sorted(m["profile_id"] for m in images) == sorted(truth["profiles"])
+    for m in models:
+        meta = json.loads((out / m["path"] / "model.json").read_text())
+        assert (meta["profile_id"], meta["width"], meta["backbone"]) == (
+            m["profile_id"],
+            WIDTH,
+            BACKBONE,
+        )
+
+
+def test_duplicates_never_span_profiles(many):
+    out, *_ = many
+    owner = {m["media_id"]: m["profile_id"] for m in store.read_table(out, "media").to_pylist()}
+    groups: dict[str, set] = {}
+    for d in store.read_table(out, "duplicates").to_pylist():
+        groups.setdefault(d["group_id"], set()).add(owner[d["media_id"]])
+    assert all(len(p) == 1 for p in groups.values())
+
+
+def test_predict_and_explain_need_a_profile_when_there_are_several(many, tmp_path):
+    import shutil
+
+    from popray.explain import run_explain
+    from popray.predict import run_predict
+
+    out, truth, *_ = many
+    profiles = sorted(truth["profiles"])
+    candidates = tmp_path / "candidates"
+    candidates.mkdir()
+    for m in store.read_table(out, "media").to_pylist()[:40]:
+        if m["media_type"] == "image" and len(list(candidates.iterdir())) < 2:
+            shutil.copy(out.parent / "input" / m["path"], candidates)
+    copy = tmp_path / "out"
+    shutil.copytree(out, copy, symlinks=True)
+    with pytest.raises(ValueError, match=r"several profile_ids .*--profile"):
+        run_predict(copy, [candidates], k=2, weights="random")
+    table = run_predict(copy, [candidates], k=2, weights="random", profile=profiles[1])
+    assert set(table["profile_id"].to_pylist()) == {profiles[1]}
+    assert table["rank"].to_pylist() == [1, 2]
+    # explain without a profile: samples of every profile, each with its own model
+    explained = run_explain(copy, k=2, per_class=1, weights="random").to_pylist()
+    paths = {r["model_path"] for r in explained}
+    assert len(paths) == len(profiles) and all(r["error"] is None for r in explained)
