@@ -5,6 +5,7 @@
     python -m jobs.benchmark dedup [--items 10000 30000 100000]
     python -m jobs.benchmark train --out out     (after `make demo`)
     python -m jobs.benchmark profiles [--profiles 1 10 50] [--posts 60]
+    python -m jobs.benchmark costs --out OUT [--cpus 2] [--save costs.json]   (after popray run)
 
 Prints one JSON line per measurement. Speed is measured here, never asserted in tests.
 """
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 from pathlib import Path
 
 from popray.bench import bench_labels, bench_labels_out
@@ -40,7 +42,20 @@ def main(argv: list[str] | None = None) -> int:
     pro.add_argument("--profiles", type=int, nargs="+", default=[1, 10, 50])
     pro.add_argument("--posts", type=int, default=60, help="posts per profile")
     pro.add_argument("--seeds", type=int, default=1, help="grid seeds (paper: 3)")
+    cos = sub.add_parser("costs", help="unit costs of a finished popray run (for popray plan)")
+    cos.add_argument("--out", type=Path, default=Path("out"))
+    cos.add_argument("--cpus", type=int, default=os.cpu_count() or 1)
+    cos.add_argument("--save", type=Path, help="write them here (popray plan --costs FILE)")
     args = parser.parse_args(argv)
+    if args.what == "costs":
+        from dataclasses import asdict
+
+        from popray.plan import costs_from_run
+
+        costs = costs_from_run(args.out, args.cpus)
+        if args.save:
+            costs.save(args.save)
+        print(json.dumps({"bench": "costs"} | asdict(costs)), flush=True)
     if args.what == "profiles":
         from popray.bench_scale import bench_profiles
         from popray.config import GridConfig

@@ -152,4 +152,5 @@ def _one(out: Path, profiles: int, posts: int, grid: GridConfig) -> dict:
         **{name: round(value, 2) for name, value in times.items()},
         "total_s": round(total, 2),
         "per_profile_s": round(total / profiles, 3),
+        "train_s_per_profile_trial": round(times["train_s"] / report.grid.trials.num_rows, 3),
     }

@@ -9,10 +9,12 @@ popray run --input data/demo --out out        (or --config run.toml)
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated
 
@@ -217,6 +219,9 @@ def train(
     engine: Annotated[str | None, typer.Option(help="in_process | ray_train")] = None,
     backbone: Annotated[str | None, typer.Option(help="whose embeddings to train on")] = None,
     scheme: Annotated[str | None, typer.Option(help="label scheme to learn")] = None,
+    context: Annotated[
+        bool | None, typer.Option("--context/--no-context", help="context features too")
+    ] = None,
 ) -> None:
     """Run the validation grid (model x k x seed x fold) on Ray Tune, then final models."""
     from popray.grid import GridError, run_train
@@ -226,6 +231,8 @@ def train(
         base = run_cfg.grid if run_cfg else GridConfig()
         options = {"models": models, "k": k, "seeds": seeds, "engine": engine}
         merged = base.model_dump() | {key: v for key, v in options.items() if v}
+        if context is not None:
+            merged["context_features"] = context
         if epochs is not None:
             merged["train"] = merged["train"] | {"epochs": epochs}
         cfg = GridConfig.model_validate(merged)
@@ -372,6 +379,8 @@ def summary(out: OutOpt) -> None:
 
 def _run_stages(cfg: RunConfig) -> None:
     """ingest -> label -> embed -> dedup -> train -> explain -> figures -> report."""
+    import ray
+
     from popray.dedup import run_dedup
     from popray.embed import run_embed
     from popray.evaluate import metrics_text
@@ -380,27 +389,51 @@ def _run_stages(cfg: RunConfig) -> None:
     from popray.grid import NothingToTrain, run_train
     from popray.ingest import run_ingest
     from popray.labels import run_label
+    from popray.plan import TIMINGS_FILE
     from popray.report import write_report
 
-    run_ingest(cfg.input_dir, cfg.out_dir)
-    run_label(cfg.out_dir, cfg.label)
-    report = run_embed(cfg.out_dir, cfg.embed)
-    run_dedup(cfg.out_dir, cfg.dedup, cfg.embed.backbone)
+    timings: dict[str, float] = {}
+
+    @contextmanager
+    def timed(stage: str):
+        start = time.perf_counter()
+        yield
+        timings[stage] = round(time.perf_counter() - start, 3)
+
+    with timed("ray_start"):
+        if not ray.is_initialized():
+            ray.init()
+    with timed("ingest"):
+        run_ingest(cfg.input_dir, cfg.out_dir)
+    with timed("label"):
+        run_label(cfg.out_dir, cfg.label)
+    with timed("embed"):
+        report = run_embed(cfg.out_dir, cfg.embed)
+    with timed("dedup"):
+        run_dedup(cfg.out_dir, cfg.dedup, cfg.embed.backbone)
     typer.echo(report.line())
     _quiet_tune()
     try:
-        trained = run_train(cfg.out_dir, cfg.grid, cfg.label, cfg.embed.backbone, typer.echo)
+        with timed("train"):
+            trained = run_train(cfg.out_dir, cfg.grid, cfg.label, cfg.embed.backbone, typer.echo)
         typer.echo(trained.line())
         typer.echo(metrics_text(trained.metrics))
-        if trained.models is not None and "image" in trained.models["model"].to_pylist():
+        if cfg.grid.context_features:
+            typer.echo("explain: skipped (models with context features need post metadata)")
+        elif trained.models is not None and "image" in trained.models["model"].to_pylist():
             typer.echo("explaining the image model (Grad-CAM)")
-            run_explain(cfg.out_dir, weights=cfg.embed.weights, scheme=cfg.label.scheme)
+            with timed("explain"):
+                run_explain(cfg.out_dir, weights=cfg.embed.weights, scheme=cfg.label.scheme)
     except NothingToTrain as exc:  # the other outputs stand; say why there are no models
         typer.echo(f"train: skipped, {exc}")
     typer.echo("drawing the figures")
     threshold = cfg.dedup.threshold_for(cfg.embed.backbone)
-    run_figures(cfg.out_dir, cfg.embed.backbone, threshold, typer.echo, cfg.label.scheme)
-    write_report(cfg.out_dir)
+    with timed("figures"):
+        run_figures(cfg.out_dir, cfg.embed.backbone, threshold, typer.echo, cfg.label.scheme)
+    with timed("report"):
+        write_report(cfg.out_dir)
+    (cfg.out_dir / TIMINGS_FILE).write_text(json.dumps(timings, indent=1))
+    typer.echo("stage times: " + ", ".join(f"{k} {v:.1f} s" for k, v in timings.items()))
 
 
 @app.command()
@@ -442,6 +475,31 @@ def run(
     typer.echo(f"done in {time.perf_counter() - start:.1f} s; outputs in {cfg.out_dir}/")
     typer.echo(f'query them: popray sql --out {cfg.out_dir} "SELECT * FROM metrics"')
     typer.echo(f"report: {(cfg.out_dir / 'report' / 'index.html').absolute()}")
+
+
+@app.command()
+def plan(
+    profiles: Annotated[int, typer.Option(help="profiles in the run", min=1)],
+    posts_per_profile: Annotated[int, typer.Option(help="posts per profile", min=1)],
+    cpus: Annotated[int, typer.Option(help="CPU cores of the cluster", min=1)] = 2,
+    gpus: Annotated[int, typer.Option(help="GPUs of the cluster (embedding)", min=0)] = 0,
+    costs: Annotated[
+        Path | None, typer.Option(help="unit costs (python -m jobs.benchmark costs)")
+    ] = None,
+) -> None:
+    """Expected wall time per stage, and the bottleneck, of a full run of that size."""
+    from popray.plan import UnitCosts, plan_text
+    from popray.plan import plan as make_plan
+
+    try:
+        unit = UnitCosts.load(costs) if costs else UnitCosts()
+    except (OSError, ValueError, TypeError) as exc:
+        _fail(f"{costs}: not a unit-costs file ({exc})")
+    typer.echo(
+        f"{profiles} profiles x {posts_per_profile} posts, {cpus} cores, {gpus} GPUs; "
+        f"unit costs from {unit.source}"
+    )
+    typer.echo(plan_text(make_plan(unit, profiles, posts_per_profile, cpus, gpus)))
 
 
 @app.command()

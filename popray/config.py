@@ -167,6 +167,12 @@ class GridConfig(_Config):
         description="in_process: each Tune trial trains in its own process (tiny heads); "
         "ray_train: each trial launches a Ray Train TorchTrainer (GPU workers)",
     )
+    context_features: bool = Field(
+        default=False,
+        description="append the post's context (time of day, weekday, post type, carousel "
+        "size, caption length, hashtags, video duration, the profile's PoR trend from "
+        "earlier posts) to every embedding the models see",
+    )
     cpus_per_trial: float = Field(default=1.0, gt=0)
     gpus_per_trial: float = Field(default=0.0, ge=0)
     profiles_per_trial: int | None = Field(

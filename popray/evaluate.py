@@ -33,7 +33,7 @@ PAPER_ACCURACY = {
     ("video_to_image", 2): 0.71,
     ("video_to_image", 3): 0.54,
 }
-KEY = ("scheme", "backbone", "model", "k")
+KEY = ("scheme", "backbone", "features", "model", "k")
 
 
 def expected_calibration_error(y: np.ndarray, proba: np.ndarray, bins: int = 10) -> float:
@@ -177,6 +177,7 @@ def metrics_text(metrics: pa.Table) -> str:
     first = rows[0] if rows else {}
     lines.append(
         f"labels {first.get('scheme')}, backbone {first.get('backbone')}, "
+        f"features {first.get('features')}, "
         f"{first.get('n_seeds')} seed(s); n = items validated on (images or videos)"
     )
     profiles = sorted({r["profile_id"] for r in everything if r["profile_id"] is not None})

@@ -256,7 +256,8 @@ def tsne_map(
     return _save(fig, out, "tsne")
 
 
-GRID_FILTER = "k = $k AND scheme = $scheme AND backbone = $backbone"
+# the models' figures show the paper's setting: embeddings alone
+GRID_FILTER = "k = $k AND scheme = $scheme AND backbone = $backbone AND features = 'embedding'"
 POOLED = " AND profile_id IS NULL"  # metrics: the row pooling every profile
 
 

@@ -110,7 +110,9 @@ def _final_model(
     (profile,) = ds.profiles()
     items = _items(ds, model)
     snapshot = hashlib.sha256(
-        json.dumps([backbone, ds.scheme, profile, items.to_pylist()], sort_keys=True).encode()
+        json.dumps(
+            [backbone, ds.scheme, ds.context, profile, items.to_pylist()], sort_keys=True
+        ).encode()
     ).hexdigest()
     train_cfg = cfg.train.model_copy(update={"epochs": epochs})
     name = f"{model}-k{k}-{snapshot[:12]}"
@@ -120,6 +122,7 @@ def _final_model(
         net = fit_all(model, k, x, y, train_cfg, seed=0, train_views=views)
         meta = {
             "profile_id": profile,
+            "context_features": ds.context,
             "model": model,
             "k": k,
             "width": int(x.shape[-1]),
@@ -136,6 +139,7 @@ def _final_model(
     n = {c["values"]: c["counts"] for c in pc.value_counts(items["media_type"]).to_pylist()}
     return {
         "profile_id": profile,
+        "features": "embedding+context" if ds.context else "embedding",
         "scheme": ds.scheme,
         "backbone": backbone,
         "model": model,
@@ -221,6 +225,12 @@ def load_final(out: Path, folder: str) -> tuple[nn.Module, dict]:
     if not meta_file.exists():
         raise FileNotFoundError(f"{path}: no saved model here; run `popray train`")
     meta = json.loads(meta_file.read_text())
+    if meta.get("context_features"):
+        raise ValueError(
+            f"{path}: this model was trained with context features (grid.context_features); "
+            "scoring a bare media file would need its post's metadata, which predict and "
+            "explain do not take yet: train without context features for them"
+        )
     net = create_model(meta["model"], meta["k"], meta["width"])
     net.load_state_dict(torch.load(path / "model.pt", weights_only=True))
     return net.eval(), meta

@@ -62,6 +62,11 @@ FORMAT = 4  # of a trial's result folder; part of the fingerprint, so old grids 
 MAX_TRIALS = 480  # Tune trials per grid at most (4x the paper's grid for one profile)
 
 
+def features_name(context: bool) -> str:
+    """What the models see, as the `features` column says it."""
+    return "embedding+context" if context else "embedding"
+
+
 class GridError(RuntimeError):
     """The grid did not finish: interrupted (rerun to resume) or trials failed."""
 
@@ -285,7 +290,9 @@ def _summary(metrics: dict) -> dict:
 def fingerprint(cfg: GridConfig, datasets: dict[int, Dataset], backbone: str, cells) -> str:
     """What the grid's results depend on: its options and the exact items and labels."""
     digest = hashlib.sha256()
-    options = cfg.model_dump(include={"models", "seeds", "folds", "train", "profiles_per_trial"})
+    options = cfg.model_dump(
+        include={"models", "seeds", "folds", "train", "profiles_per_trial", "context_features"}
+    )
     schemes = sorted({ds.scheme for ds in datasets.values()})
     digest.update(json.dumps([FORMAT, options, backbone, schemes, cells], sort_keys=True).encode())
     for k in sorted(datasets):
@@ -419,9 +426,11 @@ def _collect(
     trials, predictions = [], []
     for spec in specs:
         metrics, table = _read(results_dir / spec.name)
-        cell = {"scheme": datasets[spec.k].scheme, "backbone": backbone} | {
-            name: getattr(spec, name) for name in ("model", "k", "seed", "fold")
-        }
+        cell = {
+            "scheme": datasets[spec.k].scheme,
+            "backbone": backbone,
+            "features": features_name(datasets[spec.k].context),
+        } | {name: getattr(spec, name) for name in ("model", "k", "seed", "fold")}
         for entry in metrics["profiles"]:
             trials.append(
                 cell
@@ -465,7 +474,7 @@ def run_train(
     classes are those of `labels.scheme`."""
     start = time.perf_counter()
     ks = cfg.k or labels.k
-    datasets = {k: load_dataset(out, backbone, k, labels.scheme) for k in ks}
+    datasets = {k: load_dataset(out, backbone, k, labels.scheme, cfg.context_features) for k in ks}
     cells, skipped = plan_cells(datasets, cfg)
     for reason in skipped:
         echo(f"skipped {reason}")
@@ -473,7 +482,7 @@ def run_train(
         raise NothingToTrain("nothing to train: " + "; ".join(skipped))
     grid = run_grid(out, datasets, cfg, backbone, echo, cells)
     metrics = compute_metrics(grid.predictions, recent_baseline(out, labels.scheme))
-    part = f"{labels.scheme}-{backbone}"
+    part = f"{labels.scheme}-{backbone}" + ("-context" if cfg.context_features else "")
     store.write_table(out, "trials", grid.trials, part=part)
     store.write_table(out, "predictions", grid.predictions, part=part)
     store.write_table(out, "metrics", metrics, part=part)

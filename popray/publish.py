@@ -29,6 +29,7 @@ ENTRIES = {  # what a run holds at OUT's top level: name -> is a folder
     "tables": True,
     "popray.duckdb": False,
     "ingest.json": False,
+    "timings.json": False,
     "grid": True,
     "models": True,
     "explain": True,

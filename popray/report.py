@@ -66,14 +66,17 @@ def _summary(con) -> str:
 
 
 def _metrics(con) -> str:
-    """One table per (scheme, backbone) trained, pooled over profiles; then each
+    """One table per (scheme, backbone, features) trained, pooled over profiles; then each
     profile's accuracy when there are several."""
     everything = con.sql("SELECT * FROM metrics ORDER BY k").to_arrow_table().to_pylist()
     pooled = [r for r in everything if r["profile_id"] is None]
-    groups = sorted({(r["scheme"], r["backbone"]) for r in pooled})
-    parts = [
-        _metrics_table([r for r in pooled if (r["scheme"], r["backbone"]) == g]) for g in groups
-    ]
+
+    def key(r: dict) -> tuple:
+        return r["scheme"], r["backbone"], r["features"]
+
+    # the paper's setting first, then the other schemes and feature sets
+    groups = sorted({key(r) for r in pooled}, key=lambda g: (g[0] != "por_rolling", g[2], g))
+    parts = [_metrics_table([r for r in pooled if key(r) == g]) for g in groups]
     profiles = sorted({r["profile_id"] for r in everything if r["profile_id"] is not None})
     if len(profiles) > 1:
         parts.append(_per_profile([r for r in everything if r["profile_id"] is not None]))
@@ -82,9 +85,12 @@ def _metrics(con) -> str:
 
 def _per_profile(rows: list[dict]) -> str:
     """Accuracy (mean over seeds) of every profile, model and k: one row per profile."""
-    cols = sorted({(r["scheme"], r["backbone"], r["model"], r["k"]) for r in rows})
-    by = {(r["profile_id"], r["scheme"], r["backbone"], r["model"], r["k"]): r for r in rows}
-    head = "".join(f"<th>{html.escape(f'{m} k={k}')}</th>" for _, _, m, k in cols)
+    cols = sorted({(r["scheme"], r["backbone"], r["features"], r["model"], r["k"]) for r in rows})
+    by = {
+        (r["profile_id"], r["scheme"], r["backbone"], r["features"], r["model"], r["k"]): r
+        for r in rows
+    }
+    head = "".join(f"<th>{html.escape(f'{m} k={k}')}</th>" for *_, m, k in cols)
     body = ""
     for profile in sorted({r["profile_id"] for r in rows}):
         tds = ""
@@ -142,7 +148,8 @@ def _metrics_table(rows: list[dict]) -> str:
         "previous item of the same type), the p-value of the "
         "model against the better one, and the expected calibration error; labels "
         f"{html.escape(str(first.get('scheme')))}, backbone "
-        f"{html.escape(str(first.get('backbone')))}. Paper: Viola et al. 2021, on their "
+        f"{html.escape(str(first.get('backbone')))}, features "
+        f"{html.escape(str(first.get('features')))}. Paper: Viola et al. 2021, on their "
         f"profile.</p><table><tr><th>model</th>{head}</tr>{body}</table>{note}"
     )
 

@@ -167,6 +167,7 @@ NN_DISTANCES = pa.schema(
 GRID_KEY = [
     pa.field("scheme", pa.string(), nullable=False),  # the label scheme learnt
     pa.field("backbone", pa.string(), nullable=False),
+    pa.field("features", pa.string(), nullable=False),  # 'embedding' | 'embedding+context'
     pa.field("model", pa.string(), nullable=False),
     pa.field("k", pa.int32(), nullable=False),
     # folds, models and metrics are per profile; NULL in `metrics`: all profiles pooled

@@ -7,7 +7,8 @@ from popray.tables import PREDICTIONS
 
 
 def _predictions(rows):
-    base = {"scheme": "por_rolling", "backbone": "b", "model": "image", "fold": 0}
+    base = {"scheme": "por_rolling", "backbone": "b", "features": "embedding", "model": "image"}
+    base["fold"] = 0
     return pa.Table.from_pylist([base | {"profile_id": "p"} | r for r in rows], schema=PREDICTIONS)
 
 

@@ -42,9 +42,12 @@ def test_an_embedding_actor_killed_mid_run_still_embeds_everything_once(
     deadline = time.time() + 120
     while not killed_while_running and time.time() < deadline and worker.is_alive():
         for pid in _processes_named("MapBatches(Embedder)"):
-            time.sleep(3)  # the actor is embedding batches now
+            time.sleep(1)  # the actor is embedding batches now
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:  # it finished its work and left first: look again
+                break
             killed_while_running = worker.is_alive()
-            os.kill(pid, signal.SIGKILL)
             break
         time.sleep(0.2)
     worker.join(timeout=600)

@@ -20,6 +20,7 @@ def _grid_tables(models, best_epochs):
                     {
                         "scheme": "por_rolling",
                         "backbone": "b",
+                        "features": "embedding",
                         "profile_id": "profile",
                         "model": model,
                         "k": k,
@@ -41,6 +42,7 @@ def _grid_tables(models, best_epochs):
                 {
                     "scheme": "por_rolling",
                     "backbone": "b",
+                    "features": "embedding",
                     "profile_id": "profile",
                     "model": model,
                     "k": k,

@@ -1,0 +1,178 @@
+"""Capacity plan: what a run of N profiles costs on a cluster of a given size.
+
+    popray plan --profiles 10000 --posts-per-profile 500 --cpus 512 --gpus 16
+
+A stage model with unit costs measured on a real run (`popray run` writes each stage's
+wall time to OUT/timings.json; `python -m jobs.benchmark costs --out OUT` turns that run
+into unit costs: seconds per input row, per post, per image and video decoded and
+embedded, per duplicate-search pair, per trained item). The defaults below come from the
+demo profile on this kind of machine (2 cores). A stage that runs in parallel divides its
+core-seconds by the cores (or GPUs) it can use; a driver stage (ingest, labels, dedup,
+report) does not.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+# What a profile's posts hold, on average (the sample generator's mix, close to the
+# paper's profile): images and videos per post, follower points per post.
+IMAGES_PER_POST = 0.88
+VIDEOS_PER_POST = 0.29
+FOLLOWER_ROWS_PER_POST = 0.57
+GPU_FRAMES_PER_S = 10_000  # lite0 forward, bf16, one H100 (README: 10,300-15,900)
+
+
+@dataclass(frozen=True)
+class UnitCosts:
+    """Seconds per unit of work; `*_core_s` on one CPU core, the rest wall time of the
+    driver. `source` says which run they were measured on."""
+
+    ingest_row_s: float = 0.00019  # validation in the driver, per input row
+    label_post_s: float = 5e-6  # DuckDB, 1,000,000-post benchmark (4.2-6.5 s)
+    image_core_s: float = 0.34  # decode + 1 + views forward passes, CPU
+    video_core_s: float = 1.08  # sample 15 frames + 16 forward passes, CPU
+    decode_image_core_s: float = 0.0044  # decode alone (the GPU plan's CPU side): 229/s
+    decode_video_core_s: float = 0.60  # 15 frames of a phone video, one core
+    dedup_pair_s: float = 1.2e-8  # 100k-item benchmark: 121 s
+    dedup_profile_s: float = 0.02  # per profile (50-profile benchmark: 0.43 s in all)
+    grid_item_core_s: float = 0.36  # the whole default grid + final models, per item
+    profile_s: float = 1.45  # per profile: Grad-CAM of a sample of each class (driver)
+    fixed_s: float = 9.4  # Ray start, figures, report
+    views: int = 4
+    source: str = "make demo (1 profile, 244 posts), 2 cores, 2026-11-23"
+    measured: dict = field(default_factory=dict)
+
+    @classmethod
+    def load(cls, path: Path) -> UnitCosts:
+        return cls(**json.loads(path.read_text()))
+
+    def save(self, path: Path) -> None:
+        path.write_text(json.dumps(asdict(self), indent=1))
+
+
+@dataclass(frozen=True)
+class Stage:
+    name: str
+    seconds: float
+    how: str  # what bounds it
+
+
+def plan(
+    costs: UnitCosts, profiles: int, posts_per_profile: int, cpus: int, gpus: int = 0
+) -> list[Stage]:
+    """Expected wall time of each stage of one full run (nothing reused)."""
+    posts = profiles * posts_per_profile
+    images, videos = posts * IMAGES_PER_POST, posts * VIDEOS_PER_POST
+    rows = posts * (1 + IMAGES_PER_POST + VIDEOS_PER_POST + FOLLOWER_ROWS_PER_POST)
+    if gpus:
+        frames = images * (1 + costs.views) + videos * 16
+        decode = (images * costs.decode_image_core_s + videos * costs.decode_video_core_s) / cpus
+        forward = frames / (GPU_FRAMES_PER_S * gpus)
+        embed = Stage(
+            "decode + embed",
+            max(decode, forward),
+            f"{'CPU decode' if decode >= forward else 'GPU forward'} ({cpus} cores, {gpus} GPUs)",
+        )
+    else:
+        core_s = images * costs.image_core_s + videos * costs.video_core_s
+        embed = Stage("decode + embed", core_s / cpus, f"CPU decode + forward ({cpus} cores)")
+    per_profile_pairs = (
+        (posts_per_profile * IMAGES_PER_POST) ** 2 + (posts_per_profile * VIDEOS_PER_POST) ** 2
+    ) / 2
+    return [
+        Stage("ingest", rows * costs.ingest_row_s, "driver, one core"),
+        Stage("labels", posts * costs.label_post_s, "driver (DuckDB)"),
+        embed,
+        Stage(
+            "dedup",
+            profiles * (costs.dedup_profile_s + per_profile_pairs * costs.dedup_pair_s),
+            "driver",
+        ),
+        Stage(
+            "grid + final models",
+            (images + videos) * costs.grid_item_core_s / cpus,
+            f"Tune trials ({cpus} cores)",
+        ),
+        Stage("explain", profiles * costs.profile_s, "driver"),
+        Stage("fixed", costs.fixed_s, "Ray start, figures, report"),
+    ]
+
+
+def plan_text(stages: list[Stage]) -> str:
+    total = sum(s.seconds for s in stages)
+    worst = max(stages, key=lambda s: s.seconds)
+    lines = [f"{'stage':<22}{'wall':>12}  bound by"]
+    lines += [f"{s.name:<22}{_human(s.seconds):>12}  {s.how}" for s in stages]
+    lines.append(f"{'total':<22}{_human(total):>12}  bottleneck: {worst.name}")
+    return "\n".join(lines)
+
+
+def _human(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.1f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.1f} min"
+    if seconds < 172_800:
+        return f"{seconds / 3600:.1f} h"
+    return f"{seconds / 86400:.1f} d"
+
+
+def costs_from_run(out: Path, cpus: int) -> UnitCosts:
+    """Unit costs from a finished `popray run` on OUT (its timings.json and tables), on a
+    machine with `cpus` cores."""
+    from popray import store
+
+    timings = json.loads((out / TIMINGS_FILE).read_text())
+    con = store.connect(out)
+    try:
+
+        def one(sql: str) -> float:
+            return float(con.sql(sql).fetchall()[0][0] or 0)
+
+        posts = one("SELECT count(*) FROM posts")
+        rows = posts + one(
+            "SELECT (SELECT count(*) FROM media) + (SELECT count(*) FROM followers) "
+            "+ (SELECT count(*) FROM quarantine WHERE stage = 'ingest')"
+        )
+        images = one("SELECT count(DISTINCT media_id) FROM embeddings_image")
+        views = int(one("SELECT max(view) FROM embeddings_image"))
+        videos = one("SELECT count(*) FROM embeddings_video")
+        pairs = one(
+            "SELECT sum(n * n) / 2 FROM (SELECT count(*) AS n FROM labels "
+            "WHERE scheme = 'por_rolling' AND k = (SELECT min(k) FROM labels) "
+            "GROUP BY profile_id, media_type)"
+        )
+        trained = one(
+            "SELECT count(DISTINCT media_id) FROM predictions WHERE model IN ('image', 'video')"
+        )
+        profiles = one("SELECT count(DISTINCT profile_id) FROM posts")
+    finally:
+        con.close()
+    frames = images * (1 + views) + videos * 16
+    frame_core_s = timings["embed"] * cpus / max(frames, 1)
+    video_share = videos * 16 / max(frames, 1)
+    return UnitCosts(
+        ingest_row_s=timings["ingest"] / max(rows, 1),
+        label_post_s=UnitCosts.label_post_s,  # the run's posts are too few to time it
+        image_core_s=frame_core_s * (1 + views),
+        video_core_s=frame_core_s * 16,
+        dedup_profile_s=max(0.0, timings["dedup"] - pairs * UnitCosts.dedup_pair_s)
+        / max(profiles, 1),
+        grid_item_core_s=timings["train"] * cpus / max(trained, 1),
+        profile_s=timings.get("explain", 0) / max(profiles, 1),
+        fixed_s=timings["ray_start"] + timings["figures"] + timings["report"],
+        views=views,
+        source=f"{out} ({int(profiles)} profiles, {int(posts)} posts, {cpus} cores)",
+        measured={
+            "timings": timings,
+            "images": images,
+            "videos": videos,
+            "video_share_of_frames": round(video_share, 3),
+        },
+    )
+
+
+TIMINGS_FILE = "timings.json"

@@ -1,0 +1,79 @@
+"""The capacity plan: the stage model's arithmetic, and unit costs read off a real run."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from popray.plan import IMAGES_PER_POST, VIDEOS_PER_POST, UnitCosts, plan, plan_text
+
+
+def _by_name(stages):
+    return {s.name: s for s in stages}
+
+
+def test_parallel_stages_divide_by_the_cluster_and_driver_stages_do_not():
+    costs = UnitCosts()
+    small = _by_name(plan(costs, profiles=100, posts_per_profile=200, cpus=8))
+    big = _by_name(plan(costs, profiles=100, posts_per_profile=200, cpus=80))
+    assert big["decode + embed"].seconds == pytest.approx(small["decode + embed"].seconds / 10)
+    assert big["grid + final models"].seconds == pytest.approx(
+        small["grid + final models"].seconds / 10
+    )
+    assert big["ingest"].seconds == small["ingest"].seconds
+    posts = 100 * 200
+    expect = (
+        posts * (IMAGES_PER_POST * costs.image_core_s + VIDEOS_PER_POST * costs.video_core_s) / 8
+    )
+    assert small["decode + embed"].seconds == pytest.approx(expect)
+
+
+def test_gpus_move_the_forward_pass_and_leave_decoding_on_the_cpus():
+    costs = UnitCosts()
+    cpu_only = _by_name(plan(costs, 10_000, 500, cpus=512))
+    with_gpus = _by_name(plan(costs, 10_000, 500, cpus=512, gpus=16))
+    assert with_gpus["decode + embed"].seconds < cpu_only["decode + embed"].seconds
+    assert "CPU decode" in with_gpus["decode + embed"].how  # forward is 10k frames/s a GPU
+    text = plan_text(plan(costs, 10_000, 500, cpus=512, gpus=16))
+    assert text.splitlines()[-1].startswith("total") and "bottleneck:" in text
+
+
+def test_unit_costs_read_off_a_run(tmp_path, monkeypatch):
+    """costs_from_run divides each stage's time by what it processed."""
+    import duckdb
+
+    from popray import plan as plan_module
+    from popray import store
+
+    out = tmp_path / "out"
+    out.mkdir()
+    timings = {"ray_start": 3, "ingest": 1, "label": 0.5, "embed": 40, "dedup": 0.2}
+    timings |= {"train": 30, "explain": 4, "figures": 6, "report": 1}
+    (out / plan_module.TIMINGS_FILE).write_text(json.dumps(timings))
+    con = duckdb.connect()
+    con.sql(
+        "CREATE TABLE posts AS SELECT 'p' AS profile_id FROM range(100);"
+        "CREATE TABLE media AS SELECT 1 FROM range(110);"
+        "CREATE TABLE followers AS SELECT 1 FROM range(40);"
+        "CREATE TABLE quarantine AS SELECT 'ingest' AS stage FROM range(10);"
+        "CREATE TABLE embeddings_image AS "
+        "SELECT i // 5 AS media_id, i % 5 AS view FROM range(400) t(i);"
+        "CREATE TABLE embeddings_video AS SELECT 1 FROM range(25);"
+        "CREATE TABLE labels AS SELECT 'p' AS profile_id, 'image' AS media_type, "
+        "'por_rolling' AS scheme, 2 AS k FROM range(80);"
+        "CREATE TABLE predictions AS SELECT i AS media_id, 'image' AS model FROM range(70) t(i)"
+    )
+    monkeypatch.setattr(store, "connect", lambda out: con)
+    costs = plan_module.costs_from_run(out, cpus=2)
+    assert costs.ingest_row_s == pytest.approx(1 / (100 + 110 + 40 + 10))
+    assert costs.label_post_s == UnitCosts.label_post_s  # 100 posts: too few to time
+    frames = 80 * 5 + 25 * 16
+    assert costs.image_core_s == pytest.approx(40 * 2 / frames * 5)
+    assert costs.video_core_s == pytest.approx(40 * 2 / frames * 16)
+    assert costs.dedup_profile_s == pytest.approx(0.2 - 80 * 80 / 2 * costs.dedup_pair_s)
+    assert costs.grid_item_core_s == pytest.approx(30 * 2 / 70)
+    assert costs.fixed_s == 3 + 6 + 1 and costs.profile_s == 4 and costs.views == 4
+    saved = tmp_path / "costs.json"
+    costs.save(saved)
+    assert UnitCosts.load(saved) == costs
