@@ -74,8 +74,11 @@ def test_an_interrupted_grid_resumes_without_redoing_finished_trials(ray_session
     times = [t.timestamp() for t in result.trials["finished_at"].to_pylist()]
     # every trial that had finished was reused (its result kept), none trained again,
     # and the rest were trained now
-    assert sum(t < resumed_at for t in times) == result.reused
-    assert sum(t >= resumed_at for t in times) == total - result.reused
+    # (after SIGKILL a worker of the killed driver may still finish the trial it was
+    # training, just after resumed_at: its folder is then reused, not trained again)
+    late = sum(t >= resumed_at for t in times) - (total - result.reused)
+    assert late in (0, 1) if sig == "KILL" else late == 0
+    assert sum(t < resumed_at for t in times) == result.reused - late
 
 
 def test_profiles_train_apart_in_shared_trials(ray_session, tmp_path):
