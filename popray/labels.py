@@ -87,6 +87,7 @@ def label_tables(
             },
         ).to_arrow_table()
         con.register("post_followers", post_followers)
+        con.execute(sql_text("ties_macro"))
         con.register("items", con.sql(sql_text("label_items")).to_arrow_table())
         parts = [
             con.sql(sql_text(name), params=params).to_arrow_table().select(LABELS.names)

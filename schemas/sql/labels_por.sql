@@ -2,7 +2,8 @@
 -- PoR = (likes + comments) / followers_est. Classes per profile and media type: the
 -- thresholds are the quantiles j/k (j = 1..k-1, linear interpolation, as numpy's
 -- default) and an item's class is the number of thresholds strictly below its score
--- (0 = least popular).
+-- (0 = least popular; a threshold that ties with the score is not below it, see
+-- ties_macro.sql).
 -- por_global: thresholds over the whole history; por_rolling: over the items published
 -- within +-half the window of the item (inclusive, the item itself included).
 -- reference_n: how many items the thresholds were computed from.
@@ -25,13 +26,13 @@ rolling AS (
     )
 )
 SELECT i.*, 'por_global' AS scheme, $k::INTEGER AS k, i.por AS score,
-       len(list_filter(g.thresholds, lambda x: x < i.por))::INTEGER AS class,
+       class_of(g.thresholds, i.por) AS class,
        NULL::DOUBLE AS window_days, g.n AS reference_n
 FROM items i
 JOIN global_thresholds g USING (profile_id, media_type)
 UNION ALL
 SELECT r.* EXCLUDE (thresholds, n), 'por_rolling' AS scheme, $k::INTEGER AS k,
        r.por AS score,
-       len(list_filter(r.thresholds, lambda x: x < r.por))::INTEGER AS class,
+       class_of(r.thresholds, r.por) AS class,
        $window_days::DOUBLE AS window_days, r.n AS reference_n
 FROM rolling r

@@ -52,9 +52,9 @@ thresholds AS (
 )
 SELECT s.* EXCLUDE (score), 'residual' AS scheme, $k::INTEGER AS k, s.score,
        CASE WHEN $keep_extremes IS NULL
-                THEN len(list_filter(t.thresholds, lambda x: x < s.score))
-            WHEN s.score >= t.high THEN 1
-            WHEN s.score <= t.low THEN 0
+                THEN class_of(t.thresholds, s.score)
+            WHEN at_least(s.score, t.high) THEN 1
+            WHEN at_most(s.score, t.low) THEN 0
        END::INTEGER AS class,
        NULL::DOUBLE AS window_days, t.n AS reference_n
 FROM scored s
