@@ -40,7 +40,7 @@ def synthetic_out(out: Path, profiles: int, posts: int, views: int = 2, seed: in
     likes = np.log1p(posts_["likes"].to_numpy().astype(np.float64))
     signal = ((likes - likes.mean()) / likes.std()).astype(np.float32)
     kinds = media["media_type"].to_pylist()
-    key = {"sha256": [f"{i:064x}" for i in range(media.num_rows)]}
+    shas = [f"{i:064x}" for i in range(media.num_rows)]
     image_rows = [i for i, kind in enumerate(kinds) if kind == "image"]
     video_rows = [i for i, kind in enumerate(kinds) if kind == "video"]
 
@@ -57,7 +57,7 @@ def synthetic_out(out: Path, profiles: int, posts: int, views: int = 2, seed: in
         pa.table(
             {
                 "media_id": [ids[i] for i in image_rows for _ in range(1 + views)],
-                "sha256": [key["sha256"][i] for i in image_rows for _ in range(1 + views)],
+                "sha256": [shas[i] for i in image_rows for _ in range(1 + views)],
                 "backbone": [BACKBONE] * len(image_rows) * (1 + views),
                 "preprocess": ["synthetic"] * len(image_rows) * (1 + views),
                 "view": np.tile(np.arange(1 + views, dtype=np.int32), len(image_rows)),
@@ -74,7 +74,7 @@ def synthetic_out(out: Path, profiles: int, posts: int, views: int = 2, seed: in
         pa.table(
             {
                 "media_id": [ids[i] for i in video_rows],
-                "sha256": [key["sha256"][i] for i in video_rows],
+                "sha256": [shas[i] for i in video_rows],
                 "backbone": [BACKBONE] * n,
                 "preprocess": ["synthetic"] * n,
                 "duration_s": np.full(n, 15.0),

@@ -8,6 +8,7 @@ never embedded, quarantined ones have no embedding, and near-duplicates not kept
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -42,15 +43,29 @@ class Dataset:
             self.image_profile = [ONE_PROFILE] * len(self.image_ids)
             self.video_profile = [ONE_PROFILE] * len(self.video_ids)
 
+    @property
+    def features(self) -> str:
+        """What the models see, as the `features` column of the grid's tables says it."""
+        return "embedding+context" if self.context else "embedding"
+
+    @cached_property
+    def _rows(self) -> dict[str, tuple[list[int], list[int]]]:
+        """profile -> (its image rows, its video rows): one pass, then reused (a grid
+        cuts out each profile many times)."""
+        rows: dict[str, tuple[list[int], list[int]]] = {}
+        for side, owners in enumerate((self.image_profile, self.video_profile)):
+            for i, profile in enumerate(owners):
+                rows.setdefault(profile, ([], []))[side].append(i)
+        return rows
+
     def profiles(self) -> list[str]:
-        return sorted(set(self.image_profile) | set(self.video_profile))
+        return sorted(self._rows)
 
     def for_profile(self, profile: str) -> Dataset:
         """The items of one profile (folds, models and metrics are per profile)."""
         if self.profiles() == [profile]:
             return self
-        img = np.flatnonzero(np.asarray(self.image_profile, dtype=object) == profile)
-        vid = np.flatnonzero(np.asarray(self.video_profile, dtype=object) == profile)
+        img, vid = (np.asarray(r, dtype=np.int64) for r in self._rows.get(profile, ([], [])))
         return Dataset(
             image_ids=[self.image_ids[i] for i in img],
             image_sha256=[self.image_sha256[i] for i in img],

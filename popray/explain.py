@@ -98,25 +98,20 @@ def overlay(image: Image.Image, heat: np.ndarray, alpha: float = 0.45) -> Image.
 
 
 def _image_models(out: Path, k: int | None, profile: str | None, scheme: str | None) -> list:
-    """The saved image models to explain: of `profile`, or of every profile."""
+    """The saved image models to explain (the smallest k, or k): of `profile`, or of
+    every profile."""
     from popray.final import saved_models
 
-    if profile is None and store.has_table(out, "models"):
-        profiles = sorted(set(store.read_table(out, "models")["profile_id"].to_pylist()))
-    else:
-        profiles = [profile]
-    picked = []
-    for who in profiles:
-        images = [m for m in saved_models(out, who, scheme) if m["model"] == "image"]
-        if k is not None:
-            images = [m for m in images if m["k"] == k]
-        if not images:
-            raise FileNotFoundError(
-                f"{out}: no saved image model{'' if k is None else f' for k={k}'}; "
-                "run `popray train`"
-            )
-        picked.append(min(images, key=lambda m: m["k"]))
-    return picked
+    models = saved_models(out, profile, scheme, every_profile=profile is None)
+    images = [m for m in models if m["model"] == "image" and k in (None, m["k"])]
+    picked = {}
+    for m in sorted(images, key=lambda m: -m["k"]):  # the smallest k wins
+        picked[m["profile_id"]] = m
+    if not picked:
+        raise FileNotFoundError(
+            f"{out}: no saved image model{'' if k is None else f' for k={k}'}; run `popray train`"
+        )
+    return [picked[p] for p in sorted(picked)]
 
 
 def _samples(

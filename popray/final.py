@@ -139,7 +139,7 @@ def _final_model(
     n = {c["values"]: c["counts"] for c in pc.value_counts(items["media_type"]).to_pylist()}
     return {
         "profile_id": profile,
-        "features": "embedding+context" if ds.context else "embedding",
+        "features": ds.features,
         "scheme": ds.scheme,
         "backbone": backbone,
         "model": model,
@@ -190,15 +190,31 @@ def train_final(
     return pa.Table.from_pylist(rows, schema=MODELS)
 
 
-def saved_models(out: Path, profile: str | None = None, scheme: str | None = None) -> list[dict]:
-    """The rows of `models` for one profile and one label scheme: the one there is, or
-    the one named (an error lists the choices when there are several)."""
+def saved_models(
+    out: Path,
+    profile: str | None = None,
+    scheme: str | None = None,
+    every_profile: bool = False,
+) -> list[dict]:
+    """The rows of `models` that can score a bare media file (embeddings only, no context
+    features) for one profile (or, `every_profile`, all of them) and one label scheme:
+    the one there is, or the one named (an error lists the choices when there are
+    several)."""
     from popray import store
 
     if not store.has_table(out, "models"):
         raise FileNotFoundError(f"{out}: no trained models; run `popray train` first")
-    models = store.read_table(out, "models").to_pylist()
-    choices = (("profile_id", profile, "--profile"), ("scheme", scheme, "--scheme"))
+    models = [
+        m for m in store.read_table(out, "models").to_pylist() if m["features"] == "embedding"
+    ]
+    if not models:
+        raise FileNotFoundError(
+            f"{out}: only models trained with context features, which need a post's "
+            "metadata; train without --context to score bare files"
+        )
+    choices = [("scheme", scheme, "--scheme")]
+    if not every_profile:
+        choices.append(("profile_id", profile, "--profile"))
     for field, wanted, flag in choices:
         present = sorted({m[field] for m in models})
         if wanted is None and len(present) > 1:

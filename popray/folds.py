@@ -32,15 +32,19 @@ def make_folds(
     images: tuple[list[str], np.ndarray],
     videos: tuple[list[str], np.ndarray],
     n_splits: int = 5,
+    k: int | None = None,
 ) -> list[Fold]:
-    """Folds for `model` and `seed`; `images` / `videos` are (media ids, classes)."""
+    """Folds for `model` and `seed`; `images` / `videos` are (media ids, classes). With
+    `k`, every one of the k classes must fill the folds (a class with no item at all,
+    e.g. a threshold no post reaches, is not a k-class problem)."""
     spec = REGISTRY[model]
     ids, classes = images if spec.validate_on == "image" else videos
-    counts = np.bincount(np.asarray(classes))
-    if len(ids) < n_splits or counts[counts > 0].min() < n_splits:
+    counts = np.bincount(np.asarray(classes, dtype=np.int64), minlength=k or 0)
+    present = counts if k else counts[counts > 0]
+    if len(ids) < n_splits or not len(present) or present.min() < n_splits:
         raise ValueError(
-            f"{model}: {len(ids)} {spec.validate_on}s with class counts {counts.tolist()} "
-            f"cannot be split into {n_splits} stratified folds"
+            f"{spec.validate_on} class counts {counts.tolist()} cannot fill "
+            f"{n_splits} stratified folds (every class needs {n_splits})"
         )
     extra = tuple(images[0]) if spec.train_extra != "none" else ()
     splitter = StratifiedKFold(n_splits=n_splits, shuffle=True, random_state=seed)
@@ -51,9 +55,10 @@ def make_folds(
     ]
 
 
-def split(ds: Dataset, model: str, seed: int, n_splits: int) -> list[Fold]:
+def split(ds: Dataset, model: str, seed: int, n_splits: int, k: int | None = None) -> list[Fold]:
     """`make_folds` over a loaded dataset."""
-    return make_folds(model, seed, (ds.image_ids, ds.image_y), (ds.video_ids, ds.video_y), n_splits)
+    images, videos = (ds.image_ids, ds.image_y), (ds.video_ids, ds.video_y)
+    return make_folds(model, seed, images, videos, n_splits, k)
 
 
 def _arrays(ds: Dataset, media_type: str, kind: str) -> tuple[list[str], np.ndarray, np.ndarray]:

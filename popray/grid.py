@@ -50,7 +50,6 @@ from popray.dataset import ONE_PROFILE, Dataset, load_dataset
 from popray.evaluate import compute_metrics, recent_baseline
 from popray.final import prune, train_final
 from popray.folds import fold_data, split
-from popray.models import REGISTRY
 from popray.tables import PREDICTIONS, TRIALS
 from popray.train import fit_fold
 
@@ -60,11 +59,6 @@ FORMAT = 4  # of a trial's result folder; part of the fingerprint, so old grids 
 
 
 MAX_TRIALS = 480  # Tune trials per grid at most (4x the paper's grid for one profile)
-
-
-def features_name(context: bool) -> str:
-    """What the models see, as the `features` column says it."""
-    return "embedding+context" if context else "embedding"
 
 
 class GridError(RuntimeError):
@@ -134,30 +128,14 @@ def plan_cells(datasets: dict[int, Dataset], cfg: GridConfig) -> tuple[list[Cell
             ready = []
             for profile in profiles:
                 who = f"profile {profile} " if len(profiles) > 1 else ""
-                reason = _cannot_fold(ds.for_profile(profile), model, k, cfg)
-                if reason:
-                    skipped.append(f"{who}{model} k={k}: {reason}")
-                else:
+                try:
+                    split(ds.for_profile(profile), model, cfg.seeds[0], cfg.folds, k)
                     ready.append(profile)
+                except ValueError as exc:
+                    skipped.append(f"{who}{model} k={k}: {exc} (scheme {ds.scheme})")
             if ready:
                 cells.append((model, k, tuple(ready)))
     return cells, skipped
-
-
-def _cannot_fold(ds: Dataset, model: str, k: int, cfg: GridConfig) -> str | None:
-    """Why `model` cannot be validated on these items with k classes, or None."""
-    on = REGISTRY[model].validate_on
-    counts = np.bincount(ds.image_y if on == "image" else ds.video_y, minlength=k)
-    if counts.min() < cfg.folds:  # also: a threshold no post reaches leaves one class
-        return (
-            f"{on} class counts {counts.tolist()} under scheme {ds.scheme}; "
-            f"every class needs at least {cfg.folds} (the folds)"
-        )
-    try:
-        split(ds, model, cfg.seeds[0], cfg.folds)
-    except ValueError as exc:
-        return str(exc)
-    return None
 
 
 def run_trial(spec: TrialSpec, ds: Dataset, cfg: GridConfig, device: str = "cpu") -> tuple:
@@ -429,7 +407,7 @@ def _collect(
         cell = {
             "scheme": datasets[spec.k].scheme,
             "backbone": backbone,
-            "features": features_name(datasets[spec.k].context),
+            "features": datasets[spec.k].features,
         } | {name: getattr(spec, name) for name in ("model", "k", "seed", "fold")}
         for entry in metrics["profiles"]:
             trials.append(

@@ -128,3 +128,8 @@ def test_the_grid_trains_with_context_and_keeps_both_results(trained, tmp_path):
     # shape mismatch deep in torch
     with pytest.raises(ValueError, match="context features"):
         load_final(out, wide["path"])
+    # predict and explain pick among the models that can: the plain ones
+    from popray.final import saved_models
+
+    picked = saved_models(out, scheme="por_rolling")
+    assert picked and all(m["features"] == "embedding" for m in picked)

@@ -41,8 +41,13 @@ def test_seeds_shuffle_differently_and_too_few_items_is_an_error():
     assert [f.val for f in make_folds("image", 0, images, videos)] != [
         f.val for f in make_folds("image", 1, images, videos)
     ]
-    with pytest.raises(ValueError, match="cannot be split"):
+    with pytest.raises(ValueError, match="cannot fill 5 stratified folds"):
         make_folds("video", 0, images, (["v0", "v1", "v2"], np.array([0, 1, 0])))
+    # told k, a class without items is a problem too (one class is not a 2-class task)
+    one = ([f"i{n}" for n in range(20)], np.zeros(20, dtype=np.int64))
+    assert len(make_folds("image", 0, one, videos)) == 5
+    with pytest.raises(ValueError, match=r"class counts \[20, 0\] cannot fill"):
+        make_folds("image", 0, one, videos, k=2)
 
 
 def test_fold_arrays_put_extra_media_in_training_only():

@@ -116,8 +116,11 @@ def test_cells_without_enough_data_are_skipped_with_the_reason():
     data = {2: synthetic(2, n_images=45, n_videos=4), 3: synthetic(3, n_images=8)}
     cells, skipped = plan_cells(data, GRID)  # 3 folds: each class needs 3 items
     assert cells == [("image", 2, ("profile",)), ("video_to_image", 3, ("profile",))]
-    assert skipped[0].startswith("image k=3: image class counts [3, 3, 2]")
-    assert skipped[1].startswith("video_to_image k=2: video class counts [2, 2]")
+    assert skipped[0] == (
+        "image k=3: image class counts [3, 3, 2] cannot fill 3 stratified folds "
+        "(every class needs 3) (scheme por_rolling)"
+    )
+    assert skipped[1].startswith("video_to_image k=2: video class counts [2, 2] cannot fill")
     assert len(skipped) == 2
     # one class only (a threshold no post reaches) is not a 2-class problem
     one = synthetic(2)
@@ -125,8 +128,8 @@ def test_cells_without_enough_data_are_skipped_with_the_reason():
     cells, skipped = plan_cells({2: one}, GRID)
     assert cells == [("video_to_image", 2, ("profile",))]
     assert skipped == [
-        "image k=2: image class counts [45, 0] under scheme por_rolling; "
-        "every class needs at least 3 (the folds)"
+        "image k=2: image class counts [45, 0] cannot fill 3 stratified folds "
+        "(every class needs 3) (scheme por_rolling)"
     ]
 
 
