@@ -20,7 +20,13 @@ US = 1_000_000
 
 
 def ref_followers(t: int, known: list[tuple[int, float]], window_us: int) -> tuple[float, bool]:
-    """f(t_p): linear inside the known range, Theil-Sen log-linear outside (microseconds)."""
+    """f(t_p): linear inside the known range, Theil-Sen log-linear outside (microseconds),
+    kept within [1, 1e10]."""
+    f, extrapolated = _ref_followers(t, known, window_us)
+    return float(np.clip(f, 1.0, 1e10)), extrapolated
+
+
+def _ref_followers(t: int, known: list[tuple[int, float]], window_us: int) -> tuple[float, bool]:
     known = sorted(known)
     ts = np.array([k[0] for k in known], dtype=np.int64)
     fs = np.array([k[1] for k in known], dtype=float)
@@ -315,6 +321,17 @@ def test_extrapolation_recovers_exponential_growth_and_flags_it():
     assert got["x300"]["followers_est"] == 8000 and not got["x300"]["followers_extrapolated"]
     # linear between day 200 (4000) and 210 (4287)
     assert got["x205"]["followers_est"] == pytest.approx((4000 + 4287) / 2)
+
+    # a steep stretch at an end (300,000 followers, then 50 the next day) extrapolated
+    # 100 days out would reach 0 followers (PoR NaN) or overflow: kept within [1, 1e10]
+    cliff = [
+        {"profile_id": "p", "at": T0 + timedelta(days=d), "followers": f, "source_row": 0}
+        for d, f in ((200, 300_000), (201, 50), (400, 50), (401, 300_000))
+    ]
+    steep = label_tables(**_tables(posts, media, cliff, set()), config=LabelConfig(k=[2]))
+    est = {r["post_id"]: r["followers_est"] for r in steep.to_pylist()}
+    assert est["x100"] == 1e10 and est["x500"] == 1e10  # both trends overflow 100 days out
+    assert all(np.isfinite(r["por"]) for r in steep.to_pylist())
 
 
 def test_tiny_sample_labels(tiny_out, tiny_truth):

@@ -44,14 +44,17 @@ around AS (
 )
 SELECT
     a.post_id,
-    CASE
+    -- at least 1 follower and at most 1e10 (more than there are people): a trend
+    -- extrapolated far from a steep stretch would otherwise reach 0 or overflow, and
+    -- PoR would be NaN or 0 for every post there
+    greatest(1.0, least(1e10, CASE
         WHEN a.t0 IS NOT NULL AND a.t1 IS NOT NULL AND a.t1 = a.t0 THEN a.f0
         WHEN a.t0 IS NOT NULL AND a.t1 IS NOT NULL
             THEN a.f0 + (a.f1 - a.f0) * ((a.t - a.t0)::DOUBLE / (a.t1 - a.t0)::DOUBLE)
         WHEN a.t0 IS NULL
             THEN b.f_first * exp(coalesce(head.slope, 0.0) * (a.t - b.t_first)::DOUBLE)
         ELSE b.f_last * exp(coalesce(tail.slope, 0.0) * (a.t - b.t_last)::DOUBLE)
-    END AS followers_est,
+    END)) AS followers_est,
     (a.t0 IS NULL OR a.t1 IS NULL) AS followers_extrapolated
 FROM around a
 JOIN bounds b USING (profile_id)
