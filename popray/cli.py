@@ -222,14 +222,25 @@ def train(
     context: Annotated[
         bool | None, typer.Option("--context/--no-context", help="context features too")
     ] = None,
+    protocols: Annotated[
+        list[str] | None,
+        typer.Option("--protocol", help="stratified_kfold | walk_forward (repeat; default both)"),
+    ] = None,
 ) -> None:
-    """Run the validation grid (model x k x seed x fold) on Ray Tune, then final models."""
+    """Run the validation grid (model x k x seed x fold, and the walk-forward windows) on
+    Ray Tune, then final models."""
     from popray.grid import GridError, run_train
 
     try:
         run_cfg = load_config(config) if config else None
         base = run_cfg.grid if run_cfg else GridConfig()
-        options = {"models": models, "k": k, "seeds": seeds, "engine": engine}
+        options = {
+            "models": models,
+            "k": k,
+            "seeds": seeds,
+            "engine": engine,
+            "protocols": protocols,
+        }
         merged = base.model_dump() | {key: v for key, v in options.items() if v}
         if context is not None:
             merged["context_features"] = context

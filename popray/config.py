@@ -148,6 +148,30 @@ class TrainConfig(_Config):
 
 
 ModelName = Literal["image", "video", "image_to_video", "video_to_image"]
+Protocol = Literal["stratified_kfold", "walk_forward"]
+PROTOCOLS: tuple[str, ...] = get_args(Protocol)
+KFOLD, WALK_FORWARD = PROTOCOLS
+
+
+class WalkForwardConfig(_Config):
+    """Forward-in-time validation (beside the paper's folds): for each cut, train on what
+    was published, and known, before the cut; evaluate on the window that follows."""
+
+    cuts: int = Field(
+        default=6, ge=1, le=100, description="windows per profile, the last ones of its history"
+    )
+    horizon_days: PositiveFloat = Field(
+        default=56.0, description="length of each evaluation window (8 weeks)"
+    )
+    min_train_per_class: int = Field(
+        default=5, ge=1, description="a cut is used when every class has this many training items"
+    )
+    inner_val_fraction: float = Field(
+        default=0.2,
+        gt=0,
+        lt=0.5,
+        description="the latest fraction of a cut's training items picks the epoch count",
+    )
 
 
 class GridConfig(_Config):
@@ -161,6 +185,13 @@ class GridConfig(_Config):
     )
     seeds: list[int] = Field(default=[0, 1, 2], min_length=1)
     folds: int = Field(default=5, ge=2, le=20, description="StratifiedKFold splits")
+    protocols: list[Protocol] = Field(
+        default=["stratified_kfold", "walk_forward"],
+        min_length=1,
+        description="stratified_kfold: the paper's folds; walk_forward: train before a cut "
+        "date, evaluate on the next window (see walk_forward)",
+    )
+    walk_forward: WalkForwardConfig = Field(default_factory=WalkForwardConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
     engine: Literal["in_process", "ray_train"] = Field(
         default="in_process",

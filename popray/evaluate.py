@@ -1,11 +1,12 @@
-"""Scores of the grid (paper 5.2): per (model, k), a seed's accuracy pools the validation
-predictions of its 5 folds; the table reports mean and std (ddof 0) over seeds, top-2
-accuracy for k >= 3, macro-F1, the row-normalised confusion matrix (mean and std over
-seeds), the expected calibration error and, against guessing, two baselines on the same
-items — always the commonest class, and the class of the profile's previous item of the
-same type ("recent PoR") — with a one-sided exact binomial test of the model's mean
-accuracy against the better of the two (n = the items; seeds are not independent
-samples, so they are averaged, not pooled), and the paper's number.
+"""Scores of the grid (paper 5.2): per (protocol, model, k), a seed's accuracy pools the
+validation predictions of its 5 folds (walk-forward: of its windows); the table reports
+mean and std (ddof 0) over seeds, top-2 accuracy for k >= 3, macro-F1, the row-
+normalised confusion matrix (mean and std over seeds), the expected calibration error
+and, against guessing, two baselines on the same items — always the commonest class, and
+the class of the profile's previous item of the same type ("recent PoR") — with a one-
+sided exact binomial test of the model's mean accuracy against the better of the two (n
+= the items; seeds are not independent samples, so they are averaged, not pooled), and
+the paper's number.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ PAPER_ACCURACY = {
     ("video_to_image", 2): 0.71,
     ("video_to_image", 3): 0.54,
 }
-KEY = ("scheme", "backbone", "features", "model", "k")
+KEY = ("scheme", "backbone", "features", "protocol", "model", "k")
 
 
 def expected_calibration_error(y: np.ndarray, proba: np.ndarray, bins: int = 10) -> float:
@@ -78,9 +79,9 @@ def recent_baseline(out: Path, scheme: str) -> dict[tuple[int, str], int | None]
 
 def compute_metrics(predictions: pa.Table, recent: dict | None = None) -> pa.Table:
     """The `metrics` table from the `predictions` table of one or more grids: one row per
-    (scheme, backbone, model, k, profile), and one with profile_id NULL pooling every
-    profile's validation items. `recent` maps (k, media_id) to the recent-PoR
-    baseline's class (None: no earlier item)."""
+    (scheme, backbone, features, protocol, model, k, profile), and one with profile_id
+    NULL pooling every profile's validation items. `recent` maps (protocol, k, media_id)
+    to the recent-PoR baseline's class (None: no earlier item)."""
     groups: dict[tuple, dict[int, list[dict]]] = defaultdict(lambda: defaultdict(list))
     for row in predictions.to_pylist():
         key = tuple(row[c] for c in KEY)
@@ -110,7 +111,7 @@ def _row(group: tuple, seeds: dict[int, list[dict]], recent: dict | None) -> dic
     majority = float(np.mean([r["label"] == commonest[r["profile_id"]] for r in first]))
     recent_accuracy = None
     if recent is not None:
-        guess = [recent.get((k, r["media_id"])) for r in first]
+        guess = [recent.get((cell["protocol"], k, r["media_id"])) for r in first]
         guess = [
             commonest[r["profile_id"]] if g is None else g
             for g, r in zip(guess, first, strict=True)
@@ -138,23 +139,48 @@ def _row(group: tuple, seeds: dict[int, list[dict]], recent: dict | None) -> dic
         "ece_mean": float(np.mean([s["ece"] for s in scores])),
         "confusion_mean": confusion.mean(axis=0).tolist(),
         "confusion_std": confusion.std(axis=0).tolist(),
-        # the paper's numbers are for its own scheme only
+        # the paper's numbers are for its own scheme and protocol only
         "paper_accuracy": PAPER_ACCURACY.get((cell["model"], k))
-        if cell["scheme"] == "por_rolling"
+        if (cell["scheme"], cell["protocol"]) == ("por_rolling", "stratified_kfold")
         else None,
     }
 
 
+PROTOCOL_TITLES = {
+    "stratified_kfold": "stratified 5-fold (the paper's protocol: past and future posts mixed)",
+    "walk_forward": "walk-forward (trained before each cut, scored on the next window)",
+}
+
+
 def metrics_text(metrics: pa.Table) -> str:
-    """The metrics pooled over profiles in the paper's layout: one row per model, one
-    column per k."""
+    """The metrics pooled over profiles in the paper's layout, one block per protocol: one
+    row per model, one column per k."""
     everything = metrics.to_pylist()
     rows = [r for r in everything if r["profile_id"] is None]  # pooled over profiles
+    protocols = [p for p in PROTOCOL_TITLES if any(r["protocol"] == p for r in rows)]
+    blocks = [_protocol_text([r for r in rows if r["protocol"] == p]) for p in protocols]
+    first = rows[0] if rows else {}
+    lines = [
+        f"labels {first.get('scheme')}, backbone {first.get('backbone')}, "
+        f"features {first.get('features')}, "
+        f"{first.get('n_seeds')} seed(s); n = items validated on (images or videos)"
+    ]
+    profiles = sorted({r["profile_id"] for r in everything if r["profile_id"] is not None})
+    if len(profiles) > 1:
+        lines.append(
+            f"{len(profiles)} profiles, each with its own folds and models; pooled above, "
+            "per profile in `metrics` (profile_id)"
+        )
+    return "\n\n".join([*blocks, "\n".join(lines)])
+
+
+def _protocol_text(rows: list[dict]) -> str:
     ks = sorted({r["k"] for r in rows})
     by_cell = {(r["model"], r["k"]): r for r in rows}
     models = [m for m in REGISTRY if any((m, k) in by_cell for k in ks)]
     width = 34
     lines = [
+        PROTOCOL_TITLES[rows[0]["protocol"]],
         "accuracy, mean ± std over seeds [paper] (majority class; top-2 for k ≥ 3)",
         f"{'model':<16}" + "".join(f"{'k=' + str(k):<{width}}" for k in ks),
     ]
@@ -174,16 +200,4 @@ def metrics_text(metrics: pa.Table) -> str:
             cells.append(f"{text:<{width}}")
         n = max(by_cell[(model, k)]["n_items"] for k in ks if (model, k) in by_cell)
         lines.append(f"{model:<16}" + "".join(cells) + f" n={n}")
-    first = rows[0] if rows else {}
-    lines.append(
-        f"labels {first.get('scheme')}, backbone {first.get('backbone')}, "
-        f"features {first.get('features')}, "
-        f"{first.get('n_seeds')} seed(s); n = items validated on (images or videos)"
-    )
-    profiles = sorted({r["profile_id"] for r in everything if r["profile_id"] is not None})
-    if len(profiles) > 1:
-        lines.append(
-            f"{len(profiles)} profiles, each with its own folds and models; pooled above, "
-            "per profile in `metrics` (profile_id)"
-        )
     return "\n".join(lines)

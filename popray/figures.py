@@ -33,12 +33,22 @@ CAPTIONS = {
     "closest_pairs": "The closest image pairs, to check the threshold by eye.",
     "tsne": "t-SNE of image and video-thumbnail embeddings coloured by rolling class, "
     "with a few thumbnails (paper Fig. 4).",
-    "confusion_k2": "Confusion matrices, k = 2 (paper Figs. 5-8).",
-    "confusion_k3": "Confusion matrices, k = 3 (paper Figs. 5-8).",
-    "reliability_k2": "Reliability diagrams, k = 2: observed accuracy per confidence bin "
-    "(on the diagonal = calibrated), validation predictions of every seed.",
-    "reliability_k3": "Reliability diagrams, k = 3.",
+    "confusion_k2": "Confusion matrices, k = 2, stratified folds (paper Figs. 5-8).",
+    "confusion_k3": "Confusion matrices, k = 3, stratified folds (paper Figs. 5-8).",
+    "reliability_k2": "Reliability diagrams, k = 2, stratified folds: observed accuracy per "
+    "confidence bin (on the diagonal = calibrated), validation predictions of every seed.",
+    "reliability_k3": "Reliability diagrams, k = 3, stratified folds.",
+    "confusion_k2_walk_forward": "Confusion matrices, k = 2, walk-forward: trained before "
+    "each cut, scored on the window after it.",
+    "confusion_k3_walk_forward": "Confusion matrices, k = 3, walk-forward.",
+    "reliability_k2_walk_forward": "Reliability diagrams, k = 2, walk-forward.",
+    "reliability_k3_walk_forward": "Reliability diagrams, k = 3, walk-forward.",
+    "walk_forward": "Walk-forward accuracy per evaluation window (mean over seeds and "
+    "profiles) against the recent-PoR baseline on the same items: is the model as good on "
+    "the next weeks' posts as the folds say?",
 }
+SUFFIX = {"stratified_kfold": "", "walk_forward": "_walk_forward"}
+TITLE = {"stratified_kfold": "stratified folds", "walk_forward": "walk-forward"}
 NO_CLASS = "#999999"  # items a scheme gives no class
 CLASS_COLOURS = ["#d62728", "#ff7f0e", "#2ca02c", "#1f77b4", "#9467bd", "#8c564b"]
 LABELS_SQL = """
@@ -256,15 +266,20 @@ def tsne_map(
     return _save(fig, out, "tsne")
 
 
-# the models' figures show the paper's setting: embeddings alone
-GRID_FILTER = "k = $k AND scheme = $scheme AND backbone = $backbone AND features = 'embedding'"
+# the models' figures show the paper's setting: embeddings alone, one protocol at a time
+GRID_FILTER = (
+    "k = $k AND scheme = $scheme AND backbone = $backbone AND features = 'embedding' "
+    "AND protocol = $protocol"
+)
 POOLED = " AND profile_id IS NULL"  # metrics: the row pooling every profile
 
 
-def confusion_matrices(out: Path, k: int, scheme: str, backbone: str) -> Path:
+def confusion_matrices(
+    out: Path, k: int, scheme: str, backbone: str, protocol: str = "stratified_kfold"
+) -> Path:
     """Row-normalised confusion matrices per model, mean ± std over seeds (Figs. 5-8)."""
     sql = f"SELECT * FROM metrics WHERE {GRID_FILTER}{POOLED}"
-    metrics = _query(out, sql, k=k, scheme=scheme, backbone=backbone).to_pylist()
+    metrics = _query(out, sql, k=k, scheme=scheme, backbone=backbone, protocol=protocol).to_pylist()
     order = list(REGISTRY)
     metrics.sort(key=lambda m: order.index(m["model"]))
     fig = Figure(figsize=(3.3 * max(1, len(metrics)), 3.6), layout="constrained")
@@ -291,14 +306,18 @@ def confusion_matrices(out: Path, k: int, scheme: str, backbone: str) -> Path:
         ax.set_title(
             f"{m['model']}\nacc {m['accuracy_mean']:.2f} ± {m['accuracy_std']:.2f}", fontsize=9
         )
-    fig.suptitle(f"Confusion matrices, k={k} (row-normalised, mean ± std over seeds)")
-    return _save(fig, out, f"confusion_k{k}")
+    fig.suptitle(
+        f"Confusion matrices, k={k}, {TITLE[protocol]} (row-normalised, mean ± std over seeds)"
+    )
+    return _save(fig, out, f"confusion_k{k}{SUFFIX[protocol]}")
 
 
-def reliability(out: Path, k: int, scheme: str, backbone: str, bins: int = 10) -> Path:
+def reliability(
+    out: Path, k: int, scheme: str, backbone: str, protocol: str = "stratified_kfold", bins=10
+) -> Path:
     """Accuracy against confidence per model, all seeds' validation predictions."""
     sql = f"SELECT model, label, proba FROM predictions WHERE {GRID_FILTER}"
-    rows = _query(out, sql, k=k, scheme=scheme, backbone=backbone).to_pylist()
+    rows = _query(out, sql, k=k, scheme=scheme, backbone=backbone, protocol=protocol).to_pylist()
     models = [m for m in REGISTRY if any(r["model"] == m for r in rows)]
     fig = Figure(figsize=(3.3 * max(1, len(models)), 3.6), layout="constrained")
     axes = fig.subplots(1, max(1, len(models)), squeeze=False)[0]
@@ -318,8 +337,74 @@ def reliability(out: Path, k: int, scheme: str, backbone: str, bins: int = 10) -
         ax.set_xlabel("confidence (top class)")
         ax.set_ylabel("accuracy")
         ax.set_title(f"{model} (n={len(mine)})", fontsize=9)
-    fig.suptitle(f"Reliability, k={k}")
-    return _save(fig, out, f"reliability_k{k}")
+    fig.suptitle(f"Reliability, k={k}, {TITLE[protocol]}")
+    return _save(fig, out, f"reliability_k{k}{SUFFIX[protocol]}")
+
+
+WALK_FORWARD_ROWS = """
+FROM predictions WHERE scheme = $scheme AND backbone = $backbone AND features = 'embedding'
+  AND protocol = 'walk_forward'"""
+WINDOWS_SQL = f"""
+SELECT model, k, cut_at, avg((pred = label)::DOUBLE) AS accuracy,
+       count(DISTINCT media_id) AS n
+{WALK_FORWARD_ROWS} GROUP BY ALL ORDER BY model, k, cut_at"""
+# the share of a window's images in their commonest class (guessing it is right that often)
+MAJORITY_SQL = f"""
+SELECT k, cut_at, max(n) / sum(n) AS accuracy FROM (
+    SELECT k, cut_at, label, count(DISTINCT media_id) AS n
+    {WALK_FORWARD_ROWS} AND model = 'image' GROUP BY ALL)
+GROUP BY ALL"""
+
+
+def walk_forward(out: Path, scheme: str, backbone: str) -> Path:
+    """Accuracy of each walk-forward window (by its cut date; pooled over seeds and
+    profiles) per model and k, beside the share of the window's images in their commonest
+    class."""
+    rows = _query(out, WINDOWS_SQL, scheme=scheme, backbone=backbone).to_pylist()
+    majority = {
+        (r["k"], r["cut_at"]): r["accuracy"]
+        for r in _query(out, MAJORITY_SQL, scheme=scheme, backbone=backbone).to_pylist()
+    }
+    ks = sorted({r["k"] for r in rows})
+    fig = Figure(figsize=(6 * max(1, len(ks)), 3.8), layout="constrained")
+    axes = fig.subplots(1, max(1, len(ks)), squeeze=False)[0]
+    for ax, k in zip(axes, ks, strict=False):
+        for model in REGISTRY:
+            mine = [r for r in rows if r["k"] == k and r["model"] == model]
+            if mine:
+                n = sum(r["n"] for r in mine)
+                ax.plot(
+                    [r["cut_at"] for r in mine],
+                    [r["accuracy"] for r in mine],
+                    "o-",
+                    label=f"{model} (n={n})",
+                    ms=4,
+                )
+        cuts = sorted({r["cut_at"] for r in rows if r["k"] == k})
+        ax.plot(
+            cuts,
+            [majority.get((k, c), np.nan) for c in cuts],
+            "k--",
+            label="commonest class (images)",
+        )
+        ax.axhline(1 / k, color="grey", lw=0.8, ls=":", label="1/k")
+        ax.set_ylim(0, 1)
+        ax.set_xlabel("cut (window start)")
+        ax.set_ylabel("accuracy on the window")
+        ax.set_title(f"k={k}")
+        ax.legend(fontsize=7)
+        for label in ax.get_xticklabels():
+            label.set_rotation(30)
+    fig.suptitle(f"Walk-forward accuracy per window ({scheme}, {backbone})")
+    return _save(fig, out, "walk_forward")
+
+
+def _protocols(out: Path) -> list[str]:
+    """The validation protocols the metrics table holds (the paper's first)."""
+    if not store.has_table(out, "metrics"):
+        return ["stratified_kfold"]  # the models' figures are skipped: no metrics
+    found = set(_query(out, "SELECT DISTINCT protocol FROM metrics")["protocol"].to_pylist())
+    return [p for p in SUFFIX if p in found]
 
 
 def run_figures(
@@ -344,8 +429,18 @@ def run_figures(
         ("nn_distances", lambda: closest_pairs(out, threshold)),
         ("embeddings_image", lambda: tsne_map(out, k, backbone, scheme)),
     ]
-    plan += [("metrics", lambda k=k_: confusion_matrices(out, k, scheme, backbone)) for k_ in ks]
-    plan += [("predictions", lambda k=k_: reliability(out, k, scheme, backbone)) for k_ in ks]
+    protocols = _protocols(out)
+    for protocol in protocols:
+        plan += [
+            ("metrics", lambda k=k_, p=protocol: confusion_matrices(out, k, scheme, backbone, p))
+            for k_ in ks
+        ]
+        plan += [
+            ("predictions", lambda k=k_, p=protocol: reliability(out, k, scheme, backbone, p))
+            for k_ in ks
+        ]
+    if "walk_forward" in protocols:
+        plan.append(("predictions", lambda: walk_forward(out, scheme, backbone)))
     paths = []
     for i, (table, draw) in enumerate(plan, start=1):
         if not store.has_table(out, table):

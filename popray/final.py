@@ -1,5 +1,5 @@
-"""Final models: after the grid, each (profile, model, k) trained once on all its data
-and saved for prediction, with everything needed to trust and reuse it.
+"""Final models: after the grid, each (profile, model, k) trained once on all its data and
+saved for prediction, with everything needed to trust and reuse it.
 
     OUT/models/<model>-k<k>-<snapshot>/model.pt     the classifier's state dict
                                        model.json    profile, model, k, width, scheme, backbone,
@@ -7,8 +7,9 @@ and saved for prediction, with everything needed to trust and reuse it.
                                        items.parquet the media (id, sha256, class) it saw
 
 No data are left to pick an epoch, so a final model trains for the median best epoch of
-its grid trials. A folder is written under a temporary name and renamed into place; the
-`models` table then points at the new folders, and folders it no longer names are removed.
+its grid trials (the stratified folds', or the walk-forward windows' when only those
+ran). A folder is written under a temporary name and renamed into place; the `models`
+table then points at the new folders, and folders it no longer names are removed.
 """
 
 from __future__ import annotations
@@ -62,12 +63,14 @@ def _items(ds: Dataset, model: str) -> pa.Table:
     )
 
 
-def _epochs(trials: pa.Table, model: str, k: int, profile: str) -> int:
-    """The median best epoch of this profile's grid trials of (model, k)."""
+def _epochs(trials: pa.Table, model: str, k: int, profile: str, protocol: str) -> int:
+    """The median best epoch of this profile's grid trials of (model, k) in `protocol`."""
     mine = trials.filter(
         pc.and_(
             pc.and_(pc.equal(trials["model"], model), pc.equal(trials["k"], k)),
-            pc.equal(trials["profile_id"], profile),
+            pc.and_(
+                pc.equal(trials["profile_id"], profile), pc.equal(trials["protocol"], protocol)
+            ),
         )
     )
     return max(1, round(float(np.median(mine["best_epoch"].to_numpy()))))
@@ -161,18 +164,23 @@ def train_final(
     trials: pa.Table,
     metrics: pa.Table,
     backbone: str,
-    cells: list[tuple[str, int, tuple[str, ...]]] | None = None,
+    cells: list | None = None,
 ) -> pa.Table:
     """Train, save and list (table `models`) one final model per (profile, model, k) of
-    `cells` (default: all); a model already saved from the same items, labels and
-    settings is reused."""
+    `cells` (grid.Cell; default: all) of one protocol (the stratified folds when they
+    ran); a model already saved from the same items, labels and settings is reused."""
     root = out / MODELS_DIR
     root.mkdir(parents=True, exist_ok=True)
+    protocols = set(trials["protocol"].to_pylist())
+    protocol = "stratified_kfold" if "stratified_kfold" in protocols else min(protocols)
     accuracy = {
-        (r["model"], r["k"], r["profile_id"]): r["accuracy_mean"] for r in metrics.to_pylist()
+        (r["model"], r["k"], r["profile_id"]): r["accuracy_mean"]
+        for r in metrics.to_pylist()
+        if r["protocol"] == protocol
     }
     if cells is None:
         cells = [(m, k, tuple(d.profiles())) for m in cfg.models for k, d in datasets.items()]
+    cells = [c[:3] for c in cells if len(c) < 4 or c[3] == protocol]
     rows = [
         _final_model(
             root,
@@ -181,7 +189,7 @@ def train_final(
             backbone,
             model,
             k,
-            _epochs(trials, model, k, profile),
+            _epochs(trials, model, k, profile, protocol),
             accuracy.get((model, k, profile)),
         )
         for model, k, profiles in cells

@@ -1,11 +1,14 @@
-"""The paper's validation grid on Ray Tune: model x k x seed x fold, per profile.
+"""The paper's validation grid on Ray Tune: model x k x seed x fold, per profile, and
+the walk-forward windows beside it (`popray.walkforward`).
 
     popray train --out out          # 4 models x k {2, 3} x seeds {0, 1, 2} x 5 folds
+                                    # + 4 models x k x seeds x (6 windows, one trial)
 
 Folds, models and metrics are per profile: a profile is never validated on another's
 posts. One Tune trial trains one (model, k, seed, fold) for a shard of profiles (one
 profile per trial for small exports; several when there are many, so that the number
-of Tune trials stays bounded, see `GridConfig.profiles_per_trial`).
+of Tune trials stays bounded, see `GridConfig.profiles_per_trial`); a walk-forward
+trial trains one (model, k, seed) over every window of its profiles.
 
 Every trial runs `run_trial` (the same function `jobs.benchmark train` runs in a plain
 loop): for each profile of its shard it rebuilds the fold from (model, seed, fold),
@@ -34,8 +37,9 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import pyarrow as pa
@@ -45,17 +49,18 @@ import torch
 from ray import tune
 
 from popray import store
-from popray.config import GridConfig, LabelConfig
+from popray.config import KFOLD, WALK_FORWARD, GridConfig, LabelConfig
 from popray.dataset import ONE_PROFILE, Dataset, load_dataset
 from popray.evaluate import compute_metrics, recent_baseline
 from popray.final import prune, train_final
 from popray.folds import fold_data, split
-from popray.tables import PREDICTIONS, TRIALS
+from popray.tables import PREDICTIONS, TRIALS, TS
 from popray.train import fit_fold
+from popray.walkforward import Timeline, build_timelines, run_windows, usable
 
 PREDICTIONS_FILE = "predictions.parquet"
 METRICS_FILE = "metrics.json"
-FORMAT = 4  # of a trial's result folder; part of the fingerprint, so old grids are not resumed
+FORMAT = 5  # of a trial's result folder; part of the fingerprint, so old grids are not resumed
 
 
 MAX_TRIALS = 480  # Tune trials per grid at most (4x the paper's grid for one profile)
@@ -69,8 +74,14 @@ class NothingToTrain(ValueError):
     """No (model, k) cell has enough labelled items for stratified folds."""
 
 
-# A cell of the grid: a (model, k) and the profiles whose data can fill its folds.
-Cell = tuple[str, int, tuple[str, ...]]
+class Cell(NamedTuple):
+    """A cell of the grid: a (model, k), the profiles whose data can fill it, and how it
+    is validated."""
+
+    model: str
+    k: int
+    profiles: tuple[str, ...]
+    protocol: str = KFOLD
 
 
 @dataclass(frozen=True)
@@ -78,23 +89,29 @@ class TrialSpec:
     model: str
     k: int
     seed: int
-    fold: int
+    fold: int  # walk_forward: 0 (one trial trains every window)
     profiles: tuple[str, ...] = (ONE_PROFILE,)
     shard: int = 0
+    protocol: str = KFOLD
 
     def __post_init__(self) -> None:  # a list after a round trip through Tune's config
         object.__setattr__(self, "profiles", tuple(self.profiles))
 
     @property
     def name(self) -> str:
-        return f"{self.model}-k{self.k}-s{self.seed}-f{self.fold}-g{self.shard}"
+        fold = "wf" if self.protocol == WALK_FORWARD else f"f{self.fold}"
+        return f"{self.model}-k{self.k}-s{self.seed}-{fold}-g{self.shard}"
+
+
+def _folds(cfg: GridConfig, cell: Cell) -> range:
+    return range(cfg.folds) if cell.protocol == KFOLD else range(1)
 
 
 def shard_size(cfg: GridConfig, cells: list[Cell]) -> int:
     """Profiles per trial: as set, or the fewest that keep the grid at MAX_TRIALS."""
     if cfg.profiles_per_trial:
         return cfg.profiles_per_trial
-    profile_trials = sum(len(c[2]) for c in cells) * len(cfg.seeds) * cfg.folds
+    profile_trials = sum(len(c.profiles) * len(_folds(cfg, c)) for c in cells) * len(cfg.seeds)
     return max(1, math.ceil(profile_trials / MAX_TRIALS))
 
 
@@ -102,18 +119,23 @@ def trial_specs(cfg: GridConfig, cells: list[Cell]) -> list[TrialSpec]:
     """The grid over its cells in a fixed order: model, k, seed, fold, profile shard."""
     size = shard_size(cfg, cells)
     return [
-        TrialSpec(model, k, seed, fold, profiles[i : i + size], i // size)
-        for model, k, profiles in cells
+        TrialSpec(c.model, c.k, seed, fold, c.profiles[i : i + size], i // size, c.protocol)
+        for c in cells
         for seed in cfg.seeds
-        for fold in range(cfg.folds)
-        for i in range(0, len(profiles), size)
+        for fold in _folds(cfg, c)
+        for i in range(0, len(c.profiles), size)
     ]
 
 
-def plan_cells(datasets: dict[int, Dataset], cfg: GridConfig) -> tuple[list[Cell], list[str]]:
+def plan_cells(
+    datasets: dict[int, Dataset],
+    cfg: GridConfig,
+    timelines: dict[int, dict[str, Timeline]] | None = None,
+) -> tuple[list[Cell], list[str]]:
     """The (model, k) cells with the profiles whose data can be split into stratified
-    folds, and why each other (profile,) model and k cannot (too few items of some
-    class), checked before Tune starts."""
+    folds (and, given `timelines`, those with a usable walk-forward window), and why each
+    other (profile,) model and k cannot (too few items of some class), checked before
+    Tune starts."""
     cells, skipped = [], []
     for k, ds in sorted(datasets.items()):
         if not ds.image_ids and not ds.video_ids:
@@ -133,17 +155,58 @@ def plan_cells(datasets: dict[int, Dataset], cfg: GridConfig) -> tuple[list[Cell
                     ready.append(profile)
                 except ValueError as exc:
                     skipped.append(f"{who}{model} k={k}: {exc} (scheme {ds.scheme})")
-            if ready:
-                cells.append((model, k, tuple(ready)))
+            if ready and KFOLD in cfg.protocols:
+                cells.append(Cell(model, k, tuple(ready)))
+    if timelines is not None:
+        for model in cfg.models:
+            for k, ds in sorted(datasets.items()):
+                ready = _walk_forward_ready(model, k, ds, timelines[k], cfg, skipped)
+                if ready:
+                    cells.append(Cell(model, k, tuple(ready), WALK_FORWARD))
     return cells, skipped
 
 
-def run_trial(spec: TrialSpec, ds: Dataset, cfg: GridConfig, device: str = "cpu") -> tuple:
-    """Train one (model, k, seed, fold) for each profile of the trial: returns (metrics:
-    one entry per profile under "profiles" and their summary, predictions table)."""
+def _walk_forward_ready(
+    model: str, k: int, ds: Dataset, timelines: dict[str, Timeline], cfg: GridConfig, skipped
+) -> list[str]:
+    """The profiles with at least one usable walk-forward window for (model, k); a line in
+    `skipped` for each profile with windows left out."""
+    ready, wf = [], cfg.walk_forward
+    for profile in ds.profiles():
+        tl = timelines[profile]
+        windows = [w for w in range(tl.windows) if usable(tl, model, k, w, wf)]
+        if len(windows) < tl.windows:
+            who = f"profile {profile} " if len(ds.profiles()) > 1 else ""
+            skipped.append(
+                f"{who}{model} k={k} walk_forward: {tl.windows - len(windows)} of "
+                f"{tl.windows} windows left out (nothing published in the window, or fewer "
+                f"than {wf.min_train_per_class} training items of some class before it)"
+            )
+        if windows:
+            ready.append(profile)
+    return ready
+
+
+def run_trial(
+    spec: TrialSpec,
+    ds: Dataset,
+    cfg: GridConfig,
+    device: str = "cpu",
+    timelines: dict[str, Timeline] | None = None,
+) -> tuple:
+    """Train one (model, k, seed, fold) for each profile of the trial (walk_forward: each
+    usable window of each profile): returns (metrics: one entry per profile and fold
+    under "profiles" and their summary, predictions table)."""
     per_profile, tables = [], []
     for profile in spec.profiles:
         own = ds.for_profile(profile)
+        if spec.protocol == WALK_FORWARD:
+            entries, windows = run_windows(
+                spec.model, spec.k, spec.seed, own, timelines[profile], cfg, device
+            )
+            per_profile += [{"profile_id": profile} | e for e in entries]
+            tables += [w.append_column("profile_id", pa.array([profile] * len(w))) for w in windows]
+            continue
         fold = split(own, spec.model, spec.seed, cfg.folds)[spec.fold]
         data = fold_data(own, spec.model, fold)
         start = time.perf_counter()
@@ -151,6 +214,7 @@ def run_trial(spec: TrialSpec, ds: Dataset, cfg: GridConfig, device: str = "cpu"
         per_profile.append(
             {
                 "profile_id": profile,
+                "fold": spec.fold,
                 "best_epoch": result.best_epoch,
                 "val_accuracy": result.val_accuracy,
                 "n_train": len(fold.train),
@@ -168,6 +232,8 @@ def run_trial(spec: TrialSpec, ds: Dataset, cfg: GridConfig, device: str = "cpu"
                     "label": pa.array(data.y_val, pa.int32()),
                     "pred": pa.array(proba.argmax(axis=1), pa.int32()),
                     "proba": pa.array(list(proba), pa.list_(pa.float32())),
+                    "fold": pa.array([spec.fold] * len(fold.val), pa.int32()),
+                    "cut_at": pa.nulls(len(fold.val), TS),
                 }
             )
         )
@@ -214,22 +280,25 @@ def _train_worker(config: dict) -> None:
     cfg = GridConfig.model_validate(config["grid"])
     _trial_setup(cfg)
     device = str(ray.train.torch.get_device())
-    metrics, predictions = run_trial(
-        TrialSpec(**config["spec"]), ray.get(config["data"]), cfg, device
-    )
+    data, timelines = ray.get(config["data"])
+    metrics, predictions = run_trial(TrialSpec(**config["spec"]), data, cfg, device, timelines)
     with tempfile.TemporaryDirectory() as tmp:
         _write(Path(tmp) / "result", metrics, predictions)
         ray.train.report(_summary(metrics), checkpoint=ray.train.Checkpoint.from_directory(tmp))
 
 
-def _with_ray_train(spec: TrialSpec, ds: Dataset, cfg: GridConfig, storage: Path):
+def _with_ray_train(spec: TrialSpec, ds: Dataset, timelines, cfg: GridConfig, storage: Path):
     """One trial as a one-worker TorchTrainer (engine `ray_train`)."""
     from ray.train import RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
     trainer = TorchTrainer(
         _train_worker,
-        train_loop_config={"spec": asdict(spec), "grid": cfg.model_dump(), "data": ray.put(ds)},
+        train_loop_config={
+            "spec": asdict(spec),
+            "grid": cfg.model_dump(),
+            "data": ray.put((ds, timelines)),
+        },
         scaling_config=ScalingConfig(
             num_workers=1,
             use_gpu=cfg.gpus_per_trial > 0,
@@ -241,7 +310,13 @@ def _with_ray_train(spec: TrialSpec, ds: Dataset, cfg: GridConfig, storage: Path
         return _read(Path(folder) / "result")
 
 
-def _trial(config: dict, datasets: dict[int, Dataset], cfg: GridConfig, results: str) -> None:
+def _trial(
+    config: dict,
+    datasets: dict[int, Dataset],
+    timelines: dict | None,
+    cfg: GridConfig,
+    results: str,
+) -> None:
     """The Tune trainable: one grid cell, trained by the configured engine, unless an
     earlier (interrupted or killed) run of the grid already finished it."""
     spec = TrialSpec(**config["trial"])
@@ -249,12 +324,13 @@ def _trial(config: dict, datasets: dict[int, Dataset], cfg: GridConfig, results:
     if (folder / METRICS_FILE).exists():  # finished before: report it, train nothing
         tune.report(_summary(_read(folder)[0]))
         return
+    own = (timelines or {}).get(spec.k) if spec.protocol == WALK_FORWARD else None
     if cfg.engine == "in_process":
         _trial_setup(cfg)
         device = "cuda" if cfg.gpus_per_trial > 0 else "cpu"
-        metrics, predictions = run_trial(spec, datasets[spec.k], cfg, device)
+        metrics, predictions = run_trial(spec, datasets[spec.k], cfg, device, own)
     else:
-        metrics, predictions = _with_ray_train(spec, datasets[spec.k], cfg, Path(results))
+        metrics, predictions = _with_ray_train(spec, datasets[spec.k], own, cfg, Path(results))
     _write(folder, metrics, predictions)
     tune.report(_summary(metrics))
 
@@ -265,11 +341,23 @@ def _summary(metrics: dict) -> dict:
     return {name: value for name, value in metrics.items() if name != "profiles"}
 
 
-def fingerprint(cfg: GridConfig, datasets: dict[int, Dataset], backbone: str, cells) -> str:
-    """What the grid's results depend on: its options and the exact items and labels."""
+def fingerprint(
+    cfg: GridConfig, datasets: dict[int, Dataset], backbone: str, cells, timelines=None
+) -> str:
+    """What the grid's results depend on: its options and the exact items and labels
+    (walk-forward: every window's bounds and classes too)."""
     digest = hashlib.sha256()
     options = cfg.model_dump(
-        include={"models", "seeds", "folds", "train", "profiles_per_trial", "context_features"}
+        include={
+            "models",
+            "seeds",
+            "folds",
+            "train",
+            "profiles_per_trial",
+            "context_features",
+            "protocols",
+            "walk_forward",
+        }
     )
     schemes = sorted({ds.scheme for ds in datasets.values()})
     digest.update(json.dumps([FORMAT, options, backbone, schemes, cells], sort_keys=True).encode())
@@ -280,6 +368,11 @@ def fingerprint(cfg: GridConfig, datasets: dict[int, Dataset], backbone: str, ce
             (ds.video_ids, ds.video_sha256, ds.video_y),
         ):
             digest.update(json.dumps([k, ids, shas, y.tolist()]).encode())
+    for k, per_profile in sorted((timelines or {}).items()):
+        for profile, tl in sorted(per_profile.items()):
+            digest.update(f"{k}/{profile}".encode())
+            for array in (tl.bounds, tl.image_t, tl.video_t, tl.image_class, tl.video_class):
+                digest.update(np.ascontiguousarray(array, np.int64).tobytes())
     return digest.hexdigest()[:16]
 
 
@@ -296,9 +389,10 @@ class _Progress(tune.Callback):
         c, r = trial.config["trial"], trial.last_result
         n = len(c["profiles"])
         who = f" ({n} profiles, mean)" if n > 1 else ""
+        fold = "walk-forward" if c.get("protocol") == WALK_FORWARD else f"fold {c['fold']}"
         self.echo(
-            f"[{done}/{self.total}] {c['model']} k={c['k']} seed {c['seed']} fold "
-            f"{c['fold']}{who}: val acc {r.get('val_accuracy', float('nan')):.3f} "
+            f"[{done}/{self.total}] {c['model']} k={c['k']} seed {c['seed']} "
+            f"{fold}{who}: val acc {r.get('val_accuracy', float('nan')):.3f} "
             f"(epoch {r.get('best_epoch')}) in {r.get('train_s', float('nan')):.2f} s"
         )
 
@@ -329,21 +423,27 @@ def run_grid(
     backbone: str,
     echo: Callable[[str], None] = lambda line: None,
     cells: list[Cell] | None = None,
+    timelines: dict[int, dict[str, Timeline]] | None = None,
 ) -> GridResult:
     """Run (or resume) the grid over `datasets` (one per k; `cells`: the (model, k,
-    profiles) to train, default every model, k and profile) and collect every trial."""
+    profiles, protocol) to train, default every model, k and profile in stratified folds;
+    walk-forward cells need `timelines`) and collect every trial."""
     if cells is None:
         cells = [
-            (m, k, tuple(ds.profiles())) for m in cfg.models for k, ds in sorted(datasets.items())
+            Cell(m, k, tuple(ds.profiles()))
+            for m in cfg.models
+            for k, ds in sorted(datasets.items())
         ]
     specs = trial_specs(cfg, cells)
     root = (out / "grid").resolve()
-    name = f"grid-{fingerprint(cfg, datasets, backbone, cells)}"
+    name = f"grid-{fingerprint(cfg, datasets, backbone, cells, timelines)}"
     experiment = root / name
     if not ray.is_initialized():
         ray.init()
     results_dir = root / f"{name}.results"  # one folder per finished trial
-    trainable = tune.with_parameters(_trial, datasets=datasets, cfg=cfg, results=str(results_dir))
+    trainable = tune.with_parameters(
+        _trial, datasets=datasets, timelines=timelines, cfg=cfg, results=str(results_dir)
+    )
     # a ray_train trial only waits on its TorchTrainer, whose worker holds the resources
     in_trial_cpus = 0.01 if cfg.engine == "ray_train" else cfg.cpus_per_trial
     in_trial_gpus = 0 if cfg.engine == "ray_train" else cfg.gpus_per_trial
@@ -408,11 +508,12 @@ def _collect(
             "scheme": datasets[spec.k].scheme,
             "backbone": backbone,
             "features": datasets[spec.k].features,
-        } | {name: getattr(spec, name) for name in ("model", "k", "seed", "fold")}
+        } | {name: getattr(spec, name) for name in ("protocol", "model", "k", "seed")}
         for entry in metrics["profiles"]:
             trials.append(
                 cell
                 | {name: entry[name] for name in TRIALS.names if name in entry}
+                | {name: _ts(entry.get(name)) for name in ("cut_at", "window_end")}
                 | {
                     "epochs": cfg.train.epochs,
                     "finished_at": datetime.fromtimestamp(metrics["finished_at"], UTC),
@@ -424,6 +525,11 @@ def _collect(
             table = table.append_column(name, pa.array([value] * table.num_rows))
         predictions.append(table.select(PREDICTIONS.names).cast(PREDICTIONS))
     return pa.Table.from_pylist(trials, schema=TRIALS), pa.concat_tables(predictions)
+
+
+def _ts(us: int | None) -> datetime | None:
+    """A walk-forward bound (µs since the epoch, as stored in a trial's metrics.json)."""
+    return None if us is None else datetime(1970, 1, 1, tzinfo=UTC) + timedelta(microseconds=us)
 
 
 @dataclass
@@ -453,13 +559,20 @@ def run_train(
     start = time.perf_counter()
     ks = cfg.k or labels.k
     datasets = {k: load_dataset(out, backbone, k, labels.scheme, cfg.context_features) for k in ks}
-    cells, skipped = plan_cells(datasets, cfg)
+    timelines, recent = (
+        None,
+        {(KFOLD, k, m): c for (k, m), c in recent_baseline(out, labels.scheme).items()},
+    )
+    if WALK_FORWARD in cfg.protocols:
+        timelines, forward = build_timelines(out, datasets, labels, cfg.walk_forward)
+        recent |= {(WALK_FORWARD, k, m): c for (k, m), c in forward.items()}
+    cells, skipped = plan_cells(datasets, cfg, timelines)
     for reason in skipped:
         echo(f"skipped {reason}")
     if not cells:
         raise NothingToTrain("nothing to train: " + "; ".join(skipped))
-    grid = run_grid(out, datasets, cfg, backbone, echo, cells)
-    metrics = compute_metrics(grid.predictions, recent_baseline(out, labels.scheme))
+    grid = run_grid(out, datasets, cfg, backbone, echo, cells, timelines)
+    metrics = compute_metrics(grid.predictions, recent)
     part = f"{labels.scheme}-{backbone}" + ("-context" if cfg.context_features else "")
     store.write_table(out, "trials", grid.trials, part=part)
     store.write_table(out, "predictions", grid.predictions, part=part)

@@ -23,7 +23,7 @@ import pyarrow as pa
 import torch
 
 from popray import store
-from popray.config import EmbedConfig
+from popray.config import KFOLD, EmbedConfig
 from popray.final import load_final, saved_models
 from popray.ingest import sha256_file
 from popray.models import REGISTRY
@@ -50,8 +50,9 @@ def candidate_files(paths: list[Path]) -> list[Path]:
 def choose_models(
     out: Path, k: int | None, profile: str | None = None, scheme: str | None = None
 ) -> tuple[dict, dict | None]:
-    """The profile's final image model and its best video model (highest validated
-    accuracy) for k (default: the largest k with a saved image model)."""
+    """The profile's final image model and its best video model (highest accuracy in the
+    stratified folds, the protocol the final models' epochs come from) for k (default:
+    the largest k with a saved image model)."""
     models = saved_models(out, profile, scheme)
     ks = sorted({m["k"] for m in models if m["model"] == "image"})
     if not ks or (k is not None and k not in ks):
@@ -62,8 +63,8 @@ def choose_models(
     accuracy = {
         m["model"]: m["accuracy_mean"]
         for m in metrics
-        if (m["k"], m["profile_id"], m["scheme"], m["backbone"])
-        == (k, image["profile_id"], image["scheme"], image["backbone"])
+        if (m["k"], m["profile_id"], m["scheme"], m["backbone"], m["features"], m["protocol"])
+        == (k, image["profile_id"], image["scheme"], image["backbone"], "embedding", KFOLD)
     }
     videos = [m for m in models if m["k"] == k and REGISTRY[m["model"]].validate_on == "video"]
     video = max(videos, key=lambda m: accuracy.get(m["model"], -1.0), default=None)

@@ -83,14 +83,16 @@ def _metrics(con) -> str:
     return "".join(parts)
 
 
+COLUMNS = ("scheme", "backbone", "features", "protocol", "model", "k")
+SHORT = {"stratified_kfold": "folds", "walk_forward": "walk-forward"}
+
+
 def _per_profile(rows: list[dict]) -> str:
-    """Accuracy (mean over seeds) of every profile, model and k: one row per profile."""
-    cols = sorted({(r["scheme"], r["backbone"], r["features"], r["model"], r["k"]) for r in rows})
-    by = {
-        (r["profile_id"], r["scheme"], r["backbone"], r["features"], r["model"], r["k"]): r
-        for r in rows
-    }
-    head = "".join(f"<th>{html.escape(f'{m} k={k}')}</th>" for *_, m, k in cols)
+    """Accuracy (mean over seeds) of every profile, model, k and protocol: one row per
+    profile."""
+    cols = sorted({tuple(r[c] for c in COLUMNS) for r in rows})
+    by = {(r["profile_id"], *(r[c] for c in COLUMNS)): r for r in rows}
+    head = "".join(f"<th>{html.escape(f'{m} k={k} {SHORT[p]}')}</th>" for *_, p, m, k in cols)
     body = ""
     for profile in sorted({r["profile_id"] for r in rows}):
         tds = ""
@@ -110,28 +112,41 @@ def _per_profile(rows: list[dict]) -> str:
     )
 
 
+def _score_cell(r: dict | None) -> str:
+    """A metrics row as one table cell: accuracy, baselines, p-value, ECE, n."""
+    if r is None:
+        return "<td>-</td>"
+    top2 = f"; top-2 {r['top2_mean']:.2f}" if r["top2_mean"] is not None else ""
+    recent = "" if r["recent_accuracy"] is None else f", recent {r['recent_accuracy']:.2f}"
+    return (
+        f'<td class="num">{r["accuracy_mean"]:.2f} ± {r["accuracy_std"]:.2f} '
+        f"(majority {r['majority_accuracy']:.2f}{recent}; p={r['p_value']:.2g}; "
+        f"ECE {r['ece_mean']:.2f}{top2}; n={r['n_items']})</td>"
+    )
+
+
 def _metrics_table(rows: list[dict]) -> str:
+    """Models down, (k, protocol) across: the paper's folds and walk-forward side by side,
+    then the paper's number."""
     ks = sorted({r["k"] for r in rows})
-    cells = {(r["model"], r["k"]): r for r in rows}
-    head = "".join(f"<th>k = {k}</th><th>paper</th>" for k in ks)
+    protocols = [p for p in SHORT if any(r["protocol"] == p for r in rows)]
+    cells = {(r["model"], r["k"], r["protocol"]): r for r in rows}
+    head = "".join(
+        "".join(f"<th>k = {k}, {SHORT[p]}</th>" for p in protocols) + "<th>paper</th>" for k in ks
+    )
     body, weak = "", []
-    for model in (m for m in REGISTRY if any((m, k) in cells for k in ks)):
+    for model in (m for m in REGISTRY if any(key[0] == m for key in cells)):
         tds = ""
         for k in ks:
-            r = cells.get((model, k))
-            if r is None:
-                tds += "<td>-</td><td>-</td>"
-                continue
-            top2 = f"; top-2 {r['top2_mean']:.2f}" if r["top2_mean"] is not None else ""
-            recent = "" if r["recent_accuracy"] is None else f", recent {r['recent_accuracy']:.2f}"
-            tds += (
-                f'<td class="num">{r["accuracy_mean"]:.2f} ± {r["accuracy_std"]:.2f} '
-                f"(majority {r['majority_accuracy']:.2f}{recent}; p={r['p_value']:.2g}; "
-                f"ECE {r['ece_mean']:.2f}{top2}; n={r['n_items']})</td>"
-                f'<td class="num">{"" if r["paper_accuracy"] is None else r["paper_accuracy"]}</td>'
-            )
-            if r["p_value"] >= 0.05:
-                weak.append(f"{model} k={k} (p={r['p_value']:.2g})")
+            paper = ""
+            for protocol in protocols:
+                r = cells.get((model, k, protocol))
+                tds += _score_cell(r)
+                if r is not None and r["paper_accuracy"] is not None:
+                    paper = r["paper_accuracy"]
+                if r is not None and r["p_value"] >= 0.05:
+                    weak.append(f"{model} k={k} {SHORT[protocol]} (p={r['p_value']:.2g})")
+            tds += f'<td class="num">{paper}</td>'
         body += f"<tr><th>{html.escape(model)}</th>{tds}</tr>"
     note = ""
     if weak:
@@ -145,7 +160,11 @@ def _metrics_table(rows: list[dict]) -> str:
         f"<p>Accuracy, mean ± std over {first.get('n_seeds')} seeds (each seed pooled over "
         "its folds, and over every profile's own folds), beside two baselines on the same "
         "items (always the profile's commonest class; the class of the profile's "
-        "previous item of the same type), the p-value of the "
+        "previous item of the same type). <b>folds</b>: the paper's stratified 5-fold, "
+        "past and future posts mixed; <b>walk-forward</b>: models trained on what was "
+        "known before each cut, scored on the posts of the window after it (their classes "
+        "once settled) — the number to expect for posts not yet published. "
+        "Then the p-value of the "
         "model against the better one, and the expected calibration error; labels "
         f"{html.escape(str(first.get('scheme')))}, backbone "
         f"{html.escape(str(first.get('backbone')))}, features "
@@ -213,7 +232,7 @@ def write_report(out: Path) -> Path:
         views = {r[0] for r in con.sql("SELECT view_name FROM duckdb_views()").fetchall()}
         sections = [("Run summary", _summary(con))]
         if "metrics" in views:
-            sections.append(("Validation (stratified 5-fold × seeds)", _metrics(con)))
+            sections.append(("Validation (stratified 5-fold and walk-forward)", _metrics(con)))
         sections.append(("Figures", _figures(out)))
         if "explanations" in views:
             sections.append(("Grad-CAM: where the image model looks", _gradcam(con, out)))

@@ -174,12 +174,20 @@ GRID_KEY = [
     pa.field("profile_id", pa.string()),
 ]
 
-# One row per grid trial (model, k, seed, fold).
+# How a row was validated: 'stratified_kfold' (the paper's folds) or 'walk_forward'
+# (trained before `cut_at`, evaluated on the window that follows; fold = the window's index).
+PROTOCOL = pa.field("protocol", pa.string(), nullable=False)
+CUT_AT = pa.field("cut_at", TS)  # walk_forward only: training saw what was known before it
+
+# One row per grid trial (model, k, seed, fold) and profile.
 TRIALS = pa.schema(
     [
         *GRID_KEY,
+        PROTOCOL,
         pa.field("seed", pa.int64(), nullable=False),
         pa.field("fold", pa.int32(), nullable=False),
+        CUT_AT,
+        pa.field("window_end", TS),  # walk_forward: end of the evaluation window
         pa.field("best_epoch", pa.int32(), nullable=False),
         pa.field("val_accuracy", pa.float64(), nullable=False),
         pa.field("n_train", pa.int64(), nullable=False),  # own media type, training folds
@@ -193,13 +201,16 @@ TRIALS = pa.schema(
     ]
 )
 
-# Each validation item's prediction in each (model, k, seed): every item exactly once
-# per seed, in the fold that held it out.
+# Each validation item's prediction in each (protocol, model, k, seed): every item exactly
+# once per seed, in the fold (or walk-forward window) that held it out. `label`: its class
+# (walk_forward: as known at the end of its window).
 PREDICTIONS = pa.schema(
     [
         *GRID_KEY,
+        PROTOCOL,
         pa.field("seed", pa.int64(), nullable=False),
         pa.field("fold", pa.int32(), nullable=False),
+        CUT_AT,
         pa.field("media_id", pa.string(), nullable=False),
         pa.field("label", pa.int32(), nullable=False),
         pa.field("pred", pa.int32(), nullable=False),
@@ -208,10 +219,12 @@ PREDICTIONS = pa.schema(
 )
 
 _MATRIX = pa.list_(pa.list_(pa.float64()))
-# One row per (model, k): a seed's score pools its folds; mean and std (ddof 0) over seeds.
+# One row per (protocol, model, k, profile): a seed's score pools its folds (or windows);
+# mean and std (ddof 0) over seeds.
 METRICS = pa.schema(
     [
         *GRID_KEY,
+        PROTOCOL,
         pa.field("validated_on", pa.string(), nullable=False),  # 'image' | 'video'
         pa.field("n_items", pa.int64(), nullable=False),
         pa.field("n_seeds", pa.int32(), nullable=False),

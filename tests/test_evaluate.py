@@ -8,7 +8,7 @@ from popray.tables import PREDICTIONS
 
 def _predictions(rows):
     base = {"scheme": "por_rolling", "backbone": "b", "features": "embedding", "model": "image"}
-    base["fold"] = 0
+    base |= {"fold": 0, "protocol": "stratified_kfold"}
     return pa.Table.from_pylist([base | {"profile_id": "p"} | r for r in rows], schema=PREDICTIONS)
 
 
@@ -103,7 +103,9 @@ def test_calibration_error():
 def test_baselines_and_the_test_against_them():
     labels = [0, 0, 0, 1, 1, 1, 1, 1, 1, 1] * 3  # 30 items, majority 0.7
     good = [_row(0, f"m{i}", y, [0.1, 0.9] if y else [0.9, 0.1]) for i, y in enumerate(labels)]
-    recent = {(2, f"m{i}"): (labels[i - 1] if i else None) for i in range(len(labels))}
+    recent = {
+        ("stratified_kfold", 2, f"m{i}"): (labels[i - 1] if i else None) for i in range(len(labels))
+    }
     m = _pooled(compute_metrics(_predictions(good), recent))
     assert m["majority_accuracy"] == pytest.approx(0.7)
     # recent: item i guesses item i-1's class; the first item guesses the majority (1)

@@ -22,6 +22,7 @@ def _grid_tables(models, best_epochs):
                         "backbone": "b",
                         "features": "embedding",
                         "profile_id": "profile",
+                        "protocol": "stratified_kfold",
                         "model": model,
                         "k": k,
                         "seed": 0,
@@ -44,6 +45,7 @@ def _grid_tables(models, best_epochs):
                     "backbone": "b",
                     "features": "embedding",
                     "profile_id": "profile",
+                    "protocol": "stratified_kfold",
                     "model": model,
                     "k": k,
                     "seed": 0,
@@ -64,6 +66,10 @@ def _grid_tables(models, best_epochs):
 def test_final_models_train_on_everything_save_and_load(tmp_path, model):
     cfg = GridConfig(models=[model], train=TrainConfig(epochs=15))
     trials, metrics = _grid_tables([model], [20, 30, 45])
+    # walk-forward trials beside them pick their epochs on other data: not used here
+    forward = trials.to_pylist()
+    forward = [t | {"protocol": "walk_forward", "best_epoch": 2} for t in forward]
+    trials = pa.concat_tables([trials, pa.Table.from_pylist(forward, schema=TRIALS)])
     table = train_final(tmp_path, DATASETS, cfg, trials, metrics, "b")
     assert table.num_rows == 2 and set(table["epochs"].to_pylist()) == {30}  # median best epoch
     for row in table.to_pylist():

@@ -8,7 +8,7 @@ import pytest
 from grid_helpers import DATASETS, GRID, several, synthetic
 
 from popray.folds import split
-from popray.grid import MAX_TRIALS, plan_cells, run_grid, shard_size, trial_specs
+from popray.grid import MAX_TRIALS, Cell, plan_cells, run_grid, shard_size, trial_specs
 
 HELPER = Path(__file__).with_name("grid_helpers.py")
 
@@ -26,7 +26,7 @@ def _finished(trials):
 def test_every_item_is_predicted_once_per_seed_in_its_own_fold(ray_session, tmp_path):
     cfg = GRID.model_copy(update={"seeds": [0, 1]})
     result = run_grid(tmp_path, DATASETS, cfg, "test")
-    cells = [(m, k, ("profile",)) for m in cfg.models for k in (2, 3)]
+    cells = [Cell(m, k, ("profile",)) for m in cfg.models for k in (2, 3)]
     assert result.trials.num_rows == len(trial_specs(cfg, cells)) == 24
     rows = result.predictions.to_pylist()
     for model in cfg.models:
@@ -66,7 +66,7 @@ def test_an_interrupted_grid_resumes_without_redoing_finished_trials(ray_session
     )
     assert (tmp_path / "interrupted").exists(), run.stdout + run.stderr
     assert run.returncode != 0  # it did not finish
-    total = len(trial_specs(GRID, [(m, k, ("profile",)) for m in GRID.models for k in (2, 3)]))
+    total = len(trial_specs(GRID, [Cell(m, k, ("profile",)) for m in GRID.models for k in (2, 3)]))
     resumed_at = time.time()
     result = run_grid(tmp_path, DATASETS, GRID, "test")
     assert result.resumed and 4 <= result.reused < total
@@ -101,21 +101,21 @@ def test_profiles_train_apart_in_shared_trials(ray_session, tmp_path):
 
 
 def test_many_profiles_keep_the_number_of_trials_bounded():
-    cells = [(m, k, tuple(f"p{i}" for i in range(1000))) for m in "ab" for k in (2, 3)]
+    cells = [Cell(m, k, tuple(f"p{i}" for i in range(1000))) for m in "ab" for k in (2, 3)]
     cfg = GRID.model_copy(update={"seeds": [0, 1, 2], "folds": 5})
     specs = trial_specs(cfg, cells)
     assert len(specs) <= MAX_TRIALS and shard_size(cfg, cells) == 125
     covered = {(s.model, s.k, s.seed, s.fold, p) for s in specs for p in s.profiles}
     assert len(covered) == 4 * 1000 * 15  # every profile in every cell, seed and fold once
     assert len({s.name for s in specs}) == len(specs)
-    one = trial_specs(cfg, [("a", 2, ("p0",))])
+    one = trial_specs(cfg, [Cell("a", 2, ("p0",))])
     assert [s.profiles for s in one] == [("p0",)] * 15  # one profile: the paper's grid
 
 
 def test_cells_without_enough_data_are_skipped_with_the_reason():
     data = {2: synthetic(2, n_images=45, n_videos=4), 3: synthetic(3, n_images=8)}
     cells, skipped = plan_cells(data, GRID)  # 3 folds: each class needs 3 items
-    assert cells == [("image", 2, ("profile",)), ("video_to_image", 3, ("profile",))]
+    assert cells == [Cell("image", 2, ("profile",)), Cell("video_to_image", 3, ("profile",))]
     assert skipped[0] == (
         "image k=3: image class counts [3, 3, 2] cannot fill 3 stratified folds "
         "(every class needs 3) (scheme por_rolling)"
@@ -126,7 +126,7 @@ def test_cells_without_enough_data_are_skipped_with_the_reason():
     one = synthetic(2)
     one.image_y = np.zeros_like(one.image_y)
     cells, skipped = plan_cells({2: one}, GRID)
-    assert cells == [("video_to_image", 2, ("profile",))]
+    assert cells == [Cell("video_to_image", 2, ("profile",))]
     assert skipped == [
         "image k=2: image class counts [45, 0] cannot fill 3 stratified folds "
         "(every class needs 3) (scheme por_rolling)"
@@ -149,18 +149,22 @@ def test_popray_train_on_the_sample_writes_queryable_tables(embedded, tmp_path):
     run_label(out, LabelConfig())
     run_dedup(out, DedupConfig(), "efficientnet_lite0")
     args = ["train", "--out", str(out), "--model", "image", "--seed", "0", "--epochs", "3"]
+    args += ["--protocol", "stratified_kfold"]  # the paper's folds alone
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     assert "[10/10] image k=" in result.output  # one progress line per trial
-    assert "image " in result.output.splitlines()[-2]  # the metrics table, paper layout
+    table = result.output[result.output.index("stratified 5-fold") :].splitlines()
+    assert table[3].startswith("image ")  # the metrics table, paper layout
     con = store.connect(out)
     n = con.sql("SELECT count(*) FROM trials WHERE model = 'image'").fetchall()[0][0]
     per_item = con.sql(
         "SELECT k, count(*), count(DISTINCT media_id) FROM predictions GROUP BY k ORDER BY k"
     ).fetchall()
     models = con.sql("SELECT model, k, path FROM models ORDER BY k").fetchall()
+    protocols = con.sql("SELECT DISTINCT protocol FROM metrics").fetchall()
     con.close()
     assert n == 10 and per_item[0][1] == per_item[0][2]  # each item once (one seed)
+    assert protocols == [("stratified_kfold",)]
     assert [(m, k) for m, k, _ in models] == [("image", 2), ("image", 3)]
     assert all((out / path / "model.pt").exists() for _, _, path in models)
 

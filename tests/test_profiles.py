@@ -45,10 +45,11 @@ def test_every_profile_gets_its_own_labels_folds_and_models(many):
     assert sorted({m["profile_id"] for m in media}) == profiles
     # a profile whose few videos cannot fill 5 stratified folds skips its video model,
     # with the profile named; the others still train
-    skipped = [x for x in lines if x.startswith("skipped profile ")]
+    skipped = [x for x in lines if x.startswith("skipped profile ") and "walk_forward" not in x]
     assert skipped and all("video_to_image k=2" in x for x in skipped)
-    trials = store.read_table(out, "trials").to_pylist()
-    predictions = store.read_table(out, "predictions").to_pylist()
+    folds = "SELECT * FROM {} WHERE protocol = 'stratified_kfold'"
+    trials = store.query(out, folds.format("trials")).to_pylist()
+    predictions = store.query(out, folds.format("predictions")).to_pylist()
     owner = {m["media_id"]: m["profile_id"] for m in media}
     images = {
         p: {
@@ -79,7 +80,11 @@ def test_every_profile_gets_its_own_labels_folds_and_models(many):
 
 def test_metrics_per_profile_and_pooled(many):
     out, truth, *_ = many
-    rows = [r for r in store.read_table(out, "metrics").to_pylist() if r["model"] == "image"]
+    rows = [
+        r
+        for r in store.read_table(out, "metrics").to_pylist()
+        if r["model"] == "image" and r["protocol"] == "stratified_kfold"
+    ]
     pooled = [r for r in rows if r["profile_id"] is None]
     own = [r for r in rows if r["profile_id"] is not None]
     assert len(pooled) == 1 and sorted(r["profile_id"] for r in own) == sorted(truth["profiles"])
@@ -140,3 +145,43 @@ def test_predict_and_explain_need_a_profile_when_there_are_several(many, tmp_pat
     explained = run_explain(copy, k=2, per_class=1, weights="random").to_pylist()
     paths = {r["model_path"] for r in explained}
     assert len(paths) == len(profiles) and all(r["error"] is None for r in explained)
+
+
+def test_walk_forward_windows_per_profile(many):
+    """Beside the folds, each profile's last windows: trained on its own posts before the
+    cut, scored on its own posts inside the window, each item once per (model, seed)."""
+    from datetime import timedelta
+
+    from popray.config import WalkForwardConfig
+
+    out, truth, report, _ = many
+    wf = WalkForwardConfig()
+    horizon = timedelta(days=wf.horizon_days)
+    published = {
+        p["post_id"]: p["published_at"] for p in store.read_table(out, "posts").to_pylist()
+    }
+    media = {m["media_id"]: m for m in store.read_table(out, "media").to_pylist()}
+    preds = [r for r in report.grid.predictions.to_pylist() if r["protocol"] == "walk_forward"]
+    assert {r["profile_id"] for r in preds} == set(truth["profiles"])
+    for r in preds:
+        item = media[r["media_id"]]
+        assert item["profile_id"] == r["profile_id"]
+        assert r["cut_at"] <= published[item["post_id"]] < r["cut_at"] + horizon
+    keys = [(r["model"], r["seed"], r["media_id"]) for r in preds]
+    assert len(keys) == len(set(keys))
+    trials = [t for t in report.grid.trials.to_pylist() if t["protocol"] == "walk_forward"]
+    for t in trials:
+        assert 0 <= t["fold"] < wf.cuts and t["window_end"] - t["cut_at"] == horizon
+        assert t["cut_at"].hour == t["cut_at"].minute == 0  # windows run midnight to midnight
+        own_before = [
+            m
+            for m in media.values()
+            if m["profile_id"] == t["profile_id"]
+            and m["media_type"] == "image"
+            and published[m["post_id"]] < t["cut_at"]
+        ]
+        if t["model"] == "image":
+            assert wf.min_train_per_class * 2 <= t["n_train"] <= len(own_before)
+    rows = store.read_table(out, "metrics").to_pylist()
+    assert {r["protocol"] for r in rows} == {"stratified_kfold", "walk_forward"}
+    assert all(r["paper_accuracy"] is None for r in rows if r["protocol"] == "walk_forward")
