@@ -359,13 +359,16 @@ def report(out: OutOpt) -> None:
 
 
 @app.command()
-def sql(out: OutOpt, query: Annotated[str, typer.Argument(help="one SQL statement")]) -> None:
+def sql(
+    out: Annotated[str, typer.Option("--out", help="output folder, or a --publish-to URI")],
+    query: Annotated[str, typer.Argument(help="one SQL statement")],
+) -> None:
     """Run a read-only SQL query over the output views and print the result as a table."""
-    from popray import store
+    from popray import remote, store
 
     try:
-        con = store.connect(out)
-    except FileNotFoundError as exc:
+        con = remote.connect(out) if remote.is_uri(out) else store.connect(Path(out))
+    except (FileNotFoundError, ValueError, OSError) as exc:
         _fail(str(exc))
     try:
         rel = con.sql(query)
@@ -452,12 +455,17 @@ def run(
     config: Annotated[Path | None, typer.Option(help="run configuration (.toml/.yaml)")] = None,
     input: Annotated[Path | None, typer.Option("--input", help="profile export folder")] = None,
     out: Annotated[Path | None, typer.Option("--out", help="output folder")] = None,
+    publish_to: Annotated[
+        str | None,
+        typer.Option("--publish-to", help="also publish to object storage (s3://, gs://)"),
+    ] = None,
     address: Annotated[
         str | None, typer.Option(help="Ray cluster to join (default: RAY_ADDRESS, else local)")
     ] = None,
 ) -> None:
     """Run the whole job: ingest -> label -> embed -> dedup -> train -> explain ->
     figures -> report."""
+    from popray import remote
     from popray.backbones import WeightsError
     from popray.grid import GridError
     from popray.publish import staged_run
@@ -465,23 +473,32 @@ def run(
 
     try:
         cfg = load_config(config) if config else None
-        overrides = {k: v for k, v in {"input_dir": input, "out_dir": out}.items() if v}
+        given = {"input_dir": input, "out_dir": out, "publish_to": publish_to}
+        overrides = {k: v for k, v in given.items() if v}
         if cfg is None:
             if input is None:
                 _fail("give --config FILE or --input DIR")
             cfg = RunConfig(**overrides)
         elif overrides:
-            cfg = cfg.model_copy(update=overrides)
+            cfg = RunConfig.model_validate(cfg.model_dump() | overrides)
     except (OSError, ValueError) as exc:  # ValidationError is a ValueError
         _fail(str(exc))
     if address:  # every stage's ray.init() joins it (inside `ray job submit` it is set)
         os.environ["RAY_ADDRESS"] = address
     start = time.perf_counter()
     try:
-        with store.exclusive(cfg.out_dir, "run"), staged_run(cfg.out_dir) as run_dir:
-            _run_stages(cfg.model_copy(update={"out_dir": run_dir}))
+        with store.exclusive(cfg.out_dir, "run"):
+            if cfg.publish_to and (pulled := remote.pull(cfg.publish_to, cfg.out_dir)):
+                typer.echo(f"started from run {pulled} published at {cfg.publish_to}")
+            with staged_run(cfg.out_dir) as run_dir:
+                _run_stages(cfg.model_copy(update={"out_dir": run_dir}))
+            if cfg.publish_to:
+                pushed = remote.push(cfg.out_dir, cfg.publish_to)
+                typer.echo(f"published run {pushed} to {cfg.publish_to}")
     except (InputError, WeightsError, ValueError, GridError, store.LockedError) as exc:
         _fail(str(exc))
+    except OSError as exc:  # object storage unreachable, credentials refused, ...
+        _fail(f"publishing to {cfg.publish_to}: {exc}" if cfg.publish_to else str(exc))
     typer.echo(summary_text(cfg.out_dir))
     typer.echo(f"done in {time.perf_counter() - start:.1f} s; outputs in {cfg.out_dir}/")
     typer.echo(f'query them: popray sql --out {cfg.out_dir} "SELECT * FROM metrics"')

@@ -225,6 +225,20 @@ class RunConfig(_Config):
 
     input_dir: Path = Field(description="profile export folder (posts, media, followers, ...)")
     out_dir: Path = Field(default=Path("out"), description="output folder (tables, DuckDB, ...)")
+    publish_to: str | None = Field(
+        default=None,
+        description="object storage the published run is uploaded to (s3://bucket/prefix, "
+        "gs://bucket/prefix, file:///path): CURRENT names the run, written last; out_dir "
+        "stays the local work folder, filled from there on a fresh machine",
+    )
+
+    @field_validator("publish_to")
+    @classmethod
+    def _a_uri(cls, value: str | None) -> str | None:
+        if value is not None and "://" not in value:
+            raise ValueError(f"publish_to {value!r}: give a URI such as s3://bucket/prefix")
+        return value
+
     label: LabelConfig = Field(default_factory=LabelConfig)
     embed: EmbedConfig = Field(default_factory=EmbedConfig)
     dedup: DedupConfig = Field(default_factory=DedupConfig)

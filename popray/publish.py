@@ -68,7 +68,7 @@ def _clone(src: Path, dst: Path) -> None:
             copy(str(path), str(dst / name))
 
 
-def _publish(out: Path, run: Path) -> None:
+def publish(out: Path, run: Path) -> None:
     """Point OUT/current at `run` (one rename), then make sure the stable names exist."""
     for name, is_dir in ENTRIES.items():
         if is_dir:
@@ -92,7 +92,7 @@ def _adopt(out: Path) -> None:
     run = _new_run_dir(out)
     for path in legacy:
         os.replace(path, run / path.name)
-    _publish(out, run)
+    publish(out, run)
 
 
 def _prune(out: Path) -> None:
@@ -118,5 +118,5 @@ def staged_run(out: Path) -> Iterator[Path]:
     if previous is not None:
         _clone(previous, run)
     yield run
-    _publish(out, run)
+    publish(out, run)
     _prune(out)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 from pathlib import Path
 
 import pytest
@@ -107,3 +108,32 @@ def trained(embedded, tmp_path_factory):
     cfg = GridConfig(models=["image"], seeds=[0], train=TrainConfig(epochs=3))
     run_train(out, cfg, LabelConfig(), "efficientnet_lite0")
     return out
+
+
+@pytest.fixture(scope="session")
+def s3_uri():
+    """`s3://` URI (a function of the key prefix) of a bucket on a local S3 server: moto's,
+    on loopback, with test credentials in the environment for the session."""
+    from moto.server import ThreadedMotoServer
+
+    from popray import remote
+
+    with pytest.MonkeyPatch.context() as env:
+        for name, value in (
+            ("AWS_ACCESS_KEY_ID", "test"),
+            ("AWS_SECRET_ACCESS_KEY", "test"),
+            ("AWS_DEFAULT_REGION", "us-east-1"),
+        ):
+            env.setenv(name, value)
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+        server.start()
+        query = f"endpoint_override=127.0.0.1:{port}&scheme=http&region=us-east-1"
+        fs, _ = remote.resolve(f"s3://popray-test?{query}&allow_bucket_creation=true")
+        fs.create_dir("popray-test")
+        try:
+            yield lambda prefix: f"s3://popray-test/{prefix}?{query}"
+        finally:
+            server.stop()

@@ -1,0 +1,130 @@
+"""Published runs on object storage, through pyarrow's filesystems (s3://, gs://, file://).
+
+    popray run --input export --out work --publish-to s3://bucket/popray/brand
+    popray sql --out s3://bucket/popray/brand "SELECT * FROM metrics"
+
+The job runs in the local folder `--out` as always (staged runs, atomic publication,
+what a rerun reuses); once a run is published there it is uploaded:
+
+    <uri>/runs/<id>/...   the run's files (tables/, popray.duckdb, models/, report/, ...)
+    <uri>/CURRENT         {"run": "<id>", ...}: written last, in one PUT
+
+An object PUT is atomic on S3 and GCS, so a reader that resolves CURRENT first reads a
+complete run: an upload killed half-way is never named by it, and the previous run stays
+where it was. The run before the current one is kept (a reader may still be in it);
+older ones are deleted after the upload.
+
+A machine whose `--out` has no published run yet (a fresh cluster node, a new CI
+runner) first downloads the published run, so the nightly rerun decodes and embeds only
+new media and resumes the grid instead of starting over.
+
+Credentials and endpoints come from the usual places (AWS_* environment variables or
+instance roles for S3; GOOGLE_APPLICATION_CREDENTIALS for GCS) or from the URI's query
+(e.g. `?region=eu-west-1`, `?endpoint_override=host:port&scheme=http` for MinIO).
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+
+import duckdb
+import pyarrow as pa
+import pyarrow.dataset as pads
+import pyarrow.fs as pafs
+
+from popray.publish import PUBLISHED_MARK, current, publish
+from popray.tables import SCHEMAS
+
+POINTER = "CURRENT"
+
+
+def is_uri(value: str | Path) -> bool:
+    """Whether `value` names object storage (has a scheme) rather than a local folder."""
+    return "://" in str(value)
+
+
+def resolve(uri: str) -> tuple[pafs.FileSystem, str]:
+    """(filesystem, path inside it) of `uri`; a clear error for what pyarrow cannot open."""
+    try:
+        fs, path = pafs.FileSystem.from_uri(uri)
+    except (pa.ArrowInvalid, OSError, ValueError) as exc:
+        raise ValueError(f"{uri}: not a storage URI pyarrow can open ({exc})") from exc
+    return fs, path.rstrip("/")
+
+
+def published(uri: str) -> dict | None:
+    """The CURRENT pointer of `uri` (None: nothing published there yet)."""
+    fs, base = resolve(uri)
+    pointer = f"{base}/{POINTER}"
+    if fs.get_file_info(pointer).type != pafs.FileType.File:
+        return None
+    with fs.open_input_stream(pointer) as stream:
+        return json.loads(stream.read())
+
+
+def push(out: Path, uri: str) -> str:
+    """Upload the run published in `out` to `uri` and point CURRENT at it (last); remove
+    remote runs older than the previous one. Returns the run's id."""
+    run = current(out)
+    if run is None:
+        raise FileNotFoundError(f"{out}: no published run to upload")
+    fs, base = resolve(uri)
+    before = published(uri)
+    fs.create_dir(f"{base}/runs/{run.name}", recursive=True)
+    pafs.copy_files(
+        str(run),
+        f"{base}/runs/{run.name}",
+        source_filesystem=pafs.LocalFileSystem(),
+        destination_filesystem=fs,
+    )
+    files = sum(1 for p in run.rglob("*") if p.is_file())
+    pointer = {"run": run.name, "published_at": datetime.now(UTC).isoformat(), "files": files}
+    with fs.open_output_stream(f"{base}/{POINTER}") as stream:
+        stream.write(json.dumps(pointer).encode())
+    keep = {run.name} | ({before["run"]} if before else set())
+    runs = fs.get_file_info(pafs.FileSelector(f"{base}/runs", allow_not_found=True))
+    for info in runs:
+        if info.type == pafs.FileType.Directory and info.base_name not in keep:
+            fs.delete_dir(info.path)
+    return run.name
+
+
+def pull(uri: str, out: Path) -> str | None:
+    """When `out` has no published run, download the one published at `uri` and publish
+    it locally (the next staged run starts from it). Returns its id, or None when there
+    was nothing to do."""
+    if current(out) is not None:
+        return None
+    pointer = published(uri)
+    if pointer is None:
+        return None
+    fs, base = resolve(uri)
+    run = out / "runs" / pointer["run"]
+    run.mkdir(parents=True, exist_ok=True)
+    pafs.copy_files(
+        f"{base}/runs/{pointer['run']}",
+        str(run),
+        source_filesystem=fs,
+        destination_filesystem=pafs.LocalFileSystem(),
+    )
+    (run / PUBLISHED_MARK).touch()
+    publish(out, run)
+    return pointer["run"]
+
+
+def connect(uri: str) -> duckdb.DuckDBPyConnection:
+    """An in-memory DuckDB with a view per table of the run published at `uri`, read
+    through pyarrow (no DuckDB extension needed)."""
+    pointer = published(uri)
+    if pointer is None:
+        raise FileNotFoundError(f"{uri}: nothing published here ({POINTER} missing)")
+    fs, base = resolve(uri)
+    tables = f"{base}/runs/{pointer['run']}/tables"
+    con = duckdb.connect()
+    for name in SCHEMAS:  # identifiers only from this allow-list
+        folder = f"{tables}/{name}"
+        if fs.get_file_info(folder).type == pafs.FileType.Directory:
+            con.register(name, pads.dataset(folder, filesystem=fs, format="parquet"))
+    return con
