@@ -514,6 +514,9 @@ def plan(
     costs: Annotated[
         Path | None, typer.Option(help="unit costs (python -m jobs.benchmark costs)")
     ] = None,
+    walk_forward: Annotated[
+        bool, typer.Option("--walk-forward/--folds-only", help="the grid's protocols")
+    ] = True,
 ) -> None:
     """Expected wall time per stage, and the bottleneck, of a full run of that size."""
     from popray.plan import UnitCosts, plan_text
@@ -527,7 +530,8 @@ def plan(
         f"{profiles} profiles x {posts_per_profile} posts, {cpus} cores, {gpus} GPUs; "
         f"unit costs from {unit.source}"
     )
-    typer.echo(plan_text(make_plan(unit, profiles, posts_per_profile, cpus, gpus)))
+    stages = make_plan(unit, profiles, posts_per_profile, cpus, gpus, walk_forward)
+    typer.echo(plan_text(stages))
 
 
 @app.command()

@@ -17,11 +17,15 @@ import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from popray.config import WalkForwardConfig
+
 # What a profile's posts hold, on average (the sample generator's mix, close to the
 # paper's profile): images and videos per post, follower points per post.
 IMAGES_PER_POST = 0.88
 VIDEOS_PER_POST = 0.29
 FOLLOWER_ROWS_PER_POST = 0.57
+# the export labelled at each walk-forward cut and once settled after each window
+WALK_FORWARD_LABELLINGS = 2 * WalkForwardConfig().cuts
 GPU_FRAMES_PER_S = 10_000  # lite0 forward, bf16, one H100 (README: 10,300-15,900)
 
 
@@ -38,7 +42,9 @@ class UnitCosts:
     decode_video_core_s: float = 0.60  # 15 frames of a phone video, one core
     dedup_pair_s: float = 1.2e-8  # 100k-item benchmark: 121 s
     dedup_profile_s: float = 0.02  # per profile (50-profile benchmark: 0.43 s in all)
-    grid_item_core_s: float = 0.36  # the whole default grid + final models, per item
+    grid_item_core_s: float = 0.36  # the paper's grid (folds) + final models, per item
+    # walk-forward trials, per item, when every window trains (the demo's 244 posts)
+    walk_forward_item_core_s: float = 0.39
     profile_s: float = 1.45  # per profile: Grad-CAM of a sample of each class (driver)
     fixed_s: float = 9.4  # Ray start, figures, report
     views: int = 4
@@ -61,9 +67,15 @@ class Stage:
 
 
 def plan(
-    costs: UnitCosts, profiles: int, posts_per_profile: int, cpus: int, gpus: int = 0
+    costs: UnitCosts,
+    profiles: int,
+    posts_per_profile: int,
+    cpus: int,
+    gpus: int = 0,
+    walk_forward: bool = True,
 ) -> list[Stage]:
-    """Expected wall time of each stage of one full run (nothing reused)."""
+    """Expected wall time of each stage of one full run (nothing reused); `walk_forward`:
+    the grid's default second protocol too."""
     posts = profiles * posts_per_profile
     images, videos = posts * IMAGES_PER_POST, posts * VIDEOS_PER_POST
     rows = posts * (1 + IMAGES_PER_POST + VIDEOS_PER_POST + FOLLOWER_ROWS_PER_POST)
@@ -82,9 +94,22 @@ def plan(
     per_profile_pairs = (
         (posts_per_profile * IMAGES_PER_POST) ** 2 + (posts_per_profile * VIDEOS_PER_POST) ** 2
     ) / 2
+    forward = [
+        Stage(
+            "walk-forward labels",
+            posts * costs.label_post_s * WALK_FORWARD_LABELLINGS,
+            f"driver (DuckDB), {WALK_FORWARD_LABELLINGS} labellings",
+        ),
+        Stage(
+            "walk-forward grid",
+            (images + videos) * costs.walk_forward_item_core_s / cpus,
+            f"Tune trials ({cpus} cores); at most: windows short of training items are skipped",
+        ),
+    ]
     return [
         Stage("ingest", rows * costs.ingest_row_s, "driver, one core"),
         Stage("labels", posts * costs.label_post_s, "driver (DuckDB)"),
+        *(forward[:1] if walk_forward else []),
         embed,
         Stage(
             "dedup",
@@ -96,6 +121,7 @@ def plan(
             (images + videos) * costs.grid_item_core_s / cpus,
             f"Tune trials ({cpus} cores)",
         ),
+        *(forward[1:] if walk_forward else []),
         Stage("explain", profiles * costs.profile_s, "driver"),
         Stage("fixed", costs.fixed_s, "Ray start, figures, report"),
     ]
@@ -148,6 +174,11 @@ def costs_from_run(out: Path, cpus: int) -> UnitCosts:
         trained = one(
             "SELECT count(DISTINCT media_id) FROM predictions WHERE model IN ('image', 'video')"
         )
+        # the share of the train stage spent in walk-forward trials
+        forward_share = one(
+            "SELECT coalesce(sum(train_s) FILTER (WHERE protocol = 'walk_forward') "
+            "/ nullif(sum(train_s), 0), 0) FROM trials"
+        )
         profiles = one("SELECT count(DISTINCT profile_id) FROM posts")
     finally:
         con.close()
@@ -161,7 +192,8 @@ def costs_from_run(out: Path, cpus: int) -> UnitCosts:
         video_core_s=frame_core_s * 16,
         dedup_profile_s=max(0.0, timings["dedup"] - pairs * UnitCosts.dedup_pair_s)
         / max(profiles, 1),
-        grid_item_core_s=timings["train"] * cpus / max(trained, 1),
+        grid_item_core_s=timings["train"] * (1 - forward_share) * cpus / max(trained, 1),
+        walk_forward_item_core_s=timings["train"] * forward_share * cpus / max(trained, 1),
         profile_s=timings.get("explain", 0) / max(profiles, 1),
         fixed_s=timings["ray_start"] + timings["figures"] + timings["report"],
         views=views,

@@ -22,6 +22,8 @@ def test_parallel_stages_divide_by_the_cluster_and_driver_stages_do_not():
         small["grid + final models"].seconds / 10
     )
     assert big["ingest"].seconds == small["ingest"].seconds
+    folds_only = _by_name(plan(costs, 100, 200, cpus=8, walk_forward=False))
+    assert "walk-forward grid" in small and "walk-forward grid" not in folds_only
     posts = 100 * 200
     expect = (
         posts * (IMAGES_PER_POST * costs.image_core_s + VIDEOS_PER_POST * costs.video_core_s) / 8
@@ -62,7 +64,9 @@ def test_unit_costs_read_off_a_run(tmp_path, monkeypatch):
         "CREATE TABLE embeddings_video AS SELECT 1 FROM range(25);"
         "CREATE TABLE labels AS SELECT 'p' AS profile_id, 'image' AS media_type, "
         "'por_rolling' AS scheme, 2 AS k FROM range(80);"
-        "CREATE TABLE predictions AS SELECT i AS media_id, 'image' AS model FROM range(70) t(i)"
+        "CREATE TABLE predictions AS SELECT i AS media_id, 'image' AS model FROM range(70) t(i);"
+        "CREATE TABLE trials AS SELECT * FROM (VALUES ('stratified_kfold', 3.0), "
+        "('walk_forward', 1.0)) t(protocol, train_s)"
     )
     monkeypatch.setattr(store, "connect", lambda out: con)
     costs = plan_module.costs_from_run(out, cpus=2)
@@ -72,7 +76,9 @@ def test_unit_costs_read_off_a_run(tmp_path, monkeypatch):
     assert costs.image_core_s == pytest.approx(40 * 2 / frames * 5)
     assert costs.video_core_s == pytest.approx(40 * 2 / frames * 16)
     assert costs.dedup_profile_s == pytest.approx(0.2 - 80 * 80 / 2 * costs.dedup_pair_s)
-    assert costs.grid_item_core_s == pytest.approx(30 * 2 / 70)
+    # the train stage split by where its trials spent their time (3 : 1)
+    assert costs.grid_item_core_s == pytest.approx(30 * 0.75 * 2 / 70)
+    assert costs.walk_forward_item_core_s == pytest.approx(30 * 0.25 * 2 / 70)
     assert costs.fixed_s == 3 + 6 + 1 and costs.profile_s == 4 and costs.views == 4
     saved = tmp_path / "costs.json"
     costs.save(saved)
