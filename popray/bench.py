@@ -341,9 +341,10 @@ def bench_train(out: Path, cfg=None, backbone: str = "efficientnet_lite0") -> li
 
     import ray
 
+    from popray.cells import plan_cells, trial_specs
     from popray.config import GridConfig
     from popray.dataset import load_dataset
-    from popray.grid import plan_cells, run_grid, run_trial, trial_specs
+    from popray.grid import run_grid, run_trial
 
     cfg = cfg or GridConfig()
     datasets = {k: load_dataset(out, backbone, k) for k in LabelConfig().k}

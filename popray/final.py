@@ -167,7 +167,7 @@ def train_final(
     cells: list | None = None,
 ) -> pa.Table:
     """Train, save and list (table `models`) one final model per (profile, model, k) of
-    `cells` (grid.Cell; default: all) of one protocol (the stratified folds when they
+    `cells` (cells.Cell; default: all) of one protocol (the stratified folds when they
     ran); a model already saved from the same items, labels and settings is reused."""
     root = out / MODELS_DIR
     root.mkdir(parents=True, exist_ok=True)

@@ -7,8 +7,9 @@ import numpy as np
 import pytest
 from grid_helpers import DATASETS, GRID, several, synthetic
 
+from popray.cells import MAX_TRIALS, Cell, plan_cells, shard_size, trial_specs
 from popray.folds import split
-from popray.grid import MAX_TRIALS, Cell, plan_cells, run_grid, shard_size, trial_specs
+from popray.grid import run_grid
 
 HELPER = Path(__file__).with_name("grid_helpers.py")
 
