@@ -29,6 +29,7 @@ import pyarrow.parquet as pq
 import torch
 from torch import nn
 
+from popray.cells import Cell
 from popray.config import GridConfig
 from popray.dataset import Dataset
 from popray.folds import all_data
@@ -164,7 +165,7 @@ def train_final(
     trials: pa.Table,
     metrics: pa.Table,
     backbone: str,
-    cells: list | None = None,
+    cells: list[Cell] | None = None,
 ) -> pa.Table:
     """Train, save and list (table `models`) one final model per (profile, model, k) of
     `cells` (cells.Cell; default: all) of one protocol (the stratified folds when they
@@ -179,8 +180,12 @@ def train_final(
         if r["protocol"] == protocol
     }
     if cells is None:
-        cells = [(m, k, tuple(d.profiles())) for m in cfg.models for k, d in datasets.items()]
-    cells = [c[:3] for c in cells if len(c) < 4 or c[3] == protocol]
+        cells = [
+            Cell(m, k, tuple(d.profiles()), protocol)
+            for m in cfg.models
+            for k, d in datasets.items()
+        ]
+    cells = [c for c in cells if c.protocol == protocol]
     rows = [
         _final_model(
             root,
@@ -192,7 +197,7 @@ def train_final(
             _epochs(trials, model, k, profile, protocol),
             accuracy.get((model, k, profile)),
         )
-        for model, k, profiles in cells
+        for model, k, profiles, _ in cells
         for profile in profiles
     ]
     return pa.Table.from_pylist(rows, schema=MODELS)

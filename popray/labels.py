@@ -63,14 +63,22 @@ def _scheme_queries(config: LabelConfig) -> list[tuple[str, dict]]:
     return queries
 
 
+def _sql_file(scheme: str) -> str:
+    """The SQL file that computes `scheme` (labels_por.sql computes both PoR schemes)."""
+    return "labels_por" if scheme.startswith("por_") else f"labels_{scheme}"
+
+
 def label_tables(
     posts: pa.Table,
     media: pa.Table,
     followers: pa.Table,
     excluded: pa.Table,
     config: LabelConfig,
+    only: str | None = None,
 ) -> pa.Table:
-    """Compute the `labels` table from the ingest tables (pure: nothing is written)."""
+    """Compute the `labels` table from the ingest tables (pure: nothing is written);
+    `only`: the rows of that scheme's SQL file alone (the PoR file gives both PoR
+    schemes), for callers that need one scheme."""
     con = duckdb.connect()
     try:
         for name, table in (
@@ -92,10 +100,11 @@ def label_tables(
         parts = [
             con.sql(sql_text(name), params=params).to_arrow_table().select(LABELS.names)
             for name, params in _scheme_queries(config)
+            if only is None or name == _sql_file(only)
         ]
     finally:
         con.close()
-    labels = pa.concat_tables([p.cast(LABELS) for p in parts])
+    labels = pa.concat_tables([LABELS.empty_table(), *(p.cast(LABELS) for p in parts)])
     order = [(c, "ascending") for c in ("profile_id", "scheme", "k", "media_type")]
     return labels.sort_by([*order, ("published_at", "ascending"), ("media_id", "ascending")])
 

@@ -121,8 +121,8 @@ def _bounds(posts: pa.Table, cfg: WalkForwardConfig) -> dict[str, np.ndarray]:
 
 
 def labels_as_of(tables: dict[str, pa.Table], as_of: dict[str, int], config: LabelConfig):
-    """The `labels` table computed from the export as it stood at each profile's time
-    `as_of` (µs): posts published and follower counts dated before it."""
+    """The `labels` rows of `config.scheme` computed from the export as it stood at each
+    profile's time `as_of` (µs): posts published and follower counts dated before it."""
     con = duckdb.connect()
     try:
         con.register("posts", tables["posts"])
@@ -138,7 +138,9 @@ def labels_as_of(tables: dict[str, pa.Table], as_of: dict[str, int], config: Lab
         followers = con.sql(FOLLOWERS_AS_OF).to_arrow_table()
     finally:
         con.close()
-    return label_tables(posts, tables["media"], followers, tables["excluded"], config)
+    return label_tables(
+        posts, tables["media"], followers, tables["excluded"], config, only=config.scheme
+    )
 
 
 def _recent(labels: pa.Table, scheme: str) -> dict[tuple[int, str], int | None]:
