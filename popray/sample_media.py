@@ -5,6 +5,12 @@ Each media item shows one *subject*, a public-domain photo shipped inside scikit
 textured or gradient background, so that no two posts look alike but an ImageNet CNN
 still sees what they show. Videos pan and zoom over such compositions, with cuts
 between scenes, and are written as H.264 MP4 with PyAV.
+
+Colour conversion between RGB and the encoder's YUV 4:2:0 is done here, in integer
+numpy (BT.601, limited range, as FFmpeg's default), never by libswscale: swscale's SIMD
+kernels can read memory they never initialised (process-dependent bytes) at widths that
+are not a multiple of 32, so the same seed gave different MP4 bytes within one process
+on some machines. The encoder and decoder only ever see and give yuv420p planes.
 """
 
 from __future__ import annotations
@@ -112,9 +118,72 @@ def save_image(img: Image.Image, path: Path, fmt: str, exif_rotate: bool = False
         raise ValueError(f"unsupported sample image format {fmt!r}")
 
 
+# Full-range (JPEG) Y and Cb/Cr to the limited range an H.264 yuv420p stream declares.
+_LIMITED_Y = [16 + (219 * i + 127) // 255 for i in range(256)]
+_LIMITED_C = [16 + (224 * i + 127) // 255 for i in range(256)]
+
+
+def rgb_to_yuv420p(img: Image.Image) -> np.ndarray:
+    """An RGB image -> (3h/2, w) uint8 yuv420p planes (Y, then U, then V, as PyAV's
+    `VideoFrame.from_ndarray(..., format="yuv420p")` takes them).
+
+    PIL's integer BT.601 YCbCr (full range), mapped to limited range by a table; chroma
+    is the mean of each 2x2 block (`Image.reduce`). Integer arithmetic in plain C: the
+    same pixels give the same planes on every machine, in every process."""
+    w, h = img.size
+    if h % 2 or w % 2:
+        raise ValueError(f"yuv420p needs an even width and height, got {w}x{h}")
+    y, cb, cr = img.convert("RGB").convert("YCbCr").split()
+    planes = (y.point(_LIMITED_Y), cb.reduce(2).point(_LIMITED_C), cr.reduce(2).point(_LIMITED_C))
+    return np.concatenate([np.asarray(p).reshape(-1) for p in planes]).reshape(h * 3 // 2, w)
+
+
+def yuv420p_to_rgb(yuv: np.ndarray) -> np.ndarray:
+    """(3h/2, w) uint8 yuv420p planes -> (h, w, 3) uint8 RGB (BT.601 limited range, in
+    8.8 fixed point; chroma repeated over its 2x2 block): the inverse of `rgb_to_yuv420p`."""
+    h, w = yuv.shape[0] * 2 // 3, yuv.shape[1]
+    flat = yuv.reshape(-1).astype(np.int32)
+    y = flat[: h * w].reshape(h, w) - 16
+    u = flat[h * w : h * w * 5 // 4].reshape(h // 2, w // 2) - 128
+    v = flat[h * w * 5 // 4 :].reshape(h // 2, w // 2) - 128
+    u = u.repeat(2, axis=0).repeat(2, axis=1)
+    v = v.repeat(2, axis=0).repeat(2, axis=1)
+    r = (298 * y + 409 * v + 128) >> 8
+    g = (298 * y - 100 * u - 208 * v + 128) >> 8
+    b = (298 * y + 516 * u + 128) >> 8
+    return np.clip(np.stack([r, g, b], axis=-1), 0, 255).astype(np.uint8)
+
+
+def _encoder(container, fps: Fraction, size: tuple[int, int], crf: int):
+    """An H.264 stream whose bytes depend on its input alone: one encoder thread."""
+    stream = container.add_stream("libx264", rate=fps)
+    stream.width, stream.height = size
+    stream.pix_fmt = "yuv420p"
+    stream.codec_context.thread_count = 1
+    stream.options = {"crf": str(crf), "preset": "veryfast"}
+    return stream
+
+
+def _encode(container, stream, yuv: np.ndarray | None) -> None:
+    """Encode one frame of yuv420p planes (None: flush the encoder)."""
+    frame = None if yuv is None else av.VideoFrame.from_ndarray(yuv, format="yuv420p")
+    for packet in stream.encode(frame):
+        container.mux(packet)
+
+
+def _decoded_yuv(path: Path):
+    """Every frame of a video as yuv420p planes, as the decoder gives them (no conversion)."""
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        for frame in container.decode(stream):
+            if frame.format.name != "yuv420p":
+                raise ValueError(f"{path}: frames are {frame.format.name}, not yuv420p")
+            yield frame.to_ndarray(format="yuv420p")
+
+
 def _scene_frames(
     rng: np.random.Generator, subject: str, size: tuple[int, int], n: int
-) -> list[np.ndarray]:
+) -> list[Image.Image]:
     """n frames panning and zooming over one composition (a Ken Burns shot)."""
     w, h = size
     big = compose(rng, subject, (int(w * 1.5), int(h * 1.5)))
@@ -130,7 +199,7 @@ def _scene_frames(
         left = min(max(0.0, cx - cw / 2), big.width - cw)
         top = min(max(0.0, cy - ch / 2), big.height - ch)
         box = (left, top, left + cw, top + ch)
-        frames.append(np.asarray(big.resize(size, Image.Resampling.BILINEAR, box=box)))
+        frames.append(big.resize(size, Image.Resampling.BILINEAR, box=box))
     return frames
 
 
@@ -160,40 +229,26 @@ def write_video(
     path.parent.mkdir(parents=True, exist_ok=True)
     options = {"movflags": "+faststart"} if faststart else {}
     with av.open(str(path), mode="w", options=options) as container:
-        stream = container.add_stream("libx264", rate=fps)
-        stream.width, stream.height = size
-        stream.pix_fmt = "yuv420p"
-        # One encoder thread keeps the bytes identical for a seed.
-        stream.codec_context.thread_count = 1
-        stream.options = {"crf": str(crf), "preset": "veryfast"}
+        stream = _encoder(container, fps, size, crf)
         for a, b in itertools.pairwise(bounds):
-            for arr in _scene_frames(rng, subject, size, b - a):
-                frame = av.VideoFrame.from_ndarray(arr, format="rgb24")
-                for packet in stream.encode(frame):
-                    container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
+            for img in _scene_frames(rng, subject, size, b - a):
+                _encode(container, stream, rgb_to_yuv420p(img))
+        _encode(container, stream, None)
 
 
 def first_frame(path: Path) -> np.ndarray:
     """The first decoded frame (RGB): what a platform's automatic cover image shows."""
-    with av.open(str(path)) as container:
-        return next(container.decode(video=0)).to_ndarray(format="rgb24")
+    return yuv420p_to_rgb(next(_decoded_yuv(path)))
 
 
 def reencode_video(src: Path, dst: Path, crf: int) -> None:
     """Decode `src` and encode it again at another quality (same frames, rate and size)."""
     dst.parent.mkdir(parents=True, exist_ok=True)
-    with av.open(str(src)) as inp, av.open(str(dst), mode="w") as out:
-        istream = inp.streams.video[0]
-        ostream = out.add_stream("libx264", rate=istream.average_rate)
-        ostream.width, ostream.height = istream.codec_context.width, istream.codec_context.height
-        ostream.pix_fmt = "yuv420p"
-        ostream.codec_context.thread_count = 1
-        ostream.options = {"crf": str(crf), "preset": "veryfast"}
-        for frame in inp.decode(istream):
-            arr = frame.to_ndarray(format="rgb24")
-            for packet in ostream.encode(av.VideoFrame.from_ndarray(arr, format="rgb24")):
-                out.mux(packet)
-        for packet in ostream.encode():
-            out.mux(packet)
+    with av.open(str(src)) as inp:
+        ctx = inp.streams.video[0].codec_context
+        rate, size = inp.streams.video[0].average_rate, (ctx.width, ctx.height)
+    with av.open(str(dst), mode="w") as out:
+        stream = _encoder(out, rate, size, crf)
+        for yuv in _decoded_yuv(src):
+            _encode(out, stream, yuv)
+        _encode(out, stream, None)

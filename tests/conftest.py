@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import socket
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -12,14 +14,35 @@ import pytest
 # machine) runs without every dependency of the others.
 
 
+def _digest(root: Path) -> dict[str, str]:
+    """sha256 of every file under `root` (links: their target's name)."""
+    out = {}
+    for p in sorted(root.rglob("*")):
+        if p.is_symlink():
+            out[p.relative_to(root).as_posix()] = f"-> {p.readlink()}"
+        elif p.is_file():
+            out[p.relative_to(root).as_posix()] = hashlib.sha256(p.read_bytes()).hexdigest()
+    return out
+
+
+def _unchanged(root: Path) -> Iterator[Path]:
+    """Hand `root` to the session's tests and check, at the end, that none changed it:
+    a test that writes into a shared fixture makes later tests depend on the order."""
+    before = _digest(root)
+    yield root
+    after = _digest(root)
+    changed = sorted(k for k in before.keys() | after.keys() if before.get(k) != after.get(k))
+    assert not changed, f"a test changed the shared fixture {root}: {changed[:10]}"
+
+
 @pytest.fixture(scope="session")
-def tiny_input(tmp_path_factory) -> Path:
+def tiny_input(tmp_path_factory) -> Iterator[Path]:
     """A tiny sample export (36 posts, real images and H.264 videos, planted faults)."""
     from popray.sample import generate, spec_for
 
     root = tmp_path_factory.mktemp("tiny_input")
     generate(root, spec_for("tiny", seed=0))
-    return root
+    yield from _unchanged(root)
 
 
 @pytest.fixture(scope="session")
@@ -28,7 +51,7 @@ def tiny_truth(tiny_input) -> dict:
 
 
 @pytest.fixture(scope="session")
-def tiny_out(tiny_input, tmp_path_factory) -> Path:
+def tiny_out(tiny_input, tmp_path_factory) -> Iterator[Path]:
     """The tiny sample ingested and labelled (read-only for tests: copy before changing)."""
     from popray.config import LabelConfig
     from popray.ingest import run_ingest
@@ -37,7 +60,7 @@ def tiny_out(tiny_input, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("tiny_out")
     run_ingest(tiny_input, out)
     run_label(out, LabelConfig())
-    return out
+    yield from _unchanged(out)
 
 
 @pytest.fixture(scope="session")
@@ -87,11 +110,12 @@ def embedded(ray_session, tiny_input, embed_cfg, tmp_path_factory):
     out = root / "out"
     run_ingest(inp, out)
     report = embed.run_embed(out, embed_cfg)
-    return inp, out, report
+    for _ in _unchanged(root):
+        yield inp, out, report
 
 
 @pytest.fixture(scope="session")
-def trained(embedded, tmp_path_factory):
+def trained(embedded, tmp_path_factory) -> Iterator[Path]:
     """The tiny sample embedded, labelled, de-duplicated, and its image model trained
     (one seed, 3 epochs: fast; for tests of what comes after training)."""
     import shutil
@@ -107,7 +131,7 @@ def trained(embedded, tmp_path_factory):
     run_dedup(out, DedupConfig(), "efficientnet_lite0")
     cfg = GridConfig(models=["image"], seeds=[0], train=TrainConfig(epochs=3))
     run_train(out, cfg, LabelConfig(), "efficientnet_lite0")
-    return out
+    yield from _unchanged(out)
 
 
 @pytest.fixture(scope="session")
