@@ -137,4 +137,6 @@ def test_cluster_yaml_is_a_valid_launcher_config_with_auth_and_a_private_dashboa
     assert "--dashboard-host=127.0.0.1" in head and "RAY_AUTH_MODE=token" in head
     assert all("RAY_AUTH_MODE=token" in c for c in config["worker_start_ray_commands"][1:])
     assert any("ray_token" in target for target in config["file_mounts"])
-    assert any("pip install" in c and "popray" in c for c in config["setup_commands"])
+    setup = " ".join(config["setup_commands"])
+    assert "uv pip sync" in setup and "requirements.lock" in setup  # the tested versions
+    assert "--no-deps -e ~/popray" in setup
