@@ -140,7 +140,7 @@ def s3_uri():
     on loopback, with test credentials in the environment for the session."""
     from moto.server import ThreadedMotoServer
 
-    from popray import remote
+    from popray import storage
 
     with pytest.MonkeyPatch.context() as env:
         for name, value in (
@@ -155,9 +155,19 @@ def s3_uri():
         server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
         server.start()
         query = f"endpoint_override=127.0.0.1:{port}&scheme=http&region=us-east-1"
-        fs, _ = remote.resolve(f"s3://popray-test?{query}&allow_bucket_creation=true")
+        fs, _ = storage.resolve(f"s3://popray-test?{query}&allow_bucket_creation=true")
         fs.create_dir("popray-test")
         try:
             yield lambda prefix: f"s3://popray-test/{prefix}?{query}"
         finally:
             server.stop()
+
+
+@pytest.fixture
+def trained_copy(trained, tmp_path) -> Path:
+    """A private copy of `trained` for a test that writes into it (explain, predict)."""
+    import shutil
+
+    out = tmp_path / "trained"
+    shutil.copytree(trained, out)
+    return out

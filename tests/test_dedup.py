@@ -1,3 +1,5 @@
+import shutil
+
 import numpy as np
 import pytest
 
@@ -63,8 +65,9 @@ def test_videos_also_need_the_same_length_and_frame_rate():
     assert dedup_items(items, 1.5, CFG)[0] == []
 
 
-def test_planted_duplicates_are_found_and_no_unrelated_pair(embedded, tiny_truth):
-    _, out, _ = embedded
+def test_planted_duplicates_are_found_and_no_unrelated_pair(embedded, tiny_truth, tmp_path):
+    out = tmp_path / "out"  # a copy: dedup writes its tables into it
+    shutil.copytree(embedded[1], out)
     dups, nns = run_dedup(out, DedupConfig(), "efficientnet_lite0")
     planted = [(t["media_id"], t["duplicate_of"]) for t in tiny_truth["duplicates"]]
     assert planted, "the sample should plant duplicates"

@@ -61,8 +61,9 @@ def test_video_rows_follow_the_frame_rule(embedded, tiny_input):
             assert np.allclose(v["thumbnail"], frames[0])
 
 
-def test_rerun_with_nothing_new_does_no_work(embedded, embed_cfg, monkeypatch):
-    _, out, _ = embedded
+def test_rerun_with_nothing_new_does_no_work(embedded, embed_cfg, monkeypatch, tmp_path):
+    out = tmp_path / "out"  # a copy: the rerun rewrites popray.duckdb
+    shutil.copytree(embedded[1], out)
     before = {n: store.read_table(out, n) for n in ("embeddings_image", "embeddings_video")}
 
     def no_pipeline(*args, **kwargs):
@@ -100,7 +101,7 @@ def test_new_media_only_are_embedded_and_changed_files_are_caught(
     seen = []
     real = embed.run_pipeline
     monkeypatch.setattr(
-        embed, "run_pipeline", lambda items, cfg: seen.extend(items) or real(items, cfg)
+        embed, "run_pipeline", lambda items, *rest: seen.extend(items) or real(items, *rest)
     )
     report = embed.run_embed(out2, embed_cfg)
     assert [i["media_id"] for i in seen] == ["mnew"] and report.embedded == 1

@@ -48,23 +48,23 @@ def test_overlay_keeps_the_photo_and_adds_the_heat():
 
 
 def test_explain_writes_heatmaps_per_class_and_names_unreadable_files(
-    trained, tmp_path, tiny_truth
+    trained_copy, tmp_path, tiny_truth
 ):
     good = tmp_path / "candidate.png"
     Image.new("RGB", (320, 240), (200, 40, 40)).save(good)
     bad = tmp_path / "broken.jpg"
     bad.write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
-    table = run_explain(trained, k=2, per_class=2, media=[good, bad])
+    table = run_explain(trained_copy, k=2, per_class=2, media=[good, bad])
     rows = table.to_pylist()
     sampled = [r for r in rows if r["media_id"]]
     assert sorted(r["label"] for r in sampled) == [0, 0, 1, 1]
     for r in rows[:-1]:
-        png = Image.open(trained / r["path"])
+        png = Image.open(trained_copy / r["path"])
         assert max(png.size) <= 448 and r["error"] is None  # never upscaled
         assert r["pred"] == int(np.argmax(r["proba"])) and abs(sum(r["proba"]) - 1) < 1e-5
     assert rows[-2]["file"] == str(good) and rows[-2]["media_id"] is None
     assert rows[-1]["path"] is None and "cannot decode image" in rows[-1]["error"]
-    con = store.connect(trained)
+    con = store.connect(trained_copy)
     assert con.sql("SELECT count(*) FROM explanations").fetchall()[0][0] == 6
     con.close()
 

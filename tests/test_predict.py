@@ -26,9 +26,9 @@ def candidates(tmp_path, tiny_input, tiny_truth):
     return folder
 
 
-def test_candidates_are_ranked_best_first_and_bad_files_say_why(trained, candidates):
+def test_candidates_are_ranked_best_first_and_bad_files_say_why(trained_copy, candidates):
     assert ".hidden.jpg" not in {p.name for p in candidate_files([candidates])}
-    table = run_predict(trained, [candidates], k=2)
+    table = run_predict(trained_copy, [candidates], k=2)
     rows = table.to_pylist()
     by_name = {r["file"].rsplit("/", 1)[1]: r for r in rows}
     assert set(by_name) == {"a.jpg", "b.jpg", "c.png", "broken.jpg", "notes.txt", "clip.mp4"}
@@ -38,24 +38,25 @@ def test_candidates_are_ranked_best_first_and_bad_files_say_why(trained, candida
     for r in ranked:
         assert r["model"] == "image" and r["k"] == 2 and r["error"] is None
         assert r["score"] == pytest.approx(r["proba"][1])  # k = 2: P(popular)
-        assert (trained / r["gradcam"]).is_file()
+        assert (trained_copy / r["gradcam"]).is_file()
     assert by_name["broken.jpg"]["error"].startswith("cannot decode image")
     assert "not an image" in by_name["notes.txt"]["error"]
     assert "no video model" in by_name["clip.mp4"]["error"]  # only `image` was trained
-    con = store.connect(trained)
+    con = store.connect(trained_copy)
     assert con.sql("SELECT count(*) FROM predictions_new WHERE rank IS NOT NULL").fetchall() == [
         (3,)
     ]
     con.close()
 
 
-def test_predict_cli_prints_the_ranking(trained, candidates):
+def test_predict_cli_prints_the_ranking(trained_copy, candidates):
     result = CliRunner().invoke(
-        app, ["predict", "--out", str(trained), "--media", str(candidates / "a.jpg"), "--k", "2"]
+        app,
+        ["predict", "--out", str(trained_copy), "--media", str(candidates / "a.jpg"), "--k", "2"],
     )
     assert result.exit_code == 0, result.output
     assert "   1 " in result.output and "Grad-CAM:" in result.output
     missing = CliRunner().invoke(
-        app, ["predict", "--out", str(trained), "--media", "x", "--k", "5"]
+        app, ["predict", "--out", str(trained_copy), "--media", "x", "--k", "5"]
     )
     assert missing.exit_code == 2 and "no saved image model for k=5" in missing.output
