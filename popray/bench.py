@@ -16,6 +16,7 @@ import pyarrow as pa
 from popray import store
 from popray.config import LabelConfig
 from popray.labels import label_tables
+from popray.storage import LOCAL_FILES
 from popray.tables import SCHEMAS
 
 US_PER_DAY = 86_400_000_000
@@ -160,7 +161,7 @@ def pipeline_rate(images: list[dict], cfg) -> float:
     from popray.embed import run_pipeline
 
     start = time.perf_counter()
-    results = run_pipeline(images, cfg)
+    results = run_pipeline(images, cfg, LOCAL_FILES)
     assert all(not r["error"] for r in results), [r["error"] for r in results if r["error"]]
     return len(images) / (time.perf_counter() - start)
 

@@ -87,7 +87,9 @@ def sample(
 
 @app.command()
 def ingest(
-    input: Annotated[Path, typer.Option("--input", help="profile export folder")],
+    input: Annotated[
+        str, typer.Option("--input", help="profile export: a folder, or s3://, gs://, file://")
+    ],
     out: OutOpt,
 ) -> None:
     """Validate a profile export into Parquet tables and OUT/popray.duckdb."""
@@ -99,7 +101,7 @@ def ingest(
     except (InputError, store.LockedError) as exc:
         _fail(str(exc))
     counts = ", ".join(f"{k} {v.num_rows}" for k, v in result.tables.items())
-    typer.echo(f"ingested {input} -> {out}: {counts}")
+    typer.echo(f"ingested {input.split('?', 1)[0]} -> {out}: {counts}")
 
 
 def _label_config(k: list[int] | None, **given) -> LabelConfig:
@@ -364,10 +366,10 @@ def sql(
     query: Annotated[str, typer.Argument(help="one SQL statement")],
 ) -> None:
     """Run a read-only SQL query over the output views and print the result as a table."""
-    from popray import remote, store
+    from popray import remote, storage, store
 
     try:
-        con = remote.connect(out) if remote.is_uri(out) else store.connect(Path(out))
+        con = remote.connect(out) if storage.is_uri(out) else store.connect(Path(out))
     except (FileNotFoundError, ValueError, OSError) as exc:
         _fail(str(exc))
     try:
@@ -453,7 +455,10 @@ def _run_stages(cfg: RunConfig) -> None:
 @app.command()
 def run(
     config: Annotated[Path | None, typer.Option(help="run configuration (.toml/.yaml)")] = None,
-    input: Annotated[Path | None, typer.Option("--input", help="profile export folder")] = None,
+    input: Annotated[
+        str | None,
+        typer.Option("--input", help="profile export: a folder, or s3://, gs://, file://"),
+    ] = None,
     out: Annotated[Path | None, typer.Option("--out", help="output folder")] = None,
     publish_to: Annotated[
         str | None,

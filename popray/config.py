@@ -223,7 +223,10 @@ class GridConfig(_Config):
 class RunConfig(_Config):
     """One end-to-end run: where the export is, where outputs go, and each stage's options."""
 
-    input_dir: Path = Field(description="profile export folder (posts, media, followers, ...)")
+    input_dir: str = Field(
+        description="profile export (posts, media, followers, ...): a folder on this machine, "
+        "or a URI every node of a cluster reaches (s3://bucket/prefix, gs://..., file:///mnt/...)"
+    )
     out_dir: Path = Field(default=Path("out"), description="output folder (tables, DuckDB, ...)")
     publish_to: str | None = Field(
         default=None,
@@ -231,6 +234,11 @@ class RunConfig(_Config):
         "gs://bucket/prefix, file:///path): CURRENT names the run, written last; out_dir "
         "stays the local work folder, filled from there on a fresh machine",
     )
+
+    @field_validator("input_dir", mode="before")
+    @classmethod
+    def _a_location(cls, value: object) -> object:
+        return str(value) if isinstance(value, Path) else value
 
     @field_validator("publish_to")
     @classmethod
@@ -258,7 +266,9 @@ def load_config(path: Path) -> RunConfig:
     base = path.parent
     return config.model_copy(
         update={
-            "input_dir": base / config.input_dir,
+            "input_dir": config.input_dir
+            if "://" in config.input_dir
+            else str(base / config.input_dir),
             "out_dir": base / config.out_dir,
         }
     )

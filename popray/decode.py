@@ -13,6 +13,7 @@ files, so each video is decoded in a child process that is killed after a time l
 
 from __future__ import annotations
 
+import io
 import multiprocessing as mp
 from pathlib import Path
 from typing import Any
@@ -32,12 +33,14 @@ class DecodeError(Exception):
     """A media file that cannot be decoded; the message says why (for quarantine)."""
 
 
-def load_image(path: Path, max_pixels: int = 50_000_000) -> Image.Image:
-    """Open an image (allow-listed formats only), apply EXIF orientation, return RGB."""
+def load_image(source: Path | bytes, max_pixels: int = 50_000_000) -> Image.Image:
+    """Open an image (a file, or its bytes as read from storage; allow-listed formats
+    only), apply EXIF orientation, return RGB."""
     if ImageFile.LOAD_TRUNCATED_IMAGES:  # some library flipped the global: refuse
         raise DecodeError("PIL.ImageFile.LOAD_TRUNCATED_IMAGES is on; refusing to decode")
+    fp = io.BytesIO(source) if isinstance(source, bytes | bytearray) else source
     try:
-        with Image.open(path, formats=ALLOWED_IMAGE_FORMATS) as img:
+        with Image.open(fp, formats=ALLOWED_IMAGE_FORMATS) as img:
             if img.width * img.height > max_pixels:
                 raise DecodeError(
                     f"{img.width}x{img.height} pixels exceeds the limit of {max_pixels:,} "
@@ -84,10 +87,10 @@ def augmented_view(base: np.ndarray, rng: np.random.Generator, aug: AugmentConfi
 
 
 def image_views(
-    path: Path, n_views: int, seed: int, sha256: str, aug: AugmentConfig, max_pixels: int
+    source: Path | bytes, n_views: int, seed: int, sha256: str, aug: AugmentConfig, max_pixels: int
 ) -> np.ndarray:
     """(1 + n_views, 224, 224, 3) uint8: the image, then its seeded augmented views."""
-    base = resize(load_image(path, max_pixels))
+    base = resize(load_image(source, max_pixels))
     views = [base]
     for v in range(1, n_views + 1):
         rng = np.random.default_rng([seed, int(sha256[:15], 16), v])
@@ -106,15 +109,18 @@ def frame_indices(times: np.ndarray, fps: float, n_frames_total: int) -> np.ndar
     return np.clip(np.floor(times * fps + 0.5).astype(np.int64), 0, max(0, n_frames_total - 1))
 
 
-def _decode_video_child(path: str, size: int, conn) -> None:
-    """Runs in a child process: sample and decode the frames, send them back."""
+def _decode_video_child(source: str | bytes, size: int, conn) -> None:
+    """Runs in a child process: sample and decode the frames of a file (or of its bytes,
+    as read from storage), send them back."""
     try:
         import decord
 
         # Native size, then the same PIL resize as images: frames, thumbnails and images
         # must be comparable (dedup compares a thumbnail file with a first frame; the
         # mixed models put images and frames side by side).
-        vr = decord.VideoReader(path, num_threads=1)
+        vr = decord.VideoReader(
+            io.BytesIO(source) if isinstance(source, bytes) else source, num_threads=1
+        )
         n_total = len(vr)
         fps = float(vr.get_avg_fps())
         if n_total <= 0 or not np.isfinite(fps) or fps <= 0:
@@ -174,9 +180,11 @@ def run_bounded(target, args: tuple, timeout_s: float) -> tuple[str, Any]:
         proc.join(1)
 
 
-def video_frames(path: Path, timeout_s: float, size: int = SIZE) -> dict:
-    """Sampled frames and metadata of a video, decoded in a bounded child process."""
-    status, payload = run_bounded(_decode_video_child, (str(path), size), timeout_s)
+def video_frames(source: Path | bytes, timeout_s: float, size: int = SIZE) -> dict:
+    """Sampled frames and metadata of a video (a file, or its bytes), decoded in a
+    bounded child process."""
+    arg = source if isinstance(source, bytes) else str(source)
+    status, payload = run_bounded(_decode_video_child, (arg, size), timeout_s)
     if status != "ok":
         raise DecodeError(payload)
     return payload

@@ -25,7 +25,8 @@ import pyarrow.compute as pc
 
 from popray import decode, store
 from popray.config import EmbedConfig
-from popray.ingest import input_dir_of, sha256_file
+from popray.ingest import input_dir_of
+from popray.storage import Location, sha256_bytes
 from popray.tables import SCHEMAS, embeddings_image_schema, embeddings_video_schema
 
 log = logging.getLogger(__name__)
@@ -43,11 +44,15 @@ def video_key(cfg: EmbedConfig) -> str:
     return f"vid-v{PREPROCESS_VERSION}-{decode.SIZE}px-{decode.N_FRAMES}f-{decode.SECONDS:g}s"
 
 
-def decode_batch(batch: dict[str, np.ndarray], cfg: EmbedConfig) -> dict[str, np.ndarray]:
+def decode_batch(
+    batch: dict[str, np.ndarray], cfg: EmbedConfig, export: Location
+) -> dict[str, np.ndarray]:
     """Ray Data task: decode each item to a (n, 224, 224, 3) uint8 stack, or an error.
 
-    Images give 1 + views frames; videos 15 sampled frames plus the thumbnail file's, if
-    any. Nothing raises for a bad file: the reason travels on in column `error`.
+    The task reads each file's bytes from `export` itself (on object storage from its
+    own node), checks them against ingest's sha256 and decodes from memory. Images give
+    1 + views frames; videos 15 sampled frames plus the thumbnail file's, if any. Nothing
+    raises for a bad file: the reason travels on in column `error`.
     """
     empty = np.zeros((0, decode.SIZE, decode.SIZE, 3), np.uint8)
     pixels, meta, errors = [], [], []
@@ -55,17 +60,19 @@ def decode_batch(batch: dict[str, np.ndarray], cfg: EmbedConfig) -> dict[str, np
         batch["kind"], batch["path"], batch["thumb"], batch["sha256"], strict=True
     ):
         try:
-            if not Path(path).is_file():
-                raise decode.DecodeError("file not found")
-            if sha256_file(Path(path)) != sha:
+            try:
+                data = export.read_bytes(str(path))
+            except FileNotFoundError:
+                raise decode.DecodeError("file not found") from None
+            if sha256_bytes(data) != sha:
                 raise decode.DecodeError("file changed since ingest (sha256); re-run ingest")
             if kind == "image":
                 stack = decode.image_views(
-                    Path(path), cfg.views, cfg.seed, sha, cfg.augment, cfg.max_image_pixels
+                    data, cfg.views, cfg.seed, sha, cfg.augment, cfg.max_image_pixels
                 )
                 info = {}
             else:
-                video = decode.video_frames(Path(path), cfg.video_timeout_s)
+                video = decode.video_frames(data, cfg.video_timeout_s)
                 stack = video.pop("frames")
                 info = {
                     k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in video.items()
@@ -74,10 +81,10 @@ def decode_batch(batch: dict[str, np.ndarray], cfg: EmbedConfig) -> dict[str, np
                 if thumb:
                     try:
                         thumb_px = decode.resize(
-                            decode.load_image(Path(thumb), cfg.max_image_pixels)
+                            decode.load_image(export.read_bytes(str(thumb)), cfg.max_image_pixels)
                         )
-                    except decode.DecodeError as exc:
-                        raise decode.DecodeError(f"thumbnail: {exc}") from exc
+                    except (decode.DecodeError, FileNotFoundError) as exc:
+                        raise decode.DecodeError(f"thumbnail: {decode.describe(exc)}") from exc
                     stack = np.concatenate([stack, thumb_px[None]])
                     info["thumbnail_source"] = "file"
             pixels.append(stack)
@@ -177,8 +184,25 @@ def ensure_ray() -> None:
         ray.init(log_to_driver=False)
 
 
-def run_pipeline(items: list[dict], cfg: EmbedConfig) -> list[dict]:
-    """Decode and embed `items` (media_id, sha256, kind, path, thumb) on Ray Data.
+def _check_reachable(export: Location) -> None:
+    """Refuse, before any task runs, an export that the cluster's other nodes cannot read:
+    their decode tasks would find no file and quarantine every item as "not found"."""
+    import ray
+
+    ensure_ray()
+    nodes = [n for n in ray.nodes() if n.get("Alive")]
+    if len(nodes) > 1 and not export.visible_to_cluster:
+        raise ValueError(
+            f"the export {export.display()} is a folder on this machine, but the Ray cluster "
+            f"has {len(nodes)} nodes that do not see it: put the export on object storage "
+            "(--input s3://bucket/prefix, gs://...), or, if every node mounts it at the same "
+            f"path, name it as file://{export.uri}"
+        )
+
+
+def run_pipeline(items: list[dict], cfg: EmbedConfig, export: Location) -> list[dict]:
+    """Decode and embed `items` (media_id, sha256, kind, path, thumb: paths relative to
+    `export`) on Ray Data.
 
     Returns one dict per item: media_id, sha256, kind, meta, error, embeddings.
     """
@@ -209,7 +233,7 @@ def run_pipeline(items: list[dict], cfg: EmbedConfig) -> list[dict]:
     decode_cpus = cfg.decode_cpus or (1.0 if use_gpu else 0.5)
     ds = ds.map_batches(
         decode_batch,
-        fn_kwargs={"cfg": cfg},
+        fn_kwargs={"cfg": cfg, "export": export},
         batch_size=ITEMS_PER_BLOCK,  # one call per block: small batches cost 2x in overhead
         num_cpus=decode_cpus,
         compute=TaskPoolStrategy(size=cfg.decode_concurrency) if cfg.decode_concurrency else None,
@@ -332,7 +356,7 @@ def _width(cfg: EmbedConfig, new_rows: dict[str, list[dict]], prev: dict) -> int
 def run_embed(out: Path, cfg: EmbedConfig) -> EmbedReport:
     """Embed every media item of `out` that is not excluded, reusing earlier results."""
     start = time.perf_counter()
-    input_dir = input_dir_of(out)
+    export = input_dir_of(out)
     media = store.read_table(out, "media").to_pylist()
     excluded = set(store.read_table(out, "excluded")["media_id"].to_pylist())
     keys = {"image": image_key(cfg), "video": video_key(cfg)}
@@ -352,10 +376,12 @@ def run_embed(out: Path, cfg: EmbedConfig) -> EmbedReport:
             "media_id": m["media_id"],
             "sha256": sha,
             "kind": m["media_type"],
-            "path": str(input_dir / m["path"]),
-            "thumb": str(input_dir / m["thumbnail_path"]) if m["thumbnail_path"] else "",
+            "path": m["path"],
+            "thumb": m["thumbnail_path"] or "",
         }
-    results = run_pipeline(list(need.values()), cfg) if need else []
+    if need:
+        _check_reachable(export)
+    results = run_pipeline(list(need.values()), cfg, export) if need else []
     got = {r["sha256"] for r in results}
     if got != set(need):  # never lose an item silently
         raise RuntimeError(

@@ -71,12 +71,12 @@ class Explainer:
         x = torch.from_numpy(np.array(pixels, copy=True)).permute(2, 0, 1)[None].float()
         return (x - self.mean) / self.std
 
-    def explain(self, path: Path) -> tuple[np.ndarray, np.ndarray, Image.Image]:
+    def explain(self, source: Path | bytes) -> tuple[np.ndarray, np.ndarray, Image.Image]:
         """Class probabilities, the Grad-CAM map of the top class in [0, 1] (h x w of the
-        feature map) and the original image, for one image file."""
+        feature map) and the original image, for one image (a file, or its bytes)."""
         from captum.attr import LayerGradCam
 
-        image = decode.load_image(path)
+        image = decode.load_image(source)
         x = self.tensor(decode.resize(image))
         with torch.no_grad():
             proba = torch.softmax(self.network(x), dim=1)[0].numpy()
@@ -165,28 +165,34 @@ def run_explain(
         shutil.rmtree(folder)
     folder.mkdir(parents=True)
     rows = []
+    export = input_dir_of(out)
     for spec in specs:
         explainer = Explainer.load(out, spec["path"], weights)
-        jobs = [
-            {"media_id": r["media_id"], "label": r["label"], "file": input_dir_of(out) / r["path"]}
+        jobs = [  # export media are read through the export's storage; --media files locally
+            {"media_id": r["media_id"], "label": r["label"], "file": r["path"]}
             for r in _samples(out, spec["profile_id"], spec["scheme"], k, per_class)
         ]
         jobs += [{"media_id": None, "label": None, "file": Path(p)} for p in media or []]
-        rows += [_explain_one(out, explainer, spec, job, folder) for job in jobs]
+        rows += [_explain_one(out, explainer, spec, job, folder, export) for job in jobs]
     table = pa.Table.from_pylist(rows, schema=EXPLANATIONS)
     store.write_table(out, "explanations", table, part=f"k{k}")
     store.refresh_views(out)
     return table
 
 
-def _explain_one(out: Path, explainer: Explainer, spec: dict, job: dict, folder: Path) -> dict:
+def _explain_one(
+    out: Path, explainer: Explainer, spec: dict, job: dict, folder: Path, export
+) -> dict:
     """One heatmap (or the error that prevented it): a row of `explanations`."""
-    row = {"k": explainer.k, "model_path": spec["path"]} | job | {"file": str(job["file"])}
+    in_export = isinstance(job["file"], str)
+    shown = export.display(job["file"]) if in_export else str(job["file"])
+    row = {"k": explainer.k, "model_path": spec["path"]} | job | {"file": shown}
     try:
-        proba, heat, image = explainer.explain(job["file"])
+        source = export.read_bytes(job["file"]) if in_export else job["file"]
+        proba, heat, image = explainer.explain(source)
     except (decode.DecodeError, OSError) as exc:
         return row | {"pred": None, "proba": None, "path": None, "error": str(exc)}
-    name = job["media_id"] or _file_name(job["file"])
+    name = job["media_id"] or _file_name(Path(job["file"]))
     target = folder / f"{name}.png"
     overlay(image, heat).save(target)
     return row | {

@@ -188,7 +188,7 @@ def closest_pairs(out: Path, threshold: float, n: int = 8) -> Path:
     axes = fig.subplots(max(1, len(pairs)), 2, squeeze=False)
     for row, pair in zip(axes, pairs, strict=False):
         for ax, key, mid in ((row[0], "a", "media_id"), (row[1], "b", "nn_media_id")):
-            ax.imshow(decode.resize(decode.load_image(root / pair[key]), 160))
+            ax.imshow(decode.resize(decode.load_image(root.read_bytes(pair[key])), 160))
             ax.set_xticks([])
             ax.set_yticks([])
             ax.set_title(pair[mid], fontsize=7)
@@ -248,7 +248,7 @@ def tsne_map(
         source = r["path"] if r["media_type"] == "image" else r["thumbnail_path"]
         if not source:
             continue
-        img = Image.fromarray(decode.resize(decode.load_image(root / source), 56))
+        img = Image.fromarray(decode.resize(decode.load_image(root.read_bytes(source)), 56))
         box = AnnotationBbox(
             OffsetImage(np.asarray(img), zoom=0.9),
             xy[i],

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import io
 import json
 import logging
 from collections.abc import Iterator
@@ -21,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 from pydantic import BaseModel, ValidationError
 
@@ -31,6 +33,7 @@ from popray.contract import (
     MediaRow,
     PostRow,
 )
+from popray.storage import Location, StorageError, sha256_bytes
 from popray.tables import SCHEMAS
 
 log = logging.getLogger(__name__)
@@ -62,15 +65,17 @@ class IngestResult:
     input_rows: dict[str, int]
 
 
-def find_input(input_dir: Path, name: str) -> Path | None:
-    """The one file holding input `name` (`.csv`, `.jsonl` or `.parquet`), if any."""
-    found = [input_dir / f"{name}{ext}" for ext in FORMATS if (input_dir / f"{name}{ext}").exists()]
+def find_input(export: Location, name: str) -> str | None:
+    """The one file (its name) holding input `name` (`.csv`, `.jsonl` or `.parquet`), if any."""
+    names = [f"{name}{ext}" for ext in FORMATS]
+    infos = export.infos(names)
+    found = [n for n, i in zip(names, infos, strict=True) if i.type != pafs.FileType.NotFound]
     if len(found) > 1:
-        raise InputError(f"{input_dir}: both {found[0].name} and {found[1].name} exist; keep one")
+        raise InputError(f"{export.display()}: both {found[0]} and {found[1]} exist; keep one")
     return found[0] if found else None
 
 
-def _check_header(path: Path, columns: list[str], model: type[BaseModel]) -> None:
+def _check_header(path: str, columns: list[str], model: type[BaseModel]) -> None:
     fields = model.model_fields
     required = [n for n, f in fields.items() if f.is_required()]
     missing = [c for c in required if c not in columns]
@@ -89,30 +94,34 @@ def _check_header(path: Path, columns: list[str], model: type[BaseModel]) -> Non
         )
 
 
-def read_rows(path: Path, model: type[BaseModel]) -> Iterator[tuple[int, dict | str]]:
+def read_rows(
+    export: Location, name: str, model: type[BaseModel]
+) -> Iterator[tuple[int, dict | str]]:
     """Yield (1-based data row number, raw record) from a CSV, JSON Lines or Parquet file.
 
     A record that cannot even be parsed is yielded as a string saying why.
     """
+    shown = export.display(name)
     try:
-        if path.suffix == ".csv":
-            yield from _read_csv(path, model)
-        elif path.suffix == ".jsonl":
-            yield from _read_jsonl(path)
+        data = export.read_bytes(name)  # metadata files: small next to the media
+        if name.endswith(".csv"):
+            yield from _read_csv(shown, data, model)
+        elif name.endswith(".jsonl"):
+            yield from _read_jsonl(data)
         else:
-            yield from _read_parquet(path, model)
+            yield from _read_parquet(shown, data, model)
     except (OSError, UnicodeDecodeError, csv.Error, pa.ArrowException) as exc:
-        raise InputError(f"{path}: cannot be read: {exc}") from exc
+        raise InputError(f"{shown}: cannot be read: {exc}") from exc
 
 
-def _read_csv(path: Path, model: type[BaseModel]) -> Iterator[tuple[int, dict | str]]:
-    with path.open(newline="", encoding="utf-8-sig") as fh:
+def _read_csv(shown: str, data: bytes, model: type[BaseModel]) -> Iterator[tuple[int, dict | str]]:
+    with io.TextIOWrapper(io.BytesIO(data), newline="", encoding="utf-8-sig") as fh:
         reader = csv.reader(fh)
         header = next(reader, None)
         if header is None:
-            raise InputError(f"{path}: empty file (no header)")
+            raise InputError(f"{shown}: empty file (no header)")
         header = [h.strip() for h in header]
-        _check_header(path, header, model)
+        _check_header(shown, header, model)
         for n, values in enumerate(reader, start=1):
             if not values:  # a blank line is not a row
                 continue
@@ -126,24 +135,25 @@ def _read_csv(path: Path, model: type[BaseModel]) -> Iterator[tuple[int, dict | 
             )
 
 
-def _read_jsonl(path: Path) -> Iterator[tuple[int, dict | str]]:
-    with path.open(encoding="utf-8") as fh:
-        n = 0
-        for line in fh:
-            if not line.strip():
-                continue
-            n += 1
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as exc:
-                yield n, f"not valid JSON: {exc.msg}"
-                continue
-            yield n, record if isinstance(record, dict) else "not a JSON object"
+def _read_jsonl(data: bytes) -> Iterator[tuple[int, dict | str]]:
+    n = 0
+    for line in data.decode("utf-8").splitlines():
+        if not line.strip():
+            continue
+        n += 1
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as exc:
+            yield n, f"not valid JSON: {exc.msg}"
+            continue
+        yield n, record if isinstance(record, dict) else "not a JSON object"
 
 
-def _read_parquet(path: Path, model: type[BaseModel]) -> Iterator[tuple[int, dict | str]]:
-    table = pq.read_table(path)
-    _check_header(path, table.column_names, model)
+def _read_parquet(
+    shown: str, data: bytes, model: type[BaseModel]
+) -> Iterator[tuple[int, dict | str]]:
+    table = pq.read_table(pa.BufferReader(data))
+    _check_header(shown, table.column_names, model)
     yield from enumerate(table.to_pylist(), start=1)
 
 
@@ -162,18 +172,17 @@ def _describe_errors(exc: ValidationError) -> tuple[str | None, str | None, str]
 
 
 def validate_file(
-    path: Path, model: type[BaseModel], quarantine: Quarantine
+    export: Location, name: str, model: type[BaseModel], quarantine: Quarantine
 ) -> tuple[list[tuple[int, Any]], int]:
-    """Validate every row of one input file; bad rows go to quarantine.
-
-    Returns the valid (row number, model) pairs and the number of rows read.
+    """Validate every row of one input file (`name` inside `export`); bad rows go to
+    quarantine. Returns the valid (row number, model) pairs and the number of rows read.
     """
     valid: list[tuple[int, Any]] = []
     n_rows = 0
-    for n, record in read_rows(path, model):
+    for n, record in read_rows(export, name, model):
         n_rows += 1
         if isinstance(record, str):
-            quarantine.add(path.name, n, record)
+            quarantine.add(name, n, record)
             continue
         try:
             valid.append((n, model.model_validate(record)))
@@ -182,7 +191,7 @@ def validate_file(
             ids = {k: record.get(k) for k in ("profile_id", "post_id", "media_id")}
             ids = {k: str(v) for k, v in ids.items() if v is not None}
             quarantine.add(
-                path.name,
+                name,
                 n,
                 reason,
                 field=field_name,
@@ -201,17 +210,48 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _resolve_inside(input_dir: Path, rel: str) -> tuple[Path | None, str | None]:
-    """The file a media path names, or why it cannot be used."""
-    root = input_dir.resolve()
-    target = (input_dir / rel).resolve()
-    if not target.is_relative_to(root):
-        return None, "leaves the input folder (through a symbolic link)"
-    if not target.exists():
-        return None, "file not found"
-    if not target.is_file():
-        return None, "not a regular file"
-    return target, None
+def _file_problems(export: Location, rels: list[str]) -> dict[str, str]:
+    """rel -> why it cannot be used, for the media paths that cannot: missing, not a
+    regular file, or (where the filesystem has links) leaving the export through one.
+    One batched file-info call: on object storage no object is read."""
+    problems = {}
+    if isinstance(export.fs, pafs.LocalFileSystem):
+        root = Path(export.path()).resolve()
+        for rel in rels:
+            target = (root / rel).resolve()
+            if not target.is_relative_to(root):
+                problems[rel] = "leaves the input folder (through a symbolic link)"
+    for rel, info in zip(rels, export.infos(rels), strict=True):
+        if rel in problems:
+            continue
+        if info.type == pafs.FileType.NotFound:
+            problems[rel] = "file not found"
+        elif info.type != pafs.FileType.File:
+            problems[rel] = "not a regular file"
+    return problems
+
+
+def _hash_local(export: Location, rels: list[str], workers: int) -> list[str]:
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        return list(pool.map(lambda r: sha256_file(Path(export.path(r))), rels))
+
+
+def _hash_chunk(export: Location, rels: list[str]) -> list[str]:
+    """Ray task: sha256 of each object, read on the node the task runs on."""
+    return [sha256_bytes(export.read_bytes(r)) for r in rels]
+
+
+def _hash_on_cluster(export: Location, rels: list[str], chunk: int = 32) -> list[str]:
+    """sha256 of objects on storage, computed by Ray tasks where the bytes are read
+    (the driver downloads none of them)."""
+    import ray
+
+    from popray.embed import ensure_ray
+
+    ensure_ray()
+    task = ray.remote(num_cpus=0.5, max_retries=3)(_hash_chunk)
+    refs = [task.remote(export, rels[i : i + chunk]) for i in range(0, len(rels), chunk)]
+    return [h for part in ray.get(refs) for h in part]
 
 
 def _first_wins(
@@ -237,13 +277,13 @@ def _first_wins(
 
 
 def _check_media(
-    input_dir: Path,
+    export: Location,
     rows: list[tuple[int, MediaRow]],
     posts: dict[str, PostRow],
     source: str,
     quarantine: Quarantine,
-) -> list[tuple[int, MediaRow, Path]]:
-    """Cross-check media rows against posts and the files on disk."""
+) -> list[tuple[int, MediaRow]]:
+    """Cross-check media rows against posts and the files in the export."""
     rows = _first_wins(rows, lambda m: m.media_id, source, "media_id", quarantine, ("media_id",))
     rows = _first_wins(
         rows,
@@ -253,8 +293,10 @@ def _check_media(
         quarantine,
         ("media_id", "post_id"),
     )
-    kept: list[tuple[int, MediaRow, Path]] = []
+    kept: list[tuple[int, MediaRow]] = []
     singles: dict[str, int] = {}
+    rels = sorted({p for _, m in rows for p in (m.path, m.thumbnail_path) if p is not None})
+    problems = _file_problems(export, rels)
     for n, m in sorted(rows, key=lambda r: (r[1].post_id, r[1].position)):
         ids = {"media_id": m.media_id, "post_id": m.post_id, "path": m.path}
         post = posts.get(m.post_id)
@@ -270,13 +312,10 @@ def _check_media(
             continue
         ids["profile_id"] = post.profile_id
         problem = None
-        target, why = _resolve_inside(input_dir, m.path)
-        if why:
+        if why := problems.get(m.path):
             problem = ("path", m.path, f"path: {why}")
-        elif m.thumbnail_path is not None:
-            _, twhy = _resolve_inside(input_dir, m.thumbnail_path)
-            if twhy:
-                problem = ("thumbnail_path", m.thumbnail_path, f"thumbnail_path: {twhy}")
+        elif m.thumbnail_path is not None and (twhy := problems.get(m.thumbnail_path)):
+            problem = ("thumbnail_path", m.thumbnail_path, f"thumbnail_path: {twhy}")
         if problem:
             quarantine.add(source, n, problem[2], field=problem[0], value=problem[1], **ids)
             continue
@@ -303,28 +342,31 @@ def _check_media(
                 continue
         if post.post_type != "carousel":
             singles[m.post_id] = n
-        kept.append((n, m, target))
+        kept.append((n, m))
     return kept
 
 
-def ingest(input_dir: Path, hash_workers: int = 8) -> IngestResult:
-    """Validate a profile export into the five ingest tables (nothing is written)."""
-    input_dir = Path(input_dir)
-    if not input_dir.is_dir():
-        raise InputError(f"{input_dir}: input folder not found")
+def ingest(source: Location | Path | str, hash_workers: int = 8) -> IngestResult:
+    """Validate a profile export (a local folder or a storage URI) into the five ingest
+    tables (nothing is written)."""
+    try:
+        export = source if isinstance(source, Location) else Location.parse(source)
+        export.check_folder()
+    except StorageError as exc:
+        raise InputError(str(exc)) from exc
     quarantine = Quarantine()
     valid: dict[str, list[tuple[int, Any]]] = {}
     sources: dict[str, str] = {}
     counts: dict[str, int] = {}
     for name, model in INPUTS.items():
-        path = find_input(input_dir, name)
-        if path is None:
+        file = find_input(export, name)
+        if file is None:
             if name in REQUIRED_INPUTS:
-                raise InputError(f"{input_dir}: missing {name}.csv (or .jsonl / .parquet)")
+                raise InputError(f"{export.display()}: missing {name}.csv (or .jsonl / .parquet)")
             valid[name], counts[name] = [], 0
             continue
-        sources[name] = path.name
-        valid[name], counts[name] = validate_file(path, model, quarantine)
+        sources[name] = file
+        valid[name], counts[name] = validate_file(export, file, model, quarantine)
 
     followers = _first_wins(
         valid["followers"],
@@ -358,8 +400,8 @@ def ingest(input_dir: Path, hash_workers: int = 8) -> IngestResult:
         else:
             kept_posts.append((n, p))
     post_by_id = {p.post_id: p for _, p in kept_posts}
-    media = _check_media(input_dir, valid["media"], post_by_id, sources["media"], quarantine)
-    media_ids = {m.media_id for _, m, _ in media}
+    media = _check_media(export, valid["media"], post_by_id, sources["media"], quarantine)
+    media_ids = {m.media_id for _, m in media}
 
     excluded = []
     if valid["exclude"]:
@@ -384,9 +426,12 @@ def ingest(input_dir: Path, hash_workers: int = 8) -> IngestResult:
                     media_id=e.media_id,
                 )
 
-    with ThreadPoolExecutor(max_workers=hash_workers) as pool:
-        hashes = list(pool.map(sha256_file, [t for _, _, t in media]))
-    sizes = [t.stat().st_size for _, _, t in media]
+    rels = [m.path for _, m in media]
+    if isinstance(export.fs, pafs.LocalFileSystem):
+        hashes = _hash_local(export, rels, hash_workers)
+    else:
+        hashes = _hash_on_cluster(export, rels)
+    sizes = [info.size for info in export.infos(rels)]
 
     tables = {
         "posts": _to_table("posts", [p.model_dump() | {"source_row": n} for n, p in kept_posts]),
@@ -400,7 +445,7 @@ def ingest(input_dir: Path, hash_workers: int = 8) -> IngestResult:
                     "size_bytes": s,
                     "source_row": n,
                 }
-                for (n, m, _), h, s in zip(media, hashes, sizes, strict=True)
+                for (n, m), h, s in zip(media, hashes, sizes, strict=True)
             ],
         ),
         "followers": _to_table(
@@ -419,26 +464,29 @@ def _to_table(name: str, rows: list[dict]) -> pa.Table:
     return pa.Table.from_pylist([{k: r.get(k) for k in schema.names} for r in rows], schema=schema)
 
 
-def input_dir_of(out: Path) -> Path:
-    """The input folder `out` was ingested from (recorded in OUT/ingest.json)."""
+def input_dir_of(out: Path) -> Location:
+    """The export `out` was ingested from (recorded in OUT/ingest.json)."""
     record = out / "ingest.json"
     if not record.exists():
         raise FileNotFoundError(f"{record} does not exist: run `popray ingest --out {out}` first")
-    return Path(json.loads(record.read_text())["input_dir"])
+    return Location(json.loads(record.read_text())["input_dir"])
 
 
-def run_ingest(input_dir: Path, out: Path) -> IngestResult:
-    """Ingest `input_dir` and publish its tables and DuckDB views under `out`."""
-    result = ingest(input_dir)
+def run_ingest(input_dir: Location | Path | str, out: Path) -> IngestResult:
+    """Ingest `input_dir` (a folder or a storage URI) and publish its tables and DuckDB
+    views under `out`."""
+    try:
+        export = input_dir if isinstance(input_dir, Location) else Location.parse(input_dir)
+    except StorageError as exc:
+        raise InputError(str(exc)) from exc
+    result = ingest(export)
     out.mkdir(parents=True, exist_ok=True)
     for name, table in result.tables.items():
         store.write_table(out, name, table, part="ingest" if name == "quarantine" else "data")
     # Later stages (embed) find the media files through this record.
     (out / "ingest.json").write_text(
-        json.dumps(
-            {"input_dir": str(Path(input_dir).resolve()), "input_rows": result.input_rows}, indent=2
-        )
+        json.dumps({"input_dir": export.uri, "input_rows": result.input_rows}, indent=2)
     )
     store.refresh_views(out)
-    log.info("ingested %s: %s", input_dir, {k: v.num_rows for k, v in result.tables.items()})
+    log.info("ingested %s: %s", export.display(), {k: v.num_rows for k, v in result.tables.items()})
     return result

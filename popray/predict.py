@@ -27,6 +27,7 @@ from popray.config import KFOLD, EmbedConfig
 from popray.final import load_final, saved_models
 from popray.ingest import sha256_file
 from popray.models import REGISTRY
+from popray.storage import LOCAL_FILES
 from popray.tables import PREDICTIONS_NEW
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp"}
@@ -130,7 +131,7 @@ def run_predict(
             )
         rows.append(row)
     cfg = EmbedConfig(backbone=image_spec["backbone"], weights=weights, views=0)
-    results = {r["media_id"]: r for r in run_pipeline(items, cfg)} if items else {}
+    results = {r["media_id"]: r for r in run_pipeline(items, cfg, LOCAL_FILES)} if items else {}
     explainer = (
         Explainer.load(out, image_spec["path"], weights)
         if any(i["kind"] == "image" for i in items)

@@ -30,28 +30,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import duckdb
-import pyarrow as pa
 import pyarrow.dataset as pads
 import pyarrow.fs as pafs
 
 from popray.publish import PUBLISHED_MARK, current, publish
+from popray.storage import resolve
 from popray.tables import SCHEMAS
 
 POINTER = "CURRENT"
-
-
-def is_uri(value: str | Path) -> bool:
-    """Whether `value` names object storage (has a scheme) rather than a local folder."""
-    return "://" in str(value)
-
-
-def resolve(uri: str) -> tuple[pafs.FileSystem, str]:
-    """(filesystem, path inside it) of `uri`; a clear error for what pyarrow cannot open."""
-    try:
-        fs, path = pafs.FileSystem.from_uri(uri)
-    except (pa.ArrowInvalid, OSError, ValueError) as exc:
-        raise ValueError(f"{uri}: not a storage URI pyarrow can open ({exc})") from exc
-    return fs, path.rstrip("/")
 
 
 def published(uri: str) -> dict | None:

@@ -9,6 +9,7 @@ from PIL import Image
 from popray import decode
 from popray.config import EmbedConfig
 from popray.embed import Embedder, run_pipeline
+from popray.storage import LOCAL_FILES
 
 pytestmark = pytest.mark.gpu
 
@@ -41,6 +42,6 @@ def test_actor_pool_runs_on_the_gpu(ray_session, tmp_path):
         {"media_id": p.stem, "sha256": sha256_file(p), "kind": "image", "path": str(p), "thumb": ""}
         for p in images
     ]
-    results = run_pipeline(items, EmbedConfig(views=2, device="auto"))
+    results = run_pipeline(items, EmbedConfig(views=2, device="auto"), LOCAL_FILES)
     assert sorted(r["media_id"] for r in results) == sorted(p.stem for p in images)
     assert all(not r["error"] and np.asarray(r["embeddings"]).shape == (3, 1280) for r in results)

@@ -7,7 +7,7 @@ import shutil
 
 import pytest
 
-from popray import remote, store
+from popray import remote, storage, store
 from popray.publish import current, staged_run
 
 
@@ -38,7 +38,7 @@ def test_a_run_published_to_s3_reads_back_and_replaces_the_last(s3_uri, tiny_out
     remote.push(out, uri)
     third = _run(out, tiny_out)
     remote.push(out, uri)
-    fs, base = remote.resolve(uri)
+    fs, base = storage.resolve(uri)
     runs = sorted(i.base_name for i in fs.get_file_info(remote.pafs.FileSelector(f"{base}/runs")))
     assert runs == sorted([second, third]) and remote.published(uri)["run"] == third
 
@@ -81,4 +81,4 @@ def test_an_upload_killed_half_way_leaves_the_published_run(
 
 def test_a_bad_uri_is_a_clear_error():
     with pytest.raises(ValueError, match="nosuch://x: not a storage URI"):
-        remote.resolve("nosuch://x")
+        storage.resolve("nosuch://x")

@@ -1,0 +1,142 @@
+"""Where popray reads its inputs: a local folder or object storage, through `pyarrow.fs`.
+
+    Location.parse("data/demo")                       # this machine's disk only
+    Location.parse("s3://bucket/exports/brand")       # every node of a cluster reaches it
+    Location.parse("file:///mnt/shared/brand")        # a mount every node has at that path
+
+A plain path is a folder on the machine that runs the driver; a cluster's other nodes
+do not see it (`visible_to_cluster` is False), so a multi-node run refuses it. A URI
+(`s3://`, `gs://`, `file://`, ...) names storage every node reaches: tasks resolve it
+again on their own node, with that node's credentials (AWS_* variables, instance roles,
+GOOGLE_APPLICATION_CREDENTIALS) or the URI's query (`?endpoint_override=host:port&
+scheme=http&region=...`). Keep secrets out of the query: the URI is recorded in
+`ingest.json` and printed in messages (`display` strips the query).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path, PurePosixPath
+
+import pyarrow as pa
+import pyarrow.fs as pafs
+
+
+class StorageError(ValueError):
+    """A location that cannot be used: malformed, unreachable, missing, or refused."""
+
+
+def is_uri(value: str | Path) -> bool:
+    """Whether `value` names storage by a scheme (s3://, gs://, file://) rather than a path."""
+    return "://" in str(value)
+
+
+def resolve(uri: str) -> tuple[pafs.FileSystem, str]:
+    """(filesystem, path inside it) of `uri`; a clear error for what pyarrow cannot open."""
+    try:
+        fs, path = pafs.FileSystem.from_uri(uri)
+    except (pa.ArrowInvalid, OSError, ValueError) as exc:
+        raise StorageError(f"{uri}: not a storage URI pyarrow can open ({exc})") from exc
+    return fs, path.rstrip("/")
+
+
+@cache
+def _filesystem(uri: str) -> tuple[pafs.FileSystem, str]:
+    """One filesystem object per URI and process (S3 clients are costly to make)."""
+    return resolve(uri)
+
+
+@dataclass(frozen=True)
+class Location:
+    """A folder: `uri` is an absolute local path or a URI (query included)."""
+
+    uri: str
+
+    @classmethod
+    def parse(cls, value: str | Path) -> Location:
+        """A location from what a user typed; a URI is checked to parse (not to exist)."""
+        text = str(value)
+        if is_uri(text):
+            _, path = resolve(text)
+            if not path.strip("/"):
+                raise StorageError(f"{text}: names no bucket or folder")
+            return cls(text)
+        return cls(str(Path(text).resolve()))
+
+    @property
+    def is_local_path(self) -> bool:
+        return not is_uri(self.uri)
+
+    @property
+    def visible_to_cluster(self) -> bool:
+        """A URI is reached from every node; a plain path only on the driver's machine."""
+        return not self.is_local_path
+
+    @property
+    def fs(self) -> pafs.FileSystem:
+        return self._resolved()[0]
+
+    def _resolved(self) -> tuple[pafs.FileSystem, str]:
+        if self.is_local_path:
+            return pafs.LocalFileSystem(), self.uri
+        return _filesystem(self.uri)
+
+    def path(self, rel: str = "") -> str:
+        """The filesystem path of `rel` (a POSIX path relative to this folder; "" = itself;
+        an absolute path stays itself, for local files named outside any export)."""
+        base = self._resolved()[1]
+        return str(PurePosixPath(base) / rel) if rel else base
+
+    def local(self, rel: str) -> Path:
+        """`rel` as a local path (plain-path locations only)."""
+        if not self.is_local_path:
+            raise StorageError(f"{self.display()} is not a local folder")
+        return Path(self.uri) / rel
+
+    def display(self, rel: str = "") -> str:
+        """For messages: the URI without its query (where credentials may hide)."""
+        base = self.uri.split("?", 1)[0].rstrip("/")
+        return f"{base}/{rel}" if rel else base
+
+    def infos(self, rels: list[str]) -> list[pafs.FileInfo]:
+        """File info of each `rel`, in one call (one listing per prefix on object storage)."""
+        if not rels:
+            return []
+        return self.fs.get_file_info([self.path(r) for r in rels])
+
+    def read_bytes(self, rel: str) -> bytes:
+        """The whole object; FileNotFoundError when it is not there."""
+        try:
+            with self.fs.open_input_stream(self.path(rel)) as stream:
+                return stream.read()
+        except FileNotFoundError:
+            raise
+        except OSError as exc:
+            if "not found" in str(exc).lower() or "NoSuchKey" in str(exc):
+                raise FileNotFoundError(self.display(rel)) from exc
+            raise
+
+    def check_folder(self) -> None:
+        """Fail now, with a clear message, when the folder is missing or unreachable."""
+        try:  # on object storage a prefix is a "directory" when objects lie under it
+            info = self.fs.get_file_info(self.path())
+        except OSError as exc:
+            raise StorageError(f"{self.display()}: cannot be reached: {_first_line(exc)}") from exc
+        if info.type == pafs.FileType.NotFound:
+            raise StorageError(f"{self.display()}: input folder not found")
+        if info.type != pafs.FileType.Directory:
+            raise StorageError(f"{self.display()}: not a folder")
+
+
+LOCAL_FILES = Location("/")  # files named by absolute paths on this machine (predict, bench)
+
+
+def sha256_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0][:300] if text else type(exc).__name__

@@ -1,0 +1,218 @@
+"""A real two-node Ray cluster on one machine with no shared file system (test helper).
+
+The head is started with `ray start --head --num-cpus=0`, so nothing but drivers runs
+there. The worker node is started inside its own mount namespace (`unshare --mount
+--propagation private`) with empty tmpfs mounted over the folders it must not see: the
+export, the work folder, `/tmp` and `~/.cache`. It shares the network with the head, so
+it reaches the GCS and an S3 server on 127.0.0.1, as a cluster node reaches the head and
+a bucket. Needs root (or CAP_SYS_ADMIN) for the mounts: `available()` says why not.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+RAY = str(Path(sys.executable).with_name("ray"))
+WORKER_RESOURCE = "popray_worker_node"  # a task asking for it runs on the worker node
+
+
+def available() -> str | None:
+    """None when a private mount namespace with tmpfs mounts can be made here, else why not."""
+    if shutil.which("unshare") is None:
+        return "unshare (util-linux) is not installed"
+    probe = subprocess.run(
+        ["unshare", "--mount", "--propagation", "private", "mount", "-t", "tmpfs", "t", "/mnt"],
+        capture_output=True,
+        text=True,
+    )
+    if probe.returncode != 0:
+        return f"cannot make a private mount namespace: {probe.stderr.strip()[:200]}"
+    return None
+
+
+def free_ports(n: int) -> list[int]:
+    socks = [socket.socket() for _ in range(n)]
+    for s in socks:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in socks]
+    for s in socks:
+        s.close()
+    return ports
+
+
+def source_tree(target: Path) -> Path:
+    """What `--working-dir .` uploads from a clean clone: the files git tracks or would."""
+    files = subprocess.run(
+        ["git", "ls-files", "-co", "--exclude-standard"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    for rel in files:
+        if (REPO / rel).is_file() and not rel.startswith((".whl", ".gpu", "build/")):
+            (target / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(REPO / rel, target / rel)
+    return target
+
+
+def _node_ports(prefix: str) -> list[str]:
+    """Every port a node opens, chosen free (two nodes on one machine must not collide)."""
+    names = [
+        "node-manager-port",
+        "object-manager-port",
+        "dashboard-agent-listen-port",
+        "dashboard-agent-grpc-port",
+        "runtime-env-agent-port",
+        "metrics-export-port",
+    ]
+    ports = free_ports(len(names))
+    low = 20000 + (os.getpid() % 200) * 200 + (100 if prefix == "worker" else 0)
+    return [f"--{n}={p}" for n, p in zip(names, ports, strict=True)] + [
+        f"--min-worker-port={low}",
+        f"--max-worker-port={low + 99}",
+    ]
+
+
+@dataclass
+class Cluster:
+    address: str  # the job server, for `ray job submit --address`
+    env: dict[str, str]
+    hidden: list[Path]  # what the worker node cannot see
+
+    def submit(self, working_dir: Path, *entrypoint: str, timeout: int = 900, env_vars=None):
+        """`ray job submit` of `entrypoint`; returns the CompletedProcess (output: the job's)."""
+        runtime_env = {"env_vars": env_vars or {}}
+        return subprocess.run(
+            [
+                RAY,
+                "job",
+                "submit",
+                f"--address={self.address}",
+                f"--working-dir={working_dir}",
+                f"--runtime-env-json={json.dumps(runtime_env)}",
+                "--",
+                *entrypoint,
+            ],
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+
+
+def _wait_http(url: str, proc: subprocess.Popen, what: str, timeout: float = 120) -> None:
+    deadline = time.time() + timeout
+    while True:
+        try:
+            urllib.request.urlopen(url, timeout=2)
+            return
+        except OSError:
+            if time.time() > deadline or proc.poll() is not None:
+                raise RuntimeError(f"{what} did not start") from None
+            time.sleep(1)
+
+
+@contextmanager
+def two_nodes(hidden: list[Path], worker_cpus: int = 2) -> Iterator[Cluster]:
+    """Start the head (no CPUs) and the isolated worker; stop both on exit."""
+    gcs, dash, client = free_ports(3)
+    env = os.environ | {
+        "RAY_AUTH_MODE": "disabled",
+        "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
+        "RAY_USAGE_STATS_ENABLED": "0",
+    }
+    head_temp = Path("/tmp") / f"popray-h{os.getpid()}"  # Ray wants a short socket path
+    head_cmd = [
+        RAY,
+        "start",
+        "--head",
+        "--block",
+        "--num-cpus=0",
+        "--node-ip-address=127.0.0.1",
+        f"--port={gcs}",
+        "--include-dashboard=true",
+        "--dashboard-host=127.0.0.1",
+        f"--dashboard-port={dash}",
+        f"--ray-client-server-port={client}",
+        f"--temp-dir={head_temp}",
+        *_node_ports("head"),
+    ]
+    procs: list[subprocess.Popen] = []
+    try:
+        head = subprocess.Popen(
+            head_cmd,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        procs.append(head)
+        address = f"http://127.0.0.1:{dash}"
+        _wait_http(f"{address}/api/version", head, "the Ray head")
+        home_cache = Path.home() / ".cache"
+        home_cache.mkdir(exist_ok=True)
+        masks = [*hidden, Path("/tmp"), home_cache]
+        mounts = " && ".join(f"mount -t tmpfs popray-private {shlex.quote(str(p))}" for p in masks)
+        worker_cmd = [
+            RAY,
+            "start",
+            "--block",
+            f"--address=127.0.0.1:{gcs}",
+            "--node-ip-address=127.0.0.1",
+            f"--num-cpus={worker_cpus}",
+            f"--resources={json.dumps({WORKER_RESOURCE: 1000})}",
+            "--temp-dir=/tmp/ray-worker",
+            *_node_ports("worker"),
+        ]
+        script = f"{mounts} && exec {shlex.join(worker_cmd)}"
+        worker = subprocess.Popen(
+            ["unshare", "--mount", "--propagation", "private", "bash", "-c", script],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        procs.append(worker)
+        _wait_for_worker(address, worker)
+        yield Cluster(address=address, env=env, hidden=hidden)
+    finally:
+        for proc in reversed(procs):  # `ray start --block` stops its processes on SIGTERM
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGTERM)
+        for proc in procs:
+            try:
+                proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+        shutil.rmtree(head_temp, ignore_errors=True)
+
+
+def _wait_for_worker(address: str, worker: subprocess.Popen, timeout: float = 120) -> None:
+    """Until the head's node list shows the worker alive."""
+    deadline = time.time() + timeout
+    while True:
+        try:
+            with urllib.request.urlopen(f"{address}/nodes?view=summary", timeout=5) as r:
+                nodes = json.load(r)["data"]["summary"]
+            if sum(n.get("raylet", {}).get("state") == "ALIVE" for n in nodes) >= 2:
+                return
+        except (OSError, KeyError, ValueError):
+            pass
+        if time.time() > deadline or worker.poll() is not None:
+            raise RuntimeError("the worker node did not join the cluster")
+        time.sleep(1)
