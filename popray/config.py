@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Annotated, Literal, get_args
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, field_validator
+from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, field_validator, model_validator
 
 
 class _Config(BaseModel):
@@ -93,7 +93,18 @@ class EmbedConfig(_Config):
     augment: AugmentConfig = Field(default_factory=AugmentConfig)
     seed: int = Field(default=0, description="seed of the augmented views")
     batch_size: int = Field(default=64, ge=1, description="frames per forward pass")
-    device: Literal["auto", "cpu", "cuda"] = "auto"
+    device: Literal["auto", "cpu", "cuda"] = Field(
+        default="auto",
+        description="auto: the GPUs the cluster has when the stage starts, else CPU (local "
+        "runs); cuda: GPU actors, requested even before a GPU node exists",
+    )
+    gpus: int | None = Field(
+        default=None,
+        ge=1,
+        description="GPUs the embedding pool asks for (gpus x actors_per_gpu actors, each "
+        "1/actors_per_gpu GPU): on a cluster whose GPU workers start from zero this is "
+        "what makes the autoscaler launch them; implies device=cuda",
+    )
     actors: int | None = Field(
         default=None, ge=1, description="model actors (default: actors_per_gpu per GPU, else 1)"
     )
@@ -113,6 +124,12 @@ class EmbedConfig(_Config):
         default=60.0, gt=0, description="a video that takes longer to decode is quarantined"
     )
     max_image_pixels: int = Field(default=50_000_000, ge=1, description="decompression-bomb guard")
+
+    @model_validator(mode="after")
+    def _gpus_mean_cuda(self) -> EmbedConfig:
+        if self.gpus and self.device == "cpu":
+            raise ValueError(f"embed.gpus={self.gpus} asks for GPUs, but embed.device is cpu")
+        return self
 
 
 class DedupConfig(_Config):

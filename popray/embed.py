@@ -200,6 +200,25 @@ def _check_reachable(export: Location) -> None:
         )
 
 
+def pool_size(cfg: EmbedConfig, cluster_gpus: int, cluster_cpus: int) -> tuple[bool, int]:
+    """(GPU actors?, how many) for the cluster as it is now.
+
+    `gpus` (or `device=cuda`) asks for GPU actors whatever the cluster has at the start:
+    an autoscaling cluster launches its GPU workers only for resources someone requests.
+    Several actors share a GPU so that batch preparation (Python, one core each) keeps up
+    with the forward pass; on CPU one actor uses every core through torch threads. Sized
+    from the cluster's own GPUs, each actor holds a CPU: leave at least half of them to
+    the decode tasks, or the pool would starve its own input."""
+    use_gpu = bool(cfg.gpus) or cfg.device == "cuda" or (cfg.device == "auto" and cluster_gpus > 0)
+    if cfg.actors:
+        return use_gpu, cfg.actors
+    if cfg.gpus:
+        return True, cfg.gpus * cfg.actors_per_gpu
+    if use_gpu:
+        return True, min(max(1, cluster_gpus) * cfg.actors_per_gpu, max(1, cluster_cpus // 2))
+    return False, 1
+
+
 def run_pipeline(items: list[dict], cfg: EmbedConfig, export: Location) -> list[dict]:
     """Decode and embed `items` (media_id, sha256, kind, path, thumb: paths relative to
     `export`) on Ray Data.
@@ -211,16 +230,7 @@ def run_pipeline(items: list[dict], cfg: EmbedConfig, export: Location) -> list[
 
     ensure_ray()
     resources = ray.cluster_resources()
-    gpus = int(resources.get("GPU", 0))
-    use_gpu = cfg.device == "cuda" or (cfg.device == "auto" and gpus > 0)
-    # Several actors share a GPU so that batch preparation (Python, one core each) keeps
-    # up with the forward pass; on CPU one actor uses every core through torch threads.
-    # Each actor holds a CPU: leave at least half of them to the decode tasks, or the
-    # pool would starve its own input.
-    cpus = int(resources.get("CPU", 1))
-    actors = cfg.actors or (
-        min(max(1, gpus) * cfg.actors_per_gpu, max(1, cpus // 2)) if use_gpu else 1
-    )
+    use_gpu, actors = pool_size(cfg, int(resources.get("GPU", 0)), int(resources.get("CPU", 1)))
     # An actor call should carry about `batch_size` frames: images bring 1 + views each,
     # videos 15-16, so the number of media per call follows the mix.
     frames = sum(1 + cfg.views if i["kind"] == "image" else decode.N_FRAMES + 1 for i in items)

@@ -70,6 +70,18 @@ def source_tree(target: Path) -> Path:
     return target
 
 
+def upload(local: Path, uri: str):
+    """Copy an export's regular files to storage at `uri` (object stores have no links)."""
+    from popray.storage import Location
+
+    loc = Location.parse(uri)
+    for p in sorted(local.rglob("*")):
+        if p.is_file() and not p.is_symlink():
+            with loc.fs.open_output_stream(loc.path(p.relative_to(local).as_posix())) as s:
+                s.write(p.read_bytes())
+    return loc
+
+
 def _node_ports(prefix: str) -> list[str]:
     """Every port a node opens, chosen free (two nodes on one machine must not collide)."""
     names = [

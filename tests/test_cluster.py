@@ -4,7 +4,6 @@ directory, the job submitted with `ray job submit --working-dir`, as on a cluste
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -12,6 +11,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from multinode import free_ports, source_tree
 
 from popray import store
 
@@ -19,35 +19,9 @@ REPO = Path(__file__).resolve().parent.parent
 RAY = str(Path(sys.executable).with_name("ray"))
 
 
-def _free_ports(n: int) -> list[int]:
-    socks = [socket.socket() for _ in range(n)]
-    for s in socks:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in socks]
-    for s in socks:
-        s.close()
-    return ports
-
-
-def _source_tree(target: Path) -> Path:
-    """What `--working-dir .` uploads from a clean clone: the files git tracks or would."""
-    files = subprocess.run(
-        ["git", "ls-files", "-co", "--exclude-standard"],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.split()
-    for rel in files:
-        if (REPO / rel).is_file() and not rel.startswith((".whl", ".gpu", "build/")):
-            (target / rel).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(REPO / rel, target / rel)
-    return target
-
-
 @pytest.mark.slow
 def test_the_job_runs_under_ray_job_submit_on_a_real_head(tiny_input, tmp_path):
-    gcs, dash, agent, agent_grpc, env_agent, metrics, client = _free_ports(7)
+    gcs, dash, agent, agent_grpc, env_agent, metrics, client = free_ports(7)
     env = os.environ | {
         "RAY_AUTH_MODE": "disabled",
         "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
@@ -88,7 +62,7 @@ def test_the_job_runs_under_ray_job_submit_on_a_real_head(tiny_input, tmp_path):
             except OSError:
                 assert time.time() < deadline and head.poll() is None, "the Ray head did not start"
                 time.sleep(1)
-        work = _source_tree(tmp_path / "src")
+        work = source_tree(tmp_path / "src")
         out = tmp_path / "out"
         job = subprocess.run(
             [

@@ -82,7 +82,9 @@ def test_config_file_paths_relative_to_file(tmp_path):
     cfg = tmp_path / "run.toml"
     cfg.write_text('input_dir = "data"\nout_dir = "o"\n[label]\nk = [2]\nwindow_days = 28\n')
     loaded = load_config(cfg)
-    assert loaded.input_dir == tmp_path / "data" and loaded.label.window_days == 28
+    assert loaded.input_dir == str(tmp_path / "data") and loaded.label.window_days == 28
+    cfg.write_text('input_dir = "s3://bucket/exports/brand?region=eu-west-1"\n')
+    assert load_config(cfg).input_dir == "s3://bucket/exports/brand?region=eu-west-1"
     cfg.write_text('input_dir = "data"\ntypo = 1\n')
     with pytest.raises(ValidationError, match="typo"):
         load_config(cfg)

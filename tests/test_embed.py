@@ -2,6 +2,7 @@ import shutil
 
 import numpy as np
 import pyarrow.parquet as pq
+import pytest
 
 from popray import embed, store
 from popray.ingest import run_ingest
@@ -117,3 +118,20 @@ def test_new_media_only_are_embedded_and_changed_files_are_caught(
     )
     report = embed.run_embed(out2, embed_cfg)
     assert "changed since ingest" in report.new_reasons[mid]
+
+
+def test_gpu_actors_are_requested_before_any_gpu_node_exists():
+    """An autoscaling cluster starts with no GPU: `gpus` (or device=cuda) still asks for
+    GPU actors, so the autoscaler launches GPU workers; `auto` follows what is there."""
+    import pydantic
+
+    from popray.config import EmbedConfig
+
+    assert embed.pool_size(EmbedConfig(), cluster_gpus=0, cluster_cpus=8) == (False, 1)
+    assert embed.pool_size(EmbedConfig(), cluster_gpus=2, cluster_cpus=16) == (True, 8)
+    assert embed.pool_size(EmbedConfig(gpus=2), cluster_gpus=0, cluster_cpus=8) == (True, 8)
+    cuda = EmbedConfig(device="cuda", actors_per_gpu=2)
+    assert embed.pool_size(cuda, cluster_gpus=0, cluster_cpus=8) == (True, 2)
+    assert embed.pool_size(EmbedConfig(gpus=1, actors=3), 0, 8) == (True, 3)
+    with pytest.raises(pydantic.ValidationError, match="device is cpu"):
+        EmbedConfig(gpus=1, device="cpu")

@@ -2,25 +2,15 @@
 metadata and file info through pyarrow, and decode tasks read each file's bytes themselves."""
 
 import time
-from pathlib import Path
 
 import numpy as np
 import pyarrow.fs as pafs
 import pytest
+from multinode import upload
 
 from popray import embed, store
 from popray.ingest import InputError, ingest
 from popray.storage import Location, StorageError
-
-
-def upload(local: Path, uri: str) -> Location:
-    """Copy an export's regular files to `uri` (object stores have no symbolic links)."""
-    loc = Location.parse(uri)
-    for p in sorted(local.rglob("*")):
-        if p.is_file() and not p.is_symlink():
-            with loc.fs.open_output_stream(loc.path(p.relative_to(local).as_posix())) as s:
-                s.write(p.read_bytes())
-    return loc
 
 
 @pytest.fixture(scope="module")
