@@ -127,6 +127,25 @@ class Cluster:
         )
 
 
+def _private_mounts(masks: list[Path], keep: list[Path]) -> str:
+    """Shell commands (run inside the new mount namespace) that put an empty tmpfs over
+    each of `masks`, then bind back those of `keep` (the checkout and its venv: the
+    software a node has installed, not data) that a mask would hide, e.g. a clone in /tmp.
+    The keepers are held on a private tmpfs at /mnt, so nothing changes outside."""
+    hidden_keep = [k for k in keep if any(k == m or k.is_relative_to(m) for m in masks)]
+    hidden_keep = [
+        k for k in hidden_keep if not any(k.is_relative_to(o) and k != o for o in hidden_keep)
+    ]
+    q = shlex.quote
+    steps = ["mount -t tmpfs popray-keep /mnt"] if hidden_keep else []
+    for i, k in enumerate(hidden_keep):
+        steps += [f"mkdir /mnt/k{i}", f"mount --bind {q(str(k))} /mnt/k{i}"]
+    steps += [f"mount -t tmpfs popray-private {q(str(m))}" for m in masks]
+    for i, k in enumerate(hidden_keep):
+        steps += [f"mkdir -p {q(str(k))}", f"mount --bind /mnt/k{i} {q(str(k))}"]
+    return " && ".join(steps)
+
+
 def _wait_http(url: str, proc: subprocess.Popen, what: str, timeout: float = 120) -> None:
     deadline = time.time() + timeout
     while True:
@@ -179,7 +198,7 @@ def two_nodes(hidden: list[Path], worker_cpus: int = 2) -> Iterator[Cluster]:
         home_cache = Path.home() / ".cache"
         home_cache.mkdir(exist_ok=True)
         masks = [*hidden, Path("/tmp"), home_cache]
-        mounts = " && ".join(f"mount -t tmpfs popray-private {shlex.quote(str(p))}" for p in masks)
+        mounts = _private_mounts(masks, keep=[REPO, Path(sys.prefix).resolve()])
         worker_cmd = [
             RAY,
             "start",
