@@ -89,12 +89,6 @@ class Location:
         base = self._resolved()[1]
         return str(PurePosixPath(base) / rel) if rel else base
 
-    def local(self, rel: str) -> Path:
-        """`rel` as a local path (plain-path locations only)."""
-        if not self.is_local_path:
-            raise StorageError(f"{self.display()} is not a local folder")
-        return Path(self.uri) / rel
-
     def display(self, rel: str = "") -> str:
         """For messages: the URI without its query (where credentials may hide)."""
         base = self.uri.split("?", 1)[0].rstrip("/")
