@@ -155,12 +155,14 @@ def yuv420p_to_rgb(yuv: np.ndarray) -> np.ndarray:
 
 
 def _encoder(container, fps: Fraction, size: tuple[int, int], crf: int):
-    """An H.264 stream whose bytes depend on its input alone: one encoder thread."""
+    """An H.264 stream whose bytes depend on its input alone: one encoder thread, and
+    x264's `cpu-independent` (on AVX-512 machines its default assembly gave different
+    bytes for the same frames from one encode to the next)."""
     stream = container.add_stream("libx264", rate=fps)
     stream.width, stream.height = size
     stream.pix_fmt = "yuv420p"
     stream.codec_context.thread_count = 1
-    stream.options = {"crf": str(crf), "preset": "veryfast"}
+    stream.options = {"crf": str(crf), "preset": "veryfast", "x264-params": "cpu-independent=1"}
     return stream
 
 
