@@ -26,7 +26,7 @@ import pyarrow.compute as pc
 from popray import decode, store
 from popray.config import EmbedConfig
 from popray.ingest import input_dir_of
-from popray.storage import Location, sha256_bytes
+from popray.storage import Location, check_cluster_reach, sha256_bytes
 from popray.tables import SCHEMAS, embeddings_image_schema, embeddings_video_schema
 
 log = logging.getLogger(__name__)
@@ -182,22 +182,6 @@ def ensure_ray() -> None:
 
     if not ray.is_initialized():
         ray.init(log_to_driver=False)
-
-
-def _check_reachable(export: Location) -> None:
-    """Refuse, before any task runs, an export that the cluster's other nodes cannot read:
-    their decode tasks would find no file and quarantine every item as "not found"."""
-    import ray
-
-    ensure_ray()
-    nodes = [n for n in ray.nodes() if n.get("Alive")]
-    if len(nodes) > 1 and not export.visible_to_cluster:
-        raise ValueError(
-            f"the export {export.display()} is a folder on this machine, but the Ray cluster "
-            f"has {len(nodes)} nodes that do not see it: put the export on object storage "
-            "(--input s3://bucket/prefix, gs://...), or, if every node mounts it at the same "
-            f"path, name it as file://{export.uri}"
-        )
 
 
 def pool_size(cfg: EmbedConfig, cluster_gpus: int, cluster_cpus: int) -> tuple[bool, int]:
@@ -390,7 +374,8 @@ def run_embed(out: Path, cfg: EmbedConfig) -> EmbedReport:
             "thumb": m["thumbnail_path"] or "",
         }
     if need:
-        _check_reachable(export)
+        ensure_ray()
+        check_cluster_reach(export, "the export", "--input")
     results = run_pipeline(list(need.values()), cfg, export) if need else []
     got = {r["sha256"] for r in results}
     if got != set(need):  # never lose an item silently

@@ -17,9 +17,17 @@ Engines: `in_process` trains inside the Tune trial (the heads are tiny: a Ray Tr
 worker group per trial would cost more than the training, see README); `ray_train`
 launches a one-worker TorchTrainer from inside the trial, for GPU workers.
 
-The experiment lives under `OUT/grid/<name>`, where the name fingerprints the grid
-options and the exact training data: an interrupted grid resumes there
-(`Tuner.restore`) without redoing finished trials, and new data start a new grid.
+The grid keeps its state on storage every node reaches (`grid_root`: `<storage>/grid`,
+`OUT/grid` on one machine): the Tune experiment (`storage_path` + `storage_filesystem`)
+at `<grid>/<name>`, where the name fingerprints the grid options and the exact training
+data, and each finished trial's result at `<grid>/<name>.results/<trial>/`, written by
+the node that trained it (predictions first, `metrics.json` last: that object marks a
+finished trial). The driver reads the results back from that storage, never from a
+node's disk. An interrupted or killed grid resumes (`Tuner.restore`, on any head that
+reaches the storage) and trains only the trials with no result; new data start a new
+grid. (Tune's own checkpoints are not the record of a finished trial: its experiment
+state is only snapshotted now and then, and after a SIGKILL a restored grid knew none
+of the trials that had finished.)
 """
 
 from __future__ import annotations
@@ -27,9 +35,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
-import shutil
-import tempfile
 import time
 import uuid
 from collections.abc import Callable
@@ -51,13 +56,14 @@ from popray.dataset import Dataset, load_dataset
 from popray.evaluate import compute_metrics, recent_baseline
 from popray.final import prune, train_final
 from popray.folds import fold_data, split
+from popray.storage import Location, check_cluster_reach
 from popray.tables import PREDICTIONS, TRIALS, TS
 from popray.train import fit_fold
 from popray.walkforward import Timeline, build_timelines, run_windows
 
 PREDICTIONS_FILE = "predictions.parquet"
 METRICS_FILE = "metrics.json"
-FORMAT = 5  # of a trial's result folder; part of the fingerprint, so old grids are not resumed
+FORMAT = 6  # of a trial's result folder; part of the fingerprint, so old grids are not resumed
 
 
 class GridError(RuntimeError):
@@ -129,20 +135,28 @@ def run_trial(
     return metrics, pa.concat_tables(tables)
 
 
-def _write(folder: Path, metrics: dict, predictions: pa.Table) -> None:
-    """A trial's result (metrics.json + predictions.parquet), written under a temporary
-    name and renamed into place: a folder that exists is a finished trial."""
-    tmp = folder.with_name(f".{folder.name}-{uuid.uuid4().hex}.tmp")
-    tmp.mkdir(parents=True)
-    pq.write_table(predictions, tmp / PREDICTIONS_FILE)
-    (tmp / METRICS_FILE).write_text(json.dumps(metrics))
-    if folder.exists():
-        shutil.rmtree(folder)
-    os.replace(tmp, folder)
+def _write(folder: Location, metrics: dict, predictions: pa.Table) -> None:
+    """A trial's result, from the node that trained it: predictions.parquet, then
+    metrics.json, written under a temporary name and moved into place (one PUT on object
+    storage, a rename on disk): a result whose metrics.json exists is a finished trial."""
+    fs = folder.fs
+    fs.create_dir(folder.path(), recursive=True)
+    pq.write_table(predictions, folder.path(PREDICTIONS_FILE), filesystem=fs)
+    tmp = folder.path(f".{METRICS_FILE}-{uuid.uuid4().hex}.tmp")
+    with fs.open_output_stream(tmp) as stream:
+        stream.write(json.dumps(metrics).encode())
+    fs.move(tmp, folder.path(METRICS_FILE))
 
 
-def _read(folder: Path) -> tuple[dict, pa.Table]:
-    return json.loads((folder / METRICS_FILE).read_text()), pq.read_table(folder / PREDICTIONS_FILE)
+def _read(folder: Location, predictions: bool = True) -> tuple[dict | None, pa.Table | None]:
+    """(metrics, predictions) of a finished trial; (None, None) when it has not finished."""
+    try:
+        metrics = json.loads(folder.read_bytes(METRICS_FILE))
+    except FileNotFoundError:
+        return None, None
+    if not predictions:
+        return metrics, None
+    return metrics, pq.read_table(folder.path(PREDICTIONS_FILE), filesystem=folder.fs)
 
 
 def _trial_setup(cfg: GridConfig) -> None:
@@ -154,7 +168,7 @@ def _trial_setup(cfg: GridConfig) -> None:
 
 def _train_worker(config: dict) -> None:
     """Ray Train worker (engine `ray_train`): the same trial on the worker's device; the
-    result travels back in the worker's checkpoint."""
+    worker writes the result to the grid's storage itself."""
     import ray.train
     import ray.train.torch
 
@@ -163,13 +177,15 @@ def _train_worker(config: dict) -> None:
     device = str(ray.train.torch.get_device())
     data, timelines = ray.get(config["data"])
     metrics, predictions = run_trial(TrialSpec(**config["spec"]), data, cfg, device, timelines)
-    with tempfile.TemporaryDirectory() as tmp:
-        _write(Path(tmp) / "result", metrics, predictions)
-        ray.train.report(_summary(metrics), checkpoint=ray.train.Checkpoint.from_directory(tmp))
+    _write(Location(config["result"]), metrics, predictions)
+    ray.train.report(_summary(metrics))
 
 
-def _with_ray_train(spec: TrialSpec, ds: Dataset, timelines, cfg: GridConfig, storage: Path):
-    """One trial as a one-worker TorchTrainer (engine `ray_train`)."""
+def _with_ray_train(
+    spec: TrialSpec, ds: Dataset, timelines, cfg: GridConfig, root: Location, result: Location
+) -> None:
+    """One trial as a one-worker TorchTrainer (engine `ray_train`); its run folders lie
+    at `<grid>/train_runs` (Ray Train refuses a local folder on a multi-node cluster)."""
     from ray.train import RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
@@ -179,16 +195,20 @@ def _with_ray_train(spec: TrialSpec, ds: Dataset, timelines, cfg: GridConfig, st
             "spec": asdict(spec),
             "grid": cfg.model_dump(),
             "data": ray.put((ds, timelines)),
+            "result": result.uri,
         },
         scaling_config=ScalingConfig(
             num_workers=1,
             use_gpu=cfg.gpus_per_trial > 0,
             resources_per_worker={"CPU": cfg.cpus_per_trial, "GPU": cfg.gpus_per_trial},
         ),
-        run_config=RunConfig(name=spec.name, storage_path=str(storage / "train_runs")),
+        run_config=RunConfig(
+            name=spec.name,
+            storage_path=root.child("train_runs").path(),
+            storage_filesystem=root.fs,
+        ),
     )
-    with trainer.fit().checkpoint.as_directory() as folder:
-        return _read(Path(folder) / "result")
+    trainer.fit()
 
 
 def _trial(
@@ -196,24 +216,25 @@ def _trial(
     datasets: dict[int, Dataset],
     timelines: dict | None,
     cfg: GridConfig,
-    results: str,
+    root: Location,
+    results: Location,
 ) -> None:
     """The Tune trainable: one grid cell, trained by the configured engine, unless an
     earlier (interrupted or killed) run of the grid already finished it."""
     spec = TrialSpec(**config["trial"])
-    folder = Path(results) / spec.name
-    if (folder / METRICS_FILE).exists():  # finished before: report it, train nothing
-        tune.report(_summary(_read(folder)[0]))
-        return
-    own = (timelines or {}).get(spec.k) if spec.protocol == WALK_FORWARD else None
-    if cfg.engine == "in_process":
-        _trial_setup(cfg)
-        device = "cuda" if cfg.gpus_per_trial > 0 else "cpu"
-        metrics, predictions = run_trial(spec, datasets[spec.k], cfg, device, own)
-    else:
-        metrics, predictions = _with_ray_train(spec, datasets[spec.k], own, cfg, Path(results))
-    _write(folder, metrics, predictions)
-    tune.report(_summary(metrics))
+    folder = results.child(spec.name)
+    metrics, _ = _read(folder, predictions=False)
+    if metrics is None:
+        own = (timelines or {}).get(spec.k) if spec.protocol == WALK_FORWARD else None
+        if cfg.engine == "in_process":
+            _trial_setup(cfg)
+            device = "cuda" if cfg.gpus_per_trial > 0 else "cpu"
+            metrics, predictions = run_trial(spec, datasets[spec.k], cfg, device, own)
+            _write(folder, metrics, predictions)
+        else:
+            _with_ray_train(spec, datasets[spec.k], own, cfg, root, folder)
+            metrics, _ = _read(folder, predictions=False)
+    tune.report(_summary(metrics))  # finished before: reported again, nothing trained
 
 
 def _summary(metrics: dict) -> dict:
@@ -282,7 +303,7 @@ class _Progress(tune.Callback):
 class GridResult:
     trials: pa.Table
     predictions: pa.Table
-    experiment: Path
+    experiment: Location
     resumed: bool
     reused: int  # trials finished by an earlier run (interrupted, or the same data)
 
@@ -297,6 +318,11 @@ def _max_concurrent(cfg: GridConfig) -> int:
     return max(1, int(by_cpu))
 
 
+def grid_root(out: Path, storage: Location | None = None) -> Location:
+    """Where grids keep their state: `<storage>/grid`, or `OUT/grid` on one machine."""
+    return (storage or Location.parse(out)).child("grid")
+
+
 def run_grid(
     out: Path,
     datasets: dict[int, Dataset],
@@ -305,10 +331,12 @@ def run_grid(
     echo: Callable[[str], None] = lambda line: None,
     cells: list[Cell] | None = None,
     timelines: dict[int, dict[str, Timeline]] | None = None,
+    storage: Location | None = None,
 ) -> GridResult:
     """Run (or resume) the grid over `datasets` (one per k; `cells`: the (model, k,
     profiles, protocol) to train, default every model, k and profile in stratified folds;
-    walk-forward cells need `timelines`) and collect every trial."""
+    walk-forward cells need `timelines`) and collect every trial. `storage`: where the
+    grid's state lives (a URI every node reaches on a cluster; default OUT)."""
     if cells is None:
         cells = [
             Cell(m, k, tuple(ds.profiles()))
@@ -316,32 +344,27 @@ def run_grid(
             for k, ds in sorted(datasets.items())
         ]
     specs = trial_specs(cfg, cells)
-    root = (out / "grid").resolve()
+    root = grid_root(out, storage)
     name = f"grid-{fingerprint(cfg, datasets, backbone, cells, timelines)}"
-    experiment = root / name
+    experiment = root.child(name)
     if not ray.is_initialized():
         ray.init()
-    results_dir = root / f"{name}.results"  # one folder per finished trial
+    check_cluster_reach(root, "the grid's storage", "--storage")
+    results_dir = root.child(f"{name}.results")  # one folder per finished trial
     trainable = tune.with_parameters(
-        _trial, datasets=datasets, timelines=timelines, cfg=cfg, results=str(results_dir)
+        _trial, datasets=datasets, timelines=timelines, cfg=cfg, root=root, results=results_dir
     )
     # a ray_train trial only waits on its TorchTrainer, whose worker holds the resources
     in_trial_cpus = 0.01 if cfg.engine == "ray_train" else cfg.cpus_per_trial
     in_trial_gpus = 0 if cfg.engine == "ray_train" else cfg.gpus_per_trial
     trainable = tune.with_resources(trainable, {"cpu": in_trial_cpus, "gpu": in_trial_gpus})
-    resumed = tune.Tuner.can_restore(experiment)
+    resumed = tune.Tuner.can_restore(experiment.path(), storage_filesystem=root.fs)
     reused = _finished(results_dir) if resumed else 0
     if resumed:
-        echo(f"resuming {experiment}: {reused} of {len(specs)} trials already done")
-        tuner = tune.Tuner.restore(str(experiment), trainable, restart_errored=True)
-        if reused == len(specs):  # nothing left to train: read the results, start no trial
-            results = tuner.get_results()
-            return GridResult(
-                *_collect(results, results_dir, specs, cfg, backbone, datasets),
-                experiment,
-                True,
-                reused,
-            )
+        echo(f"resuming {experiment.display()}: {reused} of {len(specs)} trials already done")
+        tuner = tune.Tuner.restore(
+            experiment.path(), trainable, restart_errored=True, storage_filesystem=root.fs
+        )
     else:
         progress = _Progress(len(specs), echo)
         tuner = tune.Tuner(
@@ -351,32 +374,37 @@ def run_grid(
                 max_concurrent_trials=_max_concurrent(cfg), reuse_actors=True
             ),
             run_config=tune.RunConfig(
-                name=name, storage_path=str(root), verbose=0, callbacks=[progress]
+                name=name,
+                storage_path=root.path(),
+                storage_filesystem=root.fs,
+                verbose=0,
+                callbacks=[progress],
             ),
         )
-    # nothing left to train: read the results, start no trial
-    results = tuner.get_results() if reused == len(specs) else tuner.fit()
+    results = tuner.fit()  # a restored grid whose trials all finished starts none
     tables = _collect(results, results_dir, specs, cfg, backbone, datasets)
     return GridResult(*tables, experiment, resumed, reused)
 
 
-def _finished(results_dir: Path) -> int:
-    return sum(1 for _ in results_dir.glob(f"*/{METRICS_FILE}"))
+def _finished(results_dir: Location) -> int:
+    return sum(1 for f in results_dir.files() if f.endswith(f"/{METRICS_FILE}"))
 
 
 def _collect(
     results,
-    results_dir: Path,
+    results_dir: Location,
     specs: list[TrialSpec],
     cfg: GridConfig,
     backbone: str,
     datasets: dict[int, Dataset],
 ):
-    """The `trials` and `predictions` tables of a finished grid; GridError otherwise."""
+    """The `trials` and `predictions` tables of a finished grid, read from the grid's
+    storage; GridError otherwise."""
     errors = [f"{r.config}: {r.error}" for r in results if r.error is not None]
     if errors:
         raise GridError(f"{len(errors)} trial(s) failed; first: {errors[0]}")
-    done = [s for s in specs if (results_dir / s.name / METRICS_FILE).exists()]
+    finished = {f.split("/", 1)[0] for f in results_dir.files() if f.endswith(f"/{METRICS_FILE}")}
+    done = [s for s in specs if s.name in finished]
     if len(done) < len(specs):
         raise GridError(
             f"grid interrupted: {len(done)} of {len(specs)} trials finished; "
@@ -384,7 +412,7 @@ def _collect(
         )
     trials, predictions = [], []
     for spec in specs:
-        metrics, table = _read(results_dir / spec.name)
+        metrics, table = _read(results_dir.child(spec.name))
         cell = {
             "scheme": datasets[spec.k].scheme,
             "backbone": backbone,
@@ -434,9 +462,10 @@ def run_train(
     labels: LabelConfig,
     backbone: str,
     echo: Callable[[str], None] = lambda line: None,
+    storage: Location | None = None,
 ) -> TrainReport:
     """The train stage: grid -> tables trials, predictions, metrics -> final models; the
-    classes are those of `labels.scheme`."""
+    classes are those of `labels.scheme`; `storage`: where the grid keeps its state."""
     start = time.perf_counter()
     ks = cfg.k or labels.k
     datasets = {k: load_dataset(out, backbone, k, labels.scheme, cfg.context_features) for k in ks}
@@ -452,7 +481,7 @@ def run_train(
         echo(f"skipped {reason}")
     if not cells:
         raise NothingToTrain("nothing to train: " + "; ".join(skipped))
-    grid = run_grid(out, datasets, cfg, backbone, echo, cells, timelines)
+    grid = run_grid(out, datasets, cfg, backbone, echo, cells, timelines, storage)
     metrics = compute_metrics(grid.predictions, recent)
     part = f"{labels.scheme}-{backbone}" + ("-context" if cfg.context_features else "")
     store.write_table(out, "trials", grid.trials, part=part)
@@ -465,8 +494,9 @@ def run_train(
         store.write_table(out, "models", models, part=part)
         prune(out, store.read_table(out, "models"))
     store.refresh_views(out)
-    current = {grid.experiment.name, f"{grid.experiment.name}.results"}
-    for stale in grid.experiment.parent.iterdir():  # finished: older grids are not needed
-        if stale.name not in current:
-            shutil.rmtree(stale)
+    name = grid.experiment.display().rsplit("/", 1)[1]
+    root = grid_root(out, storage)
+    for stale in root.names():  # finished: older grids (and their results) are not needed
+        if stale not in {name, f"{name}.results"}:
+            root.child(stale).delete()
     return TrainReport(grid, metrics, models, skipped, time.perf_counter() - start)

@@ -94,6 +94,33 @@ class Location:
         base = self.uri.split("?", 1)[0].rstrip("/")
         return f"{base}/{rel}" if rel else base
 
+    def child(self, rel: str) -> Location:
+        """The folder `rel` inside this one (a URI keeps its query: endpoint, region)."""
+        if self.is_local_path:
+            return Location(str(PurePosixPath(self.uri) / rel))
+        base, _, query = self.uri.partition("?")
+        joined = f"{base.rstrip('/')}/{rel.strip('/')}"
+        return Location(f"{joined}?{query}" if query else joined)
+
+    def names(self) -> list[str]:
+        """The names directly inside this folder ([] when it does not exist)."""
+        infos = self.fs.get_file_info(pafs.FileSelector(self.path(), allow_not_found=True))
+        return sorted(info.base_name for info in infos)
+
+    def files(self) -> list[str]:
+        """Every file below this folder, as paths relative to it ([] when it does not exist)."""
+        base = self.path()
+        selector = pafs.FileSelector(base, recursive=True, allow_not_found=True)
+        infos = self.fs.get_file_info(selector)
+        return sorted(
+            info.path[len(base) :].lstrip("/") for info in infos if info.type == pafs.FileType.File
+        )
+
+    def delete(self) -> None:
+        """Remove this folder and everything in it; nothing when it is not there."""
+        if self.fs.get_file_info(self.path()).type != pafs.FileType.NotFound:
+            self.fs.delete_dir(self.path())
+
     def infos(self, rels: list[str]) -> list[pafs.FileInfo]:
         """File info of each `rel`, in one call (one listing per prefix on object storage)."""
         if not rels:
@@ -122,6 +149,24 @@ class Location:
             raise StorageError(f"{self.display()}: input folder not found")
         if info.type != pafs.FileType.Directory:
             raise StorageError(f"{self.display()}: not a folder")
+
+
+def check_cluster_reach(location: Location, what: str, fix: str) -> None:
+    """Refuse, before any task runs, a folder on this machine when the Ray cluster has other
+    live nodes: their tasks would not see it (inputs "not found", results left on the node
+    that wrote them). `what` names the folder in the message, `fix` the option to change."""
+    import ray
+
+    if location.visible_to_cluster or not ray.is_initialized():
+        return
+    nodes = [n for n in ray.nodes() if n.get("Alive")]
+    if len(nodes) > 1:
+        raise StorageError(
+            f"{what} {location.display()} is a folder on this machine, but the Ray cluster "
+            f"has {len(nodes)} nodes that do not see it: use object storage "
+            f"({fix} s3://bucket/prefix, gs://...), or, if every node mounts it at the same "
+            f"path, name it as file://{location.uri}"
+        )
 
 
 LOCAL_FILES = Location("/")  # files named by absolute paths on this machine (predict, bench)

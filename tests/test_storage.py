@@ -10,7 +10,7 @@ from multinode import upload
 
 from popray import embed, store
 from popray.ingest import InputError, ingest
-from popray.storage import Location, StorageError
+from popray.storage import Location, StorageError, check_cluster_reach
 
 
 @pytest.fixture(scope="module")
@@ -112,14 +112,36 @@ def test_bad_locations_are_clear_errors_before_any_work(s3_uri, tmp_path):
     assert time.monotonic() - start < 60  # fails, and says why, within seconds
 
 
-def test_a_local_export_is_refused_on_a_cluster_whose_nodes_do_not_see_it(monkeypatch, tmp_path):
-    """On a multi-node cluster a plain path would be decoded only where it exists."""
+def test_a_local_folder_is_refused_on_a_cluster_whose_nodes_do_not_see_it(monkeypatch, tmp_path):
+    """On a multi-node cluster a plain path would be read (or written) only where it exists."""
     import ray
 
-    monkeypatch.setattr(embed, "ensure_ray", lambda: None)
+    monkeypatch.setattr(ray, "is_initialized", lambda: True)
     monkeypatch.setattr(ray, "nodes", lambda: [{"Alive": True}, {"Alive": True}])
-    with pytest.raises(ValueError, match=r"2 nodes that do not see it.*s3://"):
-        embed._check_reachable(Location.parse(tmp_path))
-    embed._check_reachable(Location.parse(f"file://{tmp_path}"))  # a mount every node has
+    with pytest.raises(
+        StorageError, match=r"the export .* 2 nodes that do not see it.*--input s3://"
+    ):
+        check_cluster_reach(Location.parse(tmp_path), "the export", "--input")
+    check_cluster_reach(Location.parse(f"file://{tmp_path}"), "the export", "--input")  # a mount
     monkeypatch.setattr(ray, "nodes", lambda: [{"Alive": True}, {"Alive": False}])
-    embed._check_reachable(Location.parse(tmp_path))  # one live node: this machine
+    check_cluster_reach(Location.parse(tmp_path), "the export", "--input")  # one live node
+
+
+@pytest.mark.parametrize("where", ["disk", "s3"])
+def test_a_location_lists_names_and_deletes_folders_on_disk_and_on_s3(where, tmp_path, s3_uri):
+    root = Location.parse(tmp_path / "root") if where == "disk" else Location.parse(s3_uri("loc"))
+    grid = root.child("grid")
+    assert grid.names() == [] and grid.files() == []  # not there yet: empty, no error
+    for rel in ("a/x.json", "a/deep/y.parquet", "b/z.json"):
+        path = grid.path(rel)
+        grid.fs.create_dir(path.rsplit("/", 1)[0], recursive=True)
+        with grid.fs.open_output_stream(path) as stream:
+            stream.write(rel.encode())
+    assert grid.names() == ["a", "b"]
+    assert grid.child("a").files() == ["deep/y.parquet", "x.json"]
+    assert grid.child("a").read_bytes("deep/y.parquet") == b"a/deep/y.parquet"
+    if where == "s3":
+        assert "endpoint_override=" in grid.child("a").uri  # the query (endpoint) is kept
+    grid.child("a").delete()
+    grid.child("missing").delete()  # nothing there: nothing to do
+    assert grid.names() == ["b"] and grid.files() == ["b/z.json"]
