@@ -32,10 +32,17 @@ from popray.config import (
     load_config,
 )
 from popray.ingest import InputError
+from popray.storage import Location
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 
 OutOpt = Annotated[Path, typer.Option("--out", help="output folder")]
+StorageOpt = Annotated[
+    str | None,
+    typer.Option(
+        help="storage every node reaches for the grid's state, on a cluster (s3://bucket/prefix)"
+    ),
+]
 
 
 def _fail(message: str, code: int = 2) -> None:
@@ -228,6 +235,7 @@ def train(
         list[str] | None,
         typer.Option("--protocol", help="stratified_kfold | walk_forward (repeat; default both)"),
     ] = None,
+    storage: StorageOpt = None,
 ) -> None:
     """Run the validation grid (model x k x seed x fold, and the walk-forward windows) on
     Ray Tune, then final models."""
@@ -253,9 +261,12 @@ def train(
         if scheme:
             label_cfg = LabelConfig.model_validate(label_cfg.model_dump() | {"scheme": scheme})
         net = backbone or (run_cfg.embed if run_cfg else EmbedConfig()).backbone
+        shared = Location.parse(storage) if storage else None
+        if shared is None and run_cfg:
+            shared = run_cfg.storage_location()
         _quiet_tune()
         with store.exclusive(out, "train"):
-            report = run_train(out, cfg, label_cfg, net, echo=typer.echo)
+            report = run_train(out, cfg, label_cfg, net, typer.echo, shared)
     except (FileNotFoundError, ValueError, GridError, store.LockedError) as exc:
         _fail(str(exc))
     from popray.evaluate import metrics_text
@@ -431,7 +442,14 @@ def _run_stages(cfg: RunConfig) -> None:
     _quiet_tune()
     try:
         with timed("train"):
-            trained = run_train(cfg.out_dir, cfg.grid, cfg.label, cfg.embed.backbone, typer.echo)
+            trained = run_train(
+                cfg.out_dir,
+                cfg.grid,
+                cfg.label,
+                cfg.embed.backbone,
+                typer.echo,
+                cfg.storage_location(),
+            )
         typer.echo(trained.line())
         typer.echo(metrics_text(trained.metrics))
         if cfg.grid.context_features:
@@ -464,6 +482,7 @@ def run(
         str | None,
         typer.Option("--publish-to", help="also publish to object storage (s3://, gs://)"),
     ] = None,
+    storage: StorageOpt = None,
     address: Annotated[
         str | None, typer.Option(help="Ray cluster to join (default: RAY_ADDRESS, else local)")
     ] = None,
@@ -478,7 +497,7 @@ def run(
 
     try:
         cfg = load_config(config) if config else None
-        given = {"input_dir": input, "out_dir": out, "publish_to": publish_to}
+        given = {"input_dir": input, "out_dir": out, "publish_to": publish_to, "storage": storage}
         overrides = {k: v for k, v in given.items() if v}
         if cfg is None:
             if input is None:

@@ -12,6 +12,8 @@ from typing import Annotated, Literal, get_args
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, field_validator, model_validator
 
+from popray.storage import Location
+
 
 class _Config(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -252,17 +254,32 @@ class RunConfig(_Config):
         "stays the local work folder, filled from there on a fresh machine",
     )
 
+    storage: str | None = Field(
+        default=None,
+        description="where the cluster's workers keep the run's state (the grid's Tune "
+        "experiment and trial results): a URI every node reaches (s3://bucket/prefix, ...). "
+        "Default: <publish_to>/work when publish_to is set, else out_dir (one machine)",
+    )
+
     @field_validator("input_dir", mode="before")
     @classmethod
     def _a_location(cls, value: object) -> object:
         return str(value) if isinstance(value, Path) else value
 
-    @field_validator("publish_to")
+    @field_validator("publish_to", "storage")
     @classmethod
-    def _a_uri(cls, value: str | None) -> str | None:
+    def _a_uri(cls, value: str | None, info) -> str | None:
         if value is not None and "://" not in value:
-            raise ValueError(f"publish_to {value!r}: give a URI such as s3://bucket/prefix")
+            raise ValueError(f"{info.field_name} {value!r}: give a URI such as s3://bucket/prefix")
         return value
+
+    def storage_location(self) -> Location | None:
+        """The run's shared storage (None: out_dir on this machine)."""
+        if self.storage:
+            return Location.parse(self.storage)
+        if self.publish_to:
+            return Location.parse(self.publish_to).child("work")
+        return None
 
     label: LabelConfig = Field(default_factory=LabelConfig)
     embed: EmbedConfig = Field(default_factory=EmbedConfig)

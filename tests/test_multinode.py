@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from popray import store
+from popray.storage import Location
 
 pytestmark = pytest.mark.slow
 WHY_NOT = multinode.available()
@@ -62,16 +63,32 @@ def _job(c, src, *args, timeout=900):
     return job.returncode, job.stdout + job.stderr
 
 
+@pytest.fixture(scope="module")
+def on_s3(cluster, tmp_path_factory, tiny_input, s3_uri):
+    """The tiny export uploaded to S3, then ingested and embedded by jobs submitted to the
+    cluster: (cluster, source tree, work folder on the head)."""
+    c, _, _, work = cluster
+    src = multinode.source_tree(tmp_path_factory.mktemp("src"))
+    uri = s3_uri("exports/multinode")
+    multinode.upload(tiny_input, uri)
+    out = work / "s3"
+    rc, log = _job(c, src, "jobs.ingest", "--input", uri, "--out", str(out))
+    assert rc == 0, log[-3000:]
+    rc, log = _job(c, src, "jobs.embed", "--out", str(out), "--views", "2")
+    assert rc == 0, log[-3000:]
+    return c, src, out
+
+
 def test_an_export_on_s3_is_decoded_and_embedded_on_the_worker(
-    cluster, tmp_path, tiny_input, s3_uri, embedded
+    cluster, on_s3, tmp_path, tiny_input, embedded
 ):
     """Ingest and embed submitted with `ray job submit`: the drivers run on the head (no
     CPUs), every hashing and decode task on the worker, which reads the objects itself.
     Every media item that is not corrupt is embedded, none is "not found", and the
     embeddings equal those of a single-node run of the same export. A plain local export
     is refused up front, naming the fix, instead of quarantining every item."""
-    c, _, export, work = cluster
-    src = multinode.source_tree(tmp_path / "src")
+    _, _, export, work = cluster
+    c, src, out = on_s3
     shutil.copytree(tiny_input, export, symlinks=True, dirs_exist_ok=True)
 
     local_out = work / "local"
@@ -80,14 +97,6 @@ def test_an_export_on_s3_is_decoded_and_embedded_on_the_worker(
     rc, log = _job(c, src, "jobs.embed", "--out", str(local_out), "--views", "2")
     assert rc != 0 and "nodes that do not see it" in log and "s3://" in log, log[-3000:]
     assert not store.has_table(local_out, "embeddings_image")  # nothing half-done
-
-    uri = s3_uri("exports/multinode")
-    multinode.upload(tiny_input, uri)
-    out = work / "s3"
-    rc, log = _job(c, src, "jobs.ingest", "--input", uri, "--out", str(out))
-    assert rc == 0, log[-3000:]
-    rc, log = _job(c, src, "jobs.embed", "--out", str(out), "--views", "2")
-    assert rc == 0, log[-3000:]
 
     truth = json.loads((tiny_input / "sample_truth.json").read_text())
     media = store.read_table(out, "media").to_pylist()
@@ -110,3 +119,38 @@ def test_an_export_on_s3_is_decoded_and_embedded_on_the_worker(
         a = np.stack(here[col].to_numpy(zero_copy_only=False))
         b = np.stack(there[col].to_numpy(zero_copy_only=False))
         assert np.allclose(a, b, atol=1e-4), f"{name}: max diff {np.abs(a - b).max()}"
+
+
+def test_the_grid_trains_on_the_worker_and_keeps_its_state_on_s3(on_s3, s3_uri):
+    """The grid submitted as a job: its trials can only run on the worker (the head has no
+    CPUs), which writes each result to S3; the driver reads them from there. Its state
+    stays off the head's disk, so a second run, as from a fresh head, reuses every trial.
+    Grid state on the head's own disk is refused up front."""
+    c, src, embedded_out = on_s3
+    out = embedded_out.parent / "grid"
+    shutil.copytree(embedded_out, out)
+    for stage in ("jobs.label", "jobs.dedup"):
+        rc, log = _job(c, src, stage, "--out", str(out))
+        assert rc == 0, log[-3000:]
+    train = ["jobs.train", "--out", str(out), "--model", "image", "--seed", "0"]
+    train += ["--epochs", "2", "--protocol", "stratified_kfold"]
+    rc, log = _job(c, src, *train)
+    assert rc != 0 and "the grid's storage" in log and "--storage s3://" in log, log[-3000:]
+
+    storage = s3_uri("work/grid")
+    rc, log = _job(c, src, *train, "--storage", storage)
+    assert rc == 0, log[-3000:]
+    trials = store.read_table(out, "trials")
+    names = set(trials["trial"].to_pylist())
+    assert trials.num_rows == 2 * 5 and len(names) == 10  # k 2 and 3, 5 folds, one seed
+    grid = Location.parse(storage).child("grid")
+    (experiment,) = [n for n in grid.names() if not n.endswith(".results")]
+    results = grid.child(f"{experiment}.results")
+    assert set(results.names()) == names  # every trial's result, on S3
+    assert all(results.child(n).files() == ["metrics.json", "predictions.parquet"] for n in names)
+    assert not (out / "grid").exists()  # nothing of the grid on the head's disk
+
+    rc, log = _job(c, src, *train, "--storage", storage)
+    assert rc == 0 and "10 trials (10 reused from an earlier run)" in log, log[-3000:]
+    again = store.read_table(out, "trials").sort_by("trial")
+    assert again["finished_at"].equals(trials.sort_by("trial")["finished_at"])  # not retrained
