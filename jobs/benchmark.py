@@ -6,6 +6,7 @@
     python -m jobs.benchmark train --out out     (after `make demo`)
     python -m jobs.benchmark profiles [--profiles 1 10 50] [--posts 60]
     python -m jobs.benchmark costs --out OUT [--cpus 2] [--save costs.json]   (after popray run)
+    python -m jobs.benchmark memory [--images 2000 20000] [--code OTHER_CHECKOUT]
 
 Prints one JSON line per measurement. Speed is measured here, never asserted in tests.
 """
@@ -46,7 +47,18 @@ def main(argv: list[str] | None = None) -> int:
     cos.add_argument("--out", type=Path, default=Path("out"))
     cos.add_argument("--cpus", type=int, default=os.cpu_count() or 1)
     cos.add_argument("--save", type=Path, help="write them here (popray plan --costs FILE)")
+    mem = sub.add_parser("memory", help="the embed stage's driver peak RSS vs number of media")
+    mem.add_argument("--images", type=int, nargs="+", default=[2_000, 20_000])
+    mem.add_argument("--root", type=Path, default=Path("bench-memory"), help="exports, outs")
+    mem.add_argument("--code", type=Path, help="another checkout's popray (a baseline)")
     args = parser.parse_args(argv)
+    if args.what == "memory":
+        from popray.bench_memory import driver_memory, memory_text
+
+        rows = driver_memory(args.images, args.root.resolve(), checkout=args.code)
+        for row in rows:
+            print(json.dumps({"bench": "memory"} | row), flush=True)
+        print(memory_text(rows), flush=True)
     if args.what == "costs":
         from dataclasses import asdict
 

@@ -40,9 +40,17 @@ OutOpt = Annotated[Path, typer.Option("--out", help="output folder")]
 StorageOpt = Annotated[
     str | None,
     typer.Option(
-        help="storage every node reaches for the grid's state, on a cluster (s3://bucket/prefix)"
+        help="storage every node reaches, on a cluster: new embeddings and the grid's state "
+        "(s3://bucket/prefix)"
     ),
 ]
+
+
+def _storage(option: str | None, run_cfg: RunConfig | None) -> Location | None:
+    """The run's shared storage: --storage, else the config's (storage, or publish_to)."""
+    if option:
+        return Location.parse(option)
+    return run_cfg.storage_location() if run_cfg else None
 
 
 def _fail(message: str, code: int = 2) -> None:
@@ -165,6 +173,7 @@ def embed(
     views: Annotated[int | None, typer.Option(help="augmented views per image")] = None,
     device: Annotated[str | None, typer.Option(help="auto | cpu | cuda")] = None,
     config: Annotated[Path | None, typer.Option(help="run configuration (.toml/.yaml)")] = None,
+    storage: StorageOpt = None,
 ) -> None:
     """Decode media and embed them with the frozen backbone (Ray Data, GPU when present)."""
     from popray.backbones import WeightsError
@@ -172,12 +181,14 @@ def embed(
 
     options = {"backbone": backbone, "weights": weights, "views": views, "device": device}
     try:
-        base = load_config(config).embed if config else EmbedConfig()
+        run_cfg = load_config(config) if config else None
+        base = run_cfg.embed if run_cfg else EmbedConfig()
         cfg = EmbedConfig.model_validate(
             base.model_dump() | {k: v for k, v in options.items() if v is not None}
         )
+        shared = _storage(storage, run_cfg)
         with store.exclusive(out, "embed"):
-            report = run_embed(out, cfg)
+            report = run_embed(out, cfg, shared)
     except (FileNotFoundError, ValueError, WeightsError, store.LockedError) as exc:
         _fail(str(exc))
     typer.echo(report.line())
@@ -261,9 +272,7 @@ def train(
         if scheme:
             label_cfg = LabelConfig.model_validate(label_cfg.model_dump() | {"scheme": scheme})
         net = backbone or (run_cfg.embed if run_cfg else EmbedConfig()).backbone
-        shared = Location.parse(storage) if storage else None
-        if shared is None and run_cfg:
-            shared = run_cfg.storage_location()
+        shared = _storage(storage, run_cfg)
         _quiet_tune()
         with store.exclusive(out, "train"):
             report = run_train(out, cfg, label_cfg, net, typer.echo, shared)
@@ -435,7 +444,7 @@ def _run_stages(cfg: RunConfig) -> None:
     with timed("label"):
         run_label(cfg.out_dir, cfg.label)
     with timed("embed"):
-        report = run_embed(cfg.out_dir, cfg.embed)
+        report = run_embed(cfg.out_dir, cfg.embed, cfg.storage_location())
     with timed("dedup"):
         run_dedup(cfg.out_dir, cfg.dedup, cfg.embed.backbone)
     typer.echo(report.line())

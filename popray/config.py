@@ -256,8 +256,9 @@ class RunConfig(_Config):
 
     storage: str | None = Field(
         default=None,
-        description="where the cluster's workers keep the run's state (the grid's Tune "
-        "experiment and trial results): a URI every node reaches (s3://bucket/prefix, ...). "
+        description="where the cluster's workers write what the driver then reads (new "
+        "embedding rows, the grid's Tune experiment and trial results): a URI every node "
+        "reaches (s3://bucket/prefix, ...). "
         "Default: <publish_to>/work when publish_to is set, else out_dir (one machine)",
     )
 

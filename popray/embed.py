@@ -16,18 +16,21 @@ import json
 import logging
 import os
 import time
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
 from popray import decode, store
 from popray.config import EmbedConfig
+from popray.embed_write import STATUS, assemble_part, schemas, staged_width, write_block
 from popray.ingest import input_dir_of
 from popray.storage import Location, check_cluster_reach, sha256_bytes
-from popray.tables import SCHEMAS, embeddings_image_schema, embeddings_video_schema
+from popray.tables import SCHEMAS
 
 log = logging.getLogger(__name__)
 PREPROCESS_VERSION = 2  # 2: video frames resized with PIL, like images
@@ -203,11 +206,19 @@ def pool_size(cfg: EmbedConfig, cluster_gpus: int, cluster_cpus: int) -> tuple[b
     return False, 1
 
 
-def run_pipeline(items: list[dict], cfg: EmbedConfig, export: Location) -> list[dict]:
+def run_pipeline(
+    items: list[dict],
+    cfg: EmbedConfig,
+    export: Location,
+    staging: Location | None = None,
+    keys: dict[str, str] | None = None,
+) -> list[dict]:
     """Decode and embed `items` (media_id, sha256, kind, path, thumb: paths relative to
     `export`) on Ray Data.
 
-    Returns one dict per item: media_id, sha256, kind, meta, error, embeddings.
+    Returns one dict per item: media_id, sha256, kind, meta, error, embeddings; with
+    `staging`, the embedding rows (preprocessing `keys`) are written there by the cluster
+    (`embed_write.write_block`) and only media_id, sha256, kind and error come back.
     """
     import ray
     from ray.data import ActorPoolStrategy, TaskPoolStrategy
@@ -240,51 +251,20 @@ def run_pipeline(items: list[dict], cfg: EmbedConfig, export: Location) -> list[
         num_gpus=1 / cfg.actors_per_gpu if use_gpu else 0,
         num_cpus=1,
     )
+    columns = ("media_id", "sha256", "kind", "meta", "error", "embeddings")
+    if staging is not None:
+        ds = ds.map_batches(
+            write_block,
+            fn_kwargs={"cfg": cfg, "keys": keys, "staging": staging},
+            batch_size=None,
+            num_cpus=decode_cpus / 2,
+        )
+        columns = STATUS
     results = []
-    for batch in ds.iter_batches(batch_size=64, batch_format="numpy"):
+    for batch in ds.iter_batches(batch_size=256, batch_format="numpy"):
         for i in range(len(batch["media_id"])):
-            results.append(
-                {
-                    k: batch[k][i]
-                    for k in ("media_id", "sha256", "kind", "meta", "error", "embeddings")
-                }
-            )
+            results.append({k: batch[k][i] for k in columns})
     return results
-
-
-def _image_rows(r: dict, cfg: EmbedConfig, key: str) -> list[dict]:
-    return [
-        {
-            "media_id": r["media_id"],
-            "sha256": r["sha256"],
-            "backbone": cfg.backbone,
-            "preprocess": key,
-            "view": v,
-            "embedding": e,
-        }
-        for v, e in enumerate(np.asarray(r["embeddings"], np.float32))
-    ]
-
-
-def _video_row(r: dict, cfg: EmbedConfig, key: str) -> dict:
-    emb = np.asarray(r["embeddings"], np.float32)
-    meta = json.loads(r["meta"])
-    frames = emb[: decode.N_FRAMES]
-    thumb = emb[decode.N_FRAMES] if meta["thumbnail_source"] == "file" else frames[0]
-    return {
-        "media_id": r["media_id"],
-        "sha256": r["sha256"],
-        "backbone": cfg.backbone,
-        "preprocess": key,
-        "duration_s": meta["duration_s"],
-        "fps": meta["fps"],
-        "n_frames_total": meta["n_frames_total"],
-        "frame_times_s": meta["frame_times_s"],
-        "frames": list(frames),
-        "pooled": frames.max(axis=0),
-        "thumbnail": thumb,
-        "thumbnail_source": meta["thumbnail_source"],
-    }
 
 
 def _previous(out: Path, name: str, part: str, key: str | None = None) -> pa.Table | None:
@@ -293,31 +273,6 @@ def _previous(out: Path, name: str, part: str, key: str | None = None) -> pa.Tab
         return None
     table = store.read_table(out, name, part)
     return table if key is None else table.filter(pc.equal(table["preprocess"], key))
-
-
-def _assemble(cache: pa.Table | None, current: list[tuple[str, str]]) -> pa.Table | None:
-    """Rows of `cache` (keyed by sha256) for each current (media_id, sha256)."""
-    if cache is None or cache.num_rows == 0:
-        return None
-    first: dict[tuple, int] = {}
-    for i, (sha, view) in enumerate(zip(cache["sha256"].to_pylist(), _views(cache), strict=True)):
-        first.setdefault((sha, view), i)
-    by_sha: dict[str, list[int]] = {}
-    for (sha, _view), i in sorted(first.items(), key=lambda kv: (kv[0][0], kv[0][1])):
-        by_sha.setdefault(sha, []).append(i)
-    idx, ids = [], []
-    for media_id, sha in current:
-        for i in by_sha.get(sha, []):
-            idx.append(i)
-            ids.append(media_id)
-    table = cache.take(pa.array(idx, pa.int64()))
-    return table.set_column(
-        table.schema.get_field_index("media_id"), "media_id", pa.array(ids, pa.string())
-    )
-
-
-def _views(table: pa.Table) -> list[int]:
-    return table["view"].to_pylist() if "view" in table.column_names else [0] * table.num_rows
 
 
 def _cached_failures(out: Path, cfg: EmbedConfig) -> dict[str, str]:
@@ -332,33 +287,43 @@ def _cached_failures(out: Path, cfg: EmbedConfig) -> dict[str, str]:
     return failed
 
 
-def _width(cfg: EmbedConfig, new_rows: dict[str, list[dict]], prev: dict) -> int:
-    """The embedding width: from new results, else earlier ones, else the backbone."""
-    if new_rows["image"]:
-        return len(new_rows["image"][0]["embedding"])
-    if new_rows["video"]:
-        return len(new_rows["video"][0]["pooled"])
-    for t in prev.values():
-        if t is not None:
-            field = "embedding" if "embedding" in t.column_names else "pooled"
-            return t.schema.field(field).type.list_size
+def _done(out: Path, name: str, part: str, key: str) -> set[str]:
+    """sha256 of the items an earlier run embedded with preprocessing `key` (reads only
+    the key columns, not the embeddings)."""
+    path = store.table_dir(out, name) / f"{part}.parquet"
+    if not path.exists():
+        return set()
+    table = pq.read_table(path, columns=["sha256", "preprocess"])
+    return set(table.filter(pc.equal(table["preprocess"], key))["sha256"].to_pylist())
+
+
+def _width(cfg: EmbedConfig, out: Path, staging: Location) -> int:
+    """The embedding width: from the rows staged now, else earlier ones, else the backbone."""
+    width = staged_width(staging)
+    if width is not None:
+        return width
+    for name, column in (("embeddings_image", "embedding"), ("embeddings_video", "pooled")):
+        path = store.table_dir(out, name) / f"{cfg.backbone}.parquet"
+        if path.exists():
+            return pq.read_schema(path).field(column).type.list_size
     from popray.backbones import create_backbone
 
     return create_backbone(cfg.backbone, "random").width
 
 
-def run_embed(out: Path, cfg: EmbedConfig) -> EmbedReport:
-    """Embed every media item of `out` that is not excluded, reusing earlier results."""
+def run_embed(out: Path, cfg: EmbedConfig, storage: Location | None = None) -> EmbedReport:
+    """Embed every media item of `out` that is not excluded, reusing earlier results.
+    `storage`: where the cluster writes the new embedding rows before they are assembled
+    into the tables (a URI every node reaches on a cluster; default OUT)."""
     start = time.perf_counter()
     export = input_dir_of(out)
     media = store.read_table(out, "media").to_pylist()
     excluded = set(store.read_table(out, "excluded")["media_id"].to_pylist())
     keys = {"image": image_key(cfg), "video": video_key(cfg)}
-    prev = {
-        "image": _previous(out, "embeddings_image", cfg.backbone, keys["image"]),
-        "video": _previous(out, "embeddings_video", cfg.backbone, keys["video"]),
+    done = {
+        "image": _done(out, "embeddings_image", cfg.backbone, keys["image"]),
+        "video": _done(out, "embeddings_video", cfg.backbone, keys["video"]),
     }
-    done = {k: set(t["sha256"].to_pylist()) if t is not None else set() for k, t in prev.items()}
     failed = _cached_failures(out, cfg)
     todo = [m for m in media if m["media_id"] not in excluded]
     need: dict[str, dict] = {}
@@ -373,44 +338,32 @@ def run_embed(out: Path, cfg: EmbedConfig) -> EmbedReport:
             "path": m["path"],
             "thumb": m["thumbnail_path"] or "",
         }
+    staging = (storage or Location.parse(out)).child(f"staging-embed-{uuid.uuid4().hex}")
     if need:
         ensure_ray()
         check_cluster_reach(export, "the export", "--input")
-    results = run_pipeline(list(need.values()), cfg, export) if need else []
-    got = {r["sha256"] for r in results}
-    if got != set(need):  # never lose an item silently
-        raise RuntimeError(
-            f"embedding returned {len(got)} of {len(need)} items; missing: "
-            f"{sorted(set(need) - got)[:5]}"
-        )
-    new_rows: dict[str, list[dict]] = {"image": [], "video": []}
-    new_failed = {}
-    for r in {r["sha256"]: r for r in results}.values():
-        if r["error"]:
-            new_failed[r["sha256"]] = str(r["error"])
-        elif r["kind"] == "image":
-            new_rows["image"].extend(_image_rows(r, cfg, keys["image"]))
-        else:
-            new_rows["video"].append(_video_row(r, cfg, keys["video"]))
-    failed |= new_failed
-    width = _width(cfg, new_rows, prev)
-    schemas = {"image": embeddings_image_schema(width), "video": embeddings_video_schema(width)}
-    for kind, name in (("image", "embeddings_image"), ("video", "embeddings_video")):
-        new = pa.Table.from_pylist(new_rows[kind], schema=schemas[kind])
-        cache = pa.concat_tables([t for t in (prev[kind], new) if t is not None])
-        current = [
-            (m["media_id"], m["sha256"])
-            for m in todo
-            if m["media_type"] == kind and m["sha256"] not in failed
-        ]
-        table = _assemble(cache, current)
-        store.write_table(
-            out,
-            name,
-            table if table is not None else schemas[kind].empty_table(),
-            part=cfg.backbone,
-            schema=schemas[kind],
-        )
+        check_cluster_reach(staging, "the run's storage", "--storage")
+    try:
+        results = run_pipeline(list(need.values()), cfg, export, staging, keys) if need else []
+        got = {r["sha256"] for r in results}
+        if got != set(need):  # never lose an item silently
+            raise RuntimeError(
+                f"embedding returned {len(got)} of {len(need)} items; missing: "
+                f"{sorted(set(need) - got)[:5]}"
+            )
+        new_failed = {r["sha256"]: str(r["error"]) for r in results if r["error"]}
+        failed |= new_failed
+        all_schemas = schemas(_width(cfg, out, staging))
+        for kind, name in (("image", "embeddings_image"), ("video", "embeddings_video")):
+            current = [
+                (m["media_id"], m["sha256"])
+                for m in todo
+                if m["media_type"] == kind and m["sha256"] not in failed
+            ]
+            schema = all_schemas[kind]
+            assemble_part(out, name, cfg.backbone, schema, keys[kind], staging.child(kind), current)
+    finally:
+        staging.delete()
     quarantine = [
         {
             "stage": "embed",

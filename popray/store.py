@@ -16,7 +16,7 @@ import os
 import re
 import socket
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -45,17 +45,36 @@ def write_table(
     one per stage. The table is cast to its declared schema (a drifting column type
     fails here, loudly), written beside the target, then renamed over it.
     """
+    return write_batches(out, name, [table], part, schema)
+
+
+def write_batches(
+    out: Path,
+    name: str,
+    batches: Iterable[pa.Table | pa.RecordBatch],
+    part: str = "data",
+    schema: pa.Schema | None = None,
+) -> Path:
+    """`write_table` for a stream of batches (a table too large for memory): each is cast
+    to the schema and appended; the part replaces the old one when the stream ends."""
     if name not in SCHEMAS:
         raise ValueError(f"unknown output table {name!r}; known: {sorted(SCHEMAS)}")
     if not PART.fullmatch(part):
         raise ValueError(f"bad table part name {part!r}")
     schema = schema or SCHEMAS[name]
-    table = table.select(schema.names).cast(schema)
     folder = table_dir(out, name)
     folder.mkdir(parents=True, exist_ok=True)
     target = folder / f"{part}.parquet"
     tmp = folder / f".{part}-{uuid.uuid4().hex}.parquet.tmp"
-    pq.write_table(table, tmp, compression="zstd")
+    try:
+        with pq.ParquetWriter(tmp, schema, compression="zstd") as writer:
+            for batch in batches:
+                if isinstance(batch, pa.RecordBatch):
+                    batch = pa.Table.from_batches([batch])
+                writer.write_table(batch.select(schema.names).cast(schema))
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     os.replace(tmp, target)
     return target
 

@@ -197,7 +197,7 @@ TRIALS = pa.schema(
         pa.field("train_s", pa.float64(), nullable=False),
         pa.field("finished_at", TS, nullable=False),
         pa.field("engine", pa.string(), nullable=False),
-        pa.field("trial", pa.string(), nullable=False),  # its result: OUT/grid/*.results/<trial>
+        pa.field("trial", pa.string(), nullable=False),  # its result: <grid>/*.results/<trial>
     ]
 )
 

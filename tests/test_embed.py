@@ -135,3 +135,55 @@ def test_gpu_actors_are_requested_before_any_gpu_node_exists():
     assert embed.pool_size(EmbedConfig(gpus=1, actors=3), 0, 8) == (True, 3)
     with pytest.raises(pydantic.ValidationError, match="device is cpu"):
         EmbedConfig(gpus=1, device="cpu")
+
+
+def test_the_cluster_writes_the_rows_and_only_statuses_reach_the_driver(
+    embedded, embed_cfg, tiny_truth, tmp_path
+):
+    """With a staging folder the pipeline's last tasks write the embedding rows as
+    Parquet; the driver gets back (media_id, sha256, kind, error) per item, no vectors."""
+    from popray.embed_write import STATUS
+    from popray.ingest import input_dir_of
+    from popray.storage import Location
+
+    _, out, _ = embedded
+    media = store.read_table(out, "media").to_pylist()
+    images = [m for m in media if m["media_type"] == "image"][:3]
+    videos = [m for m in media if m["media_type"] == "video"]
+    video = next(m for m in videos if m["media_id"] not in tiny_truth["corrupt_media"])
+    corrupt = next(m for m in videos if m["media_id"] in tiny_truth["corrupt_media"])
+    chosen = [*images, video, corrupt]
+    items = [
+        {
+            "media_id": m["media_id"],
+            "sha256": m["sha256"],
+            "kind": m["media_type"],
+            "path": m["path"],
+            "thumb": m["thumbnail_path"] or "",
+        }
+        for m in chosen
+    ]
+    keys = {"image": embed.image_key(embed_cfg), "video": embed.video_key(embed_cfg)}
+    staging = Location.parse(tmp_path / "staging")
+    results = embed.run_pipeline(items, embed_cfg, input_dir_of(out), staging, keys)
+    assert all(set(r) == set(STATUS) for r in results)
+    errors = {r["media_id"]: r["error"] for r in results}
+    assert set(errors) == {m["media_id"] for m in chosen}
+    assert [i for i, e in errors.items() if e] == [corrupt["media_id"]]
+    for kind, name, col in (
+        ("image", "embeddings_image", "embedding"),
+        ("video", "embeddings_video", "pooled"),
+    ):
+        folder = staging.child(kind)
+        staged = pq.read_table([folder.path(f) for f in folder.files()])
+        want = store.read_table(out, name)
+        ids = [m["media_id"] for m in chosen if m["media_type"] == kind and m is not corrupt]
+        assert sorted(set(staged["media_id"].to_pylist())) == sorted(ids)
+        assert staged.num_rows == len(ids) * (1 + embed_cfg.views if kind == "image" else 1)
+        for row in staged.to_pylist():
+            same = [
+                r
+                for r in want.to_pylist()
+                if r["media_id"] == row["media_id"] and r.get("view") == row.get("view")
+            ]
+            assert np.allclose(same[0][col], row[col], atol=1e-4)

@@ -74,8 +74,12 @@ def on_s3(cluster, tmp_path_factory, tiny_input, s3_uri):
     out = work / "s3"
     rc, log = _job(c, src, "jobs.ingest", "--input", uri, "--out", str(out))
     assert rc == 0, log[-3000:]
-    rc, log = _job(c, src, "jobs.embed", "--out", str(out), "--views", "2")
+    args = ["jobs.embed", "--out", str(out), "--views", "2"]
+    rc, log = _job(c, src, *args)  # the workers cannot write new rows to the head's disk
+    assert rc != 0 and "the run's storage" in log and "--storage s3://" in log, log[-3000:]
+    rc, log = _job(c, src, *args, "--storage", s3_uri("work/embed"))
     assert rc == 0, log[-3000:]
+    assert Location.parse(s3_uri("work/embed")).files() == []  # staged rows: cleaned up
     return c, src, out
 
 
@@ -154,3 +158,51 @@ def test_the_grid_trains_on_the_worker_and_keeps_its_state_on_s3(on_s3, s3_uri):
     assert rc == 0 and "10 trials (10 reused from an earlier run)" in log, log[-3000:]
     again = store.read_table(out, "trials").sort_by("trial")
     assert again["finished_at"].equals(trials.sort_by("trial")["finished_at"])  # not retrained
+
+
+def test_the_whole_job_on_the_cluster_publishes_what_one_machine_does(
+    on_s3, s3_uri, trained, tmp_path
+):
+    """`jobs.run` submitted with the export on S3 and the run's storage (new embedding
+    rows, the grid) on S3: every stage finishes, and the tables equal those of a
+    single-node run of the same export with the same options (the `trained` fixture)."""
+    c, src, embedded_out = on_s3
+    out = embedded_out.parent / "run"
+    config = tmp_path / "run.toml"
+    config.write_text(
+        f'input_dir = "{s3_uri("exports/multinode")}"\n'
+        f'out_dir = "{out}"\n'
+        f'storage = "{s3_uri("work/run")}"\n'
+        '[embed]\nviews = 2\nvideo_timeout_s = 30\ndevice = "cpu"\n'
+        '[grid]\nmodels = ["image"]\nseeds = [0]\n[grid.train]\nepochs = 3\n'
+    )
+    rc, log = _job(c, src, "jobs.run", "--config", str(config))
+    assert rc == 0, log[-4000:]
+    assert (out / "report" / "index.html").is_file()
+
+    def rows(where, name, key):
+        return store.read_table(where, name).sort_by([(k, "ascending") for k in key])
+
+    label_key = ["scheme", "k", "media_id"]
+    assert rows(out, "labels", label_key).equals(rows(trained, "labels", label_key))
+    for name, col, key in (
+        ("embeddings_image", "embedding", ["media_id", "view"]),
+        ("embeddings_video", "pooled", ["media_id"]),
+    ):
+        here, there = rows(trained, name, key), rows(out, name, key)
+        assert here.select(key).equals(there.select(key)), name
+        a = np.stack(here[col].to_numpy(zero_copy_only=False))
+        b = np.stack(there[col].to_numpy(zero_copy_only=False))
+        assert np.allclose(a, b, atol=1e-4), f"{name}: max diff {np.abs(a - b).max()}"
+    trial_key = ["protocol", "model", "k", "seed", "fold", "profile_id", "cut_at"]
+    here, there = rows(trained, "trials", trial_key), rows(out, "trials", trial_key)
+    same = [*trial_key, "n_train", "n_val"]
+    assert here.select(same).equals(there.select(same))
+    acc = np.abs(here["val_accuracy"].to_numpy() - there["val_accuracy"].to_numpy())
+    assert acc.max() <= 0.05, acc
+    metric_key = ["scheme", "protocol", "model", "k", "profile_id"]
+    assert (
+        rows(out, "metrics", metric_key)
+        .select(metric_key)
+        .equals(rows(trained, "metrics", metric_key).select(metric_key))
+    )
