@@ -87,7 +87,8 @@ def driver_memory(
         export, out = root / f"export-{n}", root / f"out-{n}"
         if not (export / "media.csv").exists():
             synthetic_export(export, n)
-        ingest = "import sys; from popray.ingest import run_ingest; run_ingest(*sys.argv[1:])"
+        ingest = "import sys, pathlib; from popray.ingest import run_ingest; "
+        ingest += "run_ingest(sys.argv[1], pathlib.Path(sys.argv[2]))"
         _python(ingest, [str(export), str(out)], checkout)
         for table in ("embeddings_image", "embeddings_video", "quarantine"):
             for part in (out / "tables" / table).glob(f"*{backbone}*.parquet"):
