@@ -47,7 +47,7 @@ StorageOpt = Annotated[
 
 
 def _storage(option: str | None, run_cfg: RunConfig | None) -> Location | None:
-    """The run's shared storage: --storage, else the config's (storage, or publish_to)."""
+    """The run's shared storage: --storage, else the config's."""
     if option:
         return Location.parse(option)
     return run_cfg.storage_location() if run_cfg else None

@@ -258,8 +258,8 @@ class RunConfig(_Config):
         default=None,
         description="where the cluster's workers write what the driver then reads (new "
         "embedding rows, the grid's Tune experiment and trial results): a URI every node "
-        "reaches (s3://bucket/prefix, ...). "
-        "Default: <publish_to>/work when publish_to is set, else out_dir (one machine)",
+        "reaches (s3://bucket/prefix, ...), needed on a multi-node cluster, e.g. "
+        "<publish_to>/work. Default: out_dir (one machine)",
     )
 
     @field_validator("input_dir", mode="before")
@@ -275,12 +275,8 @@ class RunConfig(_Config):
         return value
 
     def storage_location(self) -> Location | None:
-        """The run's shared storage (None: out_dir on this machine)."""
-        if self.storage:
-            return Location.parse(self.storage)
-        if self.publish_to:
-            return Location.parse(self.publish_to).child("work")
-        return None
+        """The run's shared storage (None: out_dir, on this machine)."""
+        return Location.parse(self.storage) if self.storage else None
 
     label: LabelConfig = Field(default_factory=LabelConfig)
     embed: EmbedConfig = Field(default_factory=EmbedConfig)
