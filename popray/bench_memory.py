@@ -27,6 +27,7 @@ BACKBONE = "mobilenetv3_small_050"  # a small timm CNN: the pipeline, not the mo
 
 _EMBED = """
 import json, resource, sys, time
+import popray
 from pathlib import Path
 from popray.config import EmbedConfig
 from popray.embed import run_embed
@@ -35,7 +36,8 @@ start = time.perf_counter()
 report = run_embed(Path(sys.argv[1]), cfg)
 seconds = time.perf_counter() - start
 peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-print("RESULT " + json.dumps({"embedded": report.embedded, "seconds": seconds, "peak_mib": peak}))
+row = {"embedded": report.embedded, "seconds": seconds, "peak_mib": peak}
+print("RESULT " + json.dumps(row | {"code": popray.__file__}))
 """
 
 
@@ -70,8 +72,13 @@ def _python(code: str, args: list[str], checkout: Path | None) -> str:
     env = dict(os.environ)
     if checkout is not None:
         env["PYTHONPATH"] = str(checkout)
-    run = subprocess.run(
-        [sys.executable, "-c", code, *args], env=env, capture_output=True, text=True, check=False
+    run = subprocess.run(  # `-c` puts the working folder first on sys.path: run in checkout
+        [sys.executable, "-c", code, *args],
+        env=env,
+        cwd=checkout,
+        capture_output=True,
+        text=True,
+        check=False,
     )
     if run.returncode != 0:
         raise RuntimeError(f"benchmark step failed:\n{run.stdout[-2000:]}\n{run.stderr[-3000:]}")
