@@ -297,9 +297,9 @@ def _done(out: Path, name: str, part: str, key: str) -> set[str]:
     return set(table.filter(pc.equal(table["preprocess"], key))["sha256"].to_pylist())
 
 
-def _width(cfg: EmbedConfig, out: Path, staging: Location) -> int:
+def _width(cfg: EmbedConfig, out: Path, staging: Location | None) -> int:
     """The embedding width: from the rows staged now, else earlier ones, else the backbone."""
-    width = staged_width(staging)
+    width = staged_width(staging) if staging else None
     if width is not None:
         return width
     for name, column in (("embeddings_image", "embedding"), ("embeddings_video", "pooled")):
@@ -353,7 +353,8 @@ def run_embed(out: Path, cfg: EmbedConfig, storage: Location | None = None) -> E
             )
         new_failed = {r["sha256"]: str(r["error"]) for r in results if r["error"]}
         failed |= new_failed
-        all_schemas = schemas(_width(cfg, out, staging))
+        staged = staging if need else None  # nothing new: no calls to the storage
+        all_schemas = schemas(_width(cfg, out, staged))
         for kind, name in (("image", "embeddings_image"), ("video", "embeddings_video")):
             current = [
                 (m["media_id"], m["sha256"])
@@ -361,9 +362,11 @@ def run_embed(out: Path, cfg: EmbedConfig, storage: Location | None = None) -> E
                 if m["media_type"] == kind and m["sha256"] not in failed
             ]
             schema = all_schemas[kind]
-            assemble_part(out, name, cfg.backbone, schema, keys[kind], staging.child(kind), current)
+            parts = staged.child(kind) if staged else None
+            assemble_part(out, name, cfg.backbone, schema, keys[kind], parts, current)
     finally:
-        staging.delete()
+        if need:
+            staging.delete()
     quarantine = [
         {
             "stage": "embed",

@@ -115,7 +115,7 @@ def assemble_part(
     part: str,
     schema: pa.Schema,
     key: str,
-    staged: Location,
+    staged: Location | None,
     current: list[tuple[str, str]],
 ) -> None:
     """Write `name`'s part `part`: the rows (a row per view for images) of each current
@@ -131,7 +131,8 @@ def assemble_part(
     previous = store.table_dir(out, name) / f"{part}.parquet"
     if previous.exists():
         sources.append((pafs.LocalFileSystem(), str(previous)))
-    sources += [(staged.fs, staged.path(f)) for f in staged.files()]
+    if staged is not None:  # None: this run embedded nothing new
+        sources += [(staged.fs, staged.path(f)) for f in staged.files()]
     store.write_batches(out, name, _rows(sources, wanted, key, schema), part, schema)
 
 
