@@ -12,9 +12,10 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import sys
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Annotated
 
@@ -32,11 +33,24 @@ from popray.config import (
     load_config,
 )
 from popray.ingest import InputError
-from popray.storage import Location
+from popray.storage import Location, is_uri
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 
-OutOpt = Annotated[Path, typer.Option("--out", help="output folder")]
+
+def _local_out(value: Path) -> Path:
+    """A stage command works in a local output folder: a URI gets a clear error (typer
+    has already made it a Path, which folds `s3://` into `s3:/`)."""
+    if re.match(r"[A-Za-z][A-Za-z0-9+.-]*:/", str(value)):
+        raise typer.BadParameter(
+            f"{value}: this command works in an output folder on this machine; a work folder "
+            "on object storage is for `popray run --out s3://...` (and `popray sql --out "
+            "s3://...` reads what it published)"
+        )
+    return value
+
+
+OutOpt = Annotated[Path, typer.Option("--out", help="output folder", callback=_local_out)]
 StorageOpt = Annotated[
     str | None,
     typer.Option(
@@ -486,7 +500,13 @@ def run(
         str | None,
         typer.Option("--input", help="profile export: a folder, or s3://, gs://, file://"),
     ] = None,
-    out: Annotated[Path | None, typer.Option("--out", help="output folder")] = None,
+    out: Annotated[
+        str | None,
+        typer.Option(
+            "--out",
+            help="output folder, or a work folder on object storage (s3://bucket/prefix)",
+        ),
+    ] = None,
     publish_to: Annotated[
         str | None,
         typer.Option("--publish-to", help="also publish to object storage (s3://, gs://)"),
@@ -498,7 +518,7 @@ def run(
 ) -> None:
     """Run the whole job: ingest -> label -> embed -> dedup -> train -> explain ->
     figures -> report."""
-    from popray import remote
+    from popray import lease, remote
     from popray.backbones import WeightsError
     from popray.grid import GridError
     from popray.publish import staged_run
@@ -506,33 +526,64 @@ def run(
 
     try:
         cfg = load_config(config) if config else None
-        given = {"input_dir": input, "out_dir": out, "publish_to": publish_to, "storage": storage}
+        given = {"input_dir": input, "publish_to": publish_to, "storage": storage}
+        if out and is_uri(out):
+            given["work_dir"] = out
+        elif out:
+            given["out_dir"] = Path(out)
         overrides = {k: v for k, v in given.items() if v}
         if cfg is None:
             if input is None:
                 _fail("give --config FILE or --input DIR")
             cfg = RunConfig(**overrides)
         elif overrides:
-            cfg = RunConfig.model_validate(cfg.model_dump() | overrides)
+            dumped = cfg.model_dump()
+            if "work_dir" in overrides:  # what the config's own folders derived goes
+                dumped.pop("out_dir")
+                if cfg.work_dir and dumped["publish_to"] == cfg.work_dir:
+                    dumped.pop("publish_to")
+                if (
+                    cfg.work_dir
+                    and dumped["storage"] == Location.parse(cfg.work_dir).child("work").uri
+                ):
+                    dumped.pop("storage")
+            cfg = RunConfig.model_validate(dumped | overrides)
+        target = Location.parse(cfg.publish_to) if cfg.publish_to else None
     except (OSError, ValueError) as exc:  # ValidationError is a ValueError
         _fail(str(exc))
     if address:  # every stage's ray.init() joins it (inside `ray job submit` it is set)
         os.environ["RAY_ADDRESS"] = address
     start = time.perf_counter()
+    # one writer per published location too: the lease on object storage (gs:// and other
+    # stores without conditional writes are published to without one, unless they are the
+    # work folder, which refuses them)
+    remote_writer = (
+        lease.exclusive(target, "run")
+        if target is not None and (cfg.work_dir or lease.supported(target))
+        else nullcontext()
+    )
     try:
-        with store.exclusive(cfg.out_dir, "run"):
-            if cfg.publish_to and (pulled := remote.pull(cfg.publish_to, cfg.out_dir)):
-                typer.echo(f"started from run {pulled} published at {cfg.publish_to}")
+        with store.exclusive(cfg.out_dir, "run"), remote_writer as held:
+            refresh = cfg.work_dir is not None  # the scratch copy follows the work folder
+            if cfg.publish_to and (pulled := remote.pull(cfg.publish_to, cfg.out_dir, refresh)):
+                typer.echo(f"started from run {pulled} published at {target.display()}")
             with staged_run(cfg.out_dir) as run_dir:
                 _run_stages(cfg.model_copy(update={"out_dir": run_dir}))
             if cfg.publish_to:
-                pushed = remote.push(cfg.out_dir, cfg.publish_to)
-                typer.echo(f"published run {pushed} to {cfg.publish_to}")
+                check = held.check if held is not None else None
+                pushed = remote.push(cfg.out_dir, cfg.publish_to, check)
+                typer.echo(f"published run {pushed} to {target.display()}")
     except (InputError, WeightsError, ValueError, GridError, store.LockedError) as exc:
         _fail(str(exc))
     except OSError as exc:  # object storage unreachable, credentials refused, ...
-        _fail(f"publishing to {cfg.publish_to}: {exc}" if cfg.publish_to else str(exc))
+        _fail(f"publishing to {target.display()}: {exc}" if target else str(exc))
     typer.echo(summary_text(cfg.out_dir))
+    if cfg.work_dir:
+        where = target.display()
+        typer.echo(f"done in {time.perf_counter() - start:.1f} s; published at {where}/")
+        typer.echo(f'query them: popray sql --out {where} "SELECT * FROM metrics"')
+        typer.echo(f"report: {where}/runs/{pushed}/report/index.html")
+        return
     typer.echo(f"done in {time.perf_counter() - start:.1f} s; outputs in {cfg.out_dir}/")
     typer.echo(f'query them: popray sql --out {cfg.out_dir} "SELECT * FROM metrics"')
     typer.echo(f"report: {(cfg.out_dir / 'report' / 'index.html').absolute()}")

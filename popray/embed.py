@@ -18,6 +18,7 @@ import os
 import time
 import uuid
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
@@ -311,6 +312,29 @@ def _width(cfg: EmbedConfig, out: Path, staging: Location | None) -> int:
     return create_backbone(cfg.backbone, "random").width
 
 
+STAGING = "staging-embed-"
+STALE_AFTER = timedelta(days=1)
+
+
+def sweep_staging(root: Location, now: datetime | None = None) -> list[str]:
+    """Remove what killed runs staged under `root` more than a day ago (their rows were
+    never assembled; a rerun embeds those items again). Younger staging folders may
+    belong to a run in progress that shares the storage, and stay. Returns the removed."""
+    now = now or datetime.now(UTC)
+    removed = []
+    for name in root.names():
+        if not name.startswith(STAGING):
+            continue
+        try:
+            made = datetime.strptime(name[len(STAGING) :][:15], "%Y%m%dT%H%M%S")
+        except ValueError:
+            continue  # not named by this popray: leave it
+        if now - made.replace(tzinfo=UTC) > STALE_AFTER:
+            root.child(name).delete()
+            removed.append(name)
+    return removed
+
+
 def run_embed(out: Path, cfg: EmbedConfig, storage: Location | None = None) -> EmbedReport:
     """Embed every media item of `out` that is not excluded, reusing earlier results.
     `storage`: where the cluster writes the new embedding rows before they are assembled
@@ -338,11 +362,13 @@ def run_embed(out: Path, cfg: EmbedConfig, storage: Location | None = None) -> E
             "path": m["path"],
             "thumb": m["thumbnail_path"] or "",
         }
-    staging = (storage or Location.parse(out)).child(f"staging-embed-{uuid.uuid4().hex}")
+    root = storage or Location.parse(out)
+    staging = root.child(f"{STAGING}{datetime.now(UTC):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:8]}")
     if need:
         ensure_ray()
         check_cluster_reach(export, "the export", "--input")
         check_cluster_reach(staging, "the run's storage", "--storage")
+        sweep_staging(root)
     try:
         results = run_pipeline(list(need.values()), cfg, export, staging, keys) if need else []
         got = {r["sha256"] for r in results}

@@ -26,6 +26,7 @@ instance roles for S3; GOOGLE_APPLICATION_CREDENTIALS for GCS) or from the URI's
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -50,9 +51,10 @@ def published(uri: str) -> dict | None:
         return json.loads(stream.read())
 
 
-def push(out: Path, uri: str) -> str:
+def push(out: Path, uri: str, check: Callable[[], None] | None = None) -> str:
     """Upload the run published in `out` to `uri` and point CURRENT at it (last); remove
-    remote runs older than the previous one. Returns the run's id."""
+    remote runs older than the previous one. Returns the run's id. `check` runs right
+    before CURRENT is written (the writer lease: it raises when this run lost it)."""
     run = current(out)
     if run is None:
         raise FileNotFoundError(f"{out}: no published run to upload")
@@ -66,6 +68,8 @@ def push(out: Path, uri: str) -> str:
         destination_filesystem=fs,
     )
     files = sum(1 for p in run.rglob("*") if p.is_file())
+    if check is not None:
+        check()
     pointer = {"run": run.name, "published_at": datetime.now(UTC).isoformat(), "files": files}
     with fs.open_output_stream(f"{base}/{POINTER}") as stream:
         stream.write(json.dumps(pointer).encode())
@@ -77,14 +81,16 @@ def push(out: Path, uri: str) -> str:
     return run.name
 
 
-def pull(uri: str, out: Path) -> str | None:
+def pull(uri: str, out: Path, refresh: bool = False) -> str | None:
     """When `out` has no published run, download the one published at `uri` and publish
     it locally (the next staged run starts from it). Returns its id, or None when there
-    was nothing to do."""
-    if current(out) is not None:
+    was nothing to do. `refresh`: `out` is only a copy of the work folder `uri` (the
+    driver's scratch), so it also follows `uri` when that published another run since."""
+    here = current(out)
+    if here is not None and not refresh:
         return None
     pointer = published(uri)
-    if pointer is None:
+    if pointer is None or (here is not None and here.name == pointer["run"]):
         return None
     fs, base = resolve(uri)
     run = out / "runs" / pointer["run"]

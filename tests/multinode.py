@@ -22,7 +22,7 @@ import time
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -82,8 +82,9 @@ def upload(local: Path, uri: str):
     return loc
 
 
-def _node_ports(prefix: str) -> list[str]:
-    """Every port a node opens, chosen free (two nodes on one machine must not collide)."""
+def _node_ports(index: int) -> list[str]:
+    """Every port a node opens, chosen free (nodes on one machine must not collide); node
+    `index` (0: the head) gets its own range of worker ports."""
     names = [
         "node-manager-port",
         "object-manager-port",
@@ -93,7 +94,7 @@ def _node_ports(prefix: str) -> list[str]:
         "metrics-export-port",
     ]
     ports = free_ports(len(names))
-    low = 20000 + (os.getpid() % 200) * 200 + (100 if prefix == "worker" else 0)
+    low = 20000 + (os.getpid() % 100) * 300 + 100 * index
     return [f"--{n}={p}" for n, p in zip(names, ports, strict=True)] + [
         f"--min-worker-port={low}",
         f"--max-worker-port={low + 99}",
@@ -105,26 +106,83 @@ class Cluster:
     address: str  # the job server, for `ray job submit --address`
     env: dict[str, str]
     hidden: list[Path]  # what the worker node cannot see
+    gcs: str = ""  # host:port worker nodes join
+    workers: list[subprocess.Popen] = field(default_factory=list)
+
+    def add_worker(self, cpus: int = 2) -> subprocess.Popen:
+        """Another isolated worker node (as the first one); `kill_worker` takes it away."""
+        worker = _start_worker(self.gcs, self.env, self.hidden, cpus, len(self.workers) + 1)
+        self.workers.append(worker)
+        alive = 1 + sum(w.poll() is None for w in self.workers)  # the head and live workers
+        _wait_for_worker(self.address, worker, want=alive)
+        return worker
+
+    def node_ids(self) -> set[str]:
+        """The ids of the nodes alive now."""
+        with urllib.request.urlopen(f"{self.address}/nodes?view=summary", timeout=10) as r:
+            nodes = json.load(r)["data"]["summary"]
+        return {n["raylet"]["nodeId"] for n in nodes if n.get("raylet", {}).get("state") == "ALIVE"}
+
+    def tasks_on(self, job_id: str, node_id: str) -> int:
+        """How many of the job's tasks (actor tasks included) were placed on `node_id`
+        (Ray's state API)."""
+        ray_job = self.info(job_id)["job_id"]
+        query = f"limit=10000&filter_keys=job_id&filter_predicates=%3D&filter_values={ray_job}"
+        with urllib.request.urlopen(f"{self.address}/api/v0/tasks?{query}", timeout=30) as r:
+            tasks = json.load(r)["data"]["result"]["result"]
+        return sum(t.get("node_id") == node_id for t in tasks)
+
+    def kill_worker(self, worker: subprocess.Popen) -> None:
+        """SIGKILL a worker node's processes, as when its machine is lost."""
+        os.killpg(worker.pid, signal.SIGKILL)
+        worker.wait(timeout=60)
+
+    def _job(self, *args: str, timeout: int) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [RAY, "job", *args], env=self.env, capture_output=True, text=True, timeout=timeout
+        )
 
     def submit(self, working_dir: Path, *entrypoint: str, timeout: int = 900, env_vars=None):
         """`ray job submit` of `entrypoint`; returns the CompletedProcess (output: the job's)."""
+        return self._job(*self._submit(working_dir, env_vars), "--", *entrypoint, timeout=timeout)
+
+    def start(self, working_dir: Path, *entrypoint: str, env_vars=None) -> str:
+        """Submit `entrypoint` without waiting for it; returns the job's id."""
+        module = next((a for a in entrypoint if a.startswith("jobs.")), "job")
+        job_id = f"{module.replace('.', '-')}-{os.getpid()}-{time.monotonic_ns()}"
+        args = [*self._submit(working_dir, env_vars), "--no-wait", f"--submission-id={job_id}"]
+        done = self._job(*args, "--", *entrypoint, timeout=120)
+        assert done.returncode == 0, done.stdout + done.stderr
+        return job_id
+
+    def _submit(self, working_dir: Path, env_vars) -> list[str]:
         runtime_env = {"env_vars": env_vars or {}}
-        return subprocess.run(
-            [
-                RAY,
-                "job",
-                "submit",
-                f"--address={self.address}",
-                f"--working-dir={working_dir}",
-                f"--runtime-env-json={json.dumps(runtime_env)}",
-                "--",
-                *entrypoint,
-            ],
-            env=self.env,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-        )
+        return [
+            "submit",
+            f"--address={self.address}",
+            f"--working-dir={working_dir}",
+            f"--runtime-env-json={json.dumps(runtime_env)}",
+        ]
+
+    def info(self, job_id: str) -> dict:
+        """The job server's record of the job: status, driver_info (node, pid), ..."""
+        with urllib.request.urlopen(f"{self.address}/api/jobs/{job_id}", timeout=30) as r:
+            return json.loads(r.read())
+
+    def status(self, job_id: str) -> str:
+        """The job's state (PENDING, RUNNING, SUCCEEDED, FAILED, STOPPED)."""
+        return self.info(job_id)["status"]
+
+    def kill_driver(self, job_id: str) -> None:
+        """SIGKILL the job's driver process (on the head, this machine): no clean-up runs,
+        as when its machine dies; the job then fails."""
+        os.kill(int(self.info(job_id)["driver_info"]["pid"]), signal.SIGKILL)
+        deadline = time.monotonic() + 120
+        while self.status(job_id) in ("PENDING", "RUNNING") and time.monotonic() < deadline:
+            time.sleep(1)
+
+    def logs(self, job_id: str) -> str:
+        return self._job("logs", f"--address={self.address}", job_id, timeout=60).stdout
 
 
 def _private_mounts(masks: list[Path], keep: list[Path]) -> str:
@@ -181,9 +239,10 @@ def two_nodes(hidden: list[Path], worker_cpus: int = 2) -> Iterator[Cluster]:
         f"--dashboard-port={dash}",
         f"--ray-client-server-port={client}",
         f"--temp-dir={head_temp}",
-        *_node_ports("head"),
+        *_node_ports(0),
     ]
     procs: list[subprocess.Popen] = []
+    cluster = None
     try:
         head = subprocess.Popen(
             head_cmd,
@@ -195,33 +254,11 @@ def two_nodes(hidden: list[Path], worker_cpus: int = 2) -> Iterator[Cluster]:
         procs.append(head)
         address = f"http://127.0.0.1:{dash}"
         _wait_http(f"{address}/api/version", head, "the Ray head")
-        home_cache = Path.home() / ".cache"
-        home_cache.mkdir(exist_ok=True)
-        masks = [*hidden, Path("/tmp"), home_cache]
-        mounts = _private_mounts(masks, keep=[REPO, Path(sys.prefix).resolve()])
-        worker_cmd = [
-            RAY,
-            "start",
-            "--block",
-            f"--address=127.0.0.1:{gcs}",
-            "--node-ip-address=127.0.0.1",
-            f"--num-cpus={worker_cpus}",
-            f"--resources={json.dumps({WORKER_RESOURCE: 1000})}",
-            "--temp-dir=/tmp/ray-worker",
-            *_node_ports("worker"),
-        ]
-        script = f"{mounts} && exec {shlex.join(worker_cmd)}"
-        worker = subprocess.Popen(
-            ["unshare", "--mount", "--propagation", "private", "bash", "-c", script],
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            start_new_session=True,
-        )
-        procs.append(worker)
-        _wait_for_worker(address, worker)
-        yield Cluster(address=address, env=env, hidden=hidden)
+        cluster = Cluster(address=address, env=env, hidden=hidden, gcs=f"127.0.0.1:{gcs}")
+        procs.append(cluster.add_worker(worker_cpus))
+        yield cluster
     finally:
+        procs += [w for w in (cluster.workers if cluster else []) if w not in procs]
         for proc in reversed(procs):  # `ray start --block` stops its processes on SIGTERM
             if proc.poll() is None:
                 os.killpg(proc.pid, signal.SIGTERM)
@@ -233,14 +270,46 @@ def two_nodes(hidden: list[Path], worker_cpus: int = 2) -> Iterator[Cluster]:
         shutil.rmtree(head_temp, ignore_errors=True)
 
 
-def _wait_for_worker(address: str, worker: subprocess.Popen, timeout: float = 120) -> None:
-    """Until the head's node list shows the worker alive."""
+def _start_worker(
+    gcs: str, env: dict[str, str], hidden: list[Path], cpus: int, index: int
+) -> subprocess.Popen:
+    """`ray start` of a worker node inside a private mount namespace, with tmpfs over
+    `hidden`, /tmp and ~/.cache: it sees none of the driver machine's files there."""
+    home_cache = Path.home() / ".cache"
+    home_cache.mkdir(exist_ok=True)
+    masks = [*hidden, Path("/tmp"), home_cache]
+    mounts = _private_mounts(masks, keep=[REPO, Path(sys.prefix).resolve()])
+    worker_cmd = [
+        RAY,
+        "start",
+        "--block",
+        f"--address={gcs}",
+        "--node-ip-address=127.0.0.1",
+        f"--num-cpus={cpus}",
+        f"--resources={json.dumps({WORKER_RESOURCE: 1000})}",
+        "--temp-dir=/tmp/ray-worker",  # its own /tmp: the same path for every worker
+        *_node_ports(index),
+    ]
+    script = f"{mounts} && exec {shlex.join(worker_cmd)}"
+    return subprocess.Popen(
+        ["unshare", "--mount", "--propagation", "private", "bash", "-c", script],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+
+
+def _wait_for_worker(
+    address: str, worker: subprocess.Popen, want: int = 2, timeout: float = 120
+) -> None:
+    """Until the head's node list shows `want` nodes alive (the head and the workers)."""
     deadline = time.time() + timeout
     while True:
         try:
             with urllib.request.urlopen(f"{address}/nodes?view=summary", timeout=5) as r:
                 nodes = json.load(r)["data"]["summary"]
-            if sum(n.get("raylet", {}).get("state") == "ALIVE" for n in nodes) >= 2:
+            if sum(n.get("raylet", {}).get("state") == "ALIVE" for n in nodes) >= want:
                 return
         except (OSError, KeyError, ValueError):
             pass

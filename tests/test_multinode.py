@@ -3,13 +3,15 @@ head with no CPUs and a worker node that sees neither the export, nor the work f
 nor /tmp, nor ~/.cache of the driver's machine; object storage from moto on 127.0.0.1."""
 
 import json
+import re
 import shutil
+import time
 
 import multinode
 import numpy as np
 import pytest
 
-from popray import store
+from popray import remote, store
 from popray.storage import Location
 
 pytestmark = pytest.mark.slow
@@ -58,8 +60,8 @@ def test_the_worker_node_sees_none_of_the_drivers_files(cluster, tmp_path):
         shutil.rmtree(tmp_path / "src", ignore_errors=True)
 
 
-def _job(c, src, *args, timeout=900):
-    job = c.submit(src, "python", "-m", *args, timeout=timeout)
+def _job(c, src, *args, timeout=900, env_vars=None):
+    job = c.submit(src, "python", "-m", *args, timeout=timeout, env_vars=env_vars)
     return job.returncode, job.stdout + job.stderr
 
 
@@ -160,24 +162,51 @@ def test_the_grid_trains_on_the_worker_and_keeps_its_state_on_s3(on_s3, s3_uri):
     assert again["finished_at"].equals(trials.sort_by("trial")["finished_at"])  # not retrained
 
 
-def test_the_whole_job_on_the_cluster_publishes_what_one_machine_does(
+def test_the_whole_job_on_a_work_folder_on_s3_survives_a_killed_driver(
     on_s3, s3_uri, trained, tmp_path
 ):
-    """`jobs.run` submitted with the export on S3 and the run's storage (new embedding
-    rows, the grid) on S3: every stage finishes, and the tables equal those of a
-    single-node run of the same export with the same options (the `trained` fixture)."""
+    """`jobs.run --out s3://...` (work_dir): the driver is SIGKILLed mid-grid (as when
+    its head dies), and the run resumes on a *fresh* head (an empty scratch folder): the
+    dead driver's lease keeps a second writer out until it expires, then is taken over;
+    the trials that finished before the kill are reused from S3, and the published run
+    equals a single-node run of the same export with the same options (`trained`)."""
     c, src, embedded_out = on_s3
-    out = embedded_out.parent / "run"
+    work = s3_uri("work/run")
     config = tmp_path / "run.toml"
     config.write_text(
         f'input_dir = "{s3_uri("exports/multinode")}"\n'
-        f'out_dir = "{out}"\n'
-        f'storage = "{s3_uri("work/run")}"\n'
+        f'work_dir = "{work}"\n'
         '[embed]\nviews = 2\nvideo_timeout_s = 30\ndevice = "cpu"\n'
         '[grid]\nmodels = ["image"]\nseeds = [0]\n[grid.train]\nepochs = 3\n'
     )
-    rc, log = _job(c, src, "jobs.run", "--config", str(config))
+    ttl = 45
+    heads = [embedded_out.parent / f"head-{i}" for i in (1, 2)]  # scratch of two heads
+    env = [{"POPRAY_SCRATCH": str(h), "POPRAY_LEASE_TTL_S": str(ttl)} for h in heads]
+    results = Location.parse(work).child("work/grid")
+    job = c.start(src, "python", "-m", "jobs.run", "--config", str(config), env_vars=env[0])
+    deadline = time.monotonic() + 900
+    finished: list[str] = []
+    while not finished:
+        assert time.monotonic() < deadline, c.logs(job)[-3000:]
+        assert c.status(job) in ("PENDING", "RUNNING"), c.logs(job)[-3000:]
+        time.sleep(2)
+        finished = [
+            f for f in results.files() if re.fullmatch(r"[^/]+\.results/[^/]+/metrics\.json", f)
+        ]
+    c.kill_driver(job)  # SIGKILL: no clean-up, the lease stays behind
+    assert c.status(job) == "FAILED"
+    assert remote.published(work) is None and "LOCK" in Location.parse(work).names()
+    rc, log = _job(c, src, "jobs.run", "--config", str(config), env_vars=env[1])
+    assert rc != 0 and "being written by another popray run" in log, log[-3000:]
+    time.sleep(ttl + 2)  # the dead driver renews no more: its lease expires
+    rc, log = _job(c, src, "jobs.run", "--config", str(config), env_vars=env[1])
     assert rc == 0, log[-4000:]
+    reused = int(re.search(r"trials \((\d+) reused from an earlier run\)", log).group(1))
+    assert reused >= len(finished), log[-3000:]
+    assert "LOCK" not in Location.parse(work).names()  # released
+    assert not [n for n in Location.parse(work).child("work").names() if "staging" in n]
+    out = tmp_path / "published"
+    assert remote.pull(work, out) == remote.published(work)["run"]
     assert (out / "report" / "index.html").is_file()
 
     def rows(where, name, key):

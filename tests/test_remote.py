@@ -55,6 +55,21 @@ def test_a_fresh_machine_starts_from_the_published_run(s3_uri, tiny_out, tmp_pat
     assert remote.pull(uri, fresh) is None  # already has a run: nothing downloaded
 
 
+def test_a_scratch_copy_follows_its_work_folder(s3_uri, tiny_out, tmp_path):
+    """`--out s3://...`: the driver's scratch is only a copy, so a run another head
+    published since replaces it; a plain --out with --publish-to keeps its own run."""
+    uri = s3_uri("brand-d")
+    scratch, other_head = tmp_path / "scratch", tmp_path / "other-head"
+    first = _run(scratch, tiny_out)
+    remote.push(scratch, uri)
+    _run(other_head, tiny_out)
+    newer = remote.push(other_head, uri)
+    assert remote.pull(uri, scratch) is None and current(scratch).name == first
+    assert remote.pull(uri, scratch, refresh=True) == newer
+    assert current(scratch).name == newer
+    assert remote.pull(uri, scratch, refresh=True) is None  # up to date: nothing downloaded
+
+
 def test_an_upload_killed_half_way_leaves_the_published_run(
     s3_uri, tiny_out, tmp_path, monkeypatch
 ):
