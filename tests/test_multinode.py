@@ -235,3 +235,51 @@ def test_the_whole_job_on_a_work_folder_on_s3_survives_a_killed_driver(
         .select(metric_key)
         .equals(rows(trained, "metrics", metric_key).select(metric_key))
     )
+
+
+def test_a_worker_node_lost_mid_embed_leaves_every_item_embedded_once(cluster, on_s3, s3_uri):
+    """A second worker joins; embedding is submitted, and once the cluster has staged its
+    first rows that worker is SIGKILLed (its machine lost) with tasks on it. Ray retries
+    its tasks and restarts its actors on the worker that is left: the job finishes, every
+    item that is not corrupt is embedded exactly once (one row per media item and view),
+    and the rows equal those of the undisturbed run."""
+    c, src, embedded_out = on_s3
+    out = embedded_out.parent / "lost"
+    ingest = ["jobs.ingest", "--input", s3_uri("exports/multinode"), "--out", str(out)]
+    rc, log = _job(c, src, *ingest)
+    assert rc == 0, log[-3000:]
+    before = c.node_ids()
+    spare = c.add_worker(cpus=3)  # more CPUs than the first: it gets most of the tasks
+    (spare_id,) = c.node_ids() - before
+    storage = Location.parse(s3_uri("work/lost"))
+    embed = ["jobs.embed", "--out", str(out), "--views", "2", "--storage", storage.uri]
+    job = c.start(src, "python", "-m", *embed)
+    deadline = time.monotonic() + 600
+    while not [f for f in storage.files() if f.endswith(".parquet")]:
+        assert time.monotonic() < deadline, c.logs(job)[-3000:]
+        assert c.status(job) in ("PENDING", "RUNNING"), c.logs(job)[-3000:]
+        time.sleep(0.5)
+    placed = c.tasks_on(job, spare_id)
+    c.kill_worker(spare)
+    deadline = time.monotonic() + 900
+    while c.status(job) in ("PENDING", "RUNNING"):
+        assert time.monotonic() < deadline, c.logs(job)[-3000:]
+        time.sleep(2)
+    log = c.logs(job)
+    assert placed > 0, "the lost worker had no tasks: the test proves nothing"
+    assert c.status(job) == "SUCCEEDED", log[-4000:]
+    deadline = time.monotonic() + 120  # the head marks a silent node dead after ~25 s
+    while spare_id in c.node_ids():
+        assert time.monotonic() < deadline, "the killed worker is still alive"
+        time.sleep(2)
+    for name, key in (
+        ("embeddings_image", ["media_id", "view"]),
+        ("embeddings_video", ["media_id"]),
+    ):
+        there = store.read_table(out, name)
+        keys = there.select(key).to_pylist()
+        assert len(keys) == len({tuple(k.values()) for k in keys}), f"{name}: a row twice"
+        order = [(k, "ascending") for k in key]
+        here = store.read_table(embedded_out, name).sort_by(order)
+        assert here.select(key).equals(there.sort_by(order).select(key)), name
+    assert storage.files() == []  # staged rows assembled and cleaned up
