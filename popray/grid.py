@@ -53,7 +53,7 @@ from popray import store
 from popray.cells import Cell, TrialSpec, plan_cells, trial_specs
 from popray.config import KFOLD, WALK_FORWARD, GridConfig, LabelConfig
 from popray.dataset import Dataset, load_dataset
-from popray.evaluate import compute_metrics, recent_baseline
+from popray.evaluate import compute_metrics, ranking_targets, recent_baseline
 from popray.final import prune, train_final
 from popray.folds import fold_data, split
 from popray.storage import Location, check_cluster_reach
@@ -469,20 +469,21 @@ def run_train(
     start = time.perf_counter()
     ks = cfg.k or labels.k
     datasets = {k: load_dataset(out, backbone, k, labels.scheme, cfg.context_features) for k in ks}
-    timelines, recent = (
-        None,
-        {(KFOLD, k, m): c for (k, m), c in recent_baseline(out, labels.scheme).items()},
-    )
+    timelines = None
+    recent = {(KFOLD, k, m): c for (k, m), c in recent_baseline(out, labels.scheme).items()}
+    ranked = ranking_targets(store.read_table(out, "labels"), labels.scheme)
+    targets = {(KFOLD, k, m): v for (k, m), v in ranked.items()}
     if WALK_FORWARD in cfg.protocols:
-        timelines, forward = build_timelines(out, datasets, labels, cfg.walk_forward)
+        timelines, forward, ranked = build_timelines(out, datasets, labels, cfg.walk_forward)
         recent |= {(WALK_FORWARD, k, m): c for (k, m), c in forward.items()}
+        targets |= {(WALK_FORWARD, k, m): v for (k, m), v in ranked.items()}
     cells, skipped = plan_cells(datasets, cfg, timelines)
     for reason in skipped:
         echo(f"skipped {reason}")
     if not cells:
         raise NothingToTrain("nothing to train: " + "; ".join(skipped))
     grid = run_grid(out, datasets, cfg, backbone, echo, cells, timelines, storage)
-    metrics = compute_metrics(grid.predictions, recent)
+    metrics = compute_metrics(grid.predictions, recent, targets)
     part = f"{labels.scheme}-{backbone}" + ("-context" if cfg.context_features else "")
     store.write_table(out, "trials", grid.trials, part=part)
     store.write_table(out, "predictions", grid.predictions, part=part)

@@ -102,12 +102,15 @@ def _per_profile(rows: list[dict]) -> str:
                 "<td>-</td>"
                 if r is None
                 else f'<td class="num">{r["accuracy_mean"]:.2f} '
-                f"({r['majority_accuracy']:.2f}; n={r['n_items']})</td>"
+                f"({r['majority_accuracy']:.2f}; n={r['n_items']})"
+                + ("" if r["spearman_mean"] is None else f"; ρ {r['spearman_mean']:.2f}")
+                + "</td>"
             )
         body += f"<tr><th>{html.escape(profile)}</th>{tds}</tr>"
     return (
         "<h3>Per profile</h3><p>Each profile has its own folds and models: accuracy, mean "
-        "over seeds (its majority-class accuracy; items validated on).</p>"
+        "over seeds (its majority-class accuracy; items validated on; Spearman ρ of the "
+        "ranking).</p>"
         f"<table><tr><th>profile</th>{head}</tr>{body}</table>"
     )
 
@@ -121,7 +124,23 @@ def _score_cell(r: dict | None) -> str:
     return (
         f'<td class="num">{r["accuracy_mean"]:.2f} ± {r["accuracy_std"]:.2f} '
         f"(majority {r['majority_accuracy']:.2f}{recent}; p={r['p_value']:.2g}; "
-        f"ECE {r['ece_mean']:.2f}{top2}; n={r['n_items']})</td>"
+        f"ECE {r['ece_mean']:.2f}{top2}; n={r['n_items']}){_ranking_cell(r)}</td>"
+    )
+
+
+def _ranking_cell(r: dict) -> str:
+    """The ranking columns of a metrics row, for a score cell ("" when not computed)."""
+    if r.get("spearman_mean") is None and r.get("top20_precision_mean") is None:
+        return ""
+
+    def num(value: float | None) -> str:
+        return "-" if value is None else f"{value:.2f}"
+
+    p = r["spearman_p_value"]
+    return (
+        f"<br>ranking: ρ {num(r['spearman_mean'])} (recent {num(r['recent_spearman'])}"
+        f"{'' if p is None else f'; p={p:.2g}'}); top 20% {num(r['top20_precision_mean'])} "
+        f"(recent {num(r['recent_top20_precision'])}, random {num(r['top_class_share'])})"
     )
 
 

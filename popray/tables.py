@@ -93,6 +93,9 @@ LABELS = pa.schema(
         pa.field("class", pa.int32()),
         pa.field("window_days", pa.float64()),  # por_rolling only
         pa.field("reference_n", pa.int64()),  # items (or posts) the class is relative to
+        # what ranking metrics compare predictions with: score, but for por_rolling the PoR
+        # over its window's median PoR (the quantity its classes cut)
+        pa.field("rank_score", pa.float64()),
     ]
 )
 
@@ -243,6 +246,19 @@ METRICS = pa.schema(
         pa.field("confusion_mean", _MATRIX, nullable=False),  # rows true, row-normalised
         pa.field("confusion_std", _MATRIX, nullable=False),
         pa.field("paper_accuracy", pa.float64()),  # Viola et al. 2021, for comparison
+        # ranking (popray/evaluate.py): Spearman's rho of the expected class against
+        # labels.rank_score, within each profile; mean and std over seeds, and the one-
+        # sided p-value for rho > 0 of the seed-averaged expected class
+        pa.field("spearman_mean", pa.float64()),
+        pa.field("spearman_std", pa.float64()),
+        pa.field("spearman_p_value", pa.float64()),
+        # of each profile's top fifth by expected class, the share in the top class
+        pa.field("top20_precision_mean", pa.float64()),
+        pa.field("top20_precision_std", pa.float64()),
+        pa.field("top_class_share", pa.float64()),  # what a random ranking gets
+        # the recent-PoR baseline (the previous item's rank_score), on the same items
+        pa.field("recent_spearman", pa.float64()),
+        pa.field("recent_top20_precision", pa.float64()),
     ]
 )
 

@@ -44,6 +44,7 @@ import torch
 from popray import store
 from popray.config import GridConfig, LabelConfig, WalkForwardConfig
 from popray.dataset import Dataset
+from popray.evaluate import ranking_targets
 from popray.folds import Fold, fold_data
 from popray.labels import label_tables, sql_text
 from popray.models import REGISTRY
@@ -157,10 +158,11 @@ def _recent(labels: pa.Table, scheme: str) -> dict[tuple[int, str], int | None]:
 
 def build_timelines(
     out: Path, datasets: dict[int, Dataset], labels: LabelConfig, cfg: WalkForwardConfig
-) -> tuple[dict[int, dict[str, Timeline]], dict[tuple[int, str], int | None]]:
+) -> tuple[dict[int, dict[str, Timeline]], dict[tuple[int, str], int | None], dict]:
     """Every profile's windows for each k of `datasets` (two labellings of the export per
-    window: at its cut, and settled after it), and the recent-PoR baseline of each scored
-    item from the settled labels: ((k -> profile -> Timeline), (k, media_id) -> class)."""
+    window: at its cut, and settled after it), and, from the settled labels, the recent-PoR
+    baseline of each scored item and its ranking targets: ((k -> profile -> Timeline),
+    (k, media_id) -> class, (k, media_id) -> (rank_score, recent guess))."""
     if labels.scheme == "residual" and labels.keep_extremes is not None:
         raise ValueError(
             "walk_forward: residual with keep_extremes keeps only the items that are extreme "
@@ -174,6 +176,7 @@ def build_timelines(
     # classes per k for every dataset row (all profiles at once): [kind][window] arrays
     known = {k: {"class": ([], []), "truth": ([], [])} for k in ks}
     recent: dict[tuple[int, str], int | None] = {}
+    targets: dict[tuple[int, str], tuple] = {}
     for window in range(cfg.cuts):
         for kind, shift, bound in (("class", 0, window), ("truth", settle, window + 1)):
             as_of = {profile: int(b[bound]) + shift for profile, b in bounds.items()}
@@ -202,6 +205,8 @@ def build_timelines(
                 }
                 baseline = _recent(mine, labels.scheme)
                 recent |= {key: c for key, c in baseline.items() if key[1] in inside}
+                ranked = ranking_targets(mine, labels.scheme)
+                targets |= {key: v for key, v in ranked.items() if key[1] in inside}
     timelines = {}
     for k in ks:
         ds = datasets[k]
@@ -224,7 +229,7 @@ def build_timelines(
                 arrays["truth", 0][:, img],
                 arrays["truth", 1][:, vid],
             )
-    return timelines, recent
+    return timelines, recent, targets
 
 
 def _published(tables: dict[str, pa.Table]) -> dict[str, int]:

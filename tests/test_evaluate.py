@@ -138,3 +138,80 @@ def test_recent_baseline_sql_is_the_previous_item_of_the_same_type(tiny_out):
                 )
                 previous = [None] + [r["class"] for r in mine[:-1]]
                 assert [recent[(k, r["media_id"])] for r in mine] == previous
+
+
+def test_spearman_matches_scipy_with_ties_and_ranks_within_profiles():
+    from scipy.stats import spearmanr
+
+    from popray.evaluate import spearman, within_profile
+
+    pred = np.array([0.2, 1.0, 1.0, 0.4, 1.8, 0.4])  # ties in both
+    score = np.array([0.1, 0.5, 0.3, 0.3, 0.9, 0.2])
+    one = np.array(["p"] * 6)
+    rho, p = spearman(pred, score, one)
+    reference = spearmanr(pred, score, alternative="greater")
+    assert rho == pytest.approx(reference.statistic) and p == pytest.approx(reference.pvalue)
+    # by hand: ranks (average for ties) of pred 1, 4.5, 4.5, 2.5, 6, 2.5 and of score
+    # 1, 5, 3.5, 3.5, 6, 2; Pearson of the ranks
+    a = np.array([1, 4.5, 4.5, 2.5, 6, 2.5])
+    b = np.array([1, 5, 3.5, 3.5, 6, 2])
+    assert rho == pytest.approx(np.corrcoef(a, b)[0, 1])
+    assert within_profile(np.array([3.0, 1.0, 3.0]), np.array(["p"] * 3)).tolist() == [
+        0.75,
+        0.0,
+        0.75,
+    ]
+    # two profiles on different scales: ranked within each, so a model that orders each
+    # profile perfectly gets rho 1 though the scales differ 1000-fold
+    profiles = np.array(["a"] * 4 + ["b"] * 4)
+    target = np.array([1.0, 2.0, 3.0, 4.0, 1000.0, 2000.0, 3000.0, 4000.0])
+    guess = np.array([0.1, 0.2, 0.3, 0.4, 0.01, 0.02, 0.03, 0.04])
+    assert spearman(guess, target, profiles)[0] == pytest.approx(1.0)
+    assert spearmanr(guess, target).statistic < 0.9  # pooled raw, it would not be
+    assert spearman(np.ones(5), np.arange(5.0), np.array(["p"] * 5)) == (None, None)
+
+
+def test_top_fifth_precision_by_hand():
+    from popray.evaluate import top_precision
+
+    # profile a: 10 items, its top fifth (2) by pred are a9, a8 -> one in the top class;
+    # profile b: 5 items, its top fifth (1) is b0 (the tie with b1 goes by media_id) -> hit
+    ids = np.array([f"a{i}" for i in range(10)] + [f"b{i}" for i in range(5)])
+    profiles = np.array(["a"] * 10 + ["b"] * 5)
+    pred = np.array([*range(10), 9, 9, 1, 2, 3], dtype=float)
+    top = np.zeros(15, bool)
+    top[[9, 3, 10]] = True
+    assert top_precision(pred, top, profiles, ids) == pytest.approx(2 / 3)
+
+
+def test_ranking_columns_for_the_model_and_the_recent_baseline():
+    k = 3
+    labels = [0, 1, 2, 0, 1, 2, 0, 1, 2, 2]
+    score = [0.1, 0.5, 0.9, 0.2, 0.4, 0.8, 0.15, 0.45, 0.95, 0.7]
+    # seed 0 ranks exactly by score; seed 1 by the reverse
+    probas = {
+        0: [[1 - s, 0.0, s] for s in score],
+        1: [[s, 0.0, 1 - s] for s in score],
+    }
+    rows = [
+        _row(seed, f"m{i}", y, p)
+        for seed, ps in probas.items()
+        for i, (y, p) in enumerate(zip(labels, ps, strict=True))
+    ]
+    previous = [None, *score[:-1]]
+    targets = {
+        ("stratified_kfold", k, f"m{i}"): (s, g)
+        for i, (s, g) in enumerate(zip(score, previous, strict=True))
+    }
+    m = _pooled(compute_metrics(_predictions(rows), None, targets))
+    assert m["spearman_mean"] == pytest.approx(0.0) and m["spearman_std"] == pytest.approx(1.0)
+    # seed 0's top fifth (2 items) are m8, m2: both top class; seed 1's m0, m6: neither
+    assert m["top20_precision_mean"] == pytest.approx(0.5)
+    assert m["top_class_share"] == pytest.approx(0.4)
+    # the seeds' mean expected class is the same for every item: no ranking, no p-value
+    assert m["spearman_p_value"] is None
+    guess = np.array([np.median(score[:-1]), *score[:-1]])  # the first: the median guess
+    from scipy.stats import spearmanr
+
+    assert m["recent_spearman"] == pytest.approx(spearmanr(guess, score).statistic)
+    assert compute_metrics(_predictions(rows)).to_pylist()[0]["spearman_mean"] is None

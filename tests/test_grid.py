@@ -190,6 +190,21 @@ def test_the_grid_learns_the_configured_scheme_and_says_which(trained, tmp_path)
     assert report.metrics["scheme"].to_pylist() == ["likes_moving_average"] * 2
     assert report.metrics["profile_id"].to_pylist() == [None, "sample_brand"]
     assert report.metrics["paper_accuracy"].to_pylist() == [None] * 2  # not the paper's labels
+    # its ranking columns, recomputed from the tables: rho of the expected class against
+    # the scheme's rank_score (likes minus the moving average), by scipy
+    from scipy.stats import spearmanr
+
+    own = report.metrics.to_pylist()[1]
+    score = {
+        r["media_id"]: r["rank_score"]
+        for r in store.read_table(out, "labels").to_pylist()
+        if (r["scheme"], r["k"]) == ("likes_moving_average", 2)
+    }
+    scored = report.grid.predictions.to_pylist()  # one seed: each item validated once
+    expected = [r["proba"][1] for r in scored]  # Σ p·c for k = 2
+    rho = spearmanr(np.round(expected, 6), [score[r["media_id"]] for r in scored]).statistic
+    assert own["spearman_mean"] == pytest.approx(rho)
+    assert own["recent_spearman"] is not None and 0 <= own["top20_precision_mean"] <= 1
     metrics = store.read_table(out, "metrics")
     assert set(metrics["scheme"].to_pylist()) == {"por_rolling", "likes_moving_average"}
     models = store.read_table(out, "models").to_pylist()

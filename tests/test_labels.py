@@ -77,7 +77,8 @@ def ref_residuals(posts: list[dict]) -> dict[str, float]:
 
 
 def ref_labels(posts, media, followers, excluded, cfg: LabelConfig) -> dict:
-    """(media_id, scheme, k) -> (followers_est, extrapolated, por, score, class, n)."""
+    """(media_id, scheme, k) -> (followers_est, extrapolated, por, score, class, n,
+    rank_score)."""
     window_us = round(cfg.extrapolation_window_days * 86400 * US)
     half = round(cfg.window_days * 86400 * US / 2)
     known: dict[str, list] = {}
@@ -122,8 +123,9 @@ def ref_labels(posts, media, followers, excluded, cfg: LabelConfig) -> dict:
         )
     out = {}
 
-    def put(it, scheme, k, score, cls, n):
-        out[(it["id"], scheme, k)] = (it["f"], it["extra"], it["por"], score, cls, n)
+    def put(it, scheme, k, score, cls, n, rank=None):
+        rank = score if rank is None else rank
+        out[(it["id"], scheme, k)] = (it["f"], it["extra"], it["por"], score, cls, n, rank)
 
     for it in items:
         group = [x for x in items if (x["profile"], x["type"]) == (it["profile"], it["type"])]
@@ -142,6 +144,8 @@ def ref_labels(posts, media, followers, excluded, cfg: LabelConfig) -> dict:
                 it["por"],
                 _quantile_classes(por_win, it["por"], k),
                 len(por_win),
+                # the PoR over its window's median (nan: a median of 0, NULL in SQL)
+                it["por"] / median if (median := float(np.median(por_win))) else np.nan,
             )
             if cfg.keep_extremes is None:
                 put(it, "residual", k, score, _quantile_classes(res_all, score, k), len(group))
@@ -258,7 +262,7 @@ def test_sql_matches_numpy_reference(export):
     want = ref_labels(posts, media, followers, excluded, cfg)
     assert {(r["media_id"], r["scheme"], r["k"]) for r in got} == set(want)
     for r in got:
-        f, extra, por, score, cls, n = want[(r["media_id"], r["scheme"], r["k"])]
+        f, extra, por, score, cls, n, rank = want[(r["media_id"], r["scheme"], r["k"])]
         assert r["followers_est"] == pytest.approx(f, rel=1e-9)
         assert r["followers_extrapolated"] == extra
         assert r["por"] == pytest.approx(por, rel=1e-9)
@@ -267,6 +271,10 @@ def test_sql_matches_numpy_reference(export):
         else:
             assert r["score"] == pytest.approx(score, rel=1e-9, abs=1e-9), r
         assert (r["class"], r["reference_n"]) == (cls, n), (r["scheme"], r["k"], r["score"])
+        if rank is None or (isinstance(rank, float) and np.isnan(rank)):
+            assert r["rank_score"] is None, r
+        else:
+            assert r["rank_score"] == pytest.approx(rank, rel=1e-9, abs=1e-9), r
 
 
 def test_extrapolation_recovers_exponential_growth_and_flags_it():

@@ -20,6 +20,7 @@ averaged AS (
 )
 SELECT i.*, 'likes_moving_average' AS scheme, 2 AS k, i.likes - a.mean_previous AS score,
        (i.likes > a.mean_previous)::INTEGER AS class,
-       NULL::DOUBLE AS window_days, a.n AS reference_n
+       NULL::DOUBLE AS window_days, a.n AS reference_n,
+       i.likes - a.mean_previous AS rank_score
 FROM items i
 JOIN averaged a USING (profile_id, media_type, post_id)

@@ -6,7 +6,10 @@
 -- ties_macro.sql).
 -- por_global: thresholds over the whole history; por_rolling: over the items published
 -- within +-half the window of the item (inclusive, the item itself included).
--- reference_n: how many items the thresholds were computed from.
+-- reference_n: how many items the thresholds were computed from. rank_score, the
+-- continuous score ranking metrics compare predictions with: the PoR (por_global), or the
+-- PoR over the median PoR of its window (por_rolling: the quantity its classes cut;
+-- NULL when that median is 0).
 -- Inputs: view items (label_items.sql). Parameters: $k, $quantiles (DOUBLE[]),
 -- $half_window_us (BIGINT), $window_days.
 WITH global_thresholds AS (
@@ -18,7 +21,8 @@ WITH global_thresholds AS (
 rolling AS (
     SELECT *,
            quantile_cont(por, $quantiles) OVER w AS thresholds,
-           count(*) OVER w AS n
+           count(*) OVER w AS n,
+           quantile_cont(por, 0.5) OVER w AS window_median
     FROM items
     WINDOW w AS (
         PARTITION BY profile_id, media_type ORDER BY t
@@ -27,12 +31,13 @@ rolling AS (
 )
 SELECT i.*, 'por_global' AS scheme, $k::INTEGER AS k, i.por AS score,
        class_of(g.thresholds, i.por) AS class,
-       NULL::DOUBLE AS window_days, g.n AS reference_n
+       NULL::DOUBLE AS window_days, g.n AS reference_n, i.por AS rank_score
 FROM items i
 JOIN global_thresholds g USING (profile_id, media_type)
 UNION ALL
-SELECT r.* EXCLUDE (thresholds, n), 'por_rolling' AS scheme, $k::INTEGER AS k,
+SELECT r.* EXCLUDE (thresholds, n, window_median), 'por_rolling' AS scheme, $k::INTEGER AS k,
        r.por AS score,
        class_of(r.thresholds, r.por) AS class,
-       $window_days::DOUBLE AS window_days, r.n AS reference_n
+       $window_days::DOUBLE AS window_days, r.n AS reference_n,
+       r.por / nullif(r.window_median, 0) AS rank_score
 FROM rolling r

@@ -56,7 +56,7 @@ SELECT s.* EXCLUDE (score), 'residual' AS scheme, $k::INTEGER AS k, s.score,
             WHEN at_least(s.score, t.high) THEN 1
             WHEN at_most(s.score, t.low) THEN 0
        END::INTEGER AS class,
-       NULL::DOUBLE AS window_days, t.n AS reference_n
+       NULL::DOUBLE AS window_days, t.n AS reference_n, s.score AS rank_score
 FROM scored s
 JOIN thresholds t USING (profile_id, media_type)
 WHERE $keep_extremes IS NULL OR $k = 2
