@@ -168,7 +168,7 @@ class TrainConfig(_Config):
     batch_size: int = Field(default=32, ge=1)
 
 
-ModelName = Literal["image", "video", "image_to_video", "video_to_image"]
+ModelName = Literal["image", "video", "image_to_video", "video_to_image", "gbdt", "gbdt_video"]
 Protocol = Literal["stratified_kfold", "walk_forward"]
 PROTOCOLS: tuple[str, ...] = get_args(Protocol)
 KFOLD, WALK_FORWARD = PROTOCOLS
@@ -199,7 +199,10 @@ class GridConfig(_Config):
     """The paper's validation grid (model x k x seed x fold) on Ray Tune, and final models."""
 
     models: list[ModelName] = Field(
-        default=["image", "video", "image_to_video", "video_to_image"], min_length=1
+        default=["image", "video", "image_to_video", "video_to_image"],
+        min_length=1,
+        description="the paper's four models by default; add gbdt / gbdt_video for the "
+        "gradient-boosted baselines on the same folds and windows",
     )
     k: list[Annotated[int, Field(ge=2, le=10)]] | None = Field(
         default=None, description="class counts to train (default: every k of `label.k`)"

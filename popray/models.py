@@ -13,13 +13,25 @@
   images and videos.
 
 Outputs are k logits (cross-entropy); for k = 2 that equals the paper's sigmoid unit.
+
+Beside them, the field's usual recipe, frozen embeddings into gradient-boosted trees (the
+SMP Challenge winners'), as a baseline the paper's heads can be measured against on the
+same items, folds and windows:
+
+- `gbdt`: scikit-learn's HistGradientBoostingClassifier on a PCA of the image embedding
+  (every augmented view a training row), validated on images;
+- `gbdt_video`: the same on a video's max-pooled frame embedding, validated on videos.
+
+Context features, when on, are appended to the vectors as for the other models.
 """
 
 from __future__ import annotations
 
+import pickle
 from dataclasses import dataclass
 from typing import Literal
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -58,14 +70,58 @@ class CnnRnn(nn.Module):
         return self.head(hidden)
 
 
+PCA_COMPONENTS = 32  # at most; fewer when a fold has fewer items
+
+
+class GbdtModel(nn.Module):
+    """PCA then HistGradientBoostingClassifier behind the module face that the grid, the
+    final models, walk-forward and predict use: `fit` trains it (no epochs, no
+    optimiser), `forward` returns log-probabilities, so a softmax gives its
+    probabilities. The fitted pipeline travels in the state dict as pickled bytes (a
+    uint8 tensor, `model.pt`): load only model folders popray wrote."""
+
+    def __init__(self, width: int, k: int) -> None:
+        super().__init__()
+        self.width, self.k = width, k
+        self.pipeline = None
+
+    def fit(self, x: np.ndarray, y: np.ndarray, seed: int) -> GbdtModel:
+        from sklearn.decomposition import PCA
+        from sklearn.ensemble import HistGradientBoostingClassifier
+        from sklearn.pipeline import make_pipeline
+
+        components = max(1, min(PCA_COMPONENTS, len(x) - 1, x.shape[1]))
+        self.pipeline = make_pipeline(
+            PCA(n_components=components, random_state=seed),
+            HistGradientBoostingClassifier(random_state=seed, early_stopping=False),
+        ).fit(np.asarray(x, np.float32), np.asarray(y))
+        return self
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.pipeline is None:
+            raise RuntimeError("gbdt: fit the model (or load a saved one) before scoring")
+        found = self.pipeline.predict_proba(x.detach().cpu().numpy().astype(np.float32))
+        proba = np.full((len(found), self.k), 1e-6)  # a class absent from training
+        proba[:, self.pipeline.classes_] = np.maximum(found, 1e-6)
+        proba /= proba.sum(axis=1, keepdims=True)
+        return torch.log(torch.as_tensor(proba, dtype=torch.float32, device=x.device))
+
+    def get_extra_state(self) -> torch.Tensor:
+        return torch.frombuffer(bytearray(pickle.dumps(self.pipeline)), dtype=torch.uint8)
+
+    def set_extra_state(self, state: torch.Tensor) -> None:
+        self.pipeline = pickle.loads(state.numpy().tobytes())  # popray's own model files
+
+
 @dataclass(frozen=True)
 class ModelSpec:
-    """What a model eats and what it is trained and validated on."""
+    """What a model eats, what it is trained and validated on, and how it learns."""
 
     name: str
     input: Literal["vector", "sequence"]
     validate_on: Literal["image", "video"]
     train_extra: Literal["none", "images_as_static_videos", "images"]
+    learner: Literal["torch", "gbdt"] = "torch"  # gbdt: fitted once, no epochs
 
 
 REGISTRY: dict[str, ModelSpec] = {
@@ -73,7 +129,10 @@ REGISTRY: dict[str, ModelSpec] = {
     "video": ModelSpec("video", "sequence", "video", "none"),
     "image_to_video": ModelSpec("image_to_video", "sequence", "video", "images_as_static_videos"),
     "video_to_image": ModelSpec("video_to_image", "vector", "video", "images"),
+    "gbdt": ModelSpec("gbdt", "vector", "image", "none", "gbdt"),
+    "gbdt_video": ModelSpec("gbdt_video", "vector", "video", "none", "gbdt"),
 }
+PAPER_MODELS = ("image", "video", "image_to_video", "video_to_image")
 
 
 def create_model(name: str, k: int, width: int = 1280) -> nn.Module:
@@ -82,6 +141,8 @@ def create_model(name: str, k: int, width: int = 1280) -> nn.Module:
         raise ValueError(f"unknown model {name!r}; choose from {sorted(REGISTRY)}")
     if k < 2:
         raise ValueError(f"k must be at least 2, got {k}")
+    if REGISTRY[name].learner == "gbdt":
+        return GbdtModel(width, k)
     if REGISTRY[name].input == "sequence":
         return CnnRnn(width, k)
     return DenseHead(width, k)

@@ -51,24 +51,29 @@ def candidate_files(paths: list[Path]) -> list[Path]:
 def choose_models(
     out: Path, k: int | None, profile: str | None = None, scheme: str | None = None
 ) -> tuple[dict, dict | None]:
-    """The profile's final image model and its best video model (highest accuracy in the
-    stratified folds, the protocol the final models' epochs come from) for k (default:
-    the largest k with a saved image model)."""
+    """The profile's best final image model and its best video model (highest accuracy
+    in the stratified folds, the protocol the final models' epochs come from) for k
+    (default: the largest k with a saved image model)."""
     models = saved_models(out, profile, scheme)
-    ks = sorted({m["k"] for m in models if m["model"] == "image"})
+    ks = sorted({m["k"] for m in models if REGISTRY[m["model"]].validate_on == "image"})
     if not ks or (k is not None and k not in ks):
         raise FileNotFoundError(f"{out}: no saved image model for k={k or 'any'}; trained: {ks}")
     k = k if k is not None else ks[-1]
-    image = next(m for m in models if m["model"] == "image" and m["k"] == k)
+    mine = [m for m in models if m["k"] == k]
+    first = next(m for m in mine if REGISTRY[m["model"]].validate_on == "image")
     metrics = store.read_table(out, "metrics").to_pylist()
     accuracy = {
         m["model"]: m["accuracy_mean"]
         for m in metrics
         if (m["k"], m["profile_id"], m["scheme"], m["backbone"], m["features"], m["protocol"])
-        == (k, image["profile_id"], image["scheme"], image["backbone"], "embedding", KFOLD)
+        == (k, first["profile_id"], first["scheme"], first["backbone"], "embedding", KFOLD)
     }
-    videos = [m for m in models if m["k"] == k and REGISTRY[m["model"]].validate_on == "video"]
-    video = max(videos, key=lambda m: accuracy.get(m["model"], -1.0), default=None)
+
+    def best(media_type: str) -> dict | None:
+        of_type = [m for m in mine if REGISTRY[m["model"]].validate_on == media_type]
+        return max(of_type, key=lambda m: accuracy.get(m["model"], -1.0), default=None)
+
+    image, video = best("image"), best("video")
     return image, video
 
 
@@ -79,9 +84,9 @@ def _score(net: torch.nn.Module, x: np.ndarray) -> np.ndarray:
 
 
 def _model_input(model: str, embeddings: np.ndarray) -> np.ndarray:
-    """What a model eats from a decoded item's embeddings (image: view 0; video: the 15
-    frame embeddings, or their max for video_to_image)."""
-    if model == "image":
+    """What a model eats from a decoded item's embeddings (image models: view 0; video
+    models: the 15 frame embeddings, or their max for the vector ones)."""
+    if REGISTRY[model].validate_on == "image":  # image, gbdt
         return embeddings[0]
     frames = embeddings[:15]
     return frames.max(axis=0) if REGISTRY[model].input == "vector" else frames
@@ -132,9 +137,10 @@ def run_predict(
         rows.append(row)
     cfg = EmbedConfig(backbone=image_spec["backbone"], weights=weights, views=0)
     results = {r["media_id"]: r for r in run_pipeline(items, cfg, LOCAL_FILES)} if items else {}
-    explainer = (
+    explainer = (  # the gradient-boosted baseline has no gradients: no Grad-CAM
         Explainer.load(out, image_spec["path"], weights)
         if any(i["kind"] == "image" for i in items)
+        and REGISTRY[image_spec["model"]].learner == "torch"
         else None
     )
     folder = out / PREDICT_DIR  # may be a link into the published run: empty it, keep it
@@ -158,7 +164,7 @@ def run_predict(
             "proba": proba.astype(np.float32).tolist(),
             "score": float(proba @ np.arange(spec["k"]) / (spec["k"] - 1)),
         }
-        if item["kind"] == "image":
+        if item["kind"] == "image" and explainer is not None:
             _, heat, image = explainer.explain(Path(item["path"]))
             target = folder / f"{int(item['media_id']):04d}-{Path(item['path']).stem[:60]}.png"
             overlay(image, heat).save(target)

@@ -5,7 +5,9 @@ Adam (lr 1e-3), cross-entropy, 15 epochs; after each epoch the model is scored o
 validation fold and the weights of the epoch with the best validation accuracy (the
 earliest, on ties) are kept, with their validation probabilities. For the image model
 the training items carry several precomputed augmented views and each epoch samples
-one view per item, so augmentation costs no backbone pass.
+one view per item, so augmentation costs no backbone pass. The gradient-boosted
+baselines (`gbdt`, `gbdt_video`) have no epochs: they are fitted once (every image view a
+row) and report epoch 1.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import torch
 from torch import nn
 
 from popray.config import TrainConfig
-from popray.models import create_model
+from popray.models import REGISTRY, create_model
 
 __all__ = ["FoldData", "FoldResult", "TrainConfig", "fit_all", "fit_fold"]
 
@@ -72,10 +74,27 @@ class _Trainer:
         return torch.as_tensor(y, dtype=torch.long, device=self.device)
 
 
+def _fit_gbdt(
+    model_name: str, k: int, x: np.ndarray, y: np.ndarray, seed: int, views: bool
+) -> nn.Module:
+    """A gradient-boosted baseline fitted on every row (each image view its own row)."""
+    if views:
+        n, n_views = x.shape[:2]
+        x, y = x.reshape(n * n_views, -1), np.repeat(y, n_views)
+    return create_model(model_name, k, x.shape[-1]).fit(x, y, seed).eval()
+
+
 def fit_fold(
     model_name: str, k: int, data: FoldData, cfg: TrainConfig, seed: int, device: str = "cpu"
 ) -> FoldResult:
     """Train `model_name` on one fold and keep its best epoch (see the module docstring)."""
+    if REGISTRY[model_name].learner == "gbdt":
+        net = _fit_gbdt(model_name, k, data.x_train, data.y_train, seed, data.train_views)
+        with torch.inference_mode():
+            x_val = torch.as_tensor(data.x_val, dtype=torch.float32)
+            proba = torch.softmax(net(x_val), dim=1).numpy()
+        accuracy = float((proba.argmax(axis=1) == data.y_val).mean())
+        return FoldResult(1, accuracy, proba, [accuracy], state_dict=net.state_dict())
     trainer = _Trainer(model_name, k, data.x_val.shape[-1], cfg, seed, device)
     y_train = trainer.labels(data.y_train)
     x_val = torch.as_tensor(data.x_val, dtype=torch.float32, device=trainer.device)
@@ -107,6 +126,8 @@ def fit_all(
 ) -> nn.Module:
     """Train `model_name` on every item for `cfg.epochs` epochs (no validation left to
     pick an epoch: the caller passes the grid's typical best epoch); returns it in eval mode."""
+    if REGISTRY[model_name].learner == "gbdt":
+        return _fit_gbdt(model_name, k, x, y, seed, train_views)
     trainer = _Trainer(model_name, k, x.shape[-1], cfg, seed, device)
     y_t = trainer.labels(y)
     for _ in range(cfg.epochs):

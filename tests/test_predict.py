@@ -60,3 +60,41 @@ def test_predict_cli_prints_the_ranking(trained_copy, candidates):
         app, ["predict", "--out", str(trained_copy), "--media", "x", "--k", "5"]
     )
     assert missing.exit_code == 2 and "no saved image model for k=5" in missing.output
+
+
+def test_the_gradient_boosted_baseline_runs_through_grid_final_models_and_predict(
+    trained_copy, candidates
+):
+    """`gbdt` / `gbdt_video` in grid.models: trials on the same folds (and walk-forward
+    windows) as the paper's models, metrics with the ranking columns, final models saved,
+    and predict scoring with them (no Grad-CAM: trees have no gradients)."""
+    from popray.config import GridConfig, LabelConfig, TrainConfig
+    from popray.grid import run_train
+
+    cfg = GridConfig(  # 2 folds: the tiny sample has too few videos for 5
+        models=["gbdt", "gbdt_video"], seeds=[0], folds=2, train=TrainConfig(epochs=2)
+    )
+    report = run_train(trained_copy, cfg, LabelConfig(), "efficientnet_lite0")
+    trials = store.read_table(trained_copy, "trials").to_pylist()
+    mine = [t for t in trials if t["model"] in ("gbdt", "gbdt_video")]
+    assert {t["model"] for t in mine} == {"gbdt", "gbdt_video"}
+    assert all(t["best_epoch"] == 1 for t in mine)
+    assert {t["protocol"] for t in mine} == {"stratified_kfold", "walk_forward"}
+    folds = {
+        (t["k"], t["fold"])
+        for t in mine
+        if (t["model"], t["protocol"]) == ("gbdt", "stratified_kfold")
+    }
+    assert len(folds) == 2 * 2  # k 2 and 3, 2 folds each, one seed
+    rows = [r for r in report.metrics.to_pylist() if r["model"] == "gbdt"]
+    assert rows and all(0 <= r["accuracy_mean"] <= 1 for r in rows)
+    assert all(r["top20_precision_mean"] is not None for r in rows)
+    models = store.read_table(trained_copy, "models").to_pylist()
+    assert {m["model"] for m in models} >= {"gbdt", "gbdt_video"}
+    assert all((trained_copy / m["path"] / "model.pt").is_file() for m in models)
+    table = run_predict(trained_copy, [candidates], k=2).to_pylist()
+    ranked = {r["file"].rsplit("/", 1)[1]: r for r in table if r["rank"] is not None}
+    assert {"a.jpg", "b.jpg", "c.png", "clip.mp4"} <= set(ranked)
+    assert ranked["a.jpg"]["model"] == "gbdt" and ranked["a.jpg"]["gradcam"] is None
+    assert ranked["clip.mp4"]["model"] == "gbdt_video"
+    assert ranked["a.jpg"]["score"] == pytest.approx(ranked["a.jpg"]["proba"][1])
