@@ -88,19 +88,31 @@ def recent_baseline(out: Path, scheme: str) -> dict[tuple[int, str], int | None]
     return {(k, media_id): cls for media_id, k, cls in rows}
 
 
-def ranking_targets(
-    labels: pa.Table, scheme: str
-) -> dict[tuple[int, str], tuple[float | None, float | None]]:
-    """(k, media_id) -> (the item's rank_score, the recent-PoR baseline's guess of it: the
-    previous item's rank_score or None) over `labels` (schemas/sql/ranking_targets.sql)."""
+def over_labels(labels: pa.Table, name: str, scheme: str) -> list[tuple]:
+    """The rows of `schemas/sql/<name>.sql` run over `labels` (as the view `labels`)."""
     from popray.labels import sql_text
 
     con = duckdb.connect()
     try:
         con.register("labels", labels)
-        rows = con.sql(sql_text("ranking_targets"), params={"scheme": scheme}).fetchall()
+        return con.sql(sql_text(name), params={"scheme": scheme}).fetchall()
     finally:
         con.close()
+
+
+def recent_classes(labels: pa.Table, scheme: str) -> dict[tuple[int, str], int | None]:
+    """(k, media_id) -> the recent-PoR baseline's class over `labels`
+    (schemas/sql/baseline_recent.sql)."""
+    rows = over_labels(labels, "baseline_recent", scheme)
+    return {(k, media_id): cls for media_id, k, cls in rows}
+
+
+def ranking_targets(
+    labels: pa.Table, scheme: str
+) -> dict[tuple[int, str], tuple[float | None, float | None]]:
+    """(k, media_id) -> (the item's rank_score, the recent-PoR baseline's guess of it: the
+    previous item's rank_score or None) over `labels` (schemas/sql/ranking_targets.sql)."""
+    rows = over_labels(labels, "ranking_targets", scheme)
     return {(k, media_id): (score, recent) for media_id, k, score, recent in rows}
 
 

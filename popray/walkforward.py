@@ -44,9 +44,9 @@ import torch
 from popray import store
 from popray.config import GridConfig, LabelConfig, WalkForwardConfig
 from popray.dataset import Dataset
-from popray.evaluate import ranking_targets
+from popray.evaluate import ranking_targets, recent_classes
 from popray.folds import Fold, fold_data
-from popray.labels import label_tables, sql_text
+from popray.labels import label_tables
 from popray.models import REGISTRY
 from popray.tables import TS
 from popray.train import fit_all, fit_fold
@@ -144,18 +144,6 @@ def labels_as_of(tables: dict[str, pa.Table], as_of: dict[str, int], config: Lab
     )
 
 
-def _recent(labels: pa.Table, scheme: str) -> dict[tuple[int, str], int | None]:
-    """(k, media_id) -> the recent-PoR baseline's class (schemas/sql/baseline_recent.sql)
-    over these labels."""
-    con = duckdb.connect()
-    try:
-        con.register("labels", labels)
-        rows = con.sql(sql_text("baseline_recent"), params={"scheme": scheme}).fetchall()
-    finally:
-        con.close()
-    return {(k, media_id): cls for media_id, k, cls in rows}
-
-
 def build_timelines(
     out: Path, datasets: dict[int, Dataset], labels: LabelConfig, cfg: WalkForwardConfig
 ) -> tuple[dict[int, dict[str, Timeline]], dict[tuple[int, str], int | None], dict]:
@@ -203,7 +191,7 @@ def build_timelines(
                     )
                     if bounds[profile][window] <= published[m] < bounds[profile][window + 1]
                 }
-                baseline = _recent(mine, labels.scheme)
+                baseline = recent_classes(mine, labels.scheme)
                 recent |= {key: c for key, c in baseline.items() if key[1] in inside}
                 ranked = ranking_targets(mine, labels.scheme)
                 targets |= {key: v for key, v in ranked.items() if key[1] in inside}
