@@ -358,6 +358,7 @@ def _protocol_text(rows: list[dict]) -> str:
         lines += [
             "ranking within each profile: Spearman ρ [recent-PoR baseline] (p, ρ > 0); "
             "top-20% precision [baseline; random]",
+            f"{'model':<16}" + "".join(f"{'k=' + str(k):<46}" for k in ks),
             *(
                 f"{model:<16}"
                 + "".join(f"{_ranking_text(by_cell.get((model, k))):<46}" for k in ks)
