@@ -91,9 +91,14 @@ class GbdtModel(nn.Module):
         from sklearn.pipeline import make_pipeline
 
         components = max(1, min(PCA_COMPONENTS, len(x) - 1, x.shape[1]))
+        # scikit-learn's default leaf of 20 rows leaves a profile's ~30 training videos
+        # no split at all (a constant prediction): the leaf scales down with the data
+        leaf = max(2, min(20, len(x) // 5))
         self.pipeline = make_pipeline(
             PCA(n_components=components, random_state=seed),
-            HistGradientBoostingClassifier(random_state=seed, early_stopping=False),
+            HistGradientBoostingClassifier(
+                random_state=seed, early_stopping=False, min_samples_leaf=leaf
+            ),
         ).fit(np.asarray(x, np.float32), np.asarray(y))
         return self
 
