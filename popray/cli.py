@@ -292,10 +292,8 @@ def train(
             report = run_train(out, cfg, label_cfg, net, typer.echo, shared)
     except (FileNotFoundError, ValueError, GridError, store.LockedError) as exc:
         _fail(str(exc))
-    from popray.evaluate import metrics_text
-
     typer.echo(report.line())
-    typer.echo(metrics_text(report.metrics))
+    typer.echo(report.text())
 
 
 @app.command()
@@ -349,6 +347,14 @@ def predict(
             table = run_predict(out, media, k, weights, profile, scheme)
     except (FileNotFoundError, ValueError, WeightsError, store.LockedError) as exc:
         _fail(str(exc))
+    from popray.final import POOLED
+
+    if profile and any(r["profile_id"] == POOLED for r in table.to_pylist()):
+        typer.echo(
+            f"profile {profile!r} has no model of its own: ranked by the cross-profile "
+            "models, trained on every profile's items (table cross_profile compares them "
+            "with a profile's own model by history length)"
+        )
     typer.echo(f"{'rank':>4}  {'score':>5}  class  probabilities       file")
     for r in table.to_pylist():
         if r["error"]:
@@ -433,7 +439,6 @@ def _run_stages(cfg: RunConfig) -> None:
 
     from popray.dedup import run_dedup
     from popray.embed import run_embed
-    from popray.evaluate import metrics_text
     from popray.explain import run_explain
     from popray.figures import run_figures
     from popray.grid import NothingToTrain, run_train
@@ -474,7 +479,7 @@ def _run_stages(cfg: RunConfig) -> None:
                 cfg.storage_location(),
             )
         typer.echo(trained.line())
-        typer.echo(metrics_text(trained.metrics))
+        typer.echo(trained.text())
         if cfg.grid.context_features:
             typer.echo("explain: skipped (models with context features need post metadata)")
         elif trained.models is not None and "image" in trained.models["model"].to_pylist():

@@ -207,6 +207,12 @@ class GridConfig(_Config):
     k: list[Annotated[int, Field(ge=2, le=10)]] | None = Field(
         default=None, description="class counts to train (default: every k of `label.k`)"
     )
+    pooled: list[ModelName] = Field(
+        default=["image", "video"],
+        description="the cross-profile models, trained on every profile's items for "
+        "profiles without history (needs 5 profiles; [] = none): validated on profiles "
+        "they never saw, compared with each profile's own model by history length",
+    )
     seeds: list[int] = Field(default=[0, 1, 2], min_length=1)
     folds: int = Field(default=5, ge=2, le=20, description="StratifiedKFold splits")
     protocols: list[Protocol] = Field(

@@ -65,7 +65,12 @@ class Dataset:
         """The items of one profile (folds, models and metrics are per profile)."""
         if self.profiles() == [profile]:
             return self
-        img, vid = (np.asarray(r, dtype=np.int64) for r in self._rows.get(profile, ([], [])))
+        return self.for_profiles([profile])
+
+    def for_profiles(self, profiles: list[str]) -> Dataset:
+        """The items of several profiles (the cross-profile model trains on them)."""
+        rows = [self._rows.get(p, ([], [])) for p in profiles]
+        img, vid = (np.asarray(sorted(i for r in rows for i in r[s]), np.int64) for s in (0, 1))
         return Dataset(
             image_ids=[self.image_ids[i] for i in img],
             image_sha256=[self.image_sha256[i] for i in img],
@@ -78,8 +83,8 @@ class Dataset:
             video_y=self.video_y[vid] if len(self.video_ids) else self.video_y,
             scheme=self.scheme,
             context=self.context,
-            image_profile=[profile] * len(img),
-            video_profile=[profile] * len(vid),
+            image_profile=[self.image_profile[i] for i in img],
+            video_profile=[self.video_profile[i] for i in vid],
         )
 
 

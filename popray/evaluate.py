@@ -116,6 +116,13 @@ def ranking_targets(
     return {(k, media_id): (score, recent) for media_id, k, score, recent in rows}
 
 
+def expected_score(proba: np.ndarray) -> np.ndarray:
+    """Each item's expected class Σ p·c from its (n, k) class probabilities, rounded:
+    float32 noise in the sum must not order items that the model scores the same."""
+    proba = np.asarray(proba, np.float64)
+    return np.round(proba @ np.arange(proba.shape[1], dtype=np.float64), 6)
+
+
 def within_profile(values: np.ndarray, profiles: np.ndarray) -> np.ndarray:
     """Each value's percentile among its own profile's values (average ranks for ties, in
     [0, 1]; 0.5 for a profile with one item)."""
@@ -164,15 +171,10 @@ def _ranking(seeds: dict[int, list[dict]], k: int, targets: dict, protocol: str)
     profiles = np.array([r["profile_id"] for r in first])
     score = np.array([_target(targets, protocol, k, r)[0] for r in first])
     top = np.array([r["label"] == k - 1 for r in first])
-    classes = np.arange(k, dtype=np.float64)
     rhos, precisions, expected = [], [], defaultdict(list)
     for rows in seeds.values():
-        # rounded (probabilities are float32): noise in Σ p·c must not order items that
-        # the model scores the same
-        by_id = {
-            r["media_id"]: round(float(np.asarray(r["proba"], np.float64) @ classes), 6)
-            for r in rows
-        }
+        scores = expected_score(np.array([r["proba"] for r in rows], np.float64))
+        by_id = dict(zip((r["media_id"] for r in rows), scores.tolist(), strict=True))
         pred = np.array([by_id[m] for m in ids])
         for m, e in zip(ids, pred, strict=True):
             expected[m].append(e)
@@ -303,6 +305,8 @@ def _row(
 PROTOCOL_TITLES = {
     "stratified_kfold": "stratified 5-fold (the paper's protocol: past and future posts mixed)",
     "walk_forward": "walk-forward (trained before each cut, scored on the next window)",
+    "profile_grouped": "cross-profile model, scored only on profiles it never saw "
+    "(GroupKFold over profiles; one seed)",
 }
 
 

@@ -38,6 +38,7 @@ from popray.tables import MODELS
 from popray.train import fit_all
 
 MODELS_DIR = "models"
+POOLED = "*"  # the profile_id of the cross-profile models (popray.pooled)
 
 
 def _items(ds: Dataset, model: str) -> pa.Table:
@@ -77,7 +78,7 @@ def _epochs(trials: pa.Table, model: str, k: int, profile: str, protocol: str) -
     return max(1, round(float(np.median(mine["best_epoch"].to_numpy()))))
 
 
-def _saved(folder: Path, snapshot: str, train_cfg) -> dict | None:
+def saved(folder: Path, snapshot: str, train_cfg) -> dict | None:
     """The metadata of a model already saved from the same data and settings, if any."""
     meta_file = folder / "model.json"
     if not meta_file.exists():
@@ -99,6 +100,68 @@ def _save(folder: Path, net: nn.Module, meta: dict, items: pa.Table) -> None:
     os.replace(tmp, folder)
 
 
+def identity(ds: Dataset, backbone: str, model: str, profile: str) -> tuple[pa.Table, str]:
+    """(the items a final model of `profile` trains on, its snapshot: a hash of the
+    backbone, labels, features, profile and items, which names and reuses its folder)."""
+    items = _items(ds, model)
+    snapshot = hashlib.sha256(
+        json.dumps(
+            [backbone, ds.scheme, ds.context, profile, items.to_pylist()], sort_keys=True
+        ).encode()
+    ).hexdigest()
+    return items, snapshot
+
+
+def folder_name(model: str, k: int, snapshot: str) -> str:
+    return f"{model}-k{k}-{snapshot[:12]}"
+
+
+def save_model(root: Path, net: nn.Module, items: pa.Table, meta: dict) -> dict:
+    """Save a freshly trained final model (`meta`: what `model.json` records, less the
+    time) under its snapshot's name; returns the full metadata."""
+    meta = meta | {"created_at": datetime.now(UTC).isoformat()}
+    _save(root / folder_name(meta["model"], meta["k"], meta["snapshot"]), net, meta, items)
+    return meta
+
+
+def model_row(meta: dict, items: pa.Table, features: str) -> dict:
+    """The `models` row of a saved final model."""
+    n = {c["values"]: c["counts"] for c in pc.value_counts(items["media_type"]).to_pylist()}
+    return {
+        "profile_id": meta["profile_id"],
+        "features": features,
+        "scheme": meta["scheme"],
+        "backbone": meta["backbone"],
+        "model": meta["model"],
+        "k": meta["k"],
+        "epochs": meta["epochs"],
+        "seed": meta["seed"],
+        "n_images": n.get("image", 0),
+        "n_videos": n.get("video", 0),
+        "snapshot": meta["snapshot"],
+        "path": f"{MODELS_DIR}/{folder_name(meta['model'], meta['k'], meta['snapshot'])}",
+        "created_at": datetime.fromisoformat(meta["created_at"]),
+    }
+
+
+def base_meta(
+    ds: Dataset, backbone: str, model: str, k: int, profile: str, snapshot: str, train_cfg
+) -> dict:
+    """What every final model's `model.json` records (its width is added once trained)."""
+    return {
+        "profile_id": profile,
+        "context_features": ds.context,
+        "model": model,
+        "k": k,
+        "scheme": ds.scheme,
+        "backbone": backbone,
+        "epochs": train_cfg.epochs,
+        "seed": 0,
+        "train": train_cfg.model_dump(),
+        "snapshot": snapshot,
+    }
+
+
 def _final_model(
     root: Path,
     ds: Dataset,
@@ -112,50 +175,16 @@ def _final_model(
     """Train (or reuse) and save one final model on `ds` (one profile's items); its row
     of the `models` table."""
     (profile,) = ds.profiles()
-    items = _items(ds, model)
-    snapshot = hashlib.sha256(
-        json.dumps(
-            [backbone, ds.scheme, ds.context, profile, items.to_pylist()], sort_keys=True
-        ).encode()
-    ).hexdigest()
+    items, snapshot = identity(ds, backbone, model, profile)
     train_cfg = cfg.train.model_copy(update={"epochs": epochs})
-    name = f"{model}-k{k}-{snapshot[:12]}"
-    meta = _saved(root / name, snapshot, train_cfg)
+    meta = saved(root / folder_name(model, k, snapshot), snapshot, train_cfg)
     if meta is None:  # not saved yet from the same data and settings
         x, y, views = all_data(ds, model)
         net = fit_all(model, k, x, y, train_cfg, seed=0, train_views=views)
-        meta = {
-            "profile_id": profile,
-            "context_features": ds.context,
-            "model": model,
-            "k": k,
-            "width": int(x.shape[-1]),
-            "scheme": ds.scheme,
-            "backbone": backbone,
-            "epochs": epochs,
-            "seed": 0,
-            "train": train_cfg.model_dump(),
-            "snapshot": snapshot,
-            "grid_accuracy_mean": accuracy,
-            "created_at": datetime.now(UTC).isoformat(),
-        }
-        _save(root / name, net, meta, items)
-    n = {c["values"]: c["counts"] for c in pc.value_counts(items["media_type"]).to_pylist()}
-    return {
-        "profile_id": profile,
-        "features": ds.features,
-        "scheme": ds.scheme,
-        "backbone": backbone,
-        "model": model,
-        "k": k,
-        "epochs": epochs,
-        "seed": 0,
-        "n_images": n.get("image", 0),
-        "n_videos": n.get("video", 0),
-        "snapshot": snapshot,
-        "path": f"{MODELS_DIR}/{name}",
-        "created_at": datetime.fromisoformat(meta["created_at"]),
-    }
+        meta = base_meta(ds, backbone, model, k, profile, snapshot, train_cfg)
+        meta |= {"width": int(x.shape[-1]), "grid_accuracy_mean": accuracy}
+        meta = save_model(root, net, items, meta)
+    return model_row(meta, items, ds.features)
 
 
 def train_final(
@@ -203,6 +232,15 @@ def train_final(
     return pa.Table.from_pylist(rows, schema=MODELS)
 
 
+def has_models(out: Path, profile: str | None = None) -> bool:
+    """Whether OUT has final models (of `profile`, when given)."""
+    from popray import store
+
+    if not store.has_table(out, "models"):
+        return False
+    return profile is None or profile in store.read_table(out, "models")["profile_id"].to_pylist()
+
+
 def saved_models(
     out: Path,
     profile: str | None = None,
@@ -210,15 +248,17 @@ def saved_models(
     every_profile: bool = False,
 ) -> list[dict]:
     """The rows of `models` that can score a bare media file (embeddings only, no context
-    features) for one profile (or, `every_profile`, all of them) and one label scheme:
-    the one there is, or the one named (an error lists the choices when there are
-    several)."""
+    features) for one profile (or, `every_profile`, all of them; the cross-profile models,
+    profile POOLED, only when named) and one label scheme: the one there is, or the one
+    named (an error lists the choices when there are several)."""
     from popray import store
 
-    if not store.has_table(out, "models"):
+    if not has_models(out):
         raise FileNotFoundError(f"{out}: no trained models; run `popray train` first")
-    models = [
-        m for m in store.read_table(out, "models").to_pylist() if m["features"] == "embedding"
+    models = [  # the cross-profile models only when asked for by name
+        m
+        for m in store.read_table(out, "models").to_pylist()
+        if m["features"] == "embedding" and (m["profile_id"] != POOLED or profile == POOLED)
     ]
     if not models:
         raise FileNotFoundError(

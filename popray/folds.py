@@ -115,3 +115,11 @@ def all_data(ds: Dataset, model: str) -> tuple[np.ndarray, np.ndarray, bool]:
         _, x_extra, y_extra = _arrays(ds, other, extra_kind)
         x, y = np.concatenate([x, x_extra]), np.concatenate([y, y_extra])
     return x, y, own_kind == "views"
+
+
+def scoring_data(ds: Dataset, model: str) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """The items `model` is validated on, as it scores them: (ids, x, y), an image by its
+    own embedding (view 0), a video as the model sees it."""
+    own_kind, _ = _kinds(model)
+    ids, x, y = _arrays(ds, REGISTRY[model].validate_on, own_kind)
+    return ids, (x[:, 0] if own_kind == "views" else x), y

@@ -54,10 +54,11 @@ from popray.cells import Cell, TrialSpec, plan_cells, trial_specs
 from popray.config import KFOLD, WALK_FORWARD, GridConfig, LabelConfig
 from popray.dataset import Dataset, load_dataset
 from popray.evaluate import compute_metrics, ranking_targets, recent_baseline
-from popray.final import prune, train_final
+from popray.final import MODELS_DIR, prune, train_final
 from popray.folds import fold_data, split
+from popray.pooled import PROFILE_GROUPED
 from popray.storage import Location, check_cluster_reach
-from popray.tables import PREDICTIONS, TRIALS, TS
+from popray.tables import MODELS, PREDICTIONS, TRIALS, TS
 from popray.train import fit_fold
 from popray.walkforward import Timeline, build_timelines, run_windows
 
@@ -448,12 +449,23 @@ class TrainReport:
     models: pa.Table | None
     skipped: list[str]  # (model, k) cells without enough data, and why
     seconds: float
+    cross_profile: pa.Table | None = None  # popray.pooled: pooled against own, by history
 
     def line(self) -> str:
         n = self.grid.trials.num_rows
         reused = f" ({self.grid.reused} reused from an earlier run)" if self.grid.reused else ""
         saved = f"; {self.models.num_rows} final models saved" if self.models else ""
         return f"grid: {n} trials{reused} in {self.seconds:.1f} s{saved}"
+
+    def text(self) -> str:
+        """The metrics, then the cross-profile comparison (when there is one)."""
+        from popray.evaluate import metrics_text
+        from popray.pooled import cross_profile_text
+
+        parts = [metrics_text(self.metrics)]
+        if self.cross_profile is not None and self.cross_profile.num_rows:
+            parts.append(cross_profile_text(self.cross_profile))
+        return "\n\n".join(parts)
 
 
 def run_train(
@@ -470,9 +482,10 @@ def run_train(
     ks = cfg.k or labels.k
     datasets = {k: load_dataset(out, backbone, k, labels.scheme, cfg.context_features) for k in ks}
     timelines = None
-    recent = {(KFOLD, k, m): c for (k, m), c in recent_baseline(out, labels.scheme).items()}
-    ranked = ranking_targets(store.read_table(out, "labels"), labels.scheme)
-    targets = {(KFOLD, k, m): v for (k, m), v in ranked.items()}
+    previous = recent_baseline(out, labels.scheme)
+    recent = {(p, k, m): c for (k, m), c in previous.items() for p in (KFOLD, PROFILE_GROUPED)}
+    ranked_kfold = ranking_targets(store.read_table(out, "labels"), labels.scheme)
+    targets = {(p, k, m): v for (k, m), v in ranked_kfold.items() for p in (KFOLD, PROFILE_GROUPED)}
     if WALK_FORWARD in cfg.protocols:
         timelines, forward, ranked = build_timelines(out, datasets, labels, cfg.walk_forward)
         recent |= {(WALK_FORWARD, k, m): c for (k, m), c in forward.items()}
@@ -483,15 +496,19 @@ def run_train(
     if not cells:
         raise NothingToTrain("nothing to train: " + "; ".join(skipped))
     grid = run_grid(out, datasets, cfg, backbone, echo, cells, timelines, storage)
-    metrics = compute_metrics(grid.predictions, recent, targets)
+    pooled = _pooled(out, datasets, cfg, backbone, ranked_kfold, echo)
+    predictions = pa.concat_tables([grid.predictions, *pooled.predictions])
+    metrics = compute_metrics(predictions, recent, targets)
     part = f"{labels.scheme}-{backbone}" + ("-context" if cfg.context_features else "")
     store.write_table(out, "trials", grid.trials, part=part)
-    store.write_table(out, "predictions", grid.predictions, part=part)
+    store.write_table(out, "predictions", predictions, part=part)
     store.write_table(out, "metrics", metrics, part=part)
+    store.write_table(out, "cross_profile", pooled.cross_profile, part=part)
     models = None
     if cfg.final_models:
         echo("training the final models on all the data")
         models = train_final(out, datasets, cfg, grid.trials, metrics, backbone, cells)
+        models = pa.concat_tables([models, pa.Table.from_pylist(pooled.models, schema=MODELS)])
         store.write_table(out, "models", models, part=part)
         prune(out, store.read_table(out, "models"))
     store.refresh_views(out)
@@ -500,4 +517,19 @@ def run_train(
     for stale in root.names():  # finished: older grids (and their results) are not needed
         if stale not in {name, f"{name}.results"}:
             root.child(stale).delete()
-    return TrainReport(grid, metrics, models, skipped, time.perf_counter() - start)
+    return TrainReport(
+        grid, metrics, models, skipped, time.perf_counter() - start, pooled.cross_profile
+    )
+
+
+def _pooled(out: Path, datasets, cfg: GridConfig, backbone: str, ranked: dict, echo):
+    """The cross-profile models (popray.pooled) over the grid's datasets."""
+    from popray.pooled import run_pooled
+
+    labels = store.read_table(out, "labels").select(["media_id", "published_at"])
+    ids, published = labels["media_id"].to_pylist(), labels["published_at"].to_pylist()
+    times = dict(zip(ids, published, strict=True))
+    result = run_pooled(out / MODELS_DIR, datasets, cfg, backbone, times, ranked, echo)
+    for reason in result.skipped:
+        echo(reason)
+    return result

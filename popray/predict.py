@@ -9,7 +9,9 @@ file gets its predicted class, the class probabilities and an expected class sco
 (sum of p_c * c / (k - 1): 0 = surely the least popular class, 1 = surely the most), a
 Grad-CAM heatmap per image, and its rank by score. Classes are relative to the profile's
 own media of the same type, as in training. A file that cannot be read gets its error
-and the rest are still ranked. Table `predictions_new` holds the latest ranking.
+and the rest are still ranked. Table `predictions_new` holds the latest ranking. A
+profile with no models of its own (`--profile NEW`) is ranked by the cross-profile
+models (`popray.pooled`), and its rows say so (profile_id "*").
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ import torch
 
 from popray import store
 from popray.config import KFOLD, EmbedConfig
-from popray.final import load_final, saved_models
+from popray.final import POOLED, has_models, load_final, saved_models
 from popray.ingest import sha256_file
 from popray.models import REGISTRY
 from popray.storage import LOCAL_FILES
@@ -53,7 +55,10 @@ def choose_models(
 ) -> tuple[dict, dict | None]:
     """The profile's best final image model and its best video model (highest accuracy
     in the stratified folds, the protocol the final models' epochs come from) for k
-    (default: the largest k with a saved image model)."""
+    (default: the largest k with a saved image model). A profile with no model of its own
+    gets the cross-profile models (profile_id POOLED), when there are some."""
+    if profile not in (None, POOLED) and not has_models(out, profile) and has_models(out, POOLED):
+        profile = POOLED  # a profile without history: the cross-profile models
     models = saved_models(out, profile, scheme)
     ks = sorted({m["k"] for m in models if REGISTRY[m["model"]].validate_on == "image"})
     if not ks or (k is not None and k not in ks):
@@ -158,6 +163,7 @@ def run_predict(
         proba = _score(net, _model_input(spec["model"], np.asarray(result["embeddings"])))
         row |= {
             "profile_id": spec["profile_id"],
+            "for_profile": profile or spec["profile_id"],
             "model": spec["model"],
             "k": spec["k"],
             "pred": int(proba.argmax()),

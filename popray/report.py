@@ -84,7 +84,11 @@ def _metrics(con) -> str:
 
 
 COLUMNS = ("scheme", "backbone", "features", "protocol", "model", "k")
-SHORT = {"stratified_kfold": "folds", "walk_forward": "walk-forward"}
+SHORT = {
+    "stratified_kfold": "folds",
+    "walk_forward": "walk-forward",
+    "profile_grouped": "unseen profiles",
+}
 
 
 def _per_profile(rows: list[dict]) -> str:

@@ -177,8 +177,10 @@ GRID_KEY = [
     pa.field("profile_id", pa.string()),
 ]
 
-# How a row was validated: 'stratified_kfold' (the paper's folds) or 'walk_forward'
-# (trained before `cut_at`, evaluated on the window that follows; fold = the window's index).
+# How a row was validated: 'stratified_kfold' (the paper's folds), 'walk_forward'
+# (trained before `cut_at`, evaluated on the window that follows; fold = the window's index)
+# or 'profile_grouped' (the cross-profile model, popray/pooled.py: trained on other
+# profiles, scored on every item of the held-out ones; fold = the GroupKFold fold).
 PROTOCOL = pa.field("protocol", pa.string(), nullable=False)
 CUT_AT = pa.field("cut_at", TS)  # walk_forward only: training saw what was known before it
 
@@ -276,6 +278,26 @@ MODELS = pa.schema(
     ]
 )
 
+# The cross-profile model against each profile's own (popray/pooled.py): per profile,
+# its latest fifth of items is a test set; its own model trained on the `history` items
+# just before it, the cross-profile model of the fold that never saw the profile, both
+# scored on the same test items.
+CROSS_PROFILE = pa.schema(
+    [
+        *GRID_KEY,
+        pa.field("group_fold", pa.int32(), nullable=False),  # the fold holding it out
+        pa.field("history", pa.int64(), nullable=False),  # items the own model trained on
+        pa.field("all_history", pa.bool_(), nullable=False),  # every item before the test
+        pa.field("n_test", pa.int64(), nullable=False),
+        pa.field("own_accuracy", pa.float64(), nullable=False),
+        pa.field("pooled_accuracy", pa.float64(), nullable=False),
+        pa.field("own_spearman", pa.float64()),  # None: a constant ranking
+        pa.field("pooled_spearman", pa.float64()),
+        pa.field("own_top20_precision", pa.float64()),
+        pa.field("pooled_top20_precision", pa.float64()),
+    ]
+)
+
 # Grad-CAM heatmaps of the image model (popray explain): a sample of each class from the
 # export (media_id, label set) and any file passed in (media_id null).
 EXPLANATIONS = pa.schema(
@@ -299,7 +321,8 @@ PREDICTIONS_NEW = pa.schema(
         pa.field("rank", pa.int32()),
         pa.field("file", pa.string(), nullable=False),
         pa.field("media_type", pa.string()),
-        pa.field("profile_id", pa.string()),  # whose models scored it
+        pa.field("profile_id", pa.string()),  # whose models scored it ("*": cross-profile)
+        pa.field("for_profile", pa.string()),  # the profile asked for (--profile)
         pa.field("model", pa.string()),
         pa.field("k", pa.int32()),
         pa.field("pred", pa.int32()),
@@ -326,6 +349,7 @@ SCHEMAS: dict[str, pa.Schema] = {
     "predictions": PREDICTIONS,
     "metrics": METRICS,
     "models": MODELS,
+    "cross_profile": CROSS_PROFILE,
     "explanations": EXPLANATIONS,
     "predictions_new": PREDICTIONS_NEW,
 }

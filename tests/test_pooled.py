@@ -1,0 +1,235 @@
+"""The cross-profile model (popray/pooled.py): profile-grouped folds, the history
+comparison, the final model saved as profile "*", and predict's fallback to it."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+
+import numpy as np
+import pytest
+from grid_helpers import WIDTH, several, synthetic
+
+from popray.config import GridConfig, TrainConfig
+from popray.dataset import Dataset
+from popray.final import POOLED
+from popray.pooled import HISTORIES, PROFILE_GROUPED, history_folds, profile_folds, run_pooled
+
+
+def _owner(ds: Dataset) -> dict[str, str]:
+    return dict(zip(ds.image_ids + ds.video_ids, ds.image_profile + ds.video_profile, strict=True))
+
+
+@pytest.mark.parametrize("model", ["image", "video", "video_to_image"])
+def test_profile_folds_never_put_one_profile_in_training_and_validation(model):
+    ds = several(2, 6)
+    owner = _owner(ds)
+    folds = profile_folds(ds, model, 5)
+    validated = [m for f in folds for m in f.val]
+    own = ds.image_ids if model == "image" else ds.video_ids
+    assert sorted(validated) == sorted(own)  # every item validated exactly once
+    for fold in folds:
+        seen = {owner[m] for m in fold.train + fold.extra_train}
+        held_out = {owner[m] for m in fold.val}
+        assert held_out and not seen & held_out
+        assert seen | held_out == set(ds.profiles())
+        assert bool(fold.extra_train) == (model == "video_to_image")
+
+
+def _times(ds: Dataset) -> dict[str, datetime]:
+    """Publication times: within each profile, items in reverse id order (so that the
+    latest are the lowest ids: time order is not id order)."""
+    start = datetime(2024, 1, 1, tzinfo=UTC)
+    return {
+        m: start + timedelta(days=1000 - i)
+        for ids in (ds.image_ids, ds.video_ids)
+        for i, m in enumerate(ids)
+    }
+
+
+def test_history_folds_test_on_the_latest_fifth_and_train_on_what_came_just_before():
+    ds = several(2, 5)
+    times = _times(ds)
+    curve = history_folds(ds, "image", "prof1", times)
+    mine = sorted((m for m in ds.image_ids if m.startswith("prof1-")), key=times.get)
+    test = mine[-9:]  # 45 images: a fifth is 9
+    assert [h for h, _ in curve] == [10, 20, 36]
+    for h, fold in curve:
+        assert list(fold.val) == test
+        assert list(fold.train) == mine[-9 - h : -9]  # the h items just before the test
+        assert max(times[m] for m in fold.train) < min(times[m] for m in fold.val)
+    videos = history_folds(ds, "video", "prof0", times)  # 30 videos: the latest 6 tested
+    assert [(h, len(f.val)) for h, f in videos] == [(10, 6), (20, 6), (24, 6)]
+    few = synthetic(2, n_images=14)  # 5 tested, 9 before: fewer than HISTORIES[0]
+    assert history_folds(few, "image", "profile", _times(few)) == []
+    assert HISTORIES[0] == 10
+
+
+def _shared(k: int, profiles: int, seed: int = 0) -> Dataset:
+    """Profiles whose classes sit around the same centres: what one profile's items teach
+    carries over to another's (as a planted visual effect does)."""
+    ds = several(k, profiles)
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(0, 1.5, (k, WIDTH))
+    views = centres[ds.image_y][:, None] + rng.normal(0, 1, ds.image_views.shape)
+    frames = centres[ds.video_y][:, None] + rng.normal(0, 1, ds.video_frames.shape)
+    ds.image_views = views.astype(np.float32)
+    ds.video_frames = frames.astype(np.float32)
+    ds.video_pooled = frames.max(axis=1).astype(np.float32)
+    return ds
+
+
+CFG = GridConfig(pooled=["image", "video"], folds=5, train=TrainConfig(epochs=20))
+
+
+def test_the_pooled_model_scores_unseen_profiles_and_is_saved_as_profile_star(
+    ray_session, tmp_path
+):
+    ds = _shared(2, 5)
+    times = _times(ds)
+    targets = {
+        (2, m): (float(y) + 0.01 * i, None)
+        for ids, ys in ((ds.image_ids, ds.image_y), (ds.video_ids, ds.video_y))
+        for i, (m, y) in enumerate(zip(ids, ys, strict=True))
+    }
+    lines = []
+    result = run_pooled(tmp_path / "models", {2: ds}, CFG, "net", times, targets, lines.append)
+    assert not result.skipped
+    owner = _owner(ds)
+    for table in result.predictions:
+        rows = table.to_pylist()
+        model = rows[0]["model"]
+        assert {r["protocol"] for r in rows} == {PROFILE_GROUPED}
+        own = ds.image_ids if model == "image" else ds.video_ids
+        assert sorted(r["media_id"] for r in rows) == sorted(own)  # each item once
+        assert all(r["profile_id"] == owner[r["media_id"]] for r in rows)
+        # each fold held out whole profiles: a profile's items are all in one fold
+        folds = {}
+        for r in rows:
+            folds.setdefault(r["profile_id"], set()).add(r["fold"])
+        assert all(len(f) == 1 for f in folds.values())
+        # classes that carry over between profiles are learnt on the others
+        accuracy = np.mean([r["label"] == r["pred"] for r in rows])
+        assert accuracy > 0.8, (model, accuracy)
+    curve = result.cross_profile.to_pylist()
+    assert {(r["model"], r["profile_id"]) for r in curve} == {
+        (m, p) for m in ("image", "video") for p in ds.profiles()
+    }
+    image = [r for r in curve if (r["model"], r["profile_id"]) == ("image", "prof0")]
+    assert [(r["history"], r["all_history"]) for r in image] == [
+        (10, False),
+        (20, False),
+        (36, True),
+    ]
+    assert all(r["n_test"] == 9 and r["pooled_spearman"] is not None for r in image)
+    models = {r["model"]: r for r in result.models}
+    assert set(models) == {"image", "video"}
+    assert {r["profile_id"] for r in models.values()} == {POOLED}
+    assert models["image"]["n_images"] == len(ds.image_ids)
+    assert (tmp_path / models["image"]["path"] / "model.pt").exists()
+    # the same items and settings again: the saved final models are reused
+    again = run_pooled(tmp_path / "models", {2: ds}, CFG, "net", times, targets)
+    assert [m["created_at"] for m in again.models] == [m["created_at"] for m in result.models]
+
+
+def test_fewer_than_five_profiles_get_a_message_not_an_error(tmp_path):
+    ds = several(2, 4)
+    result = run_pooled(tmp_path, {2: ds}, CFG, "net", _times(ds), {})
+    assert result.predictions == [] and result.models == []
+    assert result.cross_profile.num_rows == 0
+    assert result.skipped == [
+        "cross-profile model: skipped, it needs at least 5 profiles with labelled items "
+        "(this run has 4)"
+    ]
+    off = run_pooled(tmp_path, {2: ds}, CFG.model_copy(update={"pooled": []}), "n", {}, {})
+    assert off.skipped == []
+
+
+@pytest.fixture(scope="module")
+def five(ray_session, tmp_path_factory):
+    """Five small generated profiles, embedded by a random small backbone, trained with
+    one seed: the grid's own models, then the cross-profile ones."""
+    from popray.config import DedupConfig, EmbedConfig, LabelConfig
+    from popray.dedup import run_dedup
+    from popray.embed import run_embed
+    from popray.grid import run_train
+    from popray.ingest import run_ingest
+    from popray.labels import run_label
+    from popray.sample import generate_many, profile_specs
+
+    root = tmp_path_factory.mktemp("five")
+    specs = [  # few, short videos: the models here are image models
+        replace(s, video_share=0.05, max_video_s=3.0) for s in profile_specs(5, seed=3, posts=24)
+    ]
+    generate_many(root / "input", specs)
+    out = root / "out"
+    run_ingest(root / "input", out)
+    labels = LabelConfig(k=[2], scheme="por_global")
+    run_label(out, labels)
+    backbone = "mobilenetv3_small_050"
+    run_embed(out, EmbedConfig(backbone=backbone, weights="random", views=0, device="cpu"))
+    run_dedup(out, DedupConfig(threshold=1e-6), backbone)
+    grid = GridConfig(
+        models=["image"],
+        pooled=["image"],
+        seeds=[0],
+        protocols=["stratified_kfold"],
+        train=TrainConfig(epochs=2),
+    )
+    lines: list[str] = []
+    report = run_train(out, grid, labels, backbone, lines.append)
+    return root, out, report, lines
+
+
+def test_train_adds_the_pooled_rows_to_predictions_metrics_and_models(five):
+    from popray import store
+
+    _, out, report, lines = five
+    assert any(line.startswith("cross-profile image k=2: 5 profiles") for line in lines)
+    grouped = store.query(
+        out, "SELECT * FROM predictions WHERE protocol = 'profile_grouped'"
+    ).to_pylist()
+    from popray.dataset import load_dataset
+
+    ds = load_dataset(out, "mobilenetv3_small_050", 2, "por_global")  # what the grid trains on
+    expected = dict(zip(ds.image_ids, ds.image_profile, strict=True))
+    assert len(set(ds.image_profile)) == 5
+    assert sorted(r["media_id"] for r in grouped) == sorted(expected)  # each once
+    assert all(expected[r["media_id"]] == r["profile_id"] for r in grouped)
+    metrics = store.query(
+        out, "SELECT * FROM metrics WHERE protocol = 'profile_grouped'"
+    ).to_pylist()
+    pooled_row = next(r for r in metrics if r["profile_id"] is None)
+    assert pooled_row["n_items"] == len(expected)
+    assert pooled_row["spearman_mean"] is not None
+    assert pooled_row["recent_accuracy"] is not None  # the same baselines as the grid's
+    assert len(metrics) == 1 + 5
+    models = store.read_table(out, "models").to_pylist()
+    assert [m["model"] for m in models if m["profile_id"] == POOLED] == ["image"]
+    assert store.query(out, "SELECT count(*) AS n FROM cross_profile")["n"][0].as_py() > 0
+    text = report.text()
+    assert "cross-profile model, scored only on profiles it never saw" in text
+    assert "own model trained on its h latest items" in text
+
+
+def test_predict_falls_back_to_the_pooled_model_for_a_profile_without_one(five):
+    from typer.testing import CliRunner
+
+    from popray import store
+    from popray.cli import app
+
+    root, out, _, _ = five
+    candidate = sorted((root / "input" / "media").glob("*.jpg"))[0]
+    args = ["predict", "--out", str(out), "--media", str(candidate), "--weights", "random"]
+    result = CliRunner().invoke(app, [*args, "--profile", "newcomer"])
+    assert result.exit_code == 0, result.output
+    assert "profile 'newcomer' has no model of its own: ranked by the cross-profile" in (
+        result.output
+    )
+    (row,) = store.read_table(out, "predictions_new").to_pylist()
+    assert (row["profile_id"], row["for_profile"], row["rank"]) == (POOLED, "newcomer", 1)
+    own = CliRunner().invoke(app, [*args, "--profile", "brand000"])
+    assert own.exit_code == 0, own.output
+    assert "cross-profile" not in own.output
+    (row,) = store.read_table(out, "predictions_new").to_pylist()
+    assert (row["profile_id"], row["for_profile"]) == ("brand000", "brand000")
