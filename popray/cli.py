@@ -307,15 +307,18 @@ def explain(
     weights: Annotated[str | None, typer.Option(help="backbone weights used to embed")] = None,
     profile: Annotated[str | None, typer.Option(help="whose models (several profiles)")] = None,
     scheme: Annotated[str | None, typer.Option(help="label scheme of the models")] = None,
+    extremes: Annotated[
+        int, typer.Option(help="highest- and lowest-scored images per profile (out of fold)")
+    ] = 3,
 ) -> None:
-    """Grad-CAM heatmaps of the image model: a sample of each class (of each profile, or
-    of --profile), and --media files."""
+    """Grad-CAM heatmaps of the image model: a sample of each class and the highest- and
+    lowest-scored images (of each profile, or of --profile), and --media files."""
     from popray.backbones import WeightsError
     from popray.explain import run_explain
 
     try:
         with store.exclusive(out, "explain"):
-            table = run_explain(out, k, per_class, media, weights, profile, scheme)
+            table = run_explain(out, k, per_class, media, weights, profile, scheme, extremes)
     except (FileNotFoundError, ValueError, WeightsError, store.LockedError) as exc:
         _fail(str(exc))
     for row in table.to_pylist():

@@ -1,11 +1,13 @@
 """Grad-CAM for the image model (paper 5.3): where in a photo the prediction comes from.
 
-    popray explain --out out [--k 2] [--per-class 3] [--media PATH ...]
+    popray explain --out out [--k 2] [--per-class 3] [--extremes 3] [--media PATH ...]
 
 The image model is a head over frozen backbone features, so the full network is rebuilt
 (backbone -> pooled features -> the saved final head) and Grad-CAM (captum's
 `LayerGradCam`) is taken for the top class on the backbone's last convolutional feature
-map, upsampled and laid over the original photo. Heatmaps go to
+map, upsampled and laid over the original photo. Explained: a few labelled images of
+each class, each profile's highest- and lowest-scored images (their out-of-fold score,
+for the report's "what works"), and any file given. Heatmaps go to
 `OUT/explain/k<k>/<name>.png`, and table `explanations` lists them.
 """
 
@@ -142,6 +144,29 @@ def _samples(
     return picked
 
 
+def _extremes(out: Path, spec: dict, n: int) -> list[dict]:
+    """The profile's `n` highest- and `n` lowest-scored validated images (out-of-fold
+    scores of its image model, schemas/sql/scored_images.sql), as explain jobs."""
+    from popray.labels import sql_text
+
+    if n <= 0 or not store.has_table(out, "predictions"):
+        return []
+    params = {"profile": spec["profile_id"], "scheme": spec["scheme"], "k": spec["k"]}
+    con = store.connect(out)
+    try:
+        sql = con.sql(sql_text("scored_images"), params=params | {"backbone": spec["backbone"]})
+        rows = sql.to_arrow_table().to_pylist()
+    finally:
+        con.close()
+    n = min(n, len(rows) // 2)  # the two ends never share an image
+    ends = [("top", r) for r in rows[:n]] + [("bottom", r) for r in rows[len(rows) - n :]]
+    return [
+        {"media_id": r["media_id"], "label": r["label"], "file": r["path"], "picked": picked}
+        | {"score": r["score"]}
+        for picked, r in ends
+    ]
+
+
 def run_explain(
     out: Path,
     k: int | None = None,
@@ -150,10 +175,12 @@ def run_explain(
     weights: str | None = None,
     profile: str | None = None,
     scheme: str | None = None,
+    extremes: int = 3,
 ) -> pa.Table:
-    """Heatmaps for a sample of each class of each profile (or of `profile`), from the
-    export, and for every `media` file; writes them and table `explanations`. A file
-    that cannot be read gets its error in the table instead of a heatmap."""
+    """Heatmaps for a sample of each class of each profile (or of `profile`) and for its
+    `extremes` highest- and lowest-scored images (out of fold), from the export, and for
+    every `media` file; writes them and table `explanations`. A file that cannot be read
+    gets its error in the table instead of a heatmap."""
     from popray.ingest import input_dir_of
 
     specs = _image_models(out, k, profile, scheme)
@@ -170,9 +197,14 @@ def run_explain(
         explainer = Explainer.load(out, spec["path"], weights)
         jobs = [  # export media are read through the export's storage; --media files locally
             {"media_id": r["media_id"], "label": r["label"], "file": r["path"]}
+            | {"picked": "class_sample", "score": None}
             for r in _samples(out, spec["profile_id"], spec["scheme"], k, per_class)
         ]
-        jobs += [{"media_id": None, "label": None, "file": Path(p)} for p in media or []]
+        jobs += _extremes(out, spec, extremes)
+        jobs += [
+            {"media_id": None, "label": None, "file": Path(p), "picked": "file", "score": None}
+            for p in media or []
+        ]
         rows += [_explain_one(out, explainer, spec, job, folder, export) for job in jobs]
     table = pa.Table.from_pylist(rows, schema=EXPLANATIONS)
     store.write_table(out, "explanations", table, part=f"k{k}")
@@ -186,7 +218,8 @@ def _explain_one(
     """One heatmap (or the error that prevented it): a row of `explanations`."""
     in_export = isinstance(job["file"], str)
     shown = export.display(job["file"]) if in_export else str(job["file"])
-    row = {"k": explainer.k, "model_path": spec["path"]} | job | {"file": shown}
+    row = {"k": explainer.k, "model_path": spec["path"], "profile_id": spec["profile_id"]}
+    row |= job | {"file": shown}
     try:
         source = export.read_bytes(job["file"]) if in_export else job["file"]
         proba, heat, image = explainer.explain(source)

@@ -288,6 +288,35 @@ def _save_final(root: Path, ds: Dataset, backbone, model, k, cfg, saved, fit) ->
     return final.model_row(meta, items, ds.features)
 
 
+def by_history(rows: list[dict], model: str, k: int) -> list[dict]:
+    """The `cross_profile` rows of (model, k) summarised per history length (h = 10, 20,
+    ... and 'all'): profiles, and the mean over them of the own and the pooled model's
+    accuracy and ρ; `own_wins`: the own model's mean accuracy is the higher."""
+    mine = [r for r in rows if (r["model"], r["k"]) == (model, k)]
+    groups = [
+        (str(h), [r for r in mine if r["history"] == h and not r["all_history"]]) for h in HISTORIES
+    ]
+    groups.append(("all", [r for r in mine if r["all_history"]]))
+    summary = []
+    for name, group in groups:
+        if not group:
+            continue
+        means = {
+            f"{who}_{what}": _mean(group, f"{who}_{what}")
+            for who in ("own", "pooled")
+            for what in ("accuracy", "spearman")
+        }
+        wins = means["own_accuracy"] > means["pooled_accuracy"]
+        summary.append({"history": name, "profiles": len(group), "own_wins": wins} | means)
+    return summary
+
+
+def crossover(summary: list[dict]) -> str | None:
+    """The first history length at which the own model's mean accuracy passes the
+    pooled model's (None: never)."""
+    return next((s["history"] for s in summary if s["own_wins"]), None)
+
+
 def cross_profile_text(table: pa.Table) -> str:
     """The history comparison as text: per (model, k) and history, the mean over
     profiles of the own and the pooled model's accuracy and ρ, and where the own model
@@ -302,24 +331,14 @@ def cross_profile_text(table: pa.Table) -> str:
         f"{'own ρ':>8}{'pooled':>8}",
     ]
     for model, k in sorted({(r["model"], r["k"]) for r in rows}):
-        mine = [r for r in rows if (r["model"], r["k"]) == (model, k)]
-        groups = [
-            (str(h), [r for r in mine if r["history"] == h and not r["all_history"]])
-            for h in HISTORIES
-        ]
-        groups.append(("all", [r for r in mine if r["all_history"]]))
-        wins = None
-        for name, group in groups:
-            if not group:
-                continue
-            own, pool = (_mean(group, f"{w}_accuracy") for w in ("own", "pooled"))
-            rho_own, rho_pool = (_mean(group, f"{w}_spearman") for w in ("own", "pooled"))
-            if wins is None and own is not None and pool is not None and own > pool:
-                wins = name
+        summary = by_history(rows, model, k)
+        for s in summary:
             lines.append(
-                f"{model:<10}{k:>3}{name:>7}{len(group):>10}{_num(own):>9}{_num(pool):>8}"
-                f"{_num(rho_own):>8}{_num(rho_pool):>8}"
+                f"{model:<10}{k:>3}{s['history']:>7}{s['profiles']:>10}"
+                f"{_num(s['own_accuracy']):>9}{_num(s['pooled_accuracy']):>8}"
+                f"{_num(s['own_spearman']):>8}{_num(s['pooled_spearman']):>8}"
             )
+        wins = crossover(summary)
         verdict = f"passes the pooled model's from h = {wins}" if wins else "never passes it"
         lines.append(f"  {model} k={k}: the own model's mean accuracy {verdict}")
     return "\n".join(lines)

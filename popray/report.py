@@ -2,9 +2,12 @@
 
     popray report --out out
 
-Run summary (inputs, quarantined rows and why, duplicates, class balance), the metrics
-next to the paper's, every figure under `OUT/figures/`, Grad-CAM examples and the
-latest ranking of new media. Images are embedded as data URIs and the page loads
+First the answers (popray/answer.py): how well popray ranks each profile's posts
+against guessing, the highest- and lowest-scored posts with their Grad-CAM, the PoR
+trend, the candidates of the latest `popray predict`. Then the details: run summary
+(inputs, quarantined rows and why, duplicates, class balance), the metrics next to the
+paper's, the cross-profile comparison, every figure under `OUT/figures/`, Grad-CAM
+examples of each class. Images are embedded as data URIs and the page loads
 nothing from anywhere, so it works when copied elsewhere or opened offline.
 """
 
@@ -17,12 +20,13 @@ import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 
-from popray import store
+from popray import answer, store
 from popray.figures import CAPTIONS, FIG_DIR
 from popray.models import REGISTRY
 from popray.summary import sections
 
 REPORT_DIR = "report"
+TREND = "por_over_time"  # the figure shown at the top
 STYLE = """
 body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1200px; color: #222; }
 h1 { margin-bottom: 0; } .sub { color: #666; margin-top: .2em; }
@@ -33,6 +37,8 @@ figure { margin: 1em 0 2em; } figure img { max-width: 100%; border: 1px solid #d
 .cams { display: flex; flex-wrap: wrap; gap: 12px; }
 .cams figure { width: 270px; margin: 0; } .cams img { width: 100%; }
 .warn { background: #fff4e5; border-left: 4px solid #f0a030; padding: .5em 1em; }
+td.yes { background: #e6f4ea; } td.no { background: #fdecea; }
+td.thumb img { width: 160px; } h2.details { border-top: 2px solid #999; padding-top: .6em; }
 """
 
 
@@ -199,7 +205,8 @@ def _metrics_table(rows: list[dict]) -> str:
 def _gradcam(con, out: Path) -> str:
     rows = (
         con.sql(
-            "SELECT * FROM explanations WHERE path IS NOT NULL ORDER BY label NULLS LAST, media_id"
+            "SELECT * FROM explanations WHERE path IS NOT NULL AND picked IN ('class_sample', "
+            "'file') ORDER BY profile_id, label NULLS LAST, media_id"
         )
         .to_arrow_table()
         .to_pylist()
@@ -224,21 +231,10 @@ def _gradcam(con, out: Path) -> str:
     return f'{intro}<div class="cams">{"".join(figs)}</div>'
 
 
-def _ranking(con) -> str:
-    rows = (
-        con.sql(
-            "SELECT rank, file, media_type, model, k, pred, round(score, 3) AS score, error "
-            "FROM predictions_new ORDER BY rank NULLS LAST"
-        )
-        .to_arrow_table()
-        .to_pylist()
-    )
-    return _table(rows)
-
-
 def _figures(out: Path) -> str:
     """Every PNG under OUT/figures: the known ones in reading order with their caption."""
     found = {p.stem: p for p in (out / FIG_DIR).glob("*.png")} if (out / FIG_DIR).exists() else {}
+    found.pop(TREND, None)  # at the top of the report
     names = [n for n in CAPTIONS if n in found] + sorted(set(found) - set(CAPTIONS))
     parts = [
         f"<figure>{_img(found[n], n)}<figcaption>{html.escape(CAPTIONS.get(n, n))}</figcaption>"
@@ -248,22 +244,73 @@ def _figures(out: Path) -> str:
     return "".join(parts) or "<p>(none: run <code>popray figures</code>)</p>"
 
 
+def _rows(con, sql: str) -> list[dict]:
+    return con.sql(sql).to_arrow_table().to_pylist()
+
+
+def _main_group(rows: list[dict]) -> list[dict]:
+    """The metrics of the setting the report answers for: the paper's label scheme when
+    trained, embeddings alone before context features."""
+    groups = sorted(
+        {(r["scheme"], r["backbone"], r["features"]) for r in rows},
+        key=lambda g: (g[0] != "por_rolling", g[2], g),
+    )
+    return [r for r in rows if groups and (r["scheme"], r["backbone"], r["features"]) == groups[0]]
+
+
+def _answers(con, out: Path, views: set[str]) -> list[tuple[str, str]]:
+    """The sections at the top of the report (popray/answer.py)."""
+
+    def img(path: str, alt: str) -> str:
+        return _img(out / path, alt)
+
+    found = []
+    if "metrics" in views:
+        rows = _main_group(_rows(con, "SELECT * FROM metrics ORDER BY k"))
+        cross = _rows(con, "SELECT * FROM cross_profile") if "cross_profile" in views else []
+        text = answer.ranking_table(rows) + answer.new_profiles(rows, cross)
+        found.append(("How well popray ranks each profile's posts", text))
+    if "explanations" in views:
+        explained = _rows(con, "SELECT * FROM explanations ORDER BY profile_id, score DESC")
+        found.append(("What works, and what does not", answer.extremes(explained, img)))
+    trend = out / FIG_DIR / f"{TREND}.png"
+    if trend.exists():
+        caption = html.escape(CAPTIONS[TREND])
+        found.append(
+            (
+                "Popularity Rate over time",
+                f"<figure>{_img(trend, TREND)}<figcaption>{caption}</figcaption></figure>",
+            )
+        )
+    if "predictions_new" in views:
+        ranked = _rows(con, "SELECT * FROM predictions_new ORDER BY rank NULLS LAST")
+        found.append(("Candidates, ranked (latest popray predict)", answer.candidates(ranked, img)))
+    return found
+
+
 def write_report(out: Path) -> Path:
-    """Write `OUT/report/index.html` (atomically) and return its path."""
+    """Write `OUT/report/index.html` (atomically) and return its path: the answers
+    first, then the details."""
     con = store.connect(out)
     try:
         views = {r[0] for r in con.sql("SELECT view_name FROM duckdb_views()").fetchall()}
+        top = _answers(con, out, views)
         sections = [("Run summary", _summary(con))]
         if "metrics" in views:
-            sections.append(("Validation (stratified 5-fold and walk-forward)", _metrics(con)))
+            cross = _rows(con, "SELECT * FROM cross_profile") if "cross_profile" in views else []
+            text = _metrics(con) + answer.history_table(cross)
+            sections.append(("Validation: every model, k and protocol", text))
         sections.append(("Figures", _figures(out)))
         if "explanations" in views:
-            sections.append(("Grad-CAM: where the image model looks", _gradcam(con, out)))
-        if "predictions_new" in views:
-            sections.append(("Ranking of new media (latest popray predict)", _ranking(con)))
+            sections.append(("Grad-CAM: a sample of each class", _gradcam(con, out)))
     finally:
         con.close()
-    body = "".join(f"<h2>{html.escape(t)}</h2>{s}" for t, s in sections)
+    answers = "".join(f"<h2>{html.escape(t)}</h2>{s}" for t, s in top)
+    details = (
+        '<h2 id="details" class="details">Details</h2><p>Class balance, quarantine, every '
+        "table and figure.</p>"
+    )
+    body = answers + details + "".join(f"<h2>{html.escape(t)}</h2>{s}" for t, s in sections)
     page = (
         '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'

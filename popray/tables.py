@@ -304,6 +304,11 @@ EXPLANATIONS = pa.schema(
     [
         pa.field("k", pa.int32(), nullable=False),
         pa.field("model_path", pa.string(), nullable=False),
+        pa.field("profile_id", pa.string(), nullable=False),  # whose model
+        # why it was explained: 'class_sample', 'top' / 'bottom' (the profile's highest /
+        # lowest out-of-fold scores), 'file' (--media)
+        pa.field("picked", pa.string(), nullable=False),
+        pa.field("score", pa.float64()),  # top / bottom: the out-of-fold score, in [0, 1]
         pa.field("media_id", pa.string()),
         pa.field("label", pa.int32()),
         pa.field("file", pa.string(), nullable=False),

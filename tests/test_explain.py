@@ -54,10 +54,22 @@ def test_explain_writes_heatmaps_per_class_and_names_unreadable_files(
     Image.new("RGB", (320, 240), (200, 40, 40)).save(good)
     bad = tmp_path / "broken.jpg"
     bad.write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
-    table = run_explain(trained_copy, k=2, per_class=2, media=[good, bad])
+    table = run_explain(trained_copy, k=2, per_class=2, media=[good, bad], extremes=2)
     rows = table.to_pylist()
-    sampled = [r for r in rows if r["media_id"]]
+    sampled = [r for r in rows if r["picked"] == "class_sample"]
     assert sorted(r["label"] for r in sampled) == [0, 0, 1, 1]
+    # the two highest- and two lowest-scored images, by their out-of-fold score
+    scored = store.query(
+        trained_copy,
+        "SELECT media_id, avg(proba[2]) AS p FROM predictions WHERE model = 'image' "
+        "AND k = 2 AND protocol = 'stratified_kfold' GROUP BY media_id ORDER BY p DESC, media_id",
+    ).to_pylist()
+    ends = {picked: [r for r in rows if r["picked"] == picked] for picked in ("top", "bottom")}
+    assert [r["media_id"] for r in ends["top"]] == [s["media_id"] for s in scored[:2]]
+    assert [r["media_id"] for r in ends["bottom"]] == [s["media_id"] for s in scored[-2:]]
+    for r, s in zip(ends["top"] + ends["bottom"], scored[:2] + scored[-2:], strict=True):
+        assert r["score"] == pytest.approx(s["p"])  # k = 2: the score is P(popular)
+        assert r["label"] is not None and r["error"] is None
     for r in rows[:-1]:
         png = Image.open(trained_copy / r["path"])
         assert max(png.size) <= 448 and r["error"] is None  # never upscaled
@@ -65,7 +77,7 @@ def test_explain_writes_heatmaps_per_class_and_names_unreadable_files(
     assert rows[-2]["file"] == str(good) and rows[-2]["media_id"] is None
     assert rows[-1]["path"] is None and "cannot decode image" in rows[-1]["error"]
     con = store.connect(trained_copy)
-    assert con.sql("SELECT count(*) FROM explanations").fetchall()[0][0] == 6
+    assert con.sql("SELECT count(*) FROM explanations").fetchall()[0][0] == 4 + 4 + 2
     con.close()
 
 

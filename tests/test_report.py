@@ -39,12 +39,41 @@ def test_figures_of_stages_not_run_are_skipped(tiny_out, tmp_path):
     assert sum("skipped: table" in line for line in lines) == 7
 
 
+def _heatmaps(out) -> int:
+    """Grad-CAM images in the report: one per class (per_class=1) and the highest- and
+    lowest-scored three."""
+    from popray import store
+
+    rows = store.query(out, "SELECT picked FROM explanations WHERE path IS NOT NULL")
+    picked = rows["picked"].to_pylist()
+    assert sorted(set(picked)) == ["bottom", "class_sample", "top"]
+    assert picked.count("class_sample") == 2 and picked.count("top") == picked.count("bottom") == 3
+    return len(picked)
+
+
+def test_report_answers_first(reported):
+    text = reported[3].read_text()
+    headings = re.findall(r"<h2[^>]*>([^<]+)</h2>", text)
+    assert headings[:3] == [
+        "How well popray ranks each profile&#x27;s posts",
+        "What works, and what does not",
+        "Popularity Rate over time",
+    ]
+    details = headings.index("Details")
+    assert headings.index("Run summary") > details  # class balance and quarantine below
+    answer = text[: text.index('id="details"')]
+    verdict = re.search(r'<td class="(yes|no)"><b>(yes|no)</b>: ', answer)
+    assert verdict and verdict.group(1) == verdict.group(2)
+    assert "scored highest" in answer and "scored lowest" in answer
+    assert "class balance" not in answer.lower()
+
+
 def test_report_is_self_contained(reported):
     _, paths, _, page = reported
     text = page.read_text()
     sources = re.findall(r'<img src="([^"]{0,30})', text)
     assert sources and all(s.startswith("data:image/png;base64,") for s in sources)
-    assert len(sources) == len(paths) + 2  # the figures + one Grad-CAM per class
+    assert len(sources) == len(paths) + _heatmaps(reported[0])  # each figure once
     assert not re.search(r"(href|src)=\"(https?:|//|/)", text)
     assert "Validation" in text and "[0.72]" not in text and ">0.72<" in text
 
@@ -69,12 +98,20 @@ def test_report_renders_in_a_real_browser(reported, tmp_path):
         images = driver.execute_script(
             "return [...document.images].map(i => [i.complete, i.naturalWidth]);"
         )
+        tops = driver.execute_script(
+            "const top = e => e.getBoundingClientRect().top;"
+            "const verdict = [...document.querySelectorAll('th')]"
+            ".find(e => e.textContent === 'better than guessing?');"
+            "return {verdict: top(verdict), details: top(document.getElementById('details'))};"
+        )
         errors = [e for e in driver.get_log("browser") if e["level"] == "SEVERE"]
         shot = Path(reported[0]) / "report" / "screenshot.png"
         driver.save_screenshot(str(shot))
     finally:
         driver.quit()
-    assert len(images) == len(reported[1]) + 2
+    assert len(images) == len(reported[1]) + _heatmaps(reported[0])
     assert all(complete and width > 0 for complete, width in images)
+    # the answer opens the page: the verdict column is on the first screen
+    assert 0 < tops["verdict"] < 900 < tops["details"], tops
     assert errors == []
     assert Image.open(shot).size[0] >= 1000
