@@ -7,6 +7,7 @@
     python -m jobs.benchmark profiles [--profiles 1 10 50] [--posts 60]
     python -m jobs.benchmark costs --out OUT [--cpus 2] [--save costs.json]   (after popray run)
     python -m jobs.benchmark memory [--images 2000 20000] [--code OTHER_CHECKOUT]
+    python -m jobs.benchmark gbdt --out OUT [--k 2] [--model gbdt_video]   (after popray run)
 
 Prints one JSON line per measurement. Speed is measured here, never asserted in tests.
 """
@@ -51,7 +52,17 @@ def main(argv: list[str] | None = None) -> int:
     mem.add_argument("--images", type=int, nargs="+", default=[2_000, 20_000])
     mem.add_argument("--root", type=Path, default=Path("bench-memory"), help="exports, outs")
     mem.add_argument("--code", type=Path, help="another checkout's popray (a baseline)")
+    gbd = sub.add_parser("gbdt", help="the gbdt baseline on a PCA vs the raw embedding")
+    gbd.add_argument("--out", type=Path, default=Path("out"), help="a finished run's OUT")
+    gbd.add_argument("--backbone", default="efficientnet_lite0")
+    gbd.add_argument("--k", type=int, default=2)
+    gbd.add_argument("--model", default="gbdt", choices=["gbdt", "gbdt_video"])
     args = parser.parse_args(argv)
+    if args.what == "gbdt":
+        from popray.bench_gbdt import bench_gbdt
+
+        for row in bench_gbdt(args.out, args.backbone, args.k, model=args.model):
+            print(json.dumps(row), flush=True)
     if args.what == "memory":
         from popray.bench_memory import driver_memory, memory_text
 

@@ -80,9 +80,9 @@ class GbdtModel(nn.Module):
     probabilities. The fitted pipeline travels in the state dict as pickled bytes (a
     uint8 tensor, `model.pt`): load only model folders popray wrote."""
 
-    def __init__(self, width: int, k: int) -> None:
+    def __init__(self, width: int, k: int, pca: int | None = PCA_COMPONENTS) -> None:
         super().__init__()
-        self.width, self.k = width, k
+        self.width, self.k, self.pca = width, k, pca  # pca None: the trees see every dim
         self.pipeline = None
 
     def fit(self, x: np.ndarray, y: np.ndarray, seed: int) -> GbdtModel:
@@ -90,16 +90,18 @@ class GbdtModel(nn.Module):
         from sklearn.ensemble import HistGradientBoostingClassifier
         from sklearn.pipeline import make_pipeline
 
-        components = max(1, min(PCA_COMPONENTS, len(x) - 1, x.shape[1]))
         # scikit-learn's default leaf of 20 rows leaves a profile's ~30 training videos
         # no split at all (a constant prediction): the leaf scales down with the data
         leaf = max(2, min(20, len(x) // 5))
-        self.pipeline = make_pipeline(
-            PCA(n_components=components, random_state=seed),
+        steps = [
             HistGradientBoostingClassifier(
                 random_state=seed, early_stopping=False, min_samples_leaf=leaf
-            ),
-        ).fit(np.asarray(x, np.float32), np.asarray(y))
+            )
+        ]
+        if self.pca:  # measured against the raw embedding: `python -m jobs.benchmark gbdt`
+            components = max(1, min(self.pca, len(x) - 1, x.shape[1]))
+            steps.insert(0, PCA(n_components=components, random_state=seed))
+        self.pipeline = make_pipeline(*steps).fit(np.asarray(x, np.float32), np.asarray(y))
         return self
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -65,3 +65,23 @@ def test_the_gradient_boosted_baseline_fits_scores_and_survives_a_save(name, tmp
     proba = torch.softmax(again(torch.as_tensor(first)), 1).numpy()
     assert proba.shape == (80, 4) and proba[:, 3].max() < 1e-4  # never seen: ~0
     assert np.array_equal(proba, torch.softmax(net(torch.as_tensor(first)), 1).numpy())
+
+
+def test_the_gradient_boosted_baseline_can_skip_the_pca():
+    """`jobs.benchmark gbdt` compares the PCA the model uses with the raw embedding."""
+    import numpy as np
+
+    from popray.models import PCA_COMPONENTS, GbdtModel
+
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(60, 50)).astype(np.float32)
+    y = (x[:, 7] > 0).astype(int)  # one raw dimension decides
+    steps = {}
+    for pca in (PCA_COMPONENTS, None):
+        net = GbdtModel(50, 2, pca).fit(x, y, seed=0)
+        steps[pca] = [name for name, _ in net.pipeline.steps]
+        assert torch.softmax(net(torch.as_tensor(x)), 1).shape == (60, 2)
+    assert steps == {
+        PCA_COMPONENTS: ["pca", "histgradientboostingclassifier"],
+        None: ["histgradientboostingclassifier"],
+    }
