@@ -317,7 +317,8 @@ def metrics_text(metrics: pa.Table) -> str:
     rows = [r for r in everything if r["profile_id"] is None]  # pooled over profiles
     protocols = [p for p in PROTOCOL_TITLES if any(r["protocol"] == p for r in rows)]
     blocks = [_protocol_text([r for r in rows if r["protocol"] == p]) for p in protocols]
-    first = rows[0] if rows else {}
+    # the grid's rows say what was trained (the cross-profile model has one seed)
+    first = next((r for r in rows if r["protocol"] != "profile_grouped"), rows[0] if rows else {})
     lines = [
         f"labels {first.get('scheme')}, backbone {first.get('backbone')}, "
         f"features {first.get('features')}, "

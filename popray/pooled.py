@@ -136,6 +136,7 @@ def _fit_final(ds: Dataset, model: str, k: int, cfg: TrainConfig) -> tuple:
     """The final cross-profile model on every item: (net, width)."""
     torch.set_num_threads(1)
     x, y, views = all_data(ds, model)
+    x, y = np.array(x), np.array(y)  # writable copies of the object store's arrays, for torch
     return fit_all(model, k, x, y, cfg, 0, views), int(x.shape[-1])
 
 
