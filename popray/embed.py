@@ -34,7 +34,9 @@ from popray.storage import Location, check_cluster_reach, sha256_bytes
 from popray.tables import SCHEMAS
 
 log = logging.getLogger(__name__)
-PREPROCESS_VERSION = 2  # 2: video frames resized with PIL, like images
+# 2: video frames resized with PIL, like images; 3: JPEGs (images, thumbnails) decoded at
+# a reduced DCT scale (decode.DRAFT)
+PREPROCESS_VERSION = 3
 ITEMS_PER_BLOCK = 16  # media per decode task: amortises task overhead, keeps streaming
 
 
@@ -85,7 +87,9 @@ def decode_batch(
                 if thumb:
                     try:
                         thumb_px = decode.resize(
-                            decode.load_image(export.read_bytes(str(thumb)), cfg.max_image_pixels)
+                            decode.load_image(
+                                export.read_bytes(str(thumb)), cfg.max_image_pixels, decode.DRAFT
+                            )
                         )
                     except (decode.DecodeError, FileNotFoundError) as exc:
                         raise decode.DecodeError(f"thumbnail: {decode.describe(exc)}") from exc

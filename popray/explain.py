@@ -78,7 +78,7 @@ class Explainer:
         feature map) and the original image, for one image (a file, or its bytes)."""
         from captum.attr import LayerGradCam
 
-        image = decode.load_image(source)
+        image = decode.load_image(source, draft=decode.DRAFT)  # as embedded
         x = self.tensor(decode.resize(image))
         with torch.no_grad():
             proba = torch.softmax(self.network(x), dim=1)[0].numpy()

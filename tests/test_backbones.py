@@ -67,3 +67,46 @@ def test_width_is_the_width_of_the_embedding(name):
     backbone = create_backbone(name, "random")
     with torch.inference_mode():
         assert backbone.embed(torch.zeros(1, 3, 224, 224)).shape == (1, backbone.width)
+
+
+PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "hubble_deep_field", "immunohistochemistry")
+
+
+def _instagram_size(name: str, folder, quality: int = 90):
+    """A bundled real photo at Instagram's portrait size, a 1080x1350 JPEG (upscaled)."""
+    photo = Image.fromarray(getattr(skimage.data, name)()[..., :3])
+    path = folder / f"{name}-q{quality}.jpg"
+    photo.resize((1080, 1350), Image.Resampling.BICUBIC).save(path, quality=quality)
+    return path
+
+
+def _embed(embedder, path, draft: int | None) -> np.ndarray:
+    pixels = decode.resize(decode.load_image(path, draft=draft))
+    return embedder.embed_frames(pixels[None])[0]
+
+
+def test_reduced_scale_jpeg_decoding_changes_nothing_that_matters(lite0_embedder, tmp_path):
+    """Decoding 1080x1350 photos at half scale (decode.DRAFT): the same embeddings (cosine
+    >= 0.99), the same ImageNet classes, duplicates still duplicates. (A landscape
+    1080x718 photo keeps its full scale: half would leave fewer than 448 rows.)"""
+    from popray.config import DedupConfig
+
+    head = lite0_embedder.backbone.model.get_classifier()
+    threshold = DedupConfig().threshold_for("efficientnet_lite0")
+    for name in PHOTOS:
+        path = _instagram_size(name, tmp_path)
+        assert decode.load_image(path, draft=decode.DRAFT).width == 540  # really reduced
+        full, fast = _embed(lite0_embedder, path, None), _embed(lite0_embedder, path, decode.DRAFT)
+        cosine = full @ fast / np.linalg.norm(full) / np.linalg.norm(fast)
+        assert cosine >= 0.99, (name, cosine)
+        copy = _instagram_size(name, tmp_path / "..", quality=70)  # re-encoded
+        distance = np.linalg.norm(fast - _embed(lite0_embedder, copy, decode.DRAFT))
+        assert distance < threshold, (name, distance)
+        top = int(head(torch.from_numpy(fast[None])).argmax())
+        if name == "chelsea":
+            assert top in CAT_CLASSES
+        if name == "coffee":
+            assert top == ESPRESSO
+    png = tmp_path / "p.png"  # other formats decode at full size
+    Image.fromarray(skimage.data.coffee()).save(png)
+    assert decode.load_image(png, draft=decode.DRAFT).size == (600, 400)
