@@ -1,7 +1,7 @@
 """Benchmarks: `python -m jobs.benchmark labels|embed ...`.
 
     python -m jobs.benchmark labels [--posts N] [--per-profile M] [--out OUT]
-    python -m jobs.benchmark embed --input data/demo [--images 512] [--device auto]
+    python -m jobs.benchmark embed --input data/demo [--images 512] [--device auto] [--photos 256]
     python -m jobs.benchmark dedup [--items 10000 30000 100000]
     python -m jobs.benchmark train --out out     (after `make demo`)
     python -m jobs.benchmark profiles [--profiles 1 10 50] [--posts 60]
@@ -36,6 +36,8 @@ def main(argv: list[str] | None = None) -> int:
     emb.add_argument("--batch-size", type=int, default=64)
     emb.add_argument("--device", default="auto")
     emb.add_argument("--video-dir", type=Path, help="phone-like 720x1280 videos (made if missing)")
+    emb.add_argument("--photos", type=int, default=0, help="1080x1350 JPEG photos to time too")
+    emb.add_argument("--photo-dir", type=Path, default=Path("bench-photos"), help="made if missing")
     ded = sub.add_parser("dedup", help="time near-duplicate search")
     ded.add_argument("--items", type=int, nargs="+", default=[10_000, 30_000, 100_000])
     tra = sub.add_parser("train", help="time the grid on Ray Tune against a plain loop")
@@ -101,7 +103,10 @@ def main(argv: list[str] | None = None) -> int:
         from popray.config import EmbedConfig
 
         cfg = EmbedConfig(batch_size=args.batch_size, device=args.device)
-        for row in bench_embed(args.input, args.images, args.videos, cfg, args.video_dir):
+        rows = bench_embed(
+            args.input, args.images, args.videos, cfg, args.video_dir, args.photos, args.photo_dir
+        )
+        for row in rows:
             print(json.dumps(row), flush=True)
     if args.what == "labels":
         print(

@@ -244,9 +244,17 @@ def realistic_videos(folder: Path, size: tuple[int, int] = (720, 1280)) -> list[
 
 
 def bench_embed(
-    input_dir: Path, n_images: int, n_videos: int, cfg, video_dir: Path | None = None
+    input_dir: Path,
+    n_images: int,
+    n_videos: int,
+    cfg,
+    video_dir: Path | None = None,
+    photos: int = 0,
+    photo_dir: Path = Path("bench-photos"),
 ) -> Iterator[dict]:
-    """The embedding benchmarks of issue 3, in one run on the same files (one dict each)."""
+    """The embedding benchmarks, in one run on the same files (one dict each): the
+    pipeline against a plain loop, videos against read_videos, the roofline (limit and
+    per-step breakdown, popray/bench_roofline.py), and `photos` 1080x1350 JPEGs."""
     import os
 
     from popray.embed import ensure_ray
@@ -289,9 +297,13 @@ def bench_embed(
                 "speedup": round(ray_s / popray_s, 2),
             }
         )
+    from popray.bench_roofline import bench_photos, breakdown, limit
+
     cores = os.cpu_count() or 1
     one_core = decode_rate_one_core(images[:200])
     fwd = forward_rate(cfg0)
+    gpu = _device_name() != "cpu"
+    bound = limit(one_core, fwd, cores, gpu)
     yield (
         {
             "bench": "bounds",
@@ -301,8 +313,13 @@ def bench_embed(
             "decode_img_s_all_cores": round(one_core * cores, 1),
             "forward_only_img_s": round(fwd, 1),
             "pipeline_vs_lower_bound": round(pipe / min(fwd, one_core * cores), 3),
+            "limit_img_s": round(bound, 1),  # decode and forward sharing the cores (CPU)
+            "pipeline_vs_limit": round(pipe / bound, 3),
         }
+        | breakdown(images[:64], cfg0)
     )
+    if photos:
+        yield from bench_photos(photo_dir, photos, cfg, fwd, cores, gpu)
 
 
 def _device_name() -> str:
