@@ -85,8 +85,8 @@ def breakdown(images: list[dict], cfg) -> dict:
         base = timed("resize", decode.resize, image)
         views = [base]
         for v in range(1, cfg.views + 1):
-            rng = np.random.default_rng([cfg.seed, int(it["sha256"][:15], 16), v])
-            views.append(timed("views", decode.augmented_view, base, rng, cfg.augment))
+            p = decode.view_params(decode.view_rng(cfg.seed, it["sha256"], v), cfg.augment)
+            views.append(timed("views", decode.augmented_view, base, p))
         stacks.append(np.stack(views))
     frames = np.concatenate(stacks)
     embedder.embed_frames(frames[: cfg.batch_size])  # warm-up

@@ -115,6 +115,12 @@ class EmbedConfig(_Config):
     actors_per_gpu: int = Field(
         default=4, ge=1, le=16, description="model actors sharing one GPU (each gets 1/n)"
     )
+    decode_jpeg_on: Literal["auto", "tasks", "actor"] = Field(
+        default="auto",
+        description="where JPEGs are decoded: tasks (PIL, at a reduced DCT scale, in the "
+        "CPU decode tasks); actor (in the model actor, on its device: nvJPEG on a GPU, "
+        "libjpeg on a CPU); auto: actor when the actors have GPUs, else tasks",
+    )
     decode_concurrency: int | None = Field(
         default=None, ge=1, description="max parallel decode tasks (default: Ray decides)"
     )

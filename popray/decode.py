@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import io
 import multiprocessing as mp
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -73,27 +74,83 @@ def load_image(
         raise DecodeError(f"cannot decode image: {exc}") from exc
 
 
+EOI = b"\xff\xd9"  # JPEG end-of-image marker: a truncated file lacks it
+ORIENTATION = 0x0112  # EXIF tag
+
+
+def device_decodable(data: bytes, max_pixels: int) -> bool:
+    """Whether the model actor may decode these bytes on its device
+    (`popray.decode_device`): a JPEG in RGB or greyscale, not rotated by EXIF, ending in
+    its end-of-image marker, within the pixel limit. Reads the header only; anything
+    else (and anything odd) goes through `load_image`, which explains what is wrong."""
+    if not data.rstrip(b"\0").endswith(EOI):
+        return False
+    try:
+        with Image.open(io.BytesIO(data), formats=("JPEG",)) as img:
+            return (
+                img.mode in ("RGB", "L")
+                and img.width * img.height <= max_pixels
+                and img.getexif().get(ORIENTATION, 1) == 1
+            )
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError):
+        # load_image decodes it, or gives the reason
+        return False
+
+
 def resize(img: Image.Image, size: int = SIZE) -> np.ndarray:
     return np.asarray(img.resize((size, size), Image.Resampling.BILINEAR), dtype=np.uint8)
 
 
-def augmented_view(base: np.ndarray, rng: np.random.Generator, aug: AugmentConfig) -> np.ndarray:
-    """One random view of a 224×224 image: flip, translate, zoom (reflect padding), and
+@dataclass(frozen=True)
+class View:
+    """One augmented view's random draws (`view_params`), applied by `augmented_view`
+    here and by `popray.decode_device.views` on a batch in the model actor."""
+
+    flip: bool
+    zoom: float  # > 1 zooms in
+    dx: float  # pixels
+    dy: float
+    brightness: float
+    contrast: float
+    saturation: float
+
+
+def view_params(rng: np.random.Generator, aug: AugmentConfig) -> View:
+    """The draws of one view, in a fixed order (the cached embeddings depend on it)."""
+    flip = bool(aug.flip and rng.random() < 0.5)
+    z = 1.0 + rng.uniform(-aug.zoom, aug.zoom)
+    dx, dy = rng.uniform(-aug.translate, aug.translate, 2) * SIZE
+    return View(
+        flip,
+        z,
+        dx,
+        dy,
+        1 + rng.uniform(-aug.brightness, aug.brightness),
+        1 + rng.uniform(-aug.contrast, aug.contrast),
+        1 + rng.uniform(-aug.saturation, aug.saturation),
+    )
+
+
+def view_rng(seed: int, sha256: str, view: int) -> np.random.Generator:
+    """The generator of an image's view `view` (1, 2, ...): fixed by the seed and the file."""
+    return np.random.default_rng([seed, int(sha256[:15], 16), view])
+
+
+def augmented_view(base: np.ndarray, p: View) -> np.ndarray:
+    """One view of a 224×224 image: flip, translate, zoom (reflect padding), and
     brightness / contrast / saturation jitter."""
     size = base.shape[0]
     pad = size // 4
     img = Image.fromarray(np.pad(base, ((pad, pad), (pad, pad), (0, 0)), mode="reflect"))
-    if aug.flip and rng.random() < 0.5:
+    if p.flip:
         img = ImageOps.mirror(img)
-    z = 1.0 + rng.uniform(-aug.zoom, aug.zoom)  # > 1 zooms in
-    dx, dy = rng.uniform(-aug.translate, aug.translate, 2) * size
-    side = size / z
-    cx, cy = pad + size / 2 - dx, pad + size / 2 - dy
+    side = size / p.zoom
+    cx, cy = pad + size / 2 - p.dx, pad + size / 2 - p.dy
     box = (cx - side / 2, cy - side / 2, cx + side / 2, cy + side / 2)
     img = img.resize((size, size), Image.Resampling.BILINEAR, box=box)
-    img = ImageEnhance.Brightness(img).enhance(1 + rng.uniform(-aug.brightness, aug.brightness))
-    img = ImageEnhance.Contrast(img).enhance(1 + rng.uniform(-aug.contrast, aug.contrast))
-    img = ImageEnhance.Color(img).enhance(1 + rng.uniform(-aug.saturation, aug.saturation))
+    img = ImageEnhance.Brightness(img).enhance(p.brightness)
+    img = ImageEnhance.Contrast(img).enhance(p.contrast)
+    img = ImageEnhance.Color(img).enhance(p.saturation)
     return np.asarray(img, dtype=np.uint8)
 
 
@@ -104,8 +161,7 @@ def image_views(
     base = resize(load_image(source, max_pixels, draft=DRAFT))
     views = [base]
     for v in range(1, n_views + 1):
-        rng = np.random.default_rng([seed, int(sha256[:15], 16), v])
-        views.append(augmented_view(base, rng, aug))
+        views.append(augmented_view(base, view_params(view_rng(seed, sha256, v), aug)))
     return np.stack(views)
 
 

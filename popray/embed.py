@@ -20,6 +20,7 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
@@ -32,6 +33,9 @@ from popray.embed_write import STATUS, assemble_part, schemas, staged_width, wri
 from popray.ingest import input_dir_of
 from popray.storage import Location, check_cluster_reach, sha256_bytes
 from popray.tables import SCHEMAS
+
+if TYPE_CHECKING:
+    import torch
 
 log = logging.getLogger(__name__)
 # 2: video frames resized with PIL, like images; 3: JPEGs (images, thumbnails) decoded at
@@ -51,17 +55,20 @@ def video_key(cfg: EmbedConfig) -> str:
 
 
 def decode_batch(
-    batch: dict[str, np.ndarray], cfg: EmbedConfig, export: Location
+    batch: dict[str, np.ndarray], cfg: EmbedConfig, export: Location, jpeg_to_actor: bool = False
 ) -> dict[str, np.ndarray]:
     """Ray Data task: decode each item to a (n, 224, 224, 3) uint8 stack, or an error.
 
     The task reads each file's bytes from `export` itself (on object storage from its
     own node), checks them against ingest's sha256 and decodes from memory. Images give
     1 + views frames; videos 15 sampled frames plus the thumbnail file's, if any. Nothing
-    raises for a bad file: the reason travels on in column `error`.
+    raises for a bad file: the reason travels on in column `error`. With `jpeg_to_actor`,
+    a JPEG the device can decode (`decode.device_decodable`) is passed on as its bytes,
+    in column `jpeg`, with no pixels: the model actor decodes it.
     """
     empty = np.zeros((0, decode.SIZE, decode.SIZE, 3), np.uint8)
-    pixels, meta, errors = [], [], []
+    no_bytes = np.zeros(0, np.uint8)
+    pixels, meta, errors, jpegs = [], [], [], []
     for kind, path, thumb, sha in zip(
         batch["kind"], batch["path"], batch["thumb"], batch["sha256"], strict=True
     ):
@@ -72,7 +79,14 @@ def decode_batch(
                 raise decode.DecodeError("file not found") from None
             if sha256_bytes(data) != sha:
                 raise decode.DecodeError("file changed since ingest (sha256); re-run ingest")
-            if kind == "image":
+            jpeg = no_bytes
+            if (
+                kind == "image"
+                and jpeg_to_actor
+                and decode.device_decodable(data, cfg.max_image_pixels)
+            ):
+                stack, info, jpeg = empty, {}, np.frombuffer(data, np.uint8)
+            elif kind == "image":
                 stack = decode.image_views(
                     data, cfg.views, cfg.seed, sha, cfg.augment, cfg.max_image_pixels
                 )
@@ -96,16 +110,28 @@ def decode_batch(
                     stack = np.concatenate([stack, thumb_px[None]])
                     info["thumbnail_source"] = "file"
             pixels.append(stack)
+            jpegs.append(jpeg)
             meta.append(json.dumps(info))
             errors.append("")
         except (decode.DecodeError, OSError) as exc:  # a bad file is data: to quarantine
             pixels.append(empty)
+            jpegs.append(no_bytes)
             meta.append("{}")
             errors.append(decode.describe(exc))
     out = {k: batch[k] for k in ("media_id", "sha256", "kind", "path")}
-    obj = np.empty(len(pixels), dtype=object)
-    obj[:] = pixels
-    return out | {"pixels": obj, "meta": np.array(meta), "error": np.array(errors)}
+    return out | {
+        "pixels": _objects(pixels),
+        "jpeg": _objects(jpegs),
+        "meta": np.array(meta),
+        "error": np.array(errors),
+    }
+
+
+def _objects(arrays: list[np.ndarray]) -> np.ndarray:
+    """A 1-d object array holding `arrays` (numpy would stack equal shapes)."""
+    obj = np.empty(len(arrays), dtype=object)
+    obj[:] = arrays
+    return obj
 
 
 class Embedder:
@@ -127,6 +153,19 @@ class Embedder:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.mean, self.std = self.backbone.pixel_stats(self.device)
         self.batch_size = cfg.batch_size
+        self.cfg = cfg
+
+    def _forward(self, x: torch.Tensor) -> np.ndarray:
+        """(B, 3, H, W) float pixels (0-255) on the device -> (B, width) float32."""
+        torch = self.torch
+        x = (x - self.mean) / self.std
+        if self.device.type == "cuda":
+            x = x.contiguous(memory_format=torch.channels_last)
+            with torch.autocast("cuda", dtype=torch.bfloat16):
+                feats = self.backbone.embed(x)
+        else:
+            feats = self.backbone.embed(x)
+        return feats.float().cpu().numpy()
 
     def embed_frames(self, frames: np.ndarray) -> np.ndarray:
         """(N, H, W, 3) uint8 -> (N, width) float32."""
@@ -137,26 +176,68 @@ class Embedder:
         with torch.inference_mode():
             for start in range(0, len(frames), self.batch_size):
                 x = torch.from_numpy(frames[start : start + self.batch_size])
-                x = x.to(self.device, non_blocking=True).permute(0, 3, 1, 2).float()
-                x = (x - self.mean) / self.std
-                if self.device.type == "cuda":
-                    x = x.contiguous(memory_format=torch.channels_last)
-                    with torch.autocast("cuda", dtype=torch.bfloat16):
-                        feats = self.backbone.embed(x)
-                else:
-                    feats = self.backbone.embed(x)
-                out.append(feats.float().cpu().numpy())
-        width = self.backbone.width
-        return np.concatenate(out) if out else np.zeros((0, width), np.float32)
+                out.append(
+                    self._forward(x.to(self.device, non_blocking=True).permute(0, 3, 1, 2).float())
+                )
+        return np.concatenate(out) if out else np.zeros((0, self.backbone.width), np.float32)
+
+    def embed_jpegs(self, jpegs: list[bytes], shas: list[str]) -> list[np.ndarray | str]:
+        """Decode JPEGs on the device, make their views there, embed them: per file its
+        (1 + views, width) embeddings, or the reason it could not be decoded (a file the
+        device refuses is decoded on this actor's CPU, as the decode tasks would)."""
+        from popray import decode_device
+
+        cfg = self.cfg
+        with self.torch.inference_mode():
+            bases = decode_device.decode_resized(jpegs, self.device)
+            done = [i for i, b in enumerate(bases) if b is not None]
+            result: list[np.ndarray | str] = [""] * len(jpegs)
+            if done:
+                frames = decode_device.image_views(
+                    [bases[i] for i in done],
+                    [shas[i] for i in done],
+                    cfg.views,
+                    cfg.seed,
+                    cfg.augment,
+                )
+                feats = np.concatenate(
+                    [
+                        self._forward(frames[s : s + self.batch_size])
+                        for s in range(0, len(frames), self.batch_size)
+                    ]
+                )
+                for i, emb in zip(done, np.split(feats, len(done)), strict=True):
+                    result[i] = emb
+        for i, base in enumerate(bases):
+            if base is None:
+                try:
+                    stack = decode.image_views(
+                        jpegs[i], cfg.views, cfg.seed, shas[i], cfg.augment, cfg.max_image_pixels
+                    )
+                    result[i] = self.embed_frames(stack)
+                except decode.DecodeError as exc:
+                    result[i] = decode.describe(exc)
+        return result
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         stacks = list(batch.pop("pixels"))
+        jpegs = list(batch.pop("jpeg", [np.zeros(0, np.uint8)] * len(stacks)))
         sizes = [len(s) for s in stacks]
         # concatenate() gives a fresh, writable array (object-store batches are read-only)
         feats = self.embed_frames(np.concatenate([*stacks, stacks[0][:0]]))
-        obj = np.empty(len(stacks), dtype=object)
-        obj[:] = np.split(feats, np.cumsum(sizes)[:-1])
-        return batch | {"embeddings": obj}
+        embeddings = np.split(feats, np.cumsum(sizes)[:-1])
+        errors = list(batch["error"])
+        on_device = [i for i, j in enumerate(jpegs) if len(j)]
+        if on_device:
+            made = self.embed_jpegs(
+                [jpegs[i].tobytes() for i in on_device], [batch["sha256"][i] for i in on_device]
+            )
+            for i, got in zip(on_device, made, strict=True):
+                if isinstance(got, str):
+                    errors[i] = got
+                else:
+                    embeddings[i] = got
+        return batch | {"embeddings": _objects(embeddings), "error": np.array(errors)}
 
 
 @dataclass
@@ -241,9 +322,10 @@ def run_pipeline(
     # tasks on a core, equal requests would let Ray Data fuse decoding into the actor,
     # serialising decode and forward pass on CPU-only machines.
     decode_cpus = cfg.decode_cpus or (1.0 if use_gpu else 0.5)
+    jpeg_to_actor = cfg.decode_jpeg_on == "actor" or (cfg.decode_jpeg_on == "auto" and use_gpu)
     ds = ds.map_batches(
         decode_batch,
-        fn_kwargs={"cfg": cfg, "export": export},
+        fn_kwargs={"cfg": cfg, "export": export, "jpeg_to_actor": jpeg_to_actor},
         batch_size=ITEMS_PER_BLOCK,  # one call per block: small batches cost 2x in overhead
         num_cpus=decode_cpus,
         compute=TaskPoolStrategy(size=cfg.decode_concurrency) if cfg.decode_concurrency else None,

@@ -45,3 +45,53 @@ def test_actor_pool_runs_on_the_gpu(ray_session, tmp_path):
     results = run_pipeline(items, EmbedConfig(views=2, device="auto"), LOCAL_FILES)
     assert sorted(r["media_id"] for r in results) == sorted(p.stem for p in images)
     assert all(not r["error"] and np.asarray(r["embeddings"]).shape == (3, 1280) for r in results)
+
+
+def test_nvjpeg_gives_the_cpu_paths_pixels():
+    """nvJPEG decode, resize and views on the GPU against PIL on the CPU."""
+    import io
+
+    from popray import decode_device
+    from popray.config import AugmentConfig
+    from popray.storage import sha256_bytes
+
+    aug, cuda = AugmentConfig(), torch.device("cuda")
+    for name in ("chelsea", "coffee", "astronaut"):
+        photo = Image.fromarray(getattr(skimage.data, name)()[..., :3]).resize((1080, 1350))
+        buf = io.BytesIO()
+        photo.save(buf, "JPEG", quality=90)
+        data, sha = buf.getvalue(), sha256_bytes(buf.getvalue())
+        cpu = decode.image_views(data, 4, 0, sha, aug, 50_000_000).astype(np.int16)
+        [base] = decode_device.decode_resized([data], cuda)
+        assert base.device.type == "cuda"
+        dev = decode_device.image_views([base], [sha], 4, 0, aug)
+        diff = np.abs(decode_device.to_hwc_uint8(dev).astype(np.int16) - cpu)
+        assert diff.mean(axis=(1, 2, 3)).max() < 0.5, (name, diff.mean(axis=(1, 2, 3)))
+        assert np.quantile(diff, 0.99) <= 2, name
+
+
+def test_the_gpu_pool_decodes_jpegs_with_nvjpeg_and_embeds_as_the_cpu_does(ray_session, tmp_path):
+    from popray.ingest import sha256_file
+
+    items = []
+    for name in ("chelsea", "coffee", "astronaut", "rocket"):
+        path = tmp_path / f"{name}.jpg"
+        photo = Image.fromarray(getattr(skimage.data, name)()).convert("RGB")
+        photo.resize((1080, 1350)).save(path, quality=90)
+        items.append(
+            {
+                "media_id": name,
+                "sha256": sha256_file(path),
+                "kind": "image",
+                "path": str(path),
+                "thumb": "",
+            }
+        )
+    gpu = run_pipeline(items, EmbedConfig(views=2, device="cuda"), LOCAL_FILES)  # auto: actor
+    cpu = run_pipeline(items, EmbedConfig(views=2, device="cpu"), LOCAL_FILES)  # auto: tasks
+    by_id = {r["media_id"]: np.asarray(r["embeddings"]) for r in cpu}
+    for r in gpu:
+        a, b = np.asarray(r["embeddings"]), by_id[r["media_id"]]
+        assert not r["error"] and a.shape == b.shape == (3, 1280)
+        cosine = (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
+        assert cosine.min() >= 0.99, (r["media_id"], cosine)
