@@ -35,6 +35,12 @@ def main(argv: list[str] | None = None) -> int:
     emb.add_argument("--videos", type=int, default=24)
     emb.add_argument("--batch-size", type=int, default=64)
     emb.add_argument("--device", default="auto")
+    emb.add_argument(
+        "--decode-jpeg-on",
+        choices=["auto", "tasks", "actor"],
+        default="auto",
+        help="where JPEGs are decoded (auto: on the actors' GPU when they have one)",
+    )
     emb.add_argument("--video-dir", type=Path, help="phone-like 720x1280 videos (made if missing)")
     emb.add_argument("--photos", type=int, default=0, help="1080x1350 JPEG photos to time too")
     emb.add_argument("--photo-dir", type=Path, default=Path("bench-photos"), help="made if missing")
@@ -102,7 +108,9 @@ def main(argv: list[str] | None = None) -> int:
         from popray.bench import bench_embed
         from popray.config import EmbedConfig
 
-        cfg = EmbedConfig(batch_size=args.batch_size, device=args.device)
+        cfg = EmbedConfig(
+            batch_size=args.batch_size, device=args.device, decode_jpeg_on=args.decode_jpeg_on
+        )
         rows = bench_embed(
             args.input, args.images, args.videos, cfg, args.video_dir, args.photos, args.photo_dir
         )

@@ -176,7 +176,7 @@ def video_sampling_seconds(videos: list[dict], cfg) -> tuple[float, float, int]:
     start = time.perf_counter()
     n = (
         ray.data.from_items(videos, override_num_blocks=max(1, len(videos) // 2))
-        .map_batches(decode_batch, fn_kwargs={"cfg": cfg}, batch_size=2)
+        .map_batches(decode_batch, fn_kwargs={"cfg": cfg, "export": LOCAL_FILES}, batch_size=2)
         .count()
     )
     popray_s = (time.perf_counter() - start) / len(videos)

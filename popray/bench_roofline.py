@@ -60,13 +60,12 @@ def photos_1080(folder: Path, n: int) -> list[dict]:
 def breakdown(images: list[dict], cfg) -> dict:
     """Milliseconds per image of each step of the embedding of `images` (cfg.views
     augmented views each), one step at a time in this process."""
-    import pyarrow as pa
     import pyarrow.parquet as pq
     import torch
 
     from popray import decode
     from popray.embed import Embedder, image_key
-    from popray.embed_write import image_rows, schemas
+    from popray.embed_write import image_table
 
     embedder = Embedder(cfg)
     spent = dict.fromkeys(("read", "decode", "resize", "views", "to_tensor", "forward", "write"))
@@ -108,12 +107,10 @@ def breakdown(images: list[dict], cfg) -> dict:
         spent["forward"] = time.perf_counter() - start
     key, sizes = image_key(cfg), np.cumsum([len(s) for s in stacks])[:-1]
     start = time.perf_counter()
-    rows = [
-        row
-        for it, emb in zip(images, np.split(total, sizes), strict=True)
-        for row in image_rows(it | {"embeddings": emb}, cfg, key)
+    embedded = [
+        it | {"embeddings": e} for it, e in zip(images, np.split(total, sizes), strict=True)
     ]
-    table = pa.Table.from_pylist(rows, schema=schemas(total.shape[1])["image"])
+    table = image_table(embedded, cfg, key, total.shape[1])
     with tempfile.TemporaryDirectory() as tmp:
         pq.write_table(table, os.path.join(tmp, "rows.parquet"), compression="zstd")
     spent["write"] = time.perf_counter() - start

@@ -10,11 +10,14 @@ silently grey-padded image.
 Videos (decord): one frame per second over the first 15 s; a video shorter than 15 s
 gets 15 frames evenly spaced over its length (spacing duration / 15). decord can spin
 for ever inside native code holding the GIL, or abort the process, on some broken
-files, so each video is decoded in a child process that is killed after a time limit.
+files, so videos are decoded in a child process that is killed when one takes longer
+than a time limit (`BoundedWorker`: one child decodes video after video, and is
+replaced only when it is killed or dies).
 """
 
 from __future__ import annotations
 
+import functools
 import io
 import multiprocessing as mp
 from dataclasses import dataclass
@@ -176,82 +179,114 @@ def frame_indices(times: np.ndarray, fps: float, n_frames_total: int) -> np.ndar
     return np.clip(np.floor(times * fps + 0.5).astype(np.int64), 0, max(0, n_frames_total - 1))
 
 
-def _decode_video_child(source: str | bytes, size: int, conn) -> None:
-    """Runs in a child process: sample and decode the frames of a file (or of its bytes,
-    as read from storage), send them back."""
-    try:
-        import decord
+def _decode_video(source: str | bytes, size: int) -> dict:
+    """Runs in the decoder process: sample and decode the frames of a file (or of its
+    bytes, as read from storage)."""
+    import decord
 
-        # Native size, then the same PIL resize as images: frames, thumbnails and images
-        # must be comparable (dedup compares a thumbnail file with a first frame; the
-        # mixed models put images and frames side by side).
-        vr = decord.VideoReader(
-            io.BytesIO(source) if isinstance(source, bytes) else source, num_threads=1
-        )
-        n_total = len(vr)
-        fps = float(vr.get_avg_fps())
-        if n_total <= 0 or not np.isfinite(fps) or fps <= 0:
-            raise DecodeError(f"container reports {n_total} frames at {fps} fps")
-        duration = n_total / fps
-        times = frame_times(duration)
-        idx = frame_indices(times, fps, n_total)
-        native = vr.get_batch(idx.tolist()).asnumpy()
-        if native.ndim != 4 or len(native) != len(idx) or native.shape[-1] != 3:
-            raise DecodeError(f"decoded frames have shape {native.shape}")
-        frames = np.stack([resize(Image.fromarray(f), size) for f in native])
-        conn.send(
-            (
-                "ok",
-                {
-                    "frames": frames,
-                    "fps": fps,
-                    "n_frames_total": n_total,
-                    "duration_s": duration,
-                    "frame_times_s": times,
-                },
-            )
-        )
-    except Exception as exc:  # everything goes back to the parent as a reason
-        msg = str(exc).strip().splitlines()
-        conn.send(("error", f"{type(exc).__name__}: {msg[-1] if msg else ''}"[:500]))
-    finally:
-        conn.close()
+    # Native size, then the same PIL resize as images: frames, thumbnails and images must
+    # be comparable (dedup compares a thumbnail file with a first frame; the mixed models
+    # put images and frames side by side).
+    vr = decord.VideoReader(
+        io.BytesIO(source) if isinstance(source, bytes) else source, num_threads=1
+    )
+    n_total = len(vr)
+    fps = float(vr.get_avg_fps())
+    if n_total <= 0 or not np.isfinite(fps) or fps <= 0:
+        raise DecodeError(f"container reports {n_total} frames at {fps} fps")
+    duration = n_total / fps
+    times = frame_times(duration)
+    idx = frame_indices(times, fps, n_total)
+    native = vr.get_batch(idx.tolist()).asnumpy()
+    if native.ndim != 4 or len(native) != len(idx) or native.shape[-1] != 3:
+        raise DecodeError(f"decoded frames have shape {native.shape}")
+    return {
+        "frames": np.stack([resize(Image.fromarray(f), size) for f in native]),
+        "fps": fps,
+        "n_frames_total": n_total,
+        "duration_s": duration,
+        "frame_times_s": times,
+    }
 
 
-def run_bounded(target, args: tuple, timeout_s: float) -> tuple[str, Any]:
-    """Run `target(*args, conn)` in a child process; ('ok'|'error', payload) from it, or
-    ('error', why) when it exceeds `timeout_s` (then it is killed) or dies."""
-    ctx = mp.get_context("forkserver")
-    # The fork server imports these once; each child then starts in milliseconds.
-    ctx.set_forkserver_preload(["numpy", "decord", "popray.decode"])
-    recv, send = ctx.Pipe(duplex=False)
-    proc = ctx.Process(target=target, args=(*args, send), daemon=True)
-    proc.start()
-    send.close()
-    try:
-        if recv.poll(timeout_s):
-            try:
-                return recv.recv()
-            except EOFError:
-                pass
-        else:
-            proc.kill()
-            proc.join(5)
-            return "error", f"decoding took longer than {timeout_s:g} s (killed)"
-        proc.join(5)
-        return "error", f"decoder process died (exit code {proc.exitcode})"
-    finally:
-        recv.close()
-        if proc.is_alive():
-            proc.kill()
-        proc.join(1)
+def _serve(fn, conn) -> None:
+    """The child's loop: call `fn` on each tuple of arguments received and send back
+    ('ok', result) or ('error', reason), until the parent closes its end."""
+    while True:
+        try:
+            args = conn.recv()
+        except EOFError:
+            return
+        try:
+            reply = ("ok", fn(*args))
+        except Exception as exc:  # everything goes back to the parent as a reason
+            msg = str(exc).strip().splitlines()
+            reply = ("error", f"{type(exc).__name__}: {msg[-1] if msg else ''}"[:500])
+        conn.send(reply)
+
+
+class BoundedWorker:
+    """Calls `fn` in a child process that outlives the call, so that many short calls
+    (a video each) share one process instead of starting one each; a call that runs past
+    its time limit gets the child killed, a child that dies is reported as such, and the
+    next call starts a fresh one. A child is also replaced after `max_calls` calls, so a
+    leak in native code cannot build up."""
+
+    def __init__(self, fn, max_calls: int = 256) -> None:
+        self.fn, self.max_calls = fn, max_calls
+        self.proc: Any = None
+        self.conn: Any = None
+        self.calls = 0
+
+    def _start(self) -> None:
+        ctx = mp.get_context("forkserver")
+        # The fork server imports these once; each child then starts in milliseconds.
+        ctx.set_forkserver_preload(["numpy", "decord", "popray.decode"])
+        self.conn, child = ctx.Pipe(duplex=True)
+        self.proc = ctx.Process(target=_serve, args=(self.fn, child), daemon=True)
+        self.proc.start()
+        child.close()
+        self.calls = 0
+
+    def call(self, args: tuple, timeout_s: float) -> tuple[str, Any]:
+        """('ok', fn(*args)) or ('error', why), within `timeout_s` seconds."""
+        if self.proc is None or not self.proc.is_alive() or self.calls >= self.max_calls:
+            self.close()
+            self._start()
+        self.calls += 1
+        try:
+            self.conn.send(args)
+            if not self.conn.poll(timeout_s):
+                self.close()
+                return "error", f"decoding took longer than {timeout_s:g} s (killed)"
+            return self.conn.recv()
+        except (EOFError, OSError):  # the child died (before or while working)
+            self.proc.join(5)
+            code = self.proc.exitcode
+            self.close()
+            return "error", f"decoder process died (exit code {code})"
+
+    def close(self) -> None:
+        if self.conn is not None:
+            self.conn.close()
+        if self.proc is not None:
+            if self.proc.is_alive():
+                self.proc.kill()
+            self.proc.join(5)
+        self.proc = self.conn = None
+
+
+@functools.cache
+def _video_worker() -> BoundedWorker:
+    """This process's video decoder (a Ray worker keeps it from task to task)."""
+    return BoundedWorker(_decode_video)
 
 
 def video_frames(source: Path | bytes, timeout_s: float, size: int = SIZE) -> dict:
     """Sampled frames and metadata of a video (a file, or its bytes), decoded in a
     bounded child process."""
     arg = source if isinstance(source, bytes) else str(source)
-    status, payload = run_bounded(_decode_video_child, (arg, size), timeout_s)
+    status, payload = _video_worker().call((arg, size), timeout_s)
     if status != "ok":
         raise DecodeError(payload)
     return payload

@@ -35,41 +35,59 @@ def schemas(width: int) -> dict[str, pa.Schema]:
     return {"image": embeddings_image_schema(width), "video": embeddings_video_schema(width)}
 
 
-def image_rows(r: dict, cfg: EmbedConfig, key: str) -> list[dict]:
-    """One row per view of an embedded image (view 0: the image itself)."""
-    return [
-        {
-            "media_id": r["media_id"],
-            "sha256": r["sha256"],
-            "backbone": cfg.backbone,
-            "preprocess": key,
-            "view": v,
-            "embedding": e,
-        }
-        for v, e in enumerate(np.asarray(r["embeddings"], np.float32))
-    ]
+def _vectors(rows: np.ndarray, *shape: int) -> pa.Array:
+    """float32 rows (n, *shape, width) as nested fixed-size lists, without a Python loop."""
+    arr = pa.array(np.ascontiguousarray(rows, np.float32).ravel())
+    for size in (rows.shape[-1], *reversed(shape)):
+        arr = pa.FixedSizeListArray.from_arrays(arr, size)
+    return arr
 
 
-def video_row(r: dict, cfg: EmbedConfig, key: str) -> dict:
-    """An embedded video's row: its 15 frames, their max over time, and the thumbnail's."""
-    emb = np.asarray(r["embeddings"], np.float32)
-    meta = json.loads(r["meta"])
-    frames = emb[: decode.N_FRAMES]
-    thumb = emb[decode.N_FRAMES] if meta["thumbnail_source"] == "file" else frames[0]
-    return {
-        "media_id": r["media_id"],
-        "sha256": r["sha256"],
-        "backbone": cfg.backbone,
-        "preprocess": key,
-        "duration_s": meta["duration_s"],
-        "fps": meta["fps"],
-        "n_frames_total": meta["n_frames_total"],
-        "frame_times_s": meta["frame_times_s"],
-        "frames": list(frames),
-        "pooled": frames.max(axis=0),
-        "thumbnail": thumb,
-        "thumbnail_source": meta["thumbnail_source"],
+def image_table(items: list[dict], cfg: EmbedConfig, key: str, width: int) -> pa.Table:
+    """One row per view of each embedded image (view 0: the image itself): columns
+    built from the stacked vectors (a row dict per view cost 4 ms per image)."""
+    embs = [np.asarray(r["embeddings"], np.float32) for r in items]
+    n = np.array([len(e) for e in embs], np.int64)
+    total = int(n.sum())
+    columns = {
+        "media_id": pa.array(np.repeat([r["media_id"] for r in items], n), pa.string()),
+        "sha256": pa.array(np.repeat([r["sha256"] for r in items], n), pa.string()),
+        "backbone": pa.array([cfg.backbone] * total, pa.string()),
+        "preprocess": pa.array([key] * total, pa.string()),
+        "view": pa.array(np.concatenate([np.arange(k, dtype=np.int32) for k in n]), pa.int32()),
+        "embedding": _vectors(np.concatenate(embs).reshape(total, width)),
     }
+    return pa.Table.from_pydict(columns, schema=schemas(width)["image"])
+
+
+def video_table(items: list[dict], cfg: EmbedConfig, key: str, width: int) -> pa.Table:
+    """One row per embedded video: its 15 frames, their max over time, and the
+    thumbnail's embedding (the file's when there is one, else the first frame's)."""
+    embs = [np.asarray(r["embeddings"], np.float32) for r in items]
+    metas = [json.loads(r["meta"]) for r in items]
+    frames = np.stack([e[: decode.N_FRAMES] for e in embs]).reshape(-1, decode.N_FRAMES, width)
+    thumbs = np.stack(
+        [
+            e[decode.N_FRAMES] if m["thumbnail_source"] == "file" else e[0]
+            for e, m in zip(embs, metas, strict=True)
+        ]
+    ).reshape(-1, width)
+    times = np.array([m["frame_times_s"] for m in metas], np.float32).reshape(-1, decode.N_FRAMES)
+    columns = {
+        "media_id": pa.array([r["media_id"] for r in items], pa.string()),
+        "sha256": pa.array([r["sha256"] for r in items], pa.string()),
+        "backbone": pa.array([cfg.backbone] * len(items), pa.string()),
+        "preprocess": pa.array([key] * len(items), pa.string()),
+        "duration_s": pa.array([m["duration_s"] for m in metas], pa.float64()),
+        "fps": pa.array([m["fps"] for m in metas], pa.float64()),
+        "n_frames_total": pa.array([m["n_frames_total"] for m in metas], pa.int64()),
+        "frame_times_s": _vectors(times),
+        "frames": _vectors(frames, decode.N_FRAMES),
+        "pooled": _vectors(frames.max(axis=1)),
+        "thumbnail": _vectors(thumbs),
+        "thumbnail_source": pa.array([m["thumbnail_source"] for m in metas], pa.string()),
+    }
+    return pa.Table.from_pydict(columns, schema=schemas(width)["video"])
 
 
 def write_block(
@@ -77,22 +95,17 @@ def write_block(
 ) -> dict[str, np.ndarray]:
     """Ray Data task: write the block's embedding rows to `staging/<kind>/<uuid>.parquet`;
     return only each item's status (its error, "" when embedded)."""
-    rows: dict[str, list[dict]] = {"image": [], "video": []}
-    width = 0
+    found: dict[str, list[dict]] = {"image": [], "video": []}
     for i in range(len(batch["media_id"])):
-        r = {k: batch[k][i] for k in ("media_id", "sha256", "kind", "meta", "error", "embeddings")}
-        if r["error"]:
-            continue
-        width = np.asarray(r["embeddings"]).shape[1]
-        if r["kind"] == "image":
-            rows["image"] += image_rows(r, cfg, keys["image"])
-        else:
-            rows["video"].append(video_row(r, cfg, keys["video"]))
-    for kind, found in rows.items():
-        if found:
+        if not batch["error"][i]:
+            r = {k: batch[k][i] for k in ("media_id", "sha256", "kind", "meta", "embeddings")}
+            found[str(r["kind"])].append(r)
+    for kind, build in (("image", image_table), ("video", video_table)):
+        if found[kind]:
+            width = np.asarray(found[kind][0]["embeddings"]).shape[1]
+            table = build(found[kind], cfg, keys[kind], width)
             folder = staging.child(kind)
             folder.fs.create_dir(folder.path(), recursive=True)
-            table = pa.Table.from_pylist(found, schema=schemas(width)[kind])
             path = folder.path(f"{uuid.uuid4().hex}.parquet")
             pq.write_table(table, path, filesystem=folder.fs, compression="zstd")
     return {k: batch[k] for k in STATUS}

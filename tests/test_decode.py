@@ -49,21 +49,41 @@ def test_video_sampling_picks_the_right_frames(tmp_path, n_frames, fps):
     assert np.allclose(levels, (expected * 7) % 256, atol=3), (levels, expected)
 
 
-def _sleep_forever(conn):
+def _sleep_forever():
     time.sleep(3600)
 
 
-def _abort(conn):
+def _abort():
     os.abort()
 
 
-def test_bounded_run_kills_a_hung_decoder_and_survives_a_crash():
+def _pid(x):
+    if x == "fail":
+        raise ValueError("bad\nreally bad")
+    return os.getpid()
+
+
+def test_bounded_worker_reuses_its_child_and_replaces_a_hung_or_dead_one():
+    worker = decode.BoundedWorker(_pid, max_calls=3)
+    try:
+        pids = [worker.call((i,), timeout_s=30) for i in range(3)]
+        assert {p[0] for p in pids} == {"ok"} and len({p[1] for p in pids}) == 1  # one child
+        assert pids[0][1] != os.getpid()
+        assert worker.call(("fail",), 30) == ("error", "ValueError: really bad")
+        fresh = worker.call((0,), 30)  # max_calls reached before the failure: replaced
+        assert fresh[0] == "ok" and fresh[1] != pids[0][1]
+    finally:
+        worker.close()
+    hung = decode.BoundedWorker(_sleep_forever)
     start = time.perf_counter()
-    status, why = decode.run_bounded(_sleep_forever, (), timeout_s=1.0)
+    status, why = hung.call((), timeout_s=1.0)
     assert status == "error" and "longer than 1 s" in why
     assert time.perf_counter() - start < 15
-    status, why = decode.run_bounded(_abort, (), timeout_s=30)
+    assert hung.proc is None  # killed
+    crash = decode.BoundedWorker(_abort)
+    status, why = crash.call((), timeout_s=30)
     assert status == "error" and "died" in why
+    assert crash.call((), timeout_s=30)[1].startswith("decoder process died")  # restarted
 
 
 def test_broken_videos_end_in_a_decode_error(tiny_input, tiny_truth):

@@ -187,3 +187,41 @@ def test_the_cluster_writes_the_rows_and_only_statuses_reach_the_driver(
                 if r["media_id"] == row["media_id"] and r.get("view") == row.get("view")
             ]
             assert np.allclose(same[0][col], row[col], atol=1e-4)
+
+
+def test_embedding_tables_keep_each_vector_in_its_row():
+    """The columnar row builders: views in order, frames in order, the max over time,
+    the thumbnail file's vector or the first frame's."""
+    import json
+
+    from popray.config import EmbedConfig
+    from popray.embed_write import image_table, video_table
+
+    cfg, rng = EmbedConfig(views=2), np.random.default_rng(0)
+    images = [
+        {"media_id": f"i{k}", "sha256": f"s{k}", "embeddings": rng.normal(size=(3, 4))}
+        for k in range(2)
+    ]
+    table = image_table(images, cfg, "key", width=4).to_pylist()
+    assert [(r["media_id"], r["view"]) for r in table] == [
+        (m, v) for m in ("i0", "i1") for v in range(3)
+    ]
+    for r in table:
+        emb = images[int(r["media_id"][1])]["embeddings"][r["view"]]
+        assert np.allclose(r["embedding"], emb) and r["preprocess"] == "key"
+    meta = {"duration_s": 3.0, "fps": 5.0, "n_frames_total": 15, "frame_times_s": [0.2] * 15}
+    videos = [
+        {
+            "media_id": f"v{k}",
+            "sha256": f"t{k}",
+            "meta": json.dumps(meta | {"thumbnail_source": source}),
+            "embeddings": rng.normal(size=(16 if source == "file" else 15, 4)),
+        }
+        for k, source in enumerate(("file", "first_frame"))
+    ]
+    rows = video_table(videos, cfg, "vkey", width=4).to_pylist()
+    for r, v in zip(rows, videos, strict=True):
+        frames = v["embeddings"][:15]
+        assert np.allclose(r["frames"], frames) and np.allclose(r["pooled"], frames.max(0))
+        thumb = v["embeddings"][15] if r["thumbnail_source"] == "file" else frames[0]
+        assert np.allclose(r["thumbnail"], thumb) and r["n_frames_total"] == 15
