@@ -129,7 +129,7 @@ def _sample_media(input_dir: Path) -> tuple[list[dict], list[dict]]:
             "media_id": m["media_id"],
             "sha256": m["sha256"],
             "kind": m["media_type"],
-            "path": str(input_dir / m["path"]),
+            "path": str(input_dir.resolve() / m["path"]),  # Ray workers run elsewhere
             "thumb": "",
         }
         for m in media
@@ -222,6 +222,7 @@ def realistic_videos(folder: Path, size: tuple[int, int] = (720, 1280)) -> list[
     from popray.ingest import sha256_file
     from popray.sample_media import write_video
 
+    folder = folder.resolve()  # absolute: the Ray workers run in other folders
     folder.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(42)
     items = []

@@ -32,6 +32,7 @@ def photos_1080(folder: Path, n: int) -> list[dict]:
 
     from popray.ingest import sha256_file
 
+    folder = folder.resolve()  # absolute: the Ray workers run in other folders
     folder.mkdir(parents=True, exist_ok=True)
     sources = [Image.fromarray(getattr(skimage.data, name)()[..., :3]) for name in PHOTOS]
     items = []
