@@ -221,7 +221,7 @@ class Embedder:
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         stacks = list(batch.pop("pixels"))
-        jpegs = list(batch.pop("jpeg", [np.zeros(0, np.uint8)] * len(stacks)))
+        jpegs = list(batch.pop("jpeg"))
         sizes = [len(s) for s in stacks]
         # concatenate() gives a fresh, writable array (object-store batches are read-only)
         feats = self.embed_frames(np.concatenate([*stacks, stacks[0][:0]]))

@@ -65,14 +65,14 @@ def video_table(items: list[dict], cfg: EmbedConfig, key: str, width: int) -> pa
     thumbnail's embedding (the file's when there is one, else the first frame's)."""
     embs = [np.asarray(r["embeddings"], np.float32) for r in items]
     metas = [json.loads(r["meta"]) for r in items]
-    frames = np.stack([e[: decode.N_FRAMES] for e in embs]).reshape(-1, decode.N_FRAMES, width)
+    frames = np.stack([e[: decode.N_FRAMES] for e in embs])  # (n, 15, width)
     thumbs = np.stack(
         [
             e[decode.N_FRAMES] if m["thumbnail_source"] == "file" else e[0]
             for e, m in zip(embs, metas, strict=True)
         ]
-    ).reshape(-1, width)
-    times = np.array([m["frame_times_s"] for m in metas], np.float32).reshape(-1, decode.N_FRAMES)
+    )
+    times = np.array([m["frame_times_s"] for m in metas], np.float32)
     columns = {
         "media_id": pa.array([r["media_id"] for r in items], pa.string()),
         "sha256": pa.array([r["sha256"] for r in items], pa.string()),
