@@ -61,6 +61,10 @@ class Dataset:
     def profiles(self) -> list[str]:
         return sorted(self._rows)
 
+    def rows_of(self, profile: str) -> tuple[list[int], list[int]]:
+        """The row numbers of one profile's images and videos (no copy of any array)."""
+        return self._rows.get(profile, ([], []))
+
     def for_profile(self, profile: str) -> Dataset:
         """The items of one profile (folds, models and metrics are per profile)."""
         if self.profiles() == [profile]:

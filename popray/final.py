@@ -19,6 +19,7 @@ import json
 import os
 import shutil
 import uuid
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -26,11 +27,12 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
+import ray
 import torch
 from torch import nn
 
 from popray.cells import Cell
-from popray.config import GridConfig
+from popray.config import GridConfig, TrainConfig
 from popray.dataset import Dataset
 from popray.folds import all_data
 from popray.models import REGISTRY, create_model
@@ -162,29 +164,24 @@ def base_meta(
     }
 
 
-def _final_model(
-    root: Path,
-    ds: Dataset,
-    cfg: GridConfig,
-    backbone: str,
-    model: str,
-    k: int,
-    epochs: int,
-    accuracy: float | None,
-) -> dict:
-    """Train (or reuse) and save one final model on `ds` (one profile's items); its row
-    of the `models` table."""
-    (profile,) = ds.profiles()
-    items, snapshot = identity(ds, backbone, model, profile)
-    train_cfg = cfg.train.model_copy(update={"epochs": epochs})
-    meta = saved(root / folder_name(model, k, snapshot), snapshot, train_cfg)
-    if meta is None:  # not saved yet from the same data and settings
-        x, y, views = all_data(ds, model)
-        net = fit_all(model, k, x, y, train_cfg, seed=0, train_views=views)
-        meta = base_meta(ds, backbone, model, k, profile, snapshot, train_cfg)
-        meta |= {"width": int(x.shape[-1]), "grid_accuracy_mean": accuracy}
-        meta = save_model(root, net, items, meta)
-    return model_row(meta, items, ds.features)
+@ray.remote
+def _fit_final(ds: Dataset, model: str, k: int, train_cfg, threads: int) -> tuple[nn.Module, int]:
+    """A Ray task: one final model trained on all of `ds` (one profile's items); the
+    trained network (on the CPU) and its input width come back to the driver."""
+    torch.set_num_threads(threads)
+    x, y, views = all_data(ds, model)
+    return fit_all(model, k, x, y, train_cfg, seed=0, train_views=views), int(x.shape[-1])
+
+
+@dataclass
+class _Job:
+    """A final model to train: its profile's items, what `model.json` will record (less
+    its width), and the settings it trains with."""
+
+    ds: Dataset
+    items: pa.Table
+    meta: dict
+    train_cfg: TrainConfig
 
 
 def train_final(
@@ -195,10 +192,12 @@ def train_final(
     metrics: pa.Table,
     backbone: str,
     cells: list[Cell] | None = None,
-) -> pa.Table:
+) -> tuple[pa.Table, int]:
     """Train, save and list (table `models`) one final model per (profile, model, k) of
     `cells` (cells.Cell; default: all) of one protocol (the stratified folds when they
-    ran); a model already saved from the same items, labels and settings is reused."""
+    ran), as Ray tasks (`grid.cpus_per_trial` and `gpus_per_trial` each); a model already
+    saved from the same items, labels and settings is reused. Returns the table and how
+    many models were reused."""
     root = out / MODELS_DIR
     root.mkdir(parents=True, exist_ok=True)
     protocols = set(trials["protocol"].to_pylist())
@@ -214,22 +213,49 @@ def train_final(
             for m in cfg.models
             for k, d in datasets.items()
         ]
-    cells = [c for c in cells if c.protocol == protocol]
-    rows = [
-        _final_model(
-            root,
-            datasets[k].for_profile(profile),
-            cfg,
-            backbone,
-            model,
-            k,
-            _epochs(trials, model, k, profile, protocol),
-            accuracy.get((model, k, profile)),
-        )
-        for model, k, profiles, _ in cells
-        for profile in profiles
-    ]
-    return pa.Table.from_pylist(rows, schema=MODELS)
+    rows, jobs = [], []
+    for model, k, profiles, _ in (c for c in cells if c.protocol == protocol):
+        for profile in profiles:
+            ds = datasets[k].for_profile(profile)
+            items, snapshot = identity(ds, backbone, model, profile)
+            epochs = _epochs(trials, model, k, profile, protocol)
+            train_cfg = cfg.train.model_copy(update={"epochs": epochs})
+            meta = saved(root / folder_name(model, k, snapshot), snapshot, train_cfg)
+            if meta is not None:  # saved before from the same data and settings
+                rows.append(model_row(meta, items, ds.features))
+                continue
+            meta = base_meta(ds, backbone, model, k, profile, snapshot, train_cfg)
+            meta["grid_accuracy_mean"] = accuracy.get((model, k, profile))
+            jobs.append(_Job(ds, items, meta, train_cfg))
+    reused = len(rows)
+    rows += _train_jobs(root, jobs, cfg)
+    return pa.Table.from_pylist(rows, schema=MODELS), reused
+
+
+def _train_jobs(root: Path, jobs: list[_Job], cfg: GridConfig) -> list[dict]:
+    """Train `jobs` as Ray tasks, at most twice as many in flight as the cluster has slots
+    (the driver holds only those profiles' data), and save each model as it comes back."""
+    threads = max(1, int(cfg.cpus_per_trial))
+    fit = _fit_final.options(num_cpus=cfg.cpus_per_trial, num_gpus=cfg.gpus_per_trial)
+    slots = max(1, int(ray.cluster_resources().get("CPU", 1) // cfg.cpus_per_trial)) if jobs else 1
+    pending: dict[ray.ObjectRef, _Job] = {}
+    rows = []
+
+    def save_next() -> None:
+        (ref,), _ = ray.wait(list(pending), num_returns=1)
+        job = pending.pop(ref)
+        net, width = ray.get(ref)
+        meta = save_model(root, net, job.items, job.meta | {"width": width})
+        rows.append(model_row(meta, job.items, job.ds.features))
+
+    for job in jobs:
+        model, k = job.meta["model"], job.meta["k"]
+        pending[fit.remote(job.ds, model, k, job.train_cfg, threads)] = job
+        if len(pending) >= 2 * slots:
+            save_next()
+    while pending:
+        save_next()
+    return rows
 
 
 def has_models(out: Path, profile: str | None = None) -> bool:

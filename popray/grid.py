@@ -60,6 +60,7 @@ from popray.pooled import PROFILE_GROUPED
 from popray.storage import Location, check_cluster_reach
 from popray.tables import MODELS, PREDICTIONS, TRIALS, TS
 from popray.train import fit_fold
+from popray.units import Reuse, published, remaining, unit_keys
 from popray.walkforward import Timeline, build_timelines, run_windows
 
 PREDICTIONS_FILE = "predictions.parquet"
@@ -244,12 +245,9 @@ def _summary(metrics: dict) -> dict:
     return {name: value for name, value in metrics.items() if name != "profiles"}
 
 
-def fingerprint(
-    cfg: GridConfig, datasets: dict[int, Dataset], backbone: str, cells, timelines=None
-) -> str:
-    """What the grid's results depend on: its options and the exact items and labels
-    (walk-forward: every window's bounds and classes too)."""
-    digest = hashlib.sha256()
+def fingerprint(cfg: GridConfig, backbone: str, cells: list[Cell], units: dict) -> str:
+    """What the grid's results depend on: its options, its cells, and the unit
+    (`popray.units`: items, labels, windows) of every (profile, k) they train."""
     options = cfg.model_dump(
         include={
             "models",
@@ -262,21 +260,10 @@ def fingerprint(
             "walk_forward",
         }
     )
-    schemes = sorted({ds.scheme for ds in datasets.values()})
-    digest.update(json.dumps([FORMAT, options, backbone, schemes, cells], sort_keys=True).encode())
-    for k in sorted(datasets):
-        ds = datasets[k]
-        for ids, shas, y in (
-            (ds.image_ids, ds.image_sha256, ds.image_y),
-            (ds.video_ids, ds.video_sha256, ds.video_y),
-        ):
-            digest.update(json.dumps([k, ids, shas, y.tolist()]).encode())
-    for k, per_profile in sorted((timelines or {}).items()):
-        for profile, tl in sorted(per_profile.items()):
-            digest.update(f"{k}/{profile}".encode())
-            for array in (tl.bounds, tl.image_t, tl.video_t, tl.image_class, tl.video_class):
-                digest.update(np.ascontiguousarray(array, np.int64).tobytes())
-    return digest.hexdigest()[:16]
+    trained = sorted({(p, c.k) for c in cells for p in c.profiles})
+    mine = [[p, k, units[(p, k)]] for p, k in trained]
+    text = json.dumps([FORMAT, options, backbone, cells, mine], sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 class _Progress(tune.Callback):
@@ -304,7 +291,7 @@ class _Progress(tune.Callback):
 class GridResult:
     trials: pa.Table
     predictions: pa.Table
-    experiment: Location
+    experiment: Location | None  # None: nothing left to train, every row taken over
     resumed: bool
     reused: int  # trials finished by an earlier run (interrupted, or the same data)
 
@@ -346,7 +333,8 @@ def run_grid(
         ]
     specs = trial_specs(cfg, cells)
     root = grid_root(out, storage)
-    name = f"grid-{fingerprint(cfg, datasets, backbone, cells, timelines)}"
+    units = unit_keys(cfg, datasets, backbone, timelines)
+    name = f"grid-{fingerprint(cfg, backbone, cells, units)}"
     experiment = root.child(name)
     if not ray.is_initialized():
         ray.init()
@@ -383,7 +371,7 @@ def run_grid(
             ),
         )
     results = tuner.fit()  # a restored grid whose trials all finished starts none
-    tables = _collect(results, results_dir, specs, cfg, backbone, datasets)
+    tables = _collect(results, results_dir, specs, cfg, backbone, datasets, units, name)
     return GridResult(*tables, experiment, resumed, reused)
 
 
@@ -398,6 +386,8 @@ def _collect(
     cfg: GridConfig,
     backbone: str,
     datasets: dict[int, Dataset],
+    units: dict,
+    grid_name: str,
 ):
     """The `trials` and `predictions` tables of a finished grid, read from the grid's
     storage; GridError otherwise."""
@@ -429,10 +419,12 @@ def _collect(
                     "finished_at": datetime.fromtimestamp(metrics["finished_at"], UTC),
                     "engine": cfg.engine,
                     "trial": spec.name,
+                    "grid": grid_name,
+                    "unit": units[(entry["profile_id"], spec.k)],
                 }
             )
-        for name, value in cell.items():
-            table = table.append_column(name, pa.array([value] * table.num_rows))
+        for column, value in cell.items():
+            table = table.append_column(column, pa.array([value] * table.num_rows))
         predictions.append(table.select(PREDICTIONS.names).cast(PREDICTIONS))
     return pa.Table.from_pylist(trials, schema=TRIALS), pa.concat_tables(predictions)
 
@@ -450,12 +442,18 @@ class TrainReport:
     skipped: list[str]  # (model, k) cells without enough data, and why
     seconds: float
     cross_profile: pa.Table | None = None  # popray.pooled: pooled against own, by history
+    profiles_trained: int = 0  # profiles with at least one cell trained by this run
+    profiles_reused: int = 0  # profiles whose every cell was taken over (popray.units)
+    models_reused: int = 0  # final models saved before from the same data and settings
 
     def line(self) -> str:
         n = self.grid.trials.num_rows
         reused = f" ({self.grid.reused} reused from an earlier run)" if self.grid.reused else ""
-        saved = f"; {self.models.num_rows} final models saved" if self.models else ""
-        return f"grid: {n} trials{reused} in {self.seconds:.1f} s{saved}"
+        saved = ""
+        if self.models:
+            saved = f"; {self.models.num_rows} final models saved ({self.models_reused} reused)"
+        profiles = f"; profiles: {self.profiles_trained} recomputed, {self.profiles_reused} reused"
+        return f"grid: {n} trials{reused} in {self.seconds:.1f} s{saved}{profiles}"
 
     def text(self) -> str:
         """The metrics, then the cross-profile comparison (when there is one)."""
@@ -495,31 +493,88 @@ def run_train(
         echo(f"skipped {reason}")
     if not cells:
         raise NothingToTrain("nothing to train: " + "; ".join(skipped))
-    grid = run_grid(out, datasets, cfg, backbone, echo, cells, timelines, storage)
+    part = f"{labels.scheme}-{backbone}" + ("-context" if cfg.context_features else "")
+    units = unit_keys(cfg, datasets, backbone, timelines)
+    reuse = published(out, part, units, cfg.seeds, cfg.protocols)
+    todo = remaining(cells, reuse)
+    grid = _grid_with_reuse(out, datasets, cfg, backbone, echo, todo, timelines, storage, reuse)
     pooled = _pooled(out, datasets, cfg, backbone, ranked_kfold, echo)
     predictions = pa.concat_tables([grid.predictions, *pooled.predictions])
     metrics = compute_metrics(predictions, recent, targets)
-    part = f"{labels.scheme}-{backbone}" + ("-context" if cfg.context_features else "")
     store.write_table(out, "trials", grid.trials, part=part)
     store.write_table(out, "predictions", predictions, part=part)
     store.write_table(out, "metrics", metrics, part=part)
     store.write_table(out, "cross_profile", pooled.cross_profile, part=part)
-    models = None
+    models, models_reused = None, 0
     if cfg.final_models:
         echo("training the final models on all the data")
-        models = train_final(out, datasets, cfg, grid.trials, metrics, backbone, cells)
+        models, models_reused = train_final(
+            out, datasets, cfg, grid.trials, metrics, backbone, cells
+        )
         models = pa.concat_tables([models, pa.Table.from_pylist(pooled.models, schema=MODELS)])
         store.write_table(out, "models", models, part=part)
         prune(out, store.read_table(out, "models"))
     store.refresh_views(out)
-    name = grid.experiment.display().rsplit("/", 1)[1]
+    name = grid.experiment.display().rsplit("/", 1)[1] if grid.experiment else None
     root = grid_root(out, storage)
     for stale in root.names():  # finished: older grids (and their results) are not needed
         if stale not in {name, f"{name}.results"}:
             root.child(stale).delete()
+    trained = {p for c in todo for p in c.profiles}
+    profiles = {p for c in cells for p in c.profiles}
     return TrainReport(
-        grid, metrics, models, skipped, time.perf_counter() - start, pooled.cross_profile
+        grid,
+        metrics,
+        models,
+        skipped,
+        time.perf_counter() - start,
+        pooled.cross_profile,
+        profiles_trained=len(trained),
+        profiles_reused=len(profiles - trained),
+        models_reused=models_reused,
     )
+
+
+def _grid_with_reuse(
+    out: Path,
+    datasets: dict[int, Dataset],
+    cfg: GridConfig,
+    backbone: str,
+    echo: Callable[[str], None],
+    todo: list[Cell],
+    timelines,
+    storage: Location | None,
+    reuse: Reuse,
+) -> GridResult:
+    """The grid over the cells left to train (on those profiles' data only), with the
+    rows taken over from the published run beside its own."""
+    if not reuse.cells:
+        return run_grid(out, datasets, cfg, backbone, echo, todo, timelines, storage)
+    old_trials = reuse.trials.cast(TRIALS)
+    old_predictions = reuse.predictions.select(PREDICTIONS.names).cast(PREDICTIONS)
+    taken = len(old_trials.select(["grid", "trial"]).group_by(["grid", "trial"]).aggregate([]))
+    if not todo:
+        echo(f"grid: every profile unchanged, {taken} trials taken over from the published run")
+        return GridResult(old_trials, old_predictions, None, False, taken)
+    names = {k: sorted({p for c in todo if c.k == k for p in c.profiles}) for k in datasets}
+    mine = {k: ds.for_profiles(names[k]) for k, ds in datasets.items() if names[k]}
+    grid = run_grid(out, mine, cfg, backbone, echo, todo, _only(timelines, names), storage)
+    return GridResult(
+        pa.concat_tables([old_trials, grid.trials]),
+        pa.concat_tables([old_predictions, grid.predictions]),
+        grid.experiment,
+        grid.resumed,
+        grid.reused + taken,
+    )
+
+
+def _only(timelines, names: dict[int, list[str]]):
+    """The walk-forward timelines of the profiles in `names` (k -> profiles)."""
+    if timelines is None:
+        return None
+    return {
+        k: {p: per[p] for p in names.get(k, [])} for k, per in timelines.items() if names.get(k)
+    }
 
 
 def _pooled(out: Path, datasets, cfg: GridConfig, backbone: str, ranked: dict, echo):

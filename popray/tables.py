@@ -203,6 +203,10 @@ TRIALS = pa.schema(
         pa.field("finished_at", TS, nullable=False),
         pa.field("engine", pa.string(), nullable=False),
         pa.field("trial", pa.string(), nullable=False),  # its result: <grid>/*.results/<trial>
+        pa.field("grid", pa.string(), nullable=False),  # the grid (Tune experiment) it ran in
+        # popray.units: the fingerprint of the (profile, k)'s items, labels and options; a
+        # later run takes the row over while it is unchanged
+        pa.field("unit", pa.string(), nullable=False),
     ]
 )
 

@@ -63,14 +63,15 @@ def _grid_tables(models, best_epochs):
 
 
 @pytest.mark.parametrize("model", ["image", "video", "image_to_video", "video_to_image"])
-def test_final_models_train_on_everything_save_and_load(tmp_path, model):
+def test_final_models_train_on_everything_save_and_load(ray_session, tmp_path, model):
     cfg = GridConfig(models=[model], train=TrainConfig(epochs=15))
     trials, metrics = _grid_tables([model], [20, 30, 45])
     # walk-forward trials beside them pick their epochs on other data: not used here
     forward = trials.to_pylist()
     forward = [t | {"protocol": "walk_forward", "best_epoch": 2} for t in forward]
     trials = pa.concat_tables([trials, pa.Table.from_pylist(forward, schema=TRIALS)])
-    table = train_final(tmp_path, DATASETS, cfg, trials, metrics, "b")
+    table, reused = train_final(tmp_path, DATASETS, cfg, trials, metrics, "b")
+    assert reused == 0
     assert table.num_rows == 2 and set(table["epochs"].to_pylist()) == {30}  # median best epoch
     for row in table.to_pylist():
         ds = DATASETS[row["k"]]
@@ -80,13 +81,22 @@ def test_final_models_train_on_everything_save_and_load(tmp_path, model):
         net, meta = load_final(tmp_path, row["path"])
         assert meta["snapshot"] == row["snapshot"] and meta["epochs"] == 30
         # the saved weights are those of a training on all the data for the median epoch
+        # (a Ray task trains it on grid.cpus_per_trial threads: the same here, bit for bit)
         x, y, views = all_data(ds, model)
-        again = fit_all(model, row["k"], x, y, TrainConfig(epochs=30), seed=0, train_views=views)
+        threads = torch.get_num_threads()
+        torch.set_num_threads(int(cfg.cpus_per_trial))
+        try:
+            again = fit_all(
+                model, row["k"], x, y, TrainConfig(epochs=30), seed=0, train_views=views
+            )
+        finally:
+            torch.set_num_threads(threads)
         for name, value in again.state_dict().items():
             assert torch.equal(net.state_dict()[name], value), name
     # same data, same settings: nothing is trained again
     before = {p: (tmp_path / p / "model.pt").stat().st_mtime_ns for p in table["path"].to_pylist()}
-    again = train_final(tmp_path, DATASETS, cfg, trials, metrics, "b")
+    again, reused = train_final(tmp_path, DATASETS, cfg, trials, metrics, "b")
+    assert reused == table.num_rows
     assert {
         p: (tmp_path / p / "model.pt").stat().st_mtime_ns for p in again["path"].to_pylist()
     } == before
