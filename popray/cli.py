@@ -318,7 +318,9 @@ def explain(
 
     try:
         with store.exclusive(out, "explain"):
-            table = run_explain(out, k, per_class, media, weights, profile, scheme, extremes)
+            table = run_explain(
+                out, k, per_class, media, weights, profile, scheme, extremes, typer.echo
+            )
     except (FileNotFoundError, ValueError, WeightsError, store.LockedError) as exc:
         _fail(str(exc))
     for row in table.to_pylist():
@@ -488,7 +490,12 @@ def _run_stages(cfg: RunConfig) -> None:
         elif trained.models is not None and "image" in trained.models["model"].to_pylist():
             typer.echo("explaining the image model (Grad-CAM)")
             with timed("explain"):
-                run_explain(cfg.out_dir, weights=cfg.embed.weights, scheme=cfg.label.scheme)
+                run_explain(
+                    cfg.out_dir,
+                    weights=cfg.embed.weights,
+                    scheme=cfg.label.scheme,
+                    echo=typer.echo,
+                )
     except NothingToTrain as exc:  # the other outputs stand; say why there are no models
         typer.echo(f"train: skipped, {exc}")
     typer.echo("drawing the figures")

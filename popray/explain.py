@@ -9,28 +9,39 @@ map, upsampled and laid over the original photo. Explained: a few labelled image
 each class, each profile's highest- and lowest-scored images (their out-of-fold score,
 for the report's "what works"), and any file given. Heatmaps go to
 `OUT/explain/k<k>/<name>.png`, and table `explanations` lists them.
+
+The work runs on a pool of Ray actors (`GradCam`, one per CPU or GPU of the cluster),
+each of which builds the backbone once and takes one profile at a time; the driver only
+hands out heads and writes the PNGs that come back. A profile whose model, picked images
+and weights are unchanged since the last run keeps its rows and heatmaps (its `unit`).
 """
 
 from __future__ import annotations
 
 import hashlib
-import shutil
+import io
+import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import ray
 import torch
 from matplotlib import colormaps
 from PIL import Image
+from ray.util import ActorPool
 from torch import nn
 
 from popray import decode, store
 from popray.backbones import Backbone, create_backbone
 from popray.final import load_final
+from popray.storage import Location
 from popray.tables import EXPLANATIONS
 
 EXPLAIN_DIR = "explain"
+FORMAT = 1  # of a profile's explain unit: bumped when what a heatmap shows changes
 OVERLAY_SIDE = 448  # longest side of a written heatmap
 
 
@@ -71,7 +82,7 @@ class Explainer:
     def tensor(self, pixels: np.ndarray) -> torch.Tensor:
         """(H, W, 3) uint8 at 224 x 224 -> normalised (1, 3, 224, 224)."""
         x = torch.from_numpy(np.array(pixels, copy=True)).permute(2, 0, 1)[None].float()
-        return (x - self.mean) / self.std
+        return (x.to(self.mean.device) - self.mean) / self.std
 
     def explain(self, source: Path | bytes) -> tuple[np.ndarray, np.ndarray, Image.Image]:
         """Class probabilities, the Grad-CAM map of the top class in [0, 1] (h x w of the
@@ -81,10 +92,10 @@ class Explainer:
         image = decode.load_image(source, draft=decode.DRAFT)  # as embedded
         x = self.tensor(decode.resize(image))
         with torch.no_grad():
-            proba = torch.softmax(self.network(x), dim=1)[0].numpy()
+            proba = torch.softmax(self.network(x), dim=1)[0].cpu().numpy()
         top = int(proba.argmax())
         cam = LayerGradCam(self.network, self.network.feature_map)
-        heat = cam.attribute(x, target=top, relu_attributions=True)[0, 0].detach().numpy()
+        heat = cam.attribute(x, target=top, relu_attributions=True)[0, 0].detach().cpu().numpy()
         peak = heat.max()
         return proba, (heat / peak if peak > 0 else heat), image
 
@@ -120,7 +131,7 @@ def _samples(
     out: Path, profile: str, scheme: str, k: int, per_class: int, seed: int = 0
 ) -> list[dict]:
     """`per_class` labelled images of each class (of the model's profile and scheme),
-    drawn with a fixed seed."""
+    drawn with a fixed seed, as explain jobs."""
     con = store.connect(out)
     try:
         rows = (
@@ -141,7 +152,11 @@ def _samples(
     for label in range(k):
         mine = [r for r in rows if r["label"] == label]
         picked += [mine[i] for i in sorted(rng.permutation(len(mine))[:per_class])]
-    return picked
+    return [
+        {"media_id": r["media_id"], "label": r["label"], "file": r["path"]}
+        | {"picked": "class_sample", "score": None}
+        for r in picked
+    ]
 
 
 def _extremes(out: Path, spec: dict, n: int) -> list[dict]:
@@ -176,11 +191,17 @@ def run_explain(
     profile: str | None = None,
     scheme: str | None = None,
     extremes: int = 3,
+    echo: Callable[[str], None] | None = None,
 ) -> pa.Table:
     """Heatmaps for a sample of each class of each profile (or of `profile`) and for its
     `extremes` highest- and lowest-scored images (out of fold), from the export, and for
     every `media` file; writes them and table `explanations`. A file that cannot be read
-    gets its error in the table instead of a heatmap."""
+    gets its error in the table instead of a heatmap.
+
+    Per profile: its rows are taken over from the last run while its unit (the saved
+    model, the images picked and the weights) is unchanged and its heatmaps are there;
+    the other profiles go to a pool of Grad-CAM actors (`GradCam`), each of which builds
+    the backbone once."""
     from popray.ingest import input_dir_of
 
     specs = _image_models(out, k, profile, scheme)
@@ -188,46 +209,162 @@ def run_explain(
         raise ValueError(f"{out}: models of {len(specs)} profiles; choose one with --profile")
     k = specs[0]["k"]
     folder = out / EXPLAIN_DIR / f"k{k}"
-    if folder.exists():  # the table is replaced below: so are the heatmaps it lists
-        shutil.rmtree(folder)
-    folder.mkdir(parents=True)
-    rows = []
-    export = input_dir_of(out)
+    folder.mkdir(parents=True, exist_ok=True)
+    before = _last_rows(out, f"k{k}")
+    files = [_file_job(Path(p)) for p in media or []]  # read here: the driver's own files
+    kept: dict[str, list[dict]] = {}
+    todo = []
     for spec in specs:
-        explainer = Explainer.load(out, spec["path"], weights)
-        jobs = [  # export media are read through the export's storage; --media files locally
-            {"media_id": r["media_id"], "label": r["label"], "file": r["path"]}
-            | {"picked": "class_sample", "score": None}
-            for r in _samples(out, spec["profile_id"], spec["scheme"], k, per_class)
-        ]
+        jobs = _samples(out, spec["profile_id"], spec["scheme"], k, per_class)
         jobs += _extremes(out, spec, extremes)
-        jobs += [
-            {"media_id": None, "label": None, "file": Path(p), "picked": "file", "score": None}
-            for p in media or []
-        ]
-        rows += [_explain_one(out, explainer, spec, job, folder, export) for job in jobs]
+        unit = None if files else _unit(spec, weights, jobs)
+        old = before.get(spec["profile_id"], [])
+        if unit and old and all(_still_there(out, r, unit) for r in old):
+            kept[spec["profile_id"]] = old
+        else:
+            todo.append(_Profile(spec, jobs + files, unit))
+    done = _explain_all(out, todo, weights, folder, input_dir_of(out))
+    rows = [r for spec in specs for r in (kept | done)[spec["profile_id"]]]
     table = pa.Table.from_pylist(rows, schema=EXPLANATIONS)
     store.write_table(out, "explanations", table, part=f"k{k}")
     store.refresh_views(out)
+    listed = {out / r["path"] for r in rows if r["path"]}
+    for png in folder.glob("*.png"):  # heatmaps of the last run that no row lists now
+        if png not in listed:
+            png.unlink()
+    if echo:
+        echo(f"explain: profiles: {len(todo)} recomputed, {len(kept)} reused")
     return table
 
 
-def _explain_one(
-    out: Path, explainer: Explainer, spec: dict, job: dict, folder: Path, export
-) -> dict:
-    """One heatmap (or the error that prevented it): a row of `explanations`."""
-    in_export = isinstance(job["file"], str)
-    shown = export.display(job["file"]) if in_export else str(job["file"])
-    row = {"k": explainer.k, "model_path": spec["path"], "profile_id": spec["profile_id"]}
-    row |= job | {"file": shown}
+@dataclass
+class _Profile:
+    """One profile's Grad-CAM work: its saved image model, the images, and its unit."""
+
+    spec: dict  # its row of table `models`
+    jobs: list[dict]
+    unit: str | None  # None: never taken over (--media files)
+
+
+def _file_job(path: Path) -> dict:
+    """A --media file as a job: its bytes (read here, where the file is), or why not."""
+    job = {"media_id": None, "label": None, "file": str(path), "picked": "file", "score": None}
     try:
-        source = export.read_bytes(job["file"]) if in_export else job["file"]
-        proba, heat, image = explainer.explain(source)
-    except (decode.DecodeError, OSError) as exc:
-        return row | {"pred": None, "proba": None, "path": None, "error": str(exc)}
+        return job | {"bytes": path.read_bytes()}
+    except OSError as exc:
+        return job | {"error": str(exc)}
+
+
+def _unit(spec: dict, weights: str | None, jobs: list[dict]) -> str:
+    """What a profile's heatmaps depend on: its model (path and creation time), the
+    backbone weights and the images picked."""
+    text = json.dumps(
+        [FORMAT, spec["path"], str(spec["created_at"]), weights, jobs], sort_keys=True
+    )
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _last_rows(out: Path, part: str) -> dict[str, list[dict]]:
+    """The last run's `explanations` rows of one k, by profile."""
+    if not store.has_table(out, "explanations", part):
+        return {}
+    table = store.read_table(out, "explanations", part)
+    if "unit" not in table.column_names:
+        return {}
+    by_profile: dict[str, list[dict]] = {}
+    for row in table.cast(EXPLANATIONS).to_pylist():
+        by_profile.setdefault(row["profile_id"], []).append(row)
+    return by_profile
+
+
+def _still_there(out: Path, row: dict, unit: str) -> bool:
+    return row["unit"] == unit and (row["path"] is None or (out / row["path"]).exists())
+
+
+def _explain_all(
+    out: Path, todo: list[_Profile], weights: str | None, folder: Path, export: Location
+) -> dict[str, list[dict]]:
+    """Grad-CAM for every profile in `todo` on a pool of actors (one per backbone in
+    use); the driver loads each head as its profile is handed out and writes the
+    heatmaps that come back."""
+    from popray.embed import ensure_ray
+
+    if not todo:
+        return {}
+    ensure_ray()
+    done = {}
+    for backbone in sorted({p.spec["backbone"] for p in todo}):
+        mine = [p for p in todo if p.spec["backbone"] == backbone]
+        pool = ActorPool(_actors(backbone, weights, len(mine)))
+
+        def submit(actor, work: _Profile):
+            head, _ = load_final(out, work.spec["path"])
+            return actor.explain.remote(head, work.spec["k"], work.jobs, export)
+
+        for work, results in zip(mine, pool.map(submit, mine), strict=True):
+            done[work.spec["profile_id"]] = [
+                _row(out, work, job, result, folder, export)
+                for job, result in zip(work.jobs, results, strict=True)
+            ]
+    return done
+
+
+def _actors(backbone: str, weights: str | None, n_profiles: int) -> list:
+    """Grad-CAM actors for the cluster as it is: one per GPU, else one per CPU (torch
+    threads share the CPUs), never more than there are profiles."""
+    resources = ray.cluster_resources()
+    gpus, cpus = int(resources.get("GPU", 0)), max(1, int(resources.get("CPU", 1)))
+    n = max(1, min(n_profiles, gpus or cpus))
+    threads = max(1, cpus // n)
+    actor = GradCam.options(num_cpus=1, num_gpus=1 if gpus else 0)
+    return [actor.remote(backbone, weights, threads, "cuda" if gpus else "cpu") for _ in range(n)]
+
+
+@ray.remote
+class GradCam:
+    """A Ray actor: the backbone, built once; Grad-CAM for one profile's images per call
+    (its head comes with the call). Reads export media through the export's storage and
+    returns each heatmap as PNG bytes."""
+
+    def __init__(self, backbone: str, weights: str | None, threads: int, device: str) -> None:
+        torch.set_num_threads(threads)
+        self.device = torch.device(device)
+        self.backbone = create_backbone(backbone, weights)
+        self.backbone.model.to(self.device)
+
+    def explain(self, head: nn.Module, k: int, jobs: list[dict], export: Location) -> list:
+        network = FullNetwork(self.backbone, head.to(self.device)).eval()
+        explainer = Explainer(network, *self.backbone.pixel_stats(self.device), k)
+        results = []
+        for job in jobs:
+            if "error" in job:  # a --media file the driver could not read
+                results.append(job["error"])
+                continue
+            try:
+                source = job["bytes"] if "bytes" in job else export.read_bytes(job["file"])
+                proba, heat, image = explainer.explain(source)
+            except (decode.DecodeError, OSError) as exc:
+                results.append(str(exc))
+                continue
+            png = io.BytesIO()
+            overlay(image, heat).save(png, format="PNG")
+            results.append((proba, png.getvalue()))
+        return results
+
+
+def _row(out: Path, work: _Profile, job: dict, result, folder: Path, export: Location) -> dict:
+    """One row of `explanations`: its heatmap written, or the error that prevented it."""
+    spec = work.spec
+    row = {"k": spec["k"], "model_path": spec["path"], "profile_id": spec["profile_id"]}
+    row |= {n: v for n, v in job.items() if n not in ("bytes", "error")} | {"unit": work.unit}
+    if job["picked"] != "file":  # a path inside the export
+        row["file"] = export.display(job["file"])
+    if isinstance(result, str):
+        return row | {"pred": None, "proba": None, "path": None, "error": result}
+    proba, png = result
     name = job["media_id"] or _file_name(Path(job["file"]))
     target = folder / f"{name}.png"
-    overlay(image, heat).save(target)
+    target.write_bytes(png)
     return row | {
         "pred": int(proba.argmax()),
         "proba": proba.astype(np.float32).tolist(),

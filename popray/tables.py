@@ -320,6 +320,9 @@ EXPLANATIONS = pa.schema(
         pa.field("proba", pa.list_(pa.float32())),
         pa.field("path", pa.string()),  # the heatmap, relative to OUT
         pa.field("error", pa.string()),  # why a file could not be explained
+        # what the row depends on (the model, the images picked, the weights): a later run
+        # takes the profile's rows over while it is unchanged; none for --media files
+        pa.field("unit", pa.string()),
     ]
 )
 

@@ -146,6 +146,27 @@ def test_predict_and_explain_need_a_profile_when_there_are_several(many, tmp_pat
     paths = {r["model_path"] for r in explained}
     assert len(paths) == len(profiles) and all(r["error"] is None for r in explained)
 
+    # again: a profile whose heatmaps are all there is taken over, the one that lost a
+    # heatmap is explained again, and nothing else is rewritten
+    lost = next(r for r in explained if r["profile_id"] == profiles[0])
+    (copy / lost["path"]).unlink()
+    others = [r["path"] for r in explained if r["profile_id"] != profiles[0]]
+    kept = {path: (copy / path).stat().st_mtime_ns for path in others}
+    lines: list[str] = []
+    again = run_explain(copy, k=2, per_class=1, weights="random", echo=lines.append).to_pylist()
+    assert lines == [f"explain: profiles: 1 recomputed, {len(profiles) - 1} reused"]
+    assert (copy / lost["path"]).exists()
+    strip = lambda rows: [{n: v for n, v in r.items() if n != "proba"} for r in rows]  # noqa: E731
+    assert strip(again) == strip(explained)
+    assert all((copy / path).stat().st_mtime_ns == mtime for path, mtime in kept.items())
+    # other picks: every profile is explained again, and heatmaps no row lists are gone
+    fewer = run_explain(copy, k=2, per_class=1, weights="random", extremes=0, echo=lines.append)
+    assert lines[-1] == f"explain: profiles: {len(profiles)} recomputed, 0 reused"
+    assert {p.name for p in (copy / "explain" / "k2").iterdir()} == {
+        p.rsplit("/", 1)[1] for p in fewer["path"].to_pylist()
+    }
+    assert fewer.num_rows == sum(r["picked"] == "class_sample" for r in explained)
+
 
 def test_walk_forward_windows_per_profile(many):
     """Beside the folds, each profile's last windows: trained on its own posts before the
