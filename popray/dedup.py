@@ -13,6 +13,7 @@ neighbour, for the threshold histogram).
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -152,44 +153,109 @@ def dedup_items(items: Items, threshold: float, cfg: DedupConfig) -> tuple[list,
     return dup_rows, nn_rows
 
 
-def _load(out: Path, backbone: str) -> dict[tuple[str, str], Items]:
-    """Items per (profile, media type) from the embeddings of `backbone`."""
+KINDS = ("image", "video")
+IN_FLIGHT_PER_CPU = 2  # tasks queued per cluster CPU: the driver holds only their items
+
+
+def _items(part: pa.Table, kind: str) -> Items:
+    return Items(
+        media_id=part["media_id"].to_pylist(),
+        vectors=np.stack(part["v"].to_numpy(zero_copy_only=False)).astype(np.float32),
+        published_us=part["t"].to_numpy(),
+        single=part["single"].to_numpy(zero_copy_only=False),
+        duration_s=part["duration_s"].to_numpy() if kind == "video" else None,
+        fps=part["fps"].to_numpy() if kind == "video" else None,
+    )
+
+
+def _stream(out: Path, backbone: str, batch_rows: int = 4096) -> Iterator[tuple[str, str, Items]]:
+    """(profile, media type, its items), one (profile, media type) at a time: the
+    queries come back in profile order, in record batches, so the driver never holds
+    more than one profile's items plus one batch."""
     from popray.labels import sql_text
 
-    queries = {"image": sql_text("dedup_images"), "video": sql_text("dedup_videos")}
     con = store.connect(out)
     try:
-        found: dict[tuple[str, str], Items] = {}
-        for kind, sql in queries.items():
-            table = con.sql(sql, params={"backbone": backbone}).to_arrow_table()
-            for profile in sorted(set(table["profile_id"].to_pylist())):
-                part = table.filter(pc.equal(table["profile_id"], profile))
-                found[(profile, kind)] = Items(
-                    media_id=part["media_id"].to_pylist(),
-                    vectors=np.stack(part["v"].to_numpy(zero_copy_only=False)).astype(np.float32),
-                    published_us=part["t"].to_numpy(),
-                    single=part["single"].to_numpy(zero_copy_only=False),
-                    duration_s=part["duration_s"].to_numpy() if kind == "video" else None,
-                    fps=part["fps"].to_numpy() if kind == "video" else None,
-                )
-        return found
+        for kind in KINDS:
+            sql = sql_text(f"dedup_{kind}s")
+            reader = con.sql(sql, params={"backbone": backbone}).to_arrow_reader(batch_rows)
+            held: list[pa.RecordBatch] = []
+            for batch in reader:
+                profiles = batch["profile_id"]
+                while batch.num_rows:
+                    first = profiles[0].as_py()
+                    if held and held[0]["profile_id"][0].as_py() != first:
+                        yield _whole(held, kind)
+                        held = []
+                    same = int(pc.sum(pc.equal(profiles, first)).as_py())  # sorted: a prefix
+                    held.append(batch.slice(0, same))
+                    batch, profiles = batch.slice(same), profiles.slice(same)
+            if held:
+                yield _whole(held, kind)
     finally:
         con.close()
 
 
+def _whole(batches: list[pa.RecordBatch], kind: str) -> tuple[str, str, Items]:
+    part = pa.Table.from_batches(batches)
+    return part["profile_id"][0].as_py(), kind, _items(part, kind)
+
+
+def _dedup_one(
+    tag: dict, items: Items, threshold: float, cfg: DedupConfig
+) -> tuple[pa.Table, pa.Table]:
+    """Ray task: the `duplicates` and `nn_distances` rows of one (profile, media type),
+    group ids counted from 0 within it."""
+    dups, nns = dedup_items(items, threshold, cfg)
+    return (
+        pa.Table.from_pylist([tag | r for r in dups], schema=SCHEMAS["duplicates"]),
+        pa.Table.from_pylist([tag | r for r in nns], schema=SCHEMAS["nn_distances"]),
+    )
+
+
 def run_dedup(out: Path, cfg: DedupConfig, backbone: str) -> tuple[pa.Table, pa.Table]:
-    """Find near-duplicates among the embedded media of `out`; publish both tables."""
+    """Find near-duplicates among the embedded media of `out`, one Ray task per
+    (profile, media type), at most `IN_FLIGHT_PER_CPU` per cluster CPU in flight; publish
+    both tables. Group ids are numbered in (media type, profile) order, as the tasks were
+    submitted, whatever order they finish in."""
+    import ray
+
+    from popray.embed import ensure_ray
+
+    ensure_ray()
     threshold = cfg.threshold_for(backbone)
-    dup_rows, nn_rows, offset = [], [], 0
-    for (profile, kind), items in _load(out, backbone).items():
-        dups, nns = dedup_items(items, threshold, cfg)
+    task = ray.remote(num_cpus=1, max_retries=3)(_dedup_one)
+    limit = max(1, int(ray.cluster_resources().get("CPU", 1) * IN_FLIGHT_PER_CPU))
+    pending: dict[ray.ObjectRef, int] = {}
+    done: list[tuple[pa.Table, pa.Table] | None] = []
+
+    def take(refs: list[ray.ObjectRef]) -> None:
+        for ref in refs:
+            done[pending.pop(ref)] = ray.get(ref)
+
+    for profile, kind, items in _stream(out, backbone):
         tag = {"profile_id": profile, "media_type": kind, "backbone": backbone}
-        dup_rows += [tag | r | {"group_id": r["group_id"] + offset} for r in dups]
-        nn_rows += [tag | r for r in nns]
-        offset += len({r["group_id"] for r in dups})
-    duplicates = pa.Table.from_pylist(dup_rows, schema=SCHEMAS["duplicates"])
-    nn_distances = pa.Table.from_pylist(nn_rows, schema=SCHEMAS["nn_distances"])
+        pending[task.remote(tag, items, threshold, cfg)] = len(done)
+        done.append(None)
+        if len(pending) >= limit:
+            take(ray.wait(list(pending), num_returns=1)[0])
+    take(list(pending))
+    dup_parts, nn_parts, offset = [], [], 0
+    column = SCHEMAS["duplicates"].get_field_index("group_id")
+    for dups, nns in done:
+        ids = dups["group_id"]
+        dup_parts.append(dups.set_column(column, "group_id", pc.add(ids, offset)))
+        nn_parts.append(nns)
+        offset += len(pc.unique(ids))
+    duplicates = _concat(dup_parts, "duplicates")
+    nn_distances = _concat(nn_parts, "nn_distances")
     store.write_table(out, "duplicates", duplicates, part=backbone)
     store.write_table(out, "nn_distances", nn_distances, part=backbone)
     store.refresh_views(out)
     return duplicates, nn_distances
+
+
+def _concat(parts: list[pa.Table], name: str) -> pa.Table:
+    if not parts:
+        return SCHEMAS[name].empty_table()
+    return pa.concat_tables(parts)

@@ -116,3 +116,32 @@ def test_search_matches_brute_force(monkeypatch, blocks):
     assert np.allclose(full[np.arange(600), nn_idx], full.min(axis=1), atol=1e-4)
     want = {(i, j) for i, j in zip(*np.nonzero(full < threshold), strict=True) if i < j}
     assert {tuple(pr) for pr in pairs.tolist()} == want and len(want) > 100
+
+
+def test_tasks_per_profile_and_media_type_keep_every_item_and_number_groups_apart(tmp_path):
+    """run_dedup streams one (profile, media type) at a time to Ray tasks: however the
+    record batches split the rows, every item comes out once, in its own profile, and
+    group ids never repeat across profiles."""
+    from popray.bench_scale import BACKBONE, synthetic_out
+    from popray.dedup import _stream
+
+    synthetic_out(tmp_path, profiles=4, posts=12)
+    whole = {(p, k): items.media_id for p, k, items in _stream(tmp_path, BACKBONE)}
+    small = {(p, k): items.media_id for p, k, items in _stream(tmp_path, BACKBONE, batch_rows=5)}
+    assert small == whole and len(whole) == 8  # 4 profiles x (images, videos)
+    media = store.connect(tmp_path).sql("SELECT media_id, profile_id FROM media").fetchall()
+    profile_of = dict(media)
+    assert all(profile_of[m] == p for (p, _), ids in whole.items() for m in ids)
+    assert sum(map(len, whole.values())) == len(media)
+
+    # A threshold above every distance: each (profile, media type) of two or more items
+    # is one group.
+    dups, nns = run_dedup(tmp_path, DedupConfig(threshold=1e6), BACKBONE)
+    assert nns.num_rows == len(media)
+    rows = dups.to_pylist()
+    expected = {key for key, ids in whole.items() if len(ids) >= 2}
+    assert {(r["profile_id"], r["media_type"]) for r in rows} == expected
+    assert len({r["group_id"] for r in rows}) == len(expected) >= 6
+    for gid in {r["group_id"] for r in rows}:
+        assert len({(r["profile_id"], r["media_type"]) for r in rows if r["group_id"] == gid}) == 1
+    assert sum(r["kept"] for r in rows) == len(expected)
