@@ -198,25 +198,52 @@ def closest_pairs(out: Path, threshold: float, n: int = 8) -> Path:
     return _save(fig, out, "closest_pairs")
 
 
+TSNE_POINTS = 3000  # t-SNE is quadratic-ish in points: a map of more shows no more
+
+
+def tsne_rows(
+    out: Path, k: int, backbone: str, scheme: str, points: int = TSNE_POINTS, seed: int = 0
+) -> tuple[list[dict], int]:
+    """The items the t-SNE map shows, and how many there are in all: every embedded,
+    labelled item when there are at most `points`, else a sample of `points` picked by a
+    hash of (media_id, seed). DuckDB keeps only the top `points` while it scans, so
+    neither the query nor the driver grows with the profiles; an item stays in or out of
+    the sample from one run to the next, whatever else is added."""
+    sql = """
+    WITH items AS (
+        SELECT l.media_id, l.media_type, l.class AS cls, m.path, m.thumbnail_path,
+               coalesce(i.embedding, v.thumbnail) AS v
+        FROM labels l JOIN media m USING (media_id)
+        LEFT JOIN embeddings_image i ON i.media_id = l.media_id AND i.view = 0
+            AND i.backbone = $backbone
+        LEFT JOIN embeddings_video v ON v.media_id = l.media_id AND v.backbone = $backbone
+        WHERE l.k = $k AND l.scheme = $scheme AND coalesce(i.embedding, v.thumbnail) IS NOT NULL
+    )
+    SELECT *, (SELECT count(*) FROM items) AS total FROM items
+    ORDER BY hash(media_id, $seed) LIMIT $points"""
+    table = _query(out, sql, k=k, backbone=backbone, scheme=scheme, seed=seed, points=points)
+    total = table["total"][0].as_py() if table.num_rows else 0
+    rows = sorted(table.drop_columns(["total"]).to_pylist(), key=lambda r: r["media_id"])
+    return rows, total
+
+
 def tsne_map(
-    out: Path, k: int, backbone: str, scheme: str, thumbs: int = 14, seed: int = 0
+    out: Path,
+    k: int,
+    backbone: str,
+    scheme: str,
+    thumbs: int = 14,
+    seed: int = 0,
+    points: int = TSNE_POINTS,
 ) -> Path:
-    """t-SNE of image and video-thumbnail embeddings, coloured by class (of `scheme`;
-    grey: none), with thumbnails of a few points (paper Fig. 4)."""
+    """t-SNE of image and video-thumbnail embeddings (at most `points` of them, see
+    `tsne_rows`), coloured by class (of `scheme`; grey: none), with thumbnails of a few
+    points (paper Fig. 4)."""
     from sklearn.manifold import TSNE
 
     from popray.ingest import input_dir_of
 
-    sql = """
-    SELECT l.media_id, l.media_type, l.class AS cls, m.path, m.thumbnail_path,
-           coalesce(i.embedding, v.thumbnail) AS v
-    FROM labels l JOIN media m USING (media_id)
-    LEFT JOIN embeddings_image i ON i.media_id = l.media_id AND i.view = 0
-        AND i.backbone = $backbone
-    LEFT JOIN embeddings_video v ON v.media_id = l.media_id AND v.backbone = $backbone
-    WHERE l.k = $k AND l.scheme = $scheme AND coalesce(i.embedding, v.thumbnail) IS NOT NULL
-    ORDER BY l.media_id"""
-    rows = _query(out, sql, k=k, backbone=backbone, scheme=scheme).to_pylist()
+    rows, total = tsne_rows(out, k, backbone, scheme, points, seed)
     if len(rows) < 5:
         raise ValueError(f"t-SNE needs at least 5 embedded, labelled items; {len(rows)} found")
     x = np.asarray([r["v"] for r in rows], np.float32)
@@ -262,7 +289,10 @@ def tsne_map(
     ax.set_xticks([])
     ax.set_yticks([])
     ax.legend(fontsize=7, loc="best")
-    ax.set_title(f"t-SNE of image and video-thumbnail embeddings ({backbone}), {scheme} k={k}")
+    shown = f"{total} items" if len(rows) == total else f"a sample of {len(rows)} of {total} items"
+    ax.set_title(
+        f"t-SNE of image and video-thumbnail embeddings ({backbone}), {scheme} k={k}: {shown}"
+    )
     return _save(fig, out, "tsne")
 
 

@@ -115,3 +115,28 @@ def test_report_renders_in_a_real_browser(reported, tmp_path):
     assert 0 < tops["verdict"] < 900 < tops["details"], tops
     assert errors == []
     assert Image.open(shot).size[0] >= 1000
+
+
+def test_the_tsne_map_shows_a_bounded_sample_that_stays_stable(tmp_path):
+    """t-SNE runs on at most `points` items, picked by a hash of the media id: the same
+    items on every run, and an item in the sample of N stays in it when items are added."""
+    from popray.bench_scale import BACKBONE, synthetic_out
+    from popray.config import LabelConfig
+    from popray.figures import tsne_rows
+    from popray.labels import run_label
+
+    synthetic_out(tmp_path, profiles=3, posts=20)
+    run_label(tmp_path, LabelConfig())
+    every, total = tsne_rows(tmp_path, 2, BACKBONE, "por_rolling", points=10_000)
+    assert len(every) == total > 40
+    some, total_again = tsne_rows(tmp_path, 2, BACKBONE, "por_rolling", points=25)
+    assert total_again == total and len(some) == 25
+    ids = [r["media_id"] for r in some]
+    assert set(ids) < {r["media_id"] for r in every} and ids == sorted(ids)
+    assert [
+        r["media_id"] for r in tsne_rows(tmp_path, 2, BACKBONE, "por_rolling", points=25)[0]
+    ] == ids
+    fewer = tsne_rows(tmp_path, 2, BACKBONE, "por_rolling", points=20)[0]
+    assert {r["media_id"] for r in fewer} < set(ids)  # the same order, cut shorter
+    other_seed = tsne_rows(tmp_path, 2, BACKBONE, "por_rolling", points=25, seed=1)[0]
+    assert {r["media_id"] for r in other_seed} != set(ids)
