@@ -99,7 +99,7 @@ def plan_cells(
             for profile in profiles:
                 who = f"profile {profile} " if len(profiles) > 1 else ""
                 try:
-                    split(ds.for_profile(profile), model, cfg.seeds[0], cfg.folds, k)
+                    split(ds.for_profile(profile, remote=True), model, cfg.seeds[0], cfg.folds, k)
                     ready.append(profile)
                 except ValueError as exc:
                     skipped.append(f"{who}{model} k={k}: {exc} (scheme {ds.scheme})")

@@ -169,7 +169,7 @@ def _fit_final(ds: Dataset, model: str, k: int, train_cfg, threads: int) -> tupl
     """A Ray task: one final model trained on all of `ds` (one profile's items); the
     trained network (on the CPU) and its input width come back to the driver."""
     torch.set_num_threads(threads)
-    x, y, views = all_data(ds, model)
+    x, y, views = all_data(ds.local(), model)
     return fit_all(model, k, x, y, train_cfg, seed=0, train_views=views), int(x.shape[-1])
 
 
@@ -216,7 +216,7 @@ def train_final(
     rows, jobs = [], []
     for model, k, profiles, _ in (c for c in cells if c.protocol == protocol):
         for profile in profiles:
-            ds = datasets[k].for_profile(profile)
+            ds = datasets[k].for_profile(profile, remote=True)  # the task gathers it
             items, snapshot = identity(ds, backbone, model, profile)
             epochs = _epochs(trials, model, k, profile, protocol)
             train_cfg = cfg.train.model_copy(update={"epochs": epochs})

@@ -478,7 +478,13 @@ def run_train(
     classes are those of `labels.scheme`; `storage`: where the grid keeps its state."""
     start = time.perf_counter()
     ks = cfg.k or labels.k
-    datasets = {k: load_dataset(out, backbone, k, labels.scheme, cfg.context_features) for k in ks}
+    from popray.embed import ensure_ray
+
+    ensure_ray()  # the embeddings go to the object store as they are read: not the driver's
+    datasets = {
+        k: load_dataset(out, backbone, k, labels.scheme, cfg.context_features, remote=True)
+        for k in ks
+    }
     timelines = None
     previous = recent_baseline(out, labels.scheme)
     recent = {(p, k, m): c for (k, m), c in previous.items() for p in (KFOLD, PROFILE_GROUPED)}
@@ -557,7 +563,7 @@ def _grid_with_reuse(
         echo(f"grid: every profile unchanged, {taken} trials taken over from the published run")
         return GridResult(old_trials, old_predictions, None, False, taken)
     names = {k: sorted({p for c in todo if c.k == k for p in c.profiles}) for k in datasets}
-    mine = {k: ds.for_profiles(names[k]) for k, ds in datasets.items() if names[k]}
+    mine = {k: ds.for_profiles(names[k], remote=True) for k, ds in datasets.items() if names[k]}
     grid = run_grid(out, mine, cfg, backbone, echo, todo, _only(timelines, names), storage)
     return GridResult(
         pa.concat_tables([old_trials, grid.trials]),

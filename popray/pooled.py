@@ -121,6 +121,7 @@ def _fit_score(ds: Dataset, model: str, k: int, folds: list[Fold], cfg: TrainCon
     """Train `model` on each fold's training items for cfg.epochs epochs and score its
     validation items: their (classes, probabilities)."""
     torch.set_num_threads(1)
+    ds = ds.local()  # gathered from the object store once, for all folds
     scored = []
     for fold in folds:
         data = fold_data(ds, model, fold)
@@ -135,7 +136,7 @@ def _fit_score(ds: Dataset, model: str, k: int, folds: list[Fold], cfg: TrainCon
 def _fit_final(ds: Dataset, model: str, k: int, cfg: TrainConfig) -> tuple:
     """The final cross-profile model on every item: (net, width)."""
     torch.set_num_threads(1)
-    x, y, views = all_data(ds, model)
+    x, y, views = all_data(ds.local(), model)
     x, y = np.array(x), np.array(y)  # writable copies of the object store's arrays, for torch
     return fit_all(model, k, x, y, cfg, 0, views), int(x.shape[-1])
 

@@ -59,3 +59,33 @@ def test_other_schemes_and_missing_stages(ready, tmp_path):
     )
     with pytest.raises(FileNotFoundError, match="popray label"):
         load_dataset(tmp_path, "efficientnet_lite0", k=2)
+
+
+@pytest.mark.parametrize("context", [False, True])
+def test_a_remote_dataset_keeps_its_arrays_in_the_object_store_and_gathers_the_same(
+    ready, monkeypatch, context
+):
+    """load_dataset(remote=True) puts each record batch's arrays in the object store
+    (Rows): batches of 7 rows here, so a profile spans several chunks. What it gathers
+    (one profile, a subset kept remote, the whole) equals the arrays loaded locally."""
+    import popray.dataset as dataset
+    from popray.dataset import Rows
+
+    monkeypatch.setattr(dataset, "BATCH_ROWS", 7)
+    local = load_dataset(ready, "efficientnet_lite0", k=2, context=context)
+    remote = load_dataset(ready, "efficientnet_lite0", k=2, context=context, remote=True)
+    assert isinstance(remote.image_views, Rows) and len(remote.image_views.refs) > 2
+    assert remote.remote and not local.remote
+    assert remote.image_views.shape == local.image_views.shape
+    assert remote.video_frames.shape == local.video_frames.shape
+    assert remote.image_ids == local.image_ids and remote.video_ids == local.video_ids
+    every = remote.local()
+    for name in ("image_views", "video_frames", "video_pooled"):
+        assert np.array_equal(getattr(every, name), getattr(local, name)), name
+    rows = np.arange(1, len(local.image_ids), 3)
+    subset = remote.image_views.select(rows)
+    assert isinstance(subset, Rows) and len(subset) == len(rows)
+    assert np.array_equal(subset.take(np.array([0, 2])), local.image_views[rows[[0, 2]]])
+    profile = local.profiles()[0]
+    kept = remote.for_profile(profile, remote=True)
+    assert kept.remote and np.array_equal(kept.local().image_views, local.image_views)
