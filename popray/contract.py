@@ -11,7 +11,6 @@ from __future__ import annotations
 import re
 from datetime import UTC, date, datetime, time
 from enum import StrEnum
-from pathlib import PurePosixPath
 from typing import Annotated
 
 from pydantic import (
@@ -60,14 +59,16 @@ def _relative_media_path(value: str) -> str:
     """A media path is relative to the input folder and never leaves it."""
     if "\\" in value or re.match(r"^[A-Za-z]:", value):
         raise ValueError("must be a POSIX path relative to the input folder")
-    path = PurePosixPath(value)
-    if path.is_absolute():
+    if value.startswith("/"):
         raise ValueError("must be relative to the input folder, not absolute")
-    if ".." in path.parts:
+    # what str(PurePosixPath(value)) gives, without building one per row (ingest's
+    # hottest line): empty and "." segments dropped
+    parts = [part for part in value.split("/") if part not in ("", ".")]
+    if ".." in parts:
         raise ValueError("must not contain '..' (it would leave the input folder)")
-    if not path.parts or path.name in ("", "."):
+    if not parts:
         raise ValueError("must name a file")
-    return str(path)
+    return "/".join(parts)
 
 
 UtcDatetime = Annotated[datetime, BeforeValidator(_date_to_datetime), AfterValidator(_to_utc)]
