@@ -4,7 +4,7 @@
     python -m jobs.benchmark embed --input data/demo [--images 512] [--device auto] [--photos 256]
     python -m jobs.benchmark dedup [--items 10000 30000 100000]
     python -m jobs.benchmark train --out out     (after `make demo`)
-    python -m jobs.benchmark profiles [--profiles 1 10 50] [--posts 60]
+    python -m jobs.benchmark profiles [--profiles 1 10 100 1000] [--posts 40]
     python -m jobs.benchmark costs --out OUT [--cpus 2] [--save costs.json]   (after popray run)
     python -m jobs.benchmark memory [--images 2000 20000] [--code OTHER_CHECKOUT]
     python -m jobs.benchmark gbdt --out OUT [--k 2] [--model gbdt_video]   (after popray run)
@@ -49,8 +49,8 @@ def main(argv: list[str] | None = None) -> int:
     tra = sub.add_parser("train", help="time the grid on Ray Tune against a plain loop")
     tra.add_argument("--out", type=Path, default=Path("out"), help="labelled, embedded OUT")
     pro = sub.add_parser("profiles", help="per-profile cost of label, dedup, grid vs profiles")
-    pro.add_argument("--profiles", type=int, nargs="+", default=[1, 10, 50])
-    pro.add_argument("--posts", type=int, default=60, help="posts per profile")
+    pro.add_argument("--profiles", type=int, nargs="+", default=[1, 10, 100, 1000])
+    pro.add_argument("--posts", type=int, default=40, help="posts per profile")
     pro.add_argument("--seeds", type=int, default=1, help="grid seeds (paper: 3)")
     cos = sub.add_parser("costs", help="unit costs of a finished popray run (for popray plan)")
     cos.add_argument("--out", type=Path, default=Path("out"))
@@ -89,10 +89,8 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps({"bench": "costs"} | asdict(costs)), flush=True)
     if args.what == "profiles":
         from popray.bench_scale import bench_profiles
-        from popray.config import GridConfig
 
-        grid = GridConfig(seeds=list(range(args.seeds)))
-        for row in bench_profiles(args.profiles, args.posts, grid):
+        for row in bench_profiles(args.profiles, args.posts, args.seeds):
             print(json.dumps(row), flush=True)
     if args.what == "train":
         from popray.bench import bench_train

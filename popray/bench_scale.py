@@ -100,52 +100,110 @@ def _fixed(values: np.ndarray) -> pa.Array:
     return array
 
 
-def bench_profiles(counts: list[int], posts: int, grid: GridConfig | None = None) -> list[dict]:
-    """Wall time of label, dedup and train for each profile count, and per profile."""
-    import logging
-    import os
+def bench_profiles(counts: list[int], posts: int, seeds: int = 1, epochs: int = 15) -> list[dict]:
+    """Wall time of label, dedup and train for each profile count, per profile, and the
+    driver's peak memory. Each count runs in a fresh driver process (its own Ray start),
+    on an OUT built beforehand by this one, so the peaks are the stages' own."""
+    import json
+    import subprocess
+    import sys
 
-    import ray
-
-    logging.getLogger("ray.tune").setLevel(logging.WARNING)  # as `popray train` does
-    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
-    grid = grid or GridConfig(seeds=[0], train=TrainConfig(epochs=15))
-    start = time.perf_counter()
-    ray.init(include_dashboard=False, log_to_driver=False)
-    ray_start = time.perf_counter() - start
     rows = []
     for profiles in counts:
         with tempfile.TemporaryDirectory() as tmp:
-            rows.append(_one(Path(tmp), profiles, posts, grid) | {"ray_start_s": ray_start})
-    ray.shutdown()
+            synthetic_out(Path(tmp), profiles, posts)
+            command = [sys.executable, "-m", "popray.bench_scale", tmp, str(profiles), str(posts)]
+            command += [str(seeds), str(epochs)]
+            done = subprocess.run(command, capture_output=True, text=True)
+            if done.returncode:
+                raise RuntimeError(f"{' '.join(command)} failed:\n{done.stderr[-3000:]}")
+            rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
     base = rows[0]["per_profile_s"]
     for row in rows:
         row["per_profile_vs_first"] = round(row["per_profile_s"] / base, 3)
     return rows
 
 
-def _one(out: Path, profiles: int, posts: int, grid: GridConfig) -> dict:
+class PeakMemory:
+    """This process's peak resident memory while in the `with` block, sampled every
+    20 ms from /proc/self/status (Linux): `rss_mb` (VmRSS: everything mapped and
+    resident, object-store pages the process touched included) and `anon_mb` (RssAnon:
+    its own heap and arrays, the memory that grows if it holds the data)."""
+
+    def __init__(self, every_s: float = 0.02) -> None:
+        self.every_s, self.rss_mb, self.anon_mb = every_s, 0.0, 0.0
+
+    @staticmethod
+    def now() -> dict[str, float]:
+        fields = {}
+        for line in Path("/proc/self/status").read_text().splitlines():
+            name, _, value = line.partition(":")
+            if name in ("VmRSS", "RssAnon", "VmHWM"):
+                fields[name] = int(value.split()[0]) / 1024
+        return fields
+
+    def _sample(self) -> None:
+        while not self._stop.wait(self.every_s):
+            self._update()
+
+    def _update(self) -> None:
+        now = self.now()
+        self.rss_mb = max(self.rss_mb, now["VmRSS"])
+        self.anon_mb = max(self.anon_mb, now["RssAnon"])
+
+    def __enter__(self) -> PeakMemory:
+        import threading
+
+        self._stop = threading.Event()
+        self._update()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+        self._update()
+        self.rss_mb = max(self.rss_mb, self.now()["VmHWM"])  # the kernel's own peak
+
+
+def _driver(out: Path, profiles: int, posts: int, seeds: int, epochs: int) -> dict:
+    """One count, in this process: Ray start, then label, dedup and train, timed."""
+    import logging
+    import os
+
+    import ray
+
     from popray.dedup import run_dedup
     from popray.grid import run_train
     from popray.labels import run_label
 
-    synthetic_out(out, profiles, posts)
+    logging.getLogger("ray.tune").setLevel(logging.WARNING)  # as `popray train` does
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    grid = GridConfig(seeds=list(range(seeds)), train=TrainConfig(epochs=epochs))
     labels = LabelConfig()
     times = {}
-    start = time.perf_counter()
-    run_label(out, labels)
-    times["label_s"] = time.perf_counter() - start
-    start = time.perf_counter()
-    run_dedup(out, DedupConfig(threshold=1.0), BACKBONE)
-    times["dedup_s"] = time.perf_counter() - start
-    start = time.perf_counter()
-    report = run_train(out, grid, labels, BACKBONE)
-    times["train_s"] = time.perf_counter() - start
-    total = sum(times.values())
+    with PeakMemory() as peak:
+        start = time.perf_counter()
+        ray.init(include_dashboard=False, log_to_driver=False)
+        times["ray_start_s"] = time.perf_counter() - start
+        start = time.perf_counter()
+        run_label(out, labels)
+        times["label_s"] = time.perf_counter() - start
+        start = time.perf_counter()
+        run_dedup(out, DedupConfig(threshold=1.0), BACKBONE)
+        times["dedup_s"] = time.perf_counter() - start
+        start = time.perf_counter()
+        report = run_train(out, grid, labels, BACKBONE)
+        times["train_s"] = time.perf_counter() - start
+        ray.shutdown()
+    total = sum(v for name, v in times.items() if name != "ray_start_s")
     return {
         "bench": "profiles",
         "profiles": profiles,
         "posts_per_profile": posts,
+        "seeds": seeds,
+        "epochs": epochs,
         "tune_trials": len(set(report.grid.trials["trial"].to_pylist())),
         "profile_trials": report.grid.trials.num_rows,
         "final_models": 0 if report.models is None else report.models.num_rows,
@@ -153,4 +211,14 @@ def _one(out: Path, profiles: int, posts: int, grid: GridConfig) -> dict:
         "total_s": round(total, 2),
         "per_profile_s": round(total / profiles, 3),
         "train_s_per_profile_trial": round(times["train_s"] / report.grid.trials.num_rows, 3),
+        "driver_peak_rss_mb": round(peak.rss_mb),
+        "driver_peak_anon_mb": round(peak.anon_mb),
     }
+
+
+if __name__ == "__main__":  # the driver of one count (see bench_profiles)
+    import json
+    import sys
+
+    folder, n, per, seeds_, epochs_ = sys.argv[1:6]
+    print(json.dumps(_driver(Path(folder), int(n), int(per), int(seeds_), int(epochs_))))
