@@ -198,6 +198,7 @@ def _driver(out: Path, profiles: int, posts: int, seeds: int, epochs: int) -> di
         times["train_s"] = time.perf_counter() - start
         ray.shutdown()
     total = sum(v for name, v in times.items() if name != "ray_start_s")
+    items = store.query(out, "SELECT count(*) AS n FROM media")["n"][0].as_py()
     return {
         "bench": "profiles",
         "profiles": profiles,
@@ -211,6 +212,8 @@ def _driver(out: Path, profiles: int, posts: int, seeds: int, epochs: int) -> di
         "total_s": round(total, 2),
         "per_profile_s": round(total / profiles, 3),
         "train_s_per_profile_trial": round(times["train_s"] / report.grid.trials.num_rows, 3),
+        "train_phases_s": {name: round(v, 2) for name, v in report.phases.items()},
+        "items": items,
         "driver_peak_rss_mb": round(peak.rss_mb),
         "driver_peak_anon_mb": round(peak.anon_mb),
     }

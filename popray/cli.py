@@ -452,7 +452,7 @@ def _run_stages(cfg: RunConfig) -> None:
     from popray.plan import TIMINGS_FILE
     from popray.report import write_report
 
-    timings: dict[str, float] = {}
+    timings: dict[str, float | dict[str, float]] = {}
 
     @contextmanager
     def timed(stage: str):
@@ -483,6 +483,7 @@ def _run_stages(cfg: RunConfig) -> None:
                 typer.echo,
                 cfg.storage_location(),
             )
+        timings["train_phases"] = {k: round(v, 3) for k, v in trained.phases.items()}
         typer.echo(trained.line())
         typer.echo(trained.text())
         if cfg.grid.context_features:
@@ -505,7 +506,8 @@ def _run_stages(cfg: RunConfig) -> None:
     with timed("report"):
         write_report(cfg.out_dir)
     (cfg.out_dir / TIMINGS_FILE).write_text(json.dumps(timings, indent=1))
-    typer.echo("stage times: " + ", ".join(f"{k} {v:.1f} s" for k, v in timings.items()))
+    stages = {k: v for k, v in timings.items() if isinstance(v, float)}
+    typer.echo("stage times: " + ", ".join(f"{k} {v:.1f} s" for k, v in stages.items()))
 
 
 @app.command()

@@ -38,7 +38,7 @@ import logging
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -294,6 +294,7 @@ class GridResult:
     experiment: Location | None  # None: nothing left to train, every row taken over
     resumed: bool
     reused: int  # trials finished by an earlier run (interrupted, or the same data)
+    collect_s: float = 0.0  # the driver reading the finished trials back
 
 
 def _max_concurrent(cfg: GridConfig) -> int:
@@ -371,8 +372,9 @@ def run_grid(
             ),
         )
     results = tuner.fit()  # a restored grid whose trials all finished starts none
+    start = time.perf_counter()
     tables = _collect(results, results_dir, specs, cfg, backbone, datasets, units, name)
-    return GridResult(*tables, experiment, resumed, reused)
+    return GridResult(*tables, experiment, resumed, reused, time.perf_counter() - start)
 
 
 def _finished(results_dir: Location) -> int:
@@ -445,6 +447,9 @@ class TrainReport:
     profiles_trained: int = 0  # profiles with at least one cell trained by this run
     profiles_reused: int = 0  # profiles whose every cell was taken over (popray.units)
     models_reused: int = 0  # final models saved before from the same data and settings
+    # seconds per phase: the driver's own work (load, plan, collect, metrics) apart from
+    # the phases where it waits on the cluster (grid, pooled, final): for `popray plan`
+    phases: dict[str, float] = field(default_factory=dict)
 
     def line(self) -> str:
         n = self.grid.trials.num_rows
@@ -477,6 +482,7 @@ def run_train(
     """The train stage: grid -> tables trials, predictions, metrics -> final models; the
     classes are those of `labels.scheme`; `storage`: where the grid keeps its state."""
     start = time.perf_counter()
+    clock = _Clock()
     ks = cfg.k or labels.k
     from popray.embed import ensure_ray
 
@@ -490,6 +496,7 @@ def run_train(
     recent = {(p, k, m): c for (k, m), c in previous.items() for p in (KFOLD, PROFILE_GROUPED)}
     ranked_kfold = ranking_targets(store.read_table(out, "labels"), labels.scheme)
     targets = {(p, k, m): v for (k, m), v in ranked_kfold.items() for p in (KFOLD, PROFILE_GROUPED)}
+    clock.lap("load")
     if WALK_FORWARD in cfg.protocols:
         timelines, forward, ranked = build_timelines(out, datasets, labels, cfg.walk_forward)
         recent |= {(WALK_FORWARD, k, m): c for (k, m), c in forward.items()}
@@ -503,14 +510,20 @@ def run_train(
     units = unit_keys(cfg, datasets, backbone, timelines)
     reuse = published(out, part, units, cfg.seeds, cfg.protocols)
     todo = remaining(cells, reuse)
+    clock.lap("plan")
     grid = _grid_with_reuse(out, datasets, cfg, backbone, echo, todo, timelines, storage, reuse)
+    clock.lap("grid")
+    clock.phases["grid"] -= grid.collect_s
+    clock.phases["collect"] = grid.collect_s
     pooled = _pooled(out, datasets, cfg, backbone, ranked_kfold, echo)
+    clock.lap("pooled")
     predictions = pa.concat_tables([grid.predictions, *pooled.predictions])
     metrics = compute_metrics(predictions, recent, targets)
     store.write_table(out, "trials", grid.trials, part=part)
     store.write_table(out, "predictions", predictions, part=part)
     store.write_table(out, "metrics", metrics, part=part)
     store.write_table(out, "cross_profile", pooled.cross_profile, part=part)
+    clock.lap("metrics")
     models, models_reused = None, 0
     if cfg.final_models:
         echo("training the final models on all the data")
@@ -520,6 +533,7 @@ def run_train(
         models = pa.concat_tables([models, pa.Table.from_pylist(pooled.models, schema=MODELS)])
         store.write_table(out, "models", models, part=part)
         prune(out, store.read_table(out, "models"))
+    clock.lap("final")
     store.refresh_views(out)
     name = grid.experiment.display().rsplit("/", 1)[1] if grid.experiment else None
     root = grid_root(out, storage)
@@ -538,7 +552,21 @@ def run_train(
         profiles_trained=len(trained),
         profiles_reused=len(profiles - trained),
         models_reused=models_reused,
+        phases=clock.phases,
     )
+
+
+class _Clock:
+    """Seconds per phase of the train stage, each lap ending one."""
+
+    def __init__(self) -> None:
+        self.phases: dict[str, float] = {}
+        self._last = time.perf_counter()
+
+    def lap(self, name: str) -> None:
+        now = time.perf_counter()
+        self.phases[name] = self.phases.get(name, 0.0) + now - self._last
+        self._last = now
 
 
 def _grid_with_reuse(
@@ -571,6 +599,7 @@ def _grid_with_reuse(
         grid.experiment,
         grid.resumed,
         grid.reused + taken,
+        grid.collect_s,
     )
 
 

@@ -2,13 +2,14 @@
 
     popray plan --profiles 10000 --posts-per-profile 500 --cpus 512 --gpus 16
 
-A stage model with unit costs measured on a real run (`popray run` writes each stage's
-wall time to OUT/timings.json; `python -m jobs.benchmark costs --out OUT` turns that run
-into unit costs: seconds per input row, per post, per image and video decoded and
-embedded, per duplicate-search pair, per trained item). The defaults below come from the
-demo profile on this kind of machine (2 cores). A stage that runs in parallel divides its
-core-seconds by the cores (or GPUs) it can use; a driver stage (ingest, labels, dedup,
-report) does not.
+A stage model with unit costs measured on real runs: `popray run` writes each stage's
+wall time to OUT/timings.json (the train stage split into the driver's own phases and
+those where it waits on the cluster); `python -m jobs.benchmark costs --out OUT` turns
+that run into unit costs: seconds per input row, per post, per image and video decoded
+and embedded, per duplicate-search pair, per trained item). Each stage says where it
+runs: a cluster stage divides its core-seconds by the cores (or GPUs) it can use, a
+driver stage does not, and the plan totals both apart: the driver's share is what
+adding nodes cannot shorten.
 """
 
 from __future__ import annotations
@@ -29,10 +30,14 @@ WALK_FORWARD_LABELLINGS = 2 * WalkForwardConfig().cuts
 GPU_FRAMES_PER_S = 10_000  # lite0 forward, bf16, one H100 (README: 10,300-15,900)
 
 
+POOLED_BIG_TASKS = 24  # cross-profile fits on every item: 2 models x 2 k x (5 folds + final)
+DRIVER_PHASES = ("load", "plan", "collect", "metrics")  # grid.TrainReport.phases
+
+
 @dataclass(frozen=True)
 class UnitCosts:
-    """Seconds per unit of work; `*_core_s` on one CPU core, the rest wall time of the
-    driver. `source` says which run they were measured on."""
+    """Seconds per unit of work; `*_core_s` on one CPU core of the cluster, the rest
+    wall time of the driver. `source` says which runs they were measured on."""
 
     ingest_row_s: float = 0.00019  # validation in the driver, per input row
     label_post_s: float = 5e-6  # DuckDB, 1,000,000-post benchmark (4.2-6.5 s)
@@ -40,12 +45,15 @@ class UnitCosts:
     video_core_s: float = 1.08  # sample 15 frames + 16 forward passes, CPU
     decode_image_core_s: float = 0.0044  # decode alone (the GPU plan's CPU side): 229/s
     decode_video_core_s: float = 0.60  # 15 frames of a phone video, one core
-    dedup_pair_s: float = 1.2e-8  # 100k-item benchmark: 121 s
-    dedup_profile_s: float = 0.02  # per profile (50-profile benchmark: 0.43 s in all)
+    dedup_pair_s: float = 1.2e-8  # core-s per pair, 100k-item benchmark: 121 s
+    dedup_profile_s: float = 0.02  # core-s per profile: a task per (profile, media type)
+    dedup_item_driver_s: float = 2e-5  # the driver streaming the embeddings to the tasks
     grid_item_core_s: float = 0.36  # the paper's grid (folds) + final models, per item
     # walk-forward trials, per item, when every window trains (the demo's 244 posts)
     walk_forward_item_core_s: float = 0.39
-    profile_s: float = 1.45  # per profile: Grad-CAM of a sample of each class (driver)
+    train_driver_item_s: float = 0.0  # the driver's own train phases (DRIVER_PHASES)
+    pooled_item_core_s: float = 0.0  # the cross-profile models, per item
+    profile_s: float = 1.45  # core-s per profile: Grad-CAM of a sample of each class
     fixed_s: float = 9.4  # Ray start, figures, report
     views: int = 4
     source: str = "make demo (1 profile, 244 posts), 2 cores, 2026-11-23"
@@ -64,6 +72,7 @@ class Stage:
     name: str
     seconds: float
     how: str  # what bounds it
+    where: str = "cluster"  # or "driver": the share more nodes cannot shorten
 
 
 def plan(
@@ -78,6 +87,7 @@ def plan(
     the grid's default second protocol too."""
     posts = profiles * posts_per_profile
     images, videos = posts * IMAGES_PER_POST, posts * VIDEOS_PER_POST
+    items = images + videos
     rows = posts * (1 + IMAGES_PER_POST + VIDEOS_PER_POST + FOLLOWER_ROWS_PER_POST)
     if gpus:
         frames = images * (1 + costs.views) + videos * 16
@@ -98,41 +108,67 @@ def plan(
         Stage(
             "walk-forward labels",
             posts * costs.label_post_s * WALK_FORWARD_LABELLINGS,
-            f"driver (DuckDB), {WALK_FORWARD_LABELLINGS} labellings",
+            f"DuckDB, {WALK_FORWARD_LABELLINGS} labellings",
+            "driver",
         ),
         Stage(
             "walk-forward grid",
-            (images + videos) * costs.walk_forward_item_core_s / cpus,
+            items * costs.walk_forward_item_core_s / cpus,
             f"Tune trials ({cpus} cores); at most: windows short of training items are skipped",
         ),
     ]
+    pooled_cores = min(cpus, POOLED_BIG_TASKS)
     return [
-        Stage("ingest", rows * costs.ingest_row_s, "driver, one core"),
-        Stage("labels", posts * costs.label_post_s, "driver (DuckDB)"),
+        Stage("ingest", rows * costs.ingest_row_s, "validation, one core", "driver"),
+        Stage("labels", posts * costs.label_post_s, "DuckDB", "driver"),
         *(forward[:1] if walk_forward else []),
         embed,
         Stage(
+            "dedup: stream",
+            items * costs.dedup_item_driver_s,
+            "embeddings read in profile order, sent to the tasks",
+            "driver",
+        ),
+        Stage(
             "dedup",
-            profiles * (costs.dedup_profile_s + per_profile_pairs * costs.dedup_pair_s),
+            profiles * (costs.dedup_profile_s + per_profile_pairs * costs.dedup_pair_s) / cpus,
+            f"a Ray task per (profile, media type) ({cpus} cores)",
+        ),
+        Stage(
+            "train: driver",
+            items * costs.train_driver_item_s,
+            "datasets into the object store, cells, trial results, metrics",
             "driver",
         ),
         Stage(
             "grid + final models",
-            (images + videos) * costs.grid_item_core_s / cpus,
-            f"Tune trials ({cpus} cores)",
+            items * costs.grid_item_core_s / cpus,
+            f"Tune trials, final-model tasks ({cpus} cores)",
         ),
         *(forward[1:] if walk_forward else []),
-        Stage("explain", profiles * costs.profile_s, "driver"),
-        Stage("fixed", costs.fixed_s, "Ray start, figures, report"),
+        Stage(
+            "cross-profile models",
+            items * costs.pooled_item_core_s / pooled_cores,
+            f"tasks on every item ({pooled_cores} at once)",
+        ),
+        Stage("explain", profiles * costs.profile_s / cpus, f"Grad-CAM actors ({cpus} cores)"),
+        Stage(
+            "fixed", costs.fixed_s, "Ray start, figures (t-SNE: <= 3,000 items), report", "driver"
+        ),
     ]
 
 
 def plan_text(stages: list[Stage]) -> str:
     total = sum(s.seconds for s in stages)
     worst = max(stages, key=lambda s: s.seconds)
-    lines = [f"{'stage':<22}{'wall':>12}  bound by"]
-    lines += [f"{s.name:<22}{_human(s.seconds):>12}  {s.how}" for s in stages]
-    lines.append(f"{'total':<22}{_human(total):>12}  bottleneck: {worst.name}")
+    lines = [f"{'stage':<22}{'where':<9}{'wall':>10}  bound by"]
+    lines += [f"{s.name:<22}{s.where:<9}{_human(s.seconds):>10}  {s.how}" for s in stages]
+    for where in ("driver", "cluster"):
+        mine = [s for s in stages if s.where == where]
+        slowest = max(mine, key=lambda s: s.seconds).name if mine else "-"
+        seconds = sum(s.seconds for s in mine)
+        lines.append(f"{where + ' total':<31}{_human(seconds):>10}  slowest: {slowest}")
+    lines.append(f"{'total':<31}{_human(total):>10}  bottleneck: {worst.name}")
     return "\n".join(lines)
 
 
@@ -185,16 +221,25 @@ def costs_from_run(out: Path, cpus: int) -> UnitCosts:
     frames = images * (1 + views) + videos * 16
     frame_core_s = timings["embed"] * cpus / max(frames, 1)
     video_share = videos * 16 / max(frames, 1)
+    # the train stage: the driver's own phases, the cross-profile tasks, and the grid +
+    # final models (the rest); runs before the phases were recorded count all as grid
+    phases = timings.get("train_phases", {})
+    driver = sum(phases.get(name, 0.0) for name in DRIVER_PHASES)
+    pooled = phases.get("pooled", 0.0)
+    grid = timings["train"] - driver - pooled
+    trained_ = max(trained, 1)
     return UnitCosts(
         ingest_row_s=timings["ingest"] / max(rows, 1),
         label_post_s=UnitCosts.label_post_s,  # the run's posts are too few to time it
         image_core_s=frame_core_s * (1 + views),
         video_core_s=frame_core_s * 16,
-        dedup_profile_s=max(0.0, timings["dedup"] - pairs * UnitCosts.dedup_pair_s)
+        dedup_profile_s=max(0.0, timings["dedup"] * cpus - pairs * UnitCosts.dedup_pair_s)
         / max(profiles, 1),
-        grid_item_core_s=timings["train"] * (1 - forward_share) * cpus / max(trained, 1),
-        walk_forward_item_core_s=timings["train"] * forward_share * cpus / max(trained, 1),
-        profile_s=timings.get("explain", 0) / max(profiles, 1),
+        grid_item_core_s=grid * (1 - forward_share) * cpus / trained_,
+        walk_forward_item_core_s=grid * forward_share * cpus / trained_,
+        train_driver_item_s=driver / trained_,
+        pooled_item_core_s=pooled * min(cpus, POOLED_BIG_TASKS) / trained_,
+        profile_s=timings.get("explain", 0) * cpus / max(profiles, 1),
         fixed_s=timings["ray_start"] + timings["figures"] + timings["report"],
         views=views,
         source=f"{out} ({int(profiles)} profiles, {int(posts)} posts, {cpus} cores)",

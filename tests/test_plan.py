@@ -22,6 +22,10 @@ def test_parallel_stages_divide_by_the_cluster_and_driver_stages_do_not():
         small["grid + final models"].seconds / 10
     )
     assert big["ingest"].seconds == small["ingest"].seconds
+    for name in ("dedup", "explain", "walk-forward grid"):  # on the cluster now
+        assert big[name].seconds == pytest.approx(small[name].seconds / 10), name
+    for name in ("ingest", "labels", "dedup: stream", "train: driver", "fixed"):
+        assert small[name].where == "driver" and big[name].seconds == small[name].seconds
     folds_only = _by_name(plan(costs, 100, 200, cpus=8, walk_forward=False))
     assert "walk-forward grid" in small and "walk-forward grid" not in folds_only
     posts = 100 * 200
@@ -37,8 +41,12 @@ def test_gpus_move_the_forward_pass_and_leave_decoding_on_the_cpus():
     with_gpus = _by_name(plan(costs, 10_000, 500, cpus=512, gpus=16))
     assert with_gpus["decode + embed"].seconds < cpu_only["decode + embed"].seconds
     assert "CPU decode" in with_gpus["decode + embed"].how  # forward is 10k frames/s a GPU
-    text = plan_text(plan(costs, 10_000, 500, cpus=512, gpus=16))
-    assert text.splitlines()[-1].startswith("total") and "bottleneck:" in text
+    stages = plan(costs, 10_000, 500, cpus=512, gpus=16)
+    lines = plan_text(stages).splitlines()
+    assert lines[-1].startswith("total") and "bottleneck:" in lines[-1]
+    driver = [line for line in lines if line.startswith("driver total")]
+    slowest = max((s for s in stages if s.where == "driver"), key=lambda s: s.seconds)
+    assert len(driver) == 1 and driver[0].endswith(f"slowest: {slowest.name}")
 
 
 def test_unit_costs_read_off_a_run(tmp_path, monkeypatch):
@@ -51,7 +59,10 @@ def test_unit_costs_read_off_a_run(tmp_path, monkeypatch):
     out = tmp_path / "out"
     out.mkdir()
     timings = {"ray_start": 3, "ingest": 1, "label": 0.5, "embed": 40, "dedup": 0.2}
-    timings |= {"train": 30, "explain": 4, "figures": 6, "report": 1}
+    timings |= {"train": 40, "explain": 4, "figures": 6, "report": 1}
+    # 10 s of the train stage: 6 s the driver's own, 4 s cross-profile tasks
+    timings["train_phases"] = {"load": 2, "plan": 1, "grid": 26, "collect": 2, "metrics": 1}
+    timings["train_phases"] |= {"pooled": 4, "final": 4}
     (out / plan_module.TIMINGS_FILE).write_text(json.dumps(timings))
     con = duckdb.connect()
     con.sql(
@@ -75,11 +86,13 @@ def test_unit_costs_read_off_a_run(tmp_path, monkeypatch):
     frames = 80 * 5 + 25 * 16
     assert costs.image_core_s == pytest.approx(40 * 2 / frames * 5)
     assert costs.video_core_s == pytest.approx(40 * 2 / frames * 16)
-    assert costs.dedup_profile_s == pytest.approx(0.2 - 80 * 80 / 2 * costs.dedup_pair_s)
-    # the train stage split by where its trials spent their time (3 : 1)
+    assert costs.dedup_profile_s == pytest.approx(0.2 * 2 - 80 * 80 / 2 * costs.dedup_pair_s)
+    # the rest of the train stage split by where its trials spent their time (3 : 1)
     assert costs.grid_item_core_s == pytest.approx(30 * 0.75 * 2 / 70)
     assert costs.walk_forward_item_core_s == pytest.approx(30 * 0.25 * 2 / 70)
-    assert costs.fixed_s == 3 + 6 + 1 and costs.profile_s == 4 and costs.views == 4
+    assert costs.train_driver_item_s == pytest.approx(6 / 70)
+    assert costs.pooled_item_core_s == pytest.approx(4 * 2 / 70)
+    assert costs.fixed_s == 3 + 6 + 1 and costs.profile_s == 4 * 2 and costs.views == 4
     saved = tmp_path / "costs.json"
     costs.save(saved)
     assert UnitCosts.load(saved) == costs
