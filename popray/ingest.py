@@ -13,6 +13,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
+import itertools
 import json
 import logging
 from collections.abc import Iterator
@@ -22,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 from pydantic import BaseModel, ValidationError
@@ -30,8 +32,6 @@ from popray import store
 from popray.contract import (
     INPUTS,
     REQUIRED_INPUTS,
-    MediaRow,
-    PostRow,
 )
 from popray.storage import Location, StorageError, sha256_bytes
 from popray.tables import SCHEMAS
@@ -171,18 +171,20 @@ def _describe_errors(exc: ValidationError) -> tuple[str | None, str | None, str]
     return field_name, value_s, reason
 
 
-def validate_file(
-    export: Location, name: str, model: type[BaseModel], quarantine: Quarantine
-) -> tuple[list[tuple[int, Any]], int]:
-    """Validate every row of one input file (`name` inside `export`); bad rows go to
-    quarantine. Returns the valid (row number, model) pairs and the number of rows read.
-    """
+PARALLEL_ROWS = 50_000  # a file with at least this many rows is validated on Ray tasks
+CHUNK_ROWS = 20_000  # rows per validation task
+TABLE_OF = {"posts": "posts", "media": "media", "followers": "followers", "exclude": "excluded"}
+
+
+def validate_rows(
+    rows: list[tuple[int, dict | str]], source: str, model: type[BaseModel], quarantine: Quarantine
+) -> list[tuple[int, Any]]:
+    """The valid (row number, model) pairs of `rows`; the others go to quarantine with
+    every error, the first one's field and value."""
     valid: list[tuple[int, Any]] = []
-    n_rows = 0
-    for n, record in read_rows(export, name, model):
-        n_rows += 1
+    for n, record in rows:
         if isinstance(record, str):
-            quarantine.add(name, n, record)
+            quarantine.add(source, n, record)
             continue
         try:
             valid.append((n, model.model_validate(record)))
@@ -191,7 +193,7 @@ def validate_file(
             ids = {k: record.get(k) for k in ("profile_id", "post_id", "media_id")}
             ids = {k: str(v) for k, v in ids.items() if v is not None}
             quarantine.add(
-                name,
+                source,
                 n,
                 reason,
                 field=field_name,
@@ -199,7 +201,71 @@ def validate_file(
                 record=json.dumps(record, default=str)[:2000],
                 **ids,
             )
-    return valid, n_rows
+    return valid
+
+
+def _validate_chunk(
+    rows: list[tuple[int, dict | str]], source: str, name: str, model: type[BaseModel]
+) -> tuple[pa.Table, list[dict]]:
+    """Validate one chunk of input `name`: its valid rows as a table (with
+    `source_row`), and its quarantine entries. Runs in the driver or as a Ray task."""
+    quarantine = Quarantine()
+    valid = validate_rows(rows, source, model, quarantine)
+    dumped = [m.model_dump() | {"source_row": n} for n, m in valid]
+    return _to_table(TABLE_OF[name], dumped), quarantine.rows
+
+
+def validate_file(
+    export: Location,
+    source: str,
+    name: str,
+    quarantine: Quarantine,
+    parallel_rows: int = PARALLEL_ROWS,
+) -> tuple[pa.Table, int]:
+    """Validate every row of one input file (`source` inside `export`, input `name`):
+    its valid rows as a table of `TABLE_OF[name]`'s schema (columns other stages add
+    left empty), and the number of rows read; bad rows go to `quarantine`, in row order.
+
+    The file is parsed here, a chunk at a time; from `parallel_rows` rows on, each
+    chunk of `CHUNK_ROWS` is validated by a Ray task (at most two per cluster CPU in
+    flight), so the driver holds only the chunks in flight and the Arrow results."""
+    model = INPUTS[name]
+    rows = read_rows(export, source, model)
+    first = list(itertools.islice(rows, parallel_rows))
+    if len(first) < parallel_rows:
+        table, entries = _validate_chunk(first, source, name, model)
+        quarantine.rows += entries
+        return table, len(first)
+    import ray
+
+    from popray.embed import ensure_ray
+
+    ensure_ray()
+    task = ray.remote(num_cpus=1, max_retries=3)(_validate_chunk)
+    limit = max(1, int(2 * ray.cluster_resources().get("CPU", 1)))
+    results: list[ray.ObjectRef] = []
+    count = 0
+    for chunk in _chunks(itertools.chain(first, rows), CHUNK_ROWS):
+        count += len(chunk)
+        results.append(task.remote(chunk, source, name, model))
+        if len(results) >= limit:
+            ray.wait(results, num_returns=len(results) - limit + 1, fetch_local=False)
+    tables = []
+    for table, entries in ray.get(results):
+        tables.append(table)
+        quarantine.rows += entries
+    return pa.concat_tables(tables), count
+
+
+def _chunks(items, size: int):
+    chunk = []
+    for item in items:
+        chunk.append(item)
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
 
 
 def sha256_file(path: Path) -> str:
@@ -254,206 +320,232 @@ def _hash_on_cluster(export: Location, rels: list[str], chunk: int = 32) -> list
     return [h for part in ray.get(refs) for h in part]
 
 
-def _first_wins(
-    rows: list[tuple[int, Any]],
-    key,
-    source: str,
-    what: str,
-    quarantine: Quarantine,
-    id_fields: tuple[str, ...] = (),
-) -> list[tuple[int, Any]]:
-    """Keep the first row of each key; later rows are quarantined as duplicates."""
-    seen: dict[Any, int] = {}
-    kept = []
-    for n, row in rows:
-        k = key(row)
-        if k in seen:
-            ids = {name: getattr(row, name) for name in id_fields}
-            quarantine.add(source, n, f"duplicate {what} (first seen at row {seen[k]})", **ids)
-            continue
-        seen[k] = n
-        kept.append((n, row))
-    return kept
+# The cross-checks, in DuckDB over the validated tables: which rows fail and why (a few,
+# whose reasons are then written in Python), and which rows are kept, in output order.
+FIRST_WINS = """
+SELECT source_row, first_value(source_row) OVER w AS first, {ids}
+FROM {table}
+WINDOW w AS (PARTITION BY {key} ORDER BY source_row)
+QUALIFY row_number() OVER w > 1
+ORDER BY source_row"""
+KEEP_FIRST = """
+CREATE OR REPLACE TEMP TABLE {out} AS SELECT * FROM {table}
+QUALIFY row_number() OVER (PARTITION BY {key} ORDER BY source_row) = 1"""
+MEDIA_CHECKS = """
+CREATE OR REPLACE TEMP TABLE media_checked AS
+WITH joined AS (
+    SELECT m.source_row, m.media_id, m.post_id, m.position, m.path, m.thumbnail_path,
+           m.media_type, p.profile_id AS post_profile, p.post_type,
+           p.post_id IS NULL AS orphan, pp.why AS path_why, tp.why AS thumb_why
+    FROM media_kept m
+    LEFT JOIN posts_kept p ON p.post_id = m.post_id
+    LEFT JOIN problems pp ON pp.rel = m.path
+    LEFT JOIN problems tp ON tp.rel = m.thumbnail_path
+), first_checks AS (
+    SELECT *, CASE
+        WHEN orphan THEN 'orphan'
+        WHEN path_why IS NOT NULL THEN 'path'
+        WHEN thumb_why IS NOT NULL THEN 'thumbnail'
+        WHEN post_type <> 'carousel' AND media_type <> post_type THEN 'type'
+    END AS problem
+    FROM joined
+)
+SELECT *,
+    CASE WHEN problem IS NULL AND post_type <> 'carousel'
+         THEN first_value(source_row) OVER single END AS single_row,
+    CASE WHEN problem IS NULL AND post_type <> 'carousel'
+         THEN row_number() OVER single END AS single_n
+FROM first_checks
+WINDOW single AS (
+    PARTITION BY post_id, problem IS NULL AND post_type <> 'carousel' ORDER BY position)"""
 
 
-def _check_media(
-    export: Location,
-    rows: list[tuple[int, MediaRow]],
-    posts: dict[str, PostRow],
-    source: str,
-    quarantine: Quarantine,
-) -> list[tuple[int, MediaRow]]:
-    """Cross-check media rows against posts and the files in the export."""
-    rows = _first_wins(rows, lambda m: m.media_id, source, "media_id", quarantine, ("media_id",))
-    rows = _first_wins(
-        rows,
-        lambda m: (m.post_id, m.position),
-        source,
-        "(post_id, position)",
-        quarantine,
-        ("media_id", "post_id"),
+def _duplicates(
+    con, table: str, key: str, ids: tuple[str, ...], source: str, what: str, q: Quarantine
+) -> None:
+    """Quarantine every later row of a `key` that `table` holds twice (first row wins)."""
+    sql = FIRST_WINS.format(table=table, key=key, ids=", ".join(ids))
+    for row in con.sql(sql).fetchall():
+        n, first, *values = row
+        q.add(
+            source,
+            n,
+            f"duplicate {what} (first seen at row {first})",
+            **dict(zip(ids, values, strict=True)),
+        )
+
+
+def _keep_first(con, table: str, key: str, out: str) -> None:
+    con.sql(KEEP_FIRST.format(table=table, key=key, out=out))
+
+
+def _source_rows(con, sql: str) -> list[int]:
+    return [r[0] for r in con.sql(sql).fetchall()]
+
+
+def _in_order(table: pa.Table, rows: list[int]) -> pa.Table:
+    """The rows of `table` whose source_row is in `rows`, in that order."""
+    index = pc.index_in(pa.array(rows, pa.int64()), table["source_row"].cast(pa.int64()))
+    return table.take(index)
+
+
+def _check_media(con, export: Location, source: str, q: Quarantine) -> list[tuple[int, str]]:
+    """Cross-check the media rows against the kept posts and the files in the export;
+    quarantine the failures in (post_id, position) order. The kept (source_row,
+    profile_id) pairs, in that order."""
+    _duplicates(con, "media_v", "media_id", ("media_id",), source, "media_id", q)
+    _keep_first(con, "media_v", "media_id", "media_first")
+    key, ids = "post_id, position", ("media_id", "post_id")
+    _duplicates(con, "media_first", key, ids, source, "(post_id, position)", q)
+    _keep_first(con, "media_first", key, "media_kept")
+    rels = sorted(
+        r[0]
+        for r in con.sql(
+            "SELECT path FROM media_kept UNION SELECT thumbnail_path FROM media_kept "
+            "WHERE thumbnail_path IS NOT NULL"
+        ).fetchall()
     )
-    kept: list[tuple[int, MediaRow]] = []
-    singles: dict[str, int] = {}
-    rels = sorted({p for _, m in rows for p in (m.path, m.thumbnail_path) if p is not None})
     problems = _file_problems(export, rels)
-    for n, m in sorted(rows, key=lambda r: (r[1].post_id, r[1].position)):
-        ids = {"media_id": m.media_id, "post_id": m.post_id, "path": m.path}
-        post = posts.get(m.post_id)
-        if post is None:
-            quarantine.add(
-                source,
-                n,
-                "post_id not among the valid posts",
-                field="post_id",
-                value=m.post_id,
-                **ids,
-            )
+    found = pa.table(
+        {"rel": list(problems), "why": list(problems.values())},
+        schema=pa.schema([("rel", pa.string()), ("why", pa.string())]),
+    )
+    con.register("problems", found)
+    con.sql(MEDIA_CHECKS)
+    failed = con.sql(
+        "SELECT source_row, media_id, post_id, path, thumbnail_path, media_type, post_profile, "
+        "post_type, problem, path_why, thumb_why, single_row FROM media_checked "
+        "WHERE problem IS NOT NULL OR single_n > 1 ORDER BY post_id, position"
+    ).fetchall()
+    for n, media_id, post_id, path, thumb, media_type, profile, post_type, problem, *why in failed:
+        path_why, thumb_why, single_row = why
+        ids = {"media_id": media_id, "post_id": post_id, "path": path}
+        if problem == "orphan":
+            reason = "post_id not among the valid posts"
+            q.add(source, n, reason, field="post_id", value=post_id, **ids)
             continue
-        ids["profile_id"] = post.profile_id
-        problem = None
-        if why := problems.get(m.path):
-            problem = ("path", m.path, f"path: {why}")
-        elif m.thumbnail_path is not None and (twhy := problems.get(m.thumbnail_path)):
-            problem = ("thumbnail_path", m.thumbnail_path, f"thumbnail_path: {twhy}")
-        if problem:
-            quarantine.add(source, n, problem[2], field=problem[0], value=problem[1], **ids)
-            continue
-        if post.post_type != "carousel":
-            if m.media_type != post.post_type:
-                quarantine.add(
-                    source,
-                    n,
-                    f"media_type {m.media_type} inside a single {post.post_type} post",
-                    field="media_type",
-                    value=m.media_type.value,
-                    **ids,
-                )
-                continue
-            if m.post_id in singles:
-                quarantine.add(
-                    source,
-                    n,
-                    f"a single {post.post_type} post has one media item; "
-                    f"row {singles[m.post_id]} is it",
-                    field="post_id",
-                    **ids,
-                )
-                continue
-        if post.post_type != "carousel":
-            singles[m.post_id] = n
-        kept.append((n, m))
-    return kept
+        ids["profile_id"] = profile
+        if problem == "path":
+            q.add(source, n, f"path: {path_why}", field="path", value=path, **ids)
+        elif problem == "thumbnail":
+            reason = f"thumbnail_path: {thumb_why}"
+            q.add(source, n, reason, field="thumbnail_path", value=thumb, **ids)
+        elif problem == "type":
+            reason = f"media_type {media_type} inside a single {post_type} post"
+            q.add(source, n, reason, field="media_type", value=media_type, **ids)
+        else:
+            reason = f"a single {post_type} post has one media item; row {single_row} is it"
+            q.add(source, n, reason, field="post_id", **ids)
+    return con.sql(
+        "SELECT source_row, post_profile FROM media_checked "
+        "WHERE problem IS NULL AND coalesce(single_n, 1) = 1 ORDER BY post_id, position"
+    ).fetchall()
 
 
 def ingest(source: Location | Path | str, hash_workers: int = 8) -> IngestResult:
     """Validate a profile export (a local folder or a storage URI) into the five ingest
-    tables (nothing is written)."""
+    tables (nothing is written). Rows are validated in chunks (on Ray tasks for long
+    files, `validate_file`); the checks across rows and files (duplicates, posts without
+    follower history, media against posts and files, exclusions) run in DuckDB."""
+    import duckdb
+
     try:
         export = source if isinstance(source, Location) else Location.parse(source)
         export.check_folder()
     except StorageError as exc:
         raise InputError(str(exc)) from exc
     quarantine = Quarantine()
-    valid: dict[str, list[tuple[int, Any]]] = {}
+    valid: dict[str, pa.Table] = {}
     sources: dict[str, str] = {}
     counts: dict[str, int] = {}
-    for name, model in INPUTS.items():
+    for name in INPUTS:
         file = find_input(export, name)
         if file is None:
             if name in REQUIRED_INPUTS:
                 raise InputError(f"{export.display()}: missing {name}.csv (or .jsonl / .parquet)")
-            valid[name], counts[name] = [], 0
+            valid[name], counts[name] = SCHEMAS[TABLE_OF[name]].empty_table(), 0
             continue
         sources[name] = file
-        valid[name], counts[name] = validate_file(export, file, model, quarantine)
+        valid[name], counts[name] = validate_file(export, file, name, quarantine)
 
-    followers = _first_wins(
-        valid["followers"],
-        lambda f: (f.profile_id, f.at),
-        sources["followers"],
-        "(profile_id, at)",
-        quarantine,
-        ("profile_id",),
-    )
-    with_history = {f.profile_id for _, f in followers}
-    posts = _first_wins(
-        valid["posts"],
-        lambda p: p.post_id,
-        sources["posts"],
-        "post_id",
-        quarantine,
-        ("profile_id", "post_id"),
-    )
-    kept_posts = []
-    for n, p in posts:
-        if p.profile_id not in with_history:
-            quarantine.add(
-                sources["posts"],
-                n,
-                f"no follower history for profile {p.profile_id!r}",
-                field="profile_id",
-                value=p.profile_id,
-                profile_id=p.profile_id,
-                post_id=p.post_id,
-            )
-        else:
-            kept_posts.append((n, p))
-    post_by_id = {p.post_id: p for _, p in kept_posts}
-    media = _check_media(export, valid["media"], post_by_id, sources["media"], quarantine)
-    media_ids = {m.media_id for _, m in media}
-
-    excluded = []
-    if valid["exclude"]:
-        rows = _first_wins(
-            valid["exclude"],
-            lambda e: e.media_id,
-            sources["exclude"],
-            "media_id",
-            quarantine,
-            ("media_id",),
+    con = duckdb.connect()
+    try:
+        for name, table in valid.items():
+            con.register(f"{name}_v", table)
+        key = 'profile_id, "at"'
+        source = sources["followers"]
+        _duplicates(
+            con, "followers_v", key, ("profile_id",), source, "(profile_id, at)", quarantine
         )
-        for n, e in rows:
-            if e.media_id in media_ids:
-                excluded.append((n, e))
-            else:
+        _keep_first(con, "followers_v", key, "followers_kept")
+        source = sources["posts"]
+        ids = ("profile_id", "post_id")
+        _duplicates(con, "posts_v", "post_id", ids, source, "post_id", quarantine)
+        _keep_first(con, "posts_v", "post_id", "posts_first")
+        orphans = con.sql(
+            "SELECT source_row, profile_id, post_id FROM posts_first WHERE profile_id NOT IN "
+            "(SELECT profile_id FROM followers_kept) ORDER BY source_row"
+        ).fetchall()
+        for n, profile, post in orphans:
+            reason = f"no follower history for profile {profile!r}"
+            kw = {"field": "profile_id", "value": profile, "profile_id": profile, "post_id": post}
+            quarantine.add(source, n, reason, **kw)
+        con.sql(
+            "CREATE TEMP TABLE posts_kept AS SELECT * FROM posts_first WHERE profile_id IN "
+            "(SELECT profile_id FROM followers_kept)"
+        )
+        media_rows = _check_media(con, export, sources["media"], quarantine)
+        con.register(
+            "media_out", pa.table({"media_id": []}, schema=pa.schema([("media_id", pa.string())]))
+        )
+        excluded_rows: list[int] = []
+        if counts["exclude"]:
+            source = sources["exclude"]
+            _duplicates(con, "exclude_v", "media_id", ("media_id",), source, "media_id", quarantine)
+            _keep_first(con, "exclude_v", "media_id", "exclude_kept")
+            kept_media = _in_order(valid["media"], [n for n, _ in media_rows])
+            con.register("media_out", kept_media.select(["media_id"]))
+            unknown = con.sql(
+                "SELECT source_row, media_id FROM exclude_kept WHERE media_id NOT IN "
+                "(SELECT media_id FROM media_out) ORDER BY source_row"
+            ).fetchall()
+            for n, media_id in unknown:
+                reason = "media_id not among the valid media"
                 quarantine.add(
-                    sources["exclude"],
-                    n,
-                    "media_id not among the valid media",
-                    field="media_id",
-                    value=e.media_id,
-                    media_id=e.media_id,
+                    source, n, reason, field="media_id", value=media_id, media_id=media_id
                 )
+            excluded_rows = _source_rows(
+                con,
+                "SELECT source_row FROM exclude_kept WHERE media_id IN "
+                "(SELECT media_id FROM media_out) ORDER BY source_row",
+            )
+        posts_rows = _source_rows(con, "SELECT source_row FROM posts_kept ORDER BY source_row")
+        follower_rows = _source_rows(
+            con, "SELECT source_row FROM followers_kept ORDER BY source_row"
+        )
+    finally:
+        con.close()
 
-    rels = [m.path for _, m in media]
+    media = _in_order(valid["media"], [n for n, _ in media_rows])
+    rels = media["path"].to_pylist()
     if isinstance(export.fs, pafs.LocalFileSystem):
         hashes = _hash_local(export, rels, hash_workers)
     else:
         hashes = _hash_on_cluster(export, rels)
     sizes = [info.size for info in export.infos(rels)]
-
+    schema = SCHEMAS["media"]
+    for column, values in (
+        ("profile_id", [profile for _, profile in media_rows]),
+        ("sha256", hashes),
+        ("size_bytes", sizes),
+    ):
+        i = schema.get_field_index(column)
+        media = media.set_column(i, schema.field(i), pa.array(values, schema.field(i).type))
     tables = {
-        "posts": _to_table("posts", [p.model_dump() | {"source_row": n} for n, p in kept_posts]),
-        "media": _to_table(
-            "media",
-            [
-                m.model_dump()
-                | {
-                    "profile_id": post_by_id[m.post_id].profile_id,
-                    "sha256": h,
-                    "size_bytes": s,
-                    "source_row": n,
-                }
-                for (n, m), h, s in zip(media, hashes, sizes, strict=True)
-            ],
-        ),
-        "followers": _to_table(
-            "followers", [f.model_dump() | {"source_row": n} for n, f in followers]
-        ),
-        "excluded": _to_table(
-            "excluded", [e.model_dump() | {"source_row": n} for n, e in excluded]
-        ),
+        "posts": _in_order(valid["posts"], posts_rows),
+        "media": media,
+        "followers": _in_order(valid["followers"], follower_rows),
+        "excluded": _in_order(valid["exclude"], excluded_rows),
         "quarantine": quarantine.table(),
     }
     return IngestResult(tables=tables, input_rows={sources.get(k, k): v for k, v in counts.items()})
