@@ -5,6 +5,7 @@
     python -m jobs.benchmark dedup [--items 10000 30000 100000]
     python -m jobs.benchmark train --out out     (after `make demo`)
     python -m jobs.benchmark profiles [--profiles 1 10 100 1000] [--posts 40]
+    python -m jobs.benchmark nightly [--profiles 100] [--posts 40] [--work DIR]
     python -m jobs.benchmark costs --out OUT [--cpus 2] [--save costs.json]   (after popray run)
     python -m jobs.benchmark memory [--images 2000 20000] [--code OTHER_CHECKOUT]
     python -m jobs.benchmark gbdt --out OUT [--k 2] [--model gbdt_video]   (after popray run)
@@ -52,6 +53,10 @@ def main(argv: list[str] | None = None) -> int:
     pro.add_argument("--profiles", type=int, nargs="+", default=[1, 10, 100, 1000])
     pro.add_argument("--posts", type=int, default=40, help="posts per profile")
     pro.add_argument("--seeds", type=int, default=1, help="grid seeds (paper: 3)")
+    nig = sub.add_parser("nightly", help="a rerun after new posts on one profile vs the first")
+    nig.add_argument("--profiles", type=int, default=100)
+    nig.add_argument("--posts", type=int, default=40, help="posts per profile")
+    nig.add_argument("--work", type=Path, default=Path("/tmp/popray-nightly"))
     cos = sub.add_parser("costs", help="unit costs of a finished popray run (for popray plan)")
     cos.add_argument("--out", type=Path, default=Path("out"))
     cos.add_argument("--cpus", type=int, default=os.cpu_count() or 1)
@@ -92,6 +97,10 @@ def main(argv: list[str] | None = None) -> int:
 
         for row in bench_profiles(args.profiles, args.posts, args.seeds):
             print(json.dumps(row), flush=True)
+    if args.what == "nightly":
+        from popray.bench_nightly import bench_nightly
+
+        print(json.dumps(bench_nightly(args.work, args.profiles, args.posts)), flush=True)
     if args.what == "train":
         from popray.bench import bench_train
 
