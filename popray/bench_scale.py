@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -100,15 +101,18 @@ def _fixed(values: np.ndarray) -> pa.Array:
     return array
 
 
-def bench_profiles(counts: list[int], posts: int, seeds: int = 1, epochs: int = 15) -> list[dict]:
+def bench_profiles(
+    counts: list[int], posts: int, seeds: int = 1, epochs: int = 15
+) -> Iterator[dict]:
     """Wall time of label, dedup and train for each profile count, per profile, and the
-    driver's peak memory. Each count runs in a fresh driver process (its own Ray start),
-    on an OUT built beforehand by this one, so the peaks are the stages' own."""
+    driver's peak memory, one row per count as it finishes. Each count runs in a fresh
+    driver process (its own Ray start), on an OUT built beforehand by this one, so the
+    peaks are the stages' own."""
     import json
     import subprocess
     import sys
 
-    rows = []
+    base = None
     for profiles in counts:
         with tempfile.TemporaryDirectory() as tmp:
             synthetic_out(Path(tmp), profiles, posts)
@@ -117,11 +121,10 @@ def bench_profiles(counts: list[int], posts: int, seeds: int = 1, epochs: int = 
             done = subprocess.run(command, capture_output=True, text=True)
             if done.returncode:
                 raise RuntimeError(f"{' '.join(command)} failed:\n{done.stderr[-3000:]}")
-            rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
-    base = rows[0]["per_profile_s"]
-    for row in rows:
+            row = json.loads(done.stdout.strip().splitlines()[-1])
+        base = base or row["per_profile_s"]
         row["per_profile_vs_first"] = round(row["per_profile_s"] / base, 3)
-    return rows
+        yield row
 
 
 class PeakMemory:

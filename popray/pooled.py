@@ -117,11 +117,19 @@ def history_folds(
 
 
 @ray.remote(num_cpus=1)
+def _gathered(ds: Dataset) -> Dataset:
+    """The dataset with its arrays in one piece: a task gathers them from the object
+    store's chunks and returns them to it, so the fits below share them (zero-copy) and
+    the driver never holds them."""
+    return ds.local()
+
+
+@ray.remote(num_cpus=1)
 def _fit_score(ds: Dataset, model: str, k: int, folds: list[Fold], cfg: TrainConfig) -> list:
     """Train `model` on each fold's training items for cfg.epochs epochs and score its
     validation items: their (classes, probabilities)."""
     torch.set_num_threads(1)
-    ds = ds.local()  # gathered from the object store once, for all folds
+    ds = ds.local()  # a no-op for `_gathered`'s dataset
     scored = []
     for fold in folds:
         data = fold_data(ds, model, fold)
@@ -179,7 +187,7 @@ def run_pooled(
     if cfg.final_models:
         root.mkdir(parents=True, exist_ok=True)
     for k, ds in sorted(datasets.items()):
-        ref = ray.put(ds)
+        ref = _gathered.remote(ds)  # every profile's rows, gathered once, on the cluster
         for model in cfg.pooled:
             owners = _owners(ds, model)
             validated = sorted(set(owners))
