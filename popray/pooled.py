@@ -200,9 +200,11 @@ def run_pooled(
             echo(f"cross-profile {model} k={k}: {len(validated)} profiles, grouped folds")
             folds = profile_folds(ds, model, min(cfg.folds, len(validated)))
             pooled = [_fit_score.remote(ref, model, k, [f], cfg.train) for f in folds]
-            curves = {p: history_folds(ds, model, p, times) for p in validated}
+            # a profile's own model: its own items only (their rows gathered by its task)
+            mine = {p: ds.for_profile(p, remote=True) for p in validated}
+            curves = {p: history_folds(mine[p], model, p, times) for p in validated}
             own = {
-                p: _fit_score.remote(ref, model, k, [f for _, f in c], cfg.train)
+                p: _fit_score.remote(mine[p], model, k, [f for _, f in c], cfg.train)
                 for p, c in curves.items()
                 if c
             }
