@@ -46,17 +46,25 @@ class UnitCosts:
     decode_image_core_s: float = 0.0044  # decode alone (the GPU plan's CPU side): 229/s
     decode_video_core_s: float = 0.60  # 15 frames of a phone video, one core
     dedup_pair_s: float = 1.2e-8  # core-s per pair, 100k-item benchmark: 121 s
-    dedup_profile_s: float = 0.02  # core-s per profile: a task per (profile, media type)
-    dedup_item_driver_s: float = 2e-5  # the driver streaming the embeddings to the tasks
-    grid_item_core_s: float = 0.36  # the paper's grid (folds) + final models, per item
-    # walk-forward trials, per item, when every window trains (the demo's 244 posts)
-    walk_forward_item_core_s: float = 0.39
-    train_driver_item_s: float = 0.0  # the driver's own train phases (DRIVER_PHASES)
-    pooled_item_core_s: float = 0.0  # the cross-profile models, per item
+    # The train and dedup costs below: `jobs.benchmark profiles` at 1,000 profiles x 40
+    # posts (2 cores, 2026-12-04), its 1 seed scaled to the default 3 (folds, windows,
+    # collect and metrics x 3; final models and cross-profile models x 1).
+    dedup_profile_s: float = 0.012  # core-s per profile: a task per (profile, media type)
+    dedup_item_driver_s: float = 1.2e-4  # the driver streaming the embeddings to the tasks
+    # the grid: (144.5 s x 3 + final 8.9 s) x 2 cores / 40,000 items, split between the
+    # protocols as on the demo (0.36 : 0.39)
+    grid_item_core_s: float = 0.0106  # the paper's folds + final models, per item
+    walk_forward_item_core_s: float = 0.0115  # walk-forward trials, per item
+    # load 20.9 s + plan 9.4 s + 3 x (collect 0.6 s + metrics 39.1 s), per item
+    train_driver_item_s: float = 0.0037  # the driver's own train phases (DRIVER_PHASES)
+    pooled_item_core_s: float = 0.0216  # the cross-profile models: 431.6 s x 2 / 40,000
     profile_s: float = 1.45  # core-s per profile: Grad-CAM of a sample of each class
     fixed_s: float = 9.4  # Ray start, figures, report
     views: int = 4
-    source: str = "make demo (1 profile, 244 posts), 2 cores, 2026-11-23"
+    source: str = (
+        "make demo (1 profile, 244 posts), 2 cores, 2026-11-23; dedup and train: "
+        "jobs.benchmark profiles (1,000 x 40 posts), 2026-12-04"
+    )
     measured: dict = field(default_factory=dict)
 
     @classmethod
