@@ -495,9 +495,6 @@ def ingest(source: Location | Path | str, hash_workers: int = 8) -> IngestResult
             "(SELECT profile_id FROM followers_kept)"
         )
         media_rows = _check_media(con, export, sources["media"], quarantine)
-        con.register(
-            "media_out", pa.table({"media_id": []}, schema=pa.schema([("media_id", pa.string())]))
-        )
         excluded_rows: list[int] = []
         if counts["exclude"]:
             source = sources["exclude"]
