@@ -22,6 +22,7 @@ from torch import nn
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+RANDOM_INIT_SEED = 0  # weights="random": one fixed initialisation
 
 
 class WeightsError(RuntimeError):
@@ -89,7 +90,9 @@ def create_backbone(name: str, weights: str | Path | None = None) -> Backbone:
     """Build backbone `name` (a timm model) with its weights, in eval mode, frozen.
 
     weights: None = the default source for `name`; a path = a local checkpoint;
-    "random" = random initialisation (tests only).
+    "random" = random initialisation (tests only), seeded: the same weights in every
+    process, whatever that process's RNG has done before (a Ray worker may have
+    trained a head with its own seed first).
     """
     import timm
 
@@ -97,7 +100,9 @@ def create_backbone(name: str, weights: str | Path | None = None) -> Backbone:
         raise ValueError(f"unknown backbone {name!r}: not a timm model name")
     use_hub = weights is None and name != "efficientnet_lite0"
     try:
-        model = timm.create_model(name, pretrained=use_hub)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(RANDOM_INIT_SEED)
+            model = timm.create_model(name, pretrained=use_hub)
     except Exception as exc:  # hub unreachable, no pretrained tag, ...
         raise WeightsError(
             f"could not load pretrained weights for {name!r} from the hub ({exc}); "

@@ -56,6 +56,13 @@ def test_missing_or_wrong_weights_are_errors_not_random_init(tmp_path):
 def test_random_init_only_when_asked_and_width_follows_backbone():
     small = create_backbone("resnet18", weights="random")
     assert small.width == 512
+    # the same weights whatever the process's RNG did before, and the RNG left as it was
+    torch.manual_seed(123)
+    state = torch.random.get_rng_state()
+    again = create_backbone("resnet18", weights="random")
+    assert torch.equal(torch.random.get_rng_state(), state)
+    weights = zip(small.model.state_dict().values(), again.model.state_dict().values(), strict=True)
+    assert all(torch.equal(a, b) for a, b in weights)
     with torch.inference_mode():
         assert small.embed(torch.rand(1, 3, 224, 224)).shape == (1, 512)
 
