@@ -20,16 +20,15 @@ pooled (for one profile, exactly Spearman's ρ), and the top fifth of each profi
 
 from __future__ import annotations
 
-from collections import defaultdict
+from dataclasses import dataclass
 from pathlib import Path
 
 import duckdb
 import numpy as np
 import pyarrow as pa
-from scipy.stats import binomtest, rankdata, spearmanr
-from sklearn.metrics import confusion_matrix, f1_score, top_k_accuracy_score
+import pyarrow.compute as pc
 
-from popray import store
+from popray import scores, store
 from popray.models import REGISTRY
 from popray.tables import METRICS
 
@@ -45,34 +44,15 @@ PAPER_ACCURACY = {
     ("video_to_image", 3): 0.54,
 }
 KEY = ("scheme", "backbone", "features", "protocol", "model", "k")
-TOP_SHARE = 0.2  # the top fifth of each profile's ranked items
 
 
 def expected_calibration_error(y: np.ndarray, proba: np.ndarray, bins: int = 10) -> float:
     """Mean |accuracy - confidence| over equal-width confidence bins, weighted by size."""
-    confidence, pred = proba.max(axis=1), proba.argmax(axis=1)
-    which = np.minimum((confidence * bins).astype(int), bins - 1)
-    error = 0.0
-    for b in range(bins):
-        inside = which == b
-        if inside.any():
-            error += inside.mean() * abs(
-                (pred[inside] == y[inside]).mean() - confidence[inside].mean()
-            )
-    return float(error)
-
-
-def _seed_scores(y: np.ndarray, pred: np.ndarray, proba: np.ndarray, k: int) -> dict:
-    classes = list(range(k))
-    confusion = confusion_matrix(y, pred, labels=classes).astype(np.float64)
-    support = confusion.sum(axis=1, keepdims=True)
-    return {
-        "accuracy": float((y == pred).mean()),
-        "top2": float(top_k_accuracy_score(y, proba, k=2, labels=classes)) if k >= 3 else None,
-        "macro_f1": float(f1_score(y, pred, labels=classes, average="macro", zero_division=0)),
-        "confusion": np.divide(confusion, support, out=np.zeros_like(confusion), where=support > 0),
-        "ece": expected_calibration_error(y, proba),
-    }
+    assert bins == scores.ECE_BINS
+    proba = np.asarray(proba, np.float64)
+    right = np.asarray(y) == proba.argmax(axis=1)
+    one = np.zeros(len(right), np.int64)
+    return float(scores.calibration_error(one, right, proba.max(axis=1), 1)[0])
 
 
 def recent_baseline(out: Path, scheme: str) -> dict[tuple[int, str], int | None]:
@@ -116,22 +96,17 @@ def ranking_targets(
     return {(k, media_id): (score, recent) for media_id, k, score, recent in rows}
 
 
-def expected_score(proba: np.ndarray) -> np.ndarray:
-    """Each item's expected class Σ p·c from its (n, k) class probabilities, rounded:
-    float32 noise in the sum must not order items that the model scores the same."""
-    proba = np.asarray(proba, np.float64)
-    return np.round(proba @ np.arange(proba.shape[1], dtype=np.float64), 6)
+expected_score = scores.expected_score
+
+
+def _codes(labels: np.ndarray) -> np.ndarray:
+    return scores.dense(np.asarray(labels))[1]
 
 
 def within_profile(values: np.ndarray, profiles: np.ndarray) -> np.ndarray:
     """Each value's percentile among its own profile's values (average ranks for ties, in
     [0, 1]; 0.5 for a profile with one item)."""
-    out = np.empty(len(values), np.float64)
-    for profile in np.unique(profiles):
-        at = profiles == profile
-        n = int(at.sum())
-        out[at] = 0.5 if n == 1 else (rankdata(values[at]) - 1) / (n - 1)
-    return out
+    return scores.percentiles(np.asarray(values, np.float64), _codes(profiles))
 
 
 def spearman(
@@ -139,11 +114,11 @@ def spearman(
 ) -> tuple[float | None, float | None]:
     """(ρ, one-sided p-value for ρ > 0) ranking within each profile (see the module's doc);
     (None, None) when either side is constant or there are fewer than 3 items."""
-    x, y = within_profile(pred, profiles), within_profile(target, profiles)
-    if len(x) < 3 or np.ptp(x) == 0 or np.ptp(y) == 0:
-        return None, None
-    result = spearmanr(x, y, alternative="greater")
-    return float(result.statistic), float(result.pvalue)
+    one = np.zeros(len(pred), np.int64)
+    rho, p = scores.spearman(
+        np.asarray(pred, np.float64), np.asarray(target, np.float64), one, _codes(profiles), 1
+    )
+    return _num(rho[0]), _num(p[0])
 
 
 def top_precision(
@@ -151,55 +126,15 @@ def top_precision(
 ) -> float | None:
     """Of each profile's items ranked in its top fifth by `pred` (at least one; ties by
     media_id), the share with `top` set (in the top class), pooled over profiles."""
-    hits = chosen = 0
-    for profile in np.unique(profiles):
-        at = np.flatnonzero(profiles == profile)
-        n_top = max(1, round(TOP_SHARE * len(at)))
-        ranked = sorted(at, key=lambda i: (-pred[i], ids[i]))[:n_top]
-        hits += int(top[ranked].sum())
-        chosen += n_top
-    return hits / chosen if chosen else None
+    one = np.zeros(len(pred), np.int64)
+    values = np.asarray(pred, np.float64)
+    top = np.asarray(top, bool)
+    found = scores.top_precision(values, top, one, _codes(profiles), _codes(ids), 1)
+    return _num(found[0]) if len(pred) else None
 
 
-def _ranking(seeds: dict[int, list[dict]], k: int, targets: dict, protocol: str) -> dict:
-    """The ranking columns of one metrics row (None where there is nothing to rank)."""
-    none = dict.fromkeys(RANKING_COLUMNS)
-    first = [r for r in next(iter(seeds.values())) if _target(targets, protocol, k, r)]
-    if not first:
-        return none
-    ids = np.array([r["media_id"] for r in first])
-    profiles = np.array([r["profile_id"] for r in first])
-    score = np.array([_target(targets, protocol, k, r)[0] for r in first])
-    top = np.array([r["label"] == k - 1 for r in first])
-    rhos, precisions, expected = [], [], defaultdict(list)
-    for rows in seeds.values():
-        scores = expected_score(np.array([r["proba"] for r in rows], np.float64))
-        by_id = dict(zip((r["media_id"] for r in rows), scores.tolist(), strict=True))
-        pred = np.array([by_id[m] for m in ids])
-        for m, e in zip(ids, pred, strict=True):
-            expected[m].append(e)
-        rhos.append(spearman(pred, score, profiles)[0])
-        precisions.append(top_precision(pred, top, profiles, ids))
-    mean_pred = np.round([np.mean(expected[m]) for m in ids], 6)
-    guess = np.array(
-        [np.nan if (g := _target(targets, protocol, k, r)[1]) is None else g for r in first]
-    )
-    for profile in np.unique(profiles):  # no earlier item: the profile's median guess
-        at = profiles == profile
-        known = guess[at][~np.isnan(guess[at])]
-        guess[at & np.isnan(guess)] = np.median(known) if len(known) else 0.0
-    recent_rho = spearman(guess, score, profiles)[0]
-    valid = [r for r in rhos if r is not None]
-    return {
-        "spearman_mean": float(np.mean(valid)) if valid else None,
-        "spearman_std": float(np.std(valid)) if valid else None,
-        "spearman_p_value": spearman(mean_pred, score, profiles)[1],
-        "top20_precision_mean": float(np.mean(precisions)),
-        "top20_precision_std": float(np.std(precisions)),
-        "top_class_share": float(top.mean()),
-        "recent_spearman": recent_rho,
-        "recent_top20_precision": top_precision(guess, top, profiles, ids),
-    }
+def _num(value) -> float | None:
+    return None if value is None or np.isnan(value) else float(value)
 
 
 RANKING_COLUMNS = (
@@ -214,12 +149,6 @@ RANKING_COLUMNS = (
 )
 
 
-def _target(targets: dict, protocol: str, k: int, row: dict) -> tuple | None:
-    """(rank_score, recent guess) of a prediction row's item; None when it has no score."""
-    found = targets.get((protocol, k, row["media_id"]))
-    return found if found is not None and found[0] is not None else None
-
-
 def compute_metrics(
     predictions: pa.Table, recent: dict | None = None, targets: dict | None = None
 ) -> pa.Table:
@@ -227,79 +156,250 @@ def compute_metrics(
     (scheme, backbone, features, protocol, model, k, profile), and one with profile_id
     NULL pooling every profile's validation items. `recent` maps (protocol, k, media_id)
     to the recent-PoR baseline's class (None: no earlier item); `targets` maps it to the
-    item's (rank_score, recent-PoR guess of it) for the ranking columns (None: left out)."""
-    groups: dict[tuple, dict[int, list[dict]]] = defaultdict(lambda: defaultdict(list))
-    for row in predictions.to_pylist():
-        key = tuple(row[c] for c in KEY)
-        groups[(*key, row["profile_id"])][row["seed"]].append(row)
-        groups[(*key, None)][row["seed"]].append(row)
-    order = sorted(groups, key=lambda g: (g[:-1], g[-1] is not None, g[-1] or ""))
-    rows = [_row(g, groups[g], recent, targets) for g in order]
-    return pa.Table.from_pylist(rows, schema=METRICS)
+    item's (rank_score, recent-PoR guess of it) for the ranking columns (None: left out).
+
+    Every row's scores come from flat arrays at once (popray.scores): the rows are taken
+    twice, once under their profile's group and once under their cell's pooled group."""
+    if predictions.num_rows == 0:
+        return METRICS.empty_table()
+    rows = _Rows.of(predictions, recent, targets)
+    with np.errstate(divide="ignore", invalid="ignore"):  # 0 / 0 is NaN: no value, null
+        table = pa.concat_tables([_metrics_of_k(rows, k) for k in np.unique(rows.k).tolist()])
+    order = pc.sort_indices(table, [("_cell", "ascending"), ("_profile", "ascending")])
+    return table.take(order).drop_columns(["_cell", "_profile"])
 
 
-def _row(
-    group: tuple, seeds: dict[int, list[dict]], recent: dict | None, targets: dict | None
-) -> dict:
-    """One row of `metrics`: scores per seed, then mean and std over seeds."""
-    cell = dict(zip((*KEY, "profile_id"), group, strict=True))
-    k = cell["k"]
-    scores = []
-    for rows in seeds.values():
-        y = np.array([r["label"] for r in rows])
-        pred = np.array([r["pred"] for r in rows])
-        proba = np.array([r["proba"] for r in rows], dtype=np.float64)
-        scores.append(_seed_scores(y, pred, proba, k))
-    first = next(iter(seeds.values()))
-    labels = np.array([r["label"] for r in first])
+@dataclass
+class _Rows:
+    """The predictions as flat arrays: dense codes, in sort order, for the cell (KEY),
+    profile, seed and media item; each row's baseline class and ranking target (NaN:
+    none; None: the mapping was not given)."""
+
+    cells: list[tuple]
+    profiles: list[str]
+    cell: np.ndarray
+    profile: np.ndarray
+    seed: np.ndarray
+    media: np.ndarray
+    k: np.ndarray
+    label: np.ndarray
+    proba: pa.ChunkedArray
+    recent: np.ndarray | None
+    score: np.ndarray | None
+    guess: np.ndarray | None
+
+    @classmethod
+    def of(cls, t: pa.Table, recent: dict | None, targets: dict | None) -> _Rows:
+        cells, cell = _cell_codes(t)
+        profiles, profile = _sorted_codes(t["profile_id"])
+        media_ids, media = _sorted_codes(t["media_id"])
+        seed = scores.dense(t["seed"].to_numpy())[1]
+        k = np.array([c[KEY.index("k")] for c in cells])[cell]
+        keys = _lookup_keys(cells, cell, media_ids, media)
+        score = guess = None
+        if targets is not None:
+            found = _lookup(targets, keys)
+            score = np.array([np.nan if f is None or f[0] is None else f[0] for f in found])
+            guess = np.array([np.nan if f is None or f[1] is None else f[1] for f in found])
+        base = None if recent is None else _lookup(recent, keys)
+        return cls(
+            cells,
+            profiles,
+            cell,
+            profile,
+            seed,
+            media,
+            k,
+            t["label"].to_numpy(),
+            t["proba"],
+            None if base is None else np.array([np.nan if b is None else b for b in base]),
+            score,
+            guess,
+        )
+
+
+def _sorted_codes(column: pa.ChunkedArray) -> tuple[list, np.ndarray]:
+    """(the distinct values, sorted; each row's index among them)."""
+    encoded = column.combine_chunks().dictionary_encode()
+    names = encoded.dictionary.to_pylist()
+    order = sorted(range(len(names)), key=names.__getitem__)
+    rank = np.empty(len(names), np.int64)
+    rank[order] = np.arange(len(names))
+    return [names[i] for i in order], rank[encoded.indices.to_numpy()]
+
+
+def _cell_codes(t: pa.Table) -> tuple[list[tuple], np.ndarray]:
+    """(the distinct KEY tuples, sorted; each row's index among them)."""
+    combined = np.zeros(t.num_rows, np.int64)
+    names = []
+    for column in KEY:
+        values, codes = _sorted_codes(t[column])
+        combined = combined * len(values) + codes
+        names.append(values)
+    distinct, cell = scores.dense(combined)  # mixed radix: sorted as the tuples are
+    cells = []
+    for code in distinct.tolist():
+        parts = []
+        for values in reversed(names):
+            code, at = divmod(code, len(values))
+            parts.append(values[at])
+        cells.append(tuple(reversed(parts)))
+    return cells, cell
+
+
+def _lookup_keys(cells, cell, media_ids, media) -> tuple[np.ndarray, list[tuple]]:
+    """(each row's index into the distinct (protocol, k, media_id) keys, those keys)."""
+    pairs = [(c[KEY.index("protocol")], c[KEY.index("k")]) for c in cells]
+    distinct_pairs = sorted(set(pairs))
+    pair_of_cell = np.array([distinct_pairs.index(p) for p in pairs])
+    m = len(media_ids)
+    distinct, at = scores.dense(pair_of_cell[cell] * m + media)
+    return at, [(*distinct_pairs[d // m], media_ids[d % m]) for d in distinct.tolist()]
+
+
+def _lookup(mapping: dict, keys: tuple[np.ndarray, list[tuple]]) -> list:
+    """`mapping` looked up once per distinct key, spread over the rows."""
+    at, distinct = keys
+    found = [mapping.get(key) for key in distinct]
+    return [found[i] for i in at.tolist()]
+
+
+def _metrics_of_k(r: _Rows, k: int) -> dict[str, np.ndarray]:
+    """The metrics columns of the groups of the cells with `k` classes, unsorted, with
+    their sort keys (_cell, _profile: -1 pooled)."""
+    at = np.flatnonzero(r.k == k)
+    n = len(at)
+    n_profiles = len(r.profiles)
+    cell, profile = r.cell[at], r.profile[at]
+    own_keys, own = scores.dense(cell * n_profiles + profile)
+    pooled_keys, pooled = scores.dense(cell)
+    n_groups = len(own_keys) + len(pooled_keys)
+    twice = np.concatenate([np.arange(n), np.arange(n)])  # the rows, under both groups
+    rows = at[twice]
+    group = np.concatenate([own, len(own_keys) + pooled])
+    group_cell = np.concatenate([own_keys // n_profiles, pooled_keys])
+    group_profile = np.concatenate([own_keys % n_profiles, np.full(len(pooled_keys), -1)])
+    proba = r.proba.take(pa.array(at)).combine_chunks().flatten().to_numpy()
+    proba = proba.astype(np.float64).reshape(n, k)[twice]
+    y, seed, media = r.label[rows], r.seed[rows], r.media[rows]
+
+    n_seeds = int(r.seed.max()) + 1
+    unit_keys, unit = scores.dense(group * n_seeds + seed)
+    unit_group = unit_keys // n_seeds
+    n_units = len(unit_keys)
+    per_seed = scores.classification(unit, y, proba, n_units)
+    cols = {"_cell": group_cell, "_profile": group_profile}
+    cols["n_seeds"] = np.bincount(unit_group, minlength=n_groups)
+    for name in ("accuracy", "top2", "macro_f1", "ece"):
+        mean, std = scores.over_units(per_seed[name], unit_group, n_groups)
+        cols[f"{name}_mean"], cols[f"{name}_std"] = mean, std
+    cols["confusion_mean"], cols["confusion_std"] = scores.over_units(
+        per_seed["confusion"], unit_group, n_groups
+    )
+
+    # the first seed's rows (in the order they came) stand for the group's items
+    by_group = np.argsort(group, kind="stable")
+    first = by_group[np.searchsorted(group[by_group], np.arange(n_groups))]
+    f = seed == seed[first][group]
+    seg_keys, seg = scores.dense(group * n_profiles + r.profile[rows])
+    seg_group = seg_keys // n_profiles
+    n_first = scores.sums(group[f], n_groups)
+    cols["n_items"] = np.bincount(
+        scores.dense(group[f] * len(r.media) + media[f])[0] // len(r.media), minlength=n_groups
+    )
     # majority baseline: each profile's own commonest class (pooled: summed over profiles)
-    by_profile: dict[str, list[int]] = defaultdict(list)
-    for r in first:
-        by_profile[r["profile_id"]].append(r["label"])
-    commonest = {p: int(np.bincount(ys, minlength=k).argmax()) for p, ys in by_profile.items()}
-    majority = float(np.mean([r["label"] == commonest[r["profile_id"]] for r in first]))
-    recent_accuracy = None
-    if recent is not None:
-        guess = [recent.get((cell["protocol"], k, r["media_id"])) for r in first]
-        guess = [
-            commonest[r["profile_id"]] if g is None else g
-            for g, r in zip(guess, first, strict=True)
-        ]
-        recent_accuracy = float((np.array(guess) == labels).mean())
-    accuracy = float(np.mean([s["accuracy"] for s in scores]))
-    best = max(majority, recent_accuracy or 0.0)
-    n = len(labels)
-    p_value = float(binomtest(round(accuracy * n), n, min(best, 1.0), alternative="greater").pvalue)
-    confusion = np.stack([s["confusion"] for s in scores])
-    top2 = [s["top2"] for s in scores]
-    ranking = (
-        _ranking(seeds, k, targets, cell["protocol"]) if targets else dict.fromkeys(RANKING_COLUMNS)
+    counts = np.bincount(seg[f] * k + y[f], minlength=len(seg_keys) * k).reshape(-1, k)
+    commonest = counts.argmax(axis=1)
+    majority = scores.sums(seg_group, n_groups, counts.max(axis=1)) / n_first
+    cols["majority_accuracy"] = majority
+    recent_accuracy = np.full(n_groups, np.nan)
+    if r.recent is not None:
+        guess = r.recent[rows][f]
+        guess = np.where(np.isnan(guess), commonest[seg[f]], guess)
+        recent_accuracy = scores.sums(group[f], n_groups, guess == y[f]) / n_first
+    cols["recent_accuracy"] = recent_accuracy
+    best = np.minimum(np.maximum(majority, np.nan_to_num(recent_accuracy)), 1.0)
+    hits = np.rint(cols["accuracy_mean"] * n_first)
+    cols["p_value"] = scores.binomial_greater(hits, n_first, best)
+    cols |= _ranking_of_k(r, k, rows, group, unit, unit_group, seg, f, proba, n_groups)
+    return _table_of(r, k, cols)
+
+
+def _ranking_of_k(r: _Rows, k, rows, group, unit, unit_group, seg, f, proba, n_groups) -> dict:
+    """The ranking columns (NaN where there is nothing to rank) of `_metrics_of_k`'s
+    groups: over the first seed's items with a target, every seed scored on them."""
+    nan = np.full(n_groups, np.nan)
+    if r.score is None:
+        return dict.fromkeys(RANKING_COLUMNS, nan)
+    n_units = len(unit_group)
+    score, media, y = r.score[rows], r.media[rows], r.label[rows]
+    item = group * len(r.media) + media
+    t = f & ~np.isnan(score)  # the items ranked
+    q = np.isin(item, item[t])  # every seed's rows of those items
+    n_profiles = len(r.profiles)
+    seg_q = scores.dense(unit[q] * n_profiles + r.profile[rows][q])[1]
+    expected = scores.expected_score(proba[q])
+    top_q = y[q] == k - 1
+    rho, _ = scores.spearman(expected, score[q], unit[q], seg_q, n_units)
+    precision = scores.top_precision(expected, top_q, unit[q], seg_q, media[q], n_units)
+    cols = {}
+    cols["spearman_mean"], cols["spearman_std"] = _over_valid(rho, unit_group, n_groups)
+    cols["top20_precision_mean"], cols["top20_precision_std"] = _over_valid(
+        precision, unit_group, n_groups
     )
-    return (
-        cell
-        | ranking
-        | {
-            "validated_on": REGISTRY[cell["model"]].validate_on,
-            "n_items": len({r["media_id"] for r in first}),
-            "n_seeds": len(seeds),
-            "accuracy_mean": accuracy,
-            "accuracy_std": float(np.std([s["accuracy"] for s in scores])),
-            "top2_mean": float(np.mean(top2)) if k >= 3 else None,
-            "top2_std": float(np.std(top2)) if k >= 3 else None,
-            "macro_f1_mean": float(np.mean([s["macro_f1"] for s in scores])),
-            "macro_f1_std": float(np.std([s["macro_f1"] for s in scores])),
-            "majority_accuracy": majority,
-            "recent_accuracy": recent_accuracy,
-            "p_value": p_value,
-            "ece_mean": float(np.mean([s["ece"] for s in scores])),
-            "confusion_mean": confusion.mean(axis=0).tolist(),
-            "confusion_std": confusion.std(axis=0).tolist(),
-            # the paper's numbers are for its own scheme and protocol only
-            "paper_accuracy": PAPER_ACCURACY.get((cell["model"], k))
-            if (cell["scheme"], cell["protocol"]) == ("por_rolling", "stratified_kfold")
-            else None,
-        }
+    items, which = scores.dense(item[q])
+    mean = np.round(scores.sums(which, len(items), expected) / scores.sums(which, len(items)), 6)
+    seg_t, group_t = seg[t], group[t]
+    mean_t = mean[np.searchsorted(items, item[t])]
+    cols["spearman_p_value"] = scores.spearman(mean_t, score[t], group_t, seg_t, n_groups)[1]
+    n_t = scores.sums(group_t, n_groups)
+    cols["top_class_share"] = scores.sums(group_t, n_groups, y[t] == k - 1) / n_t
+    # the recent-PoR baseline: the previous item's score; none: the profile's median guess
+    guess = r.guess[rows][t]
+    median = scores.segment_medians(guess, seg_t, int(seg.max()) + 1)
+    guess = np.where(np.isnan(guess), np.nan_to_num(median[seg_t], nan=0.0), guess)
+    cols["recent_spearman"] = scores.spearman(guess, score[t], group_t, seg_t, n_groups)[0]
+    cols["recent_top20_precision"] = scores.top_precision(
+        guess, y[t] == k - 1, group_t, seg_t, media[t], n_groups
     )
+    none = n_t == 0
+    return {name: np.where(none, np.nan, values) for name, values in cols.items()}
+
+
+def _over_valid(values: np.ndarray, unit_group: np.ndarray, n_groups: int) -> tuple:
+    """(mean, std) over each group's units where `values` is not NaN; NaN without any."""
+    ok = ~np.isnan(values)
+    mean, std = scores.over_units(values[ok], unit_group[ok], n_groups)
+    return mean, std
+
+
+def _table_of(r: _Rows, k: int, cols: dict[str, np.ndarray]) -> pa.Table:
+    """The `metrics` rows of `_metrics_of_k`'s groups (NaN: null), with the sort keys."""
+    cells = [dict(zip(KEY, r.cells[c], strict=True)) for c in cols["_cell"].tolist()]
+    out: dict[str, pa.Array | list] = {n: [c[n] for c in cells] for n in KEY}
+    out["profile_id"] = [None if p < 0 else r.profiles[p] for p in cols["_profile"].tolist()]
+    out["validated_on"] = [REGISTRY[c["model"]].validate_on for c in cells]
+    # the paper's numbers are for its own scheme and protocol only
+    out["paper_accuracy"] = [
+        PAPER_ACCURACY.get((c["model"], k))
+        if (c["scheme"], c["protocol"]) == ("por_rolling", "stratified_kfold")
+        else None
+        for c in cells
+    ]
+    for name, values in cols.items():
+        if name.startswith("confusion"):
+            out[name] = _matrices(values)
+        elif name not in out:
+            out[name] = pa.array(values, from_pandas=True)  # NaN -> null
+    schema = METRICS.append(pa.field("_cell", pa.int64())).append(pa.field("_profile", pa.int64()))
+    return pa.table({f.name: out[f.name] for f in schema}).cast(schema)
+
+
+def _matrices(values: np.ndarray) -> pa.Array:
+    """(n, k, k) as a list<list<float64>> array."""
+    n, k, _ = values.shape
+    inner = pa.ListArray.from_arrays(np.arange(0, n * k * k + 1, k), values.reshape(-1))
+    return pa.ListArray.from_arrays(np.arange(0, n * k + 1, k), inner)
 
 
 PROTOCOL_TITLES = {

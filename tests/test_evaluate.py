@@ -215,3 +215,29 @@ def test_ranking_columns_for_the_model_and_the_recent_baseline():
 
     assert m["recent_spearman"] == pytest.approx(spearmanr(guess, score).statistic)
     assert compute_metrics(_predictions(rows)).to_pylist()[0]["spearman_mean"] is None
+
+
+def test_a_profiles_rows_do_not_depend_on_the_other_profiles():
+    """What lets a nightly run take over an unchanged profile's metrics: its rows are the
+    same, to the bit, whether it is scored alone or among other profiles."""
+    rng = np.random.default_rng(0)
+    rows, recent, targets = [], {}, {}
+    for profile in ("a", "b", "c"):
+        for i in range(int(rng.integers(8, 20))):
+            media_id, y = f"{profile}{i}", int(rng.integers(0, 3))
+            for key in (("stratified_kfold", 3, media_id), ("stratified_kfold", 2, media_id)):
+                recent[key] = None if i == 0 else int(rng.integers(0, key[1]))
+                targets[key] = (float(rng.normal()), None if i < 2 else float(rng.normal()))
+            for seed in (0, 1):
+                for k in (2, 3):
+                    proba = np.round(rng.dirichlet(np.ones(k)), 1) + 0.01
+                    row = _row(seed, media_id, min(y, k - 1), (proba / proba.sum()).tolist())
+                    rows.append(row | {"profile_id": profile})
+    together = compute_metrics(_predictions(rows), recent, targets).to_pylist()
+    for profile in ("a", "b", "c"):
+        mine = [r for r in rows if r["profile_id"] == profile]
+        alone = compute_metrics(_predictions(mine), recent, targets).to_pylist()
+        assert [r for r in together if r["profile_id"] == profile] == alone[1::2]
+        assert all(r["spearman_mean"] is not None for r in alone)
+    pooled = [r for r in together if r["profile_id"] is None]
+    assert [r["n_items"] for r in pooled] == [len({r["media_id"] for r in rows})] * 2
