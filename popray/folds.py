@@ -10,7 +10,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from sklearn.model_selection import StratifiedKFold
 
 from popray.dataset import Dataset
 from popray.models import REGISTRY
@@ -47,6 +46,8 @@ def make_folds(
             f"{n_splits} stratified folds (every class needs {n_splits})"
         )
     extra = tuple(images[0]) if spec.train_extra != "none" else ()
+    from sklearn.model_selection import StratifiedKFold  # heavy: only where folds are cut
+
     splitter = StratifiedKFold(n_splits=n_splits, shuffle=True, random_state=seed)
     ids = np.asarray(ids)
     return [

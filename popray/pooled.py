@@ -34,7 +34,6 @@ import numpy as np
 import pyarrow as pa
 import ray
 import torch
-from sklearn.model_selection import GroupKFold
 
 from popray import final
 from popray.config import GridConfig, TrainConfig
@@ -78,6 +77,8 @@ def profile_folds(ds: Dataset, model: str, n_splits: int) -> list[Fold]:
     owners = np.asarray(_owners(ds, model))
     other_owners = ds.video_profile if REGISTRY[model].validate_on == "image" else ds.image_profile
     folds = []
+    from sklearn.model_selection import GroupKFold  # heavy: only where folds are cut
+
     splitter = GroupKFold(n_splits=n_splits)
     for fold, (train, val) in enumerate(splitter.split(ids, groups=owners)):
         held_out = set(owners[val])

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import numpy as np
 from scipy import special
-from scipy.stats import binom
 
 TOP_SHARE = 0.2  # the top fifth of each profile's ranked items
 ECE_BINS = 10
@@ -190,6 +189,8 @@ def calibration_error(
 
 def binomial_greater(hits: np.ndarray, n: np.ndarray, p: np.ndarray) -> np.ndarray:
     """One-sided exact binomial test, P(X >= hits) for X ~ Binomial(n, p)."""
+    from scipy.stats import binom  # scipy.stats takes ~1 s to import: only here
+
     return binom.sf(hits - 1, n, p)
 
 

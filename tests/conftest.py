@@ -69,7 +69,15 @@ def ray_session():
     import ray
 
     if not ray.is_initialized():
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+        ray.init(
+            num_cpus=2,
+            include_dashboard=False,
+            log_to_driver=False,
+            _system_config={
+                "num_workers_soft_limit": 6,
+                "idle_worker_killing_time_threshold_ms": 600_000,
+            },
+        )
     yield ray
     ray.shutdown()
 

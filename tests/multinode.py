@@ -262,11 +262,12 @@ def two_nodes(hidden: list[Path], worker_cpus: int = 2) -> Iterator[Cluster]:
         for proc in reversed(procs):  # `ray start --block` stops its processes on SIGTERM
             if proc.poll() is None:
                 os.killpg(proc.pid, signal.SIGTERM)
-        for proc in procs:
+        for proc in procs:  # a few seconds to stop cleanly; the cluster is thrown away
             try:
-                proc.wait(timeout=60)
+                proc.wait(timeout=4)
             except subprocess.TimeoutExpired:
                 os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(timeout=30)
         shutil.rmtree(head_temp, ignore_errors=True)
 
 

@@ -129,9 +129,9 @@ def test_an_export_on_s3_is_decoded_and_embedded_on_the_worker(
 
 def test_the_grid_trains_on_the_worker_and_keeps_its_state_on_s3(on_s3, s3_uri):
     """The grid submitted as a job: its trials can only run on the worker (the head has no
-    CPUs), which writes each result to S3; the driver reads them from there. Its state
-    stays off the head's disk, so a second run, as from a fresh head, reuses every trial.
-    Grid state on the head's own disk is refused up front."""
+    CPUs), which writes each result to S3; the driver reads them from there, and nothing
+    of the grid lands on the head's disk. Grid state on the head's own disk is refused up
+    front. (That a fresh head reuses the trials on S3 is the killed-driver test's part.)"""
     c, src, embedded_out = on_s3
     out = embedded_out.parent / "grid"
     shutil.copytree(embedded_out, out)
@@ -156,11 +156,6 @@ def test_the_grid_trains_on_the_worker_and_keeps_its_state_on_s3(on_s3, s3_uri):
     assert all(results.child(n).files() == ["metrics.json", "predictions.parquet"] for n in names)
     assert not (out / "grid").exists()  # nothing of the grid on the head's disk
 
-    rc, log = _job(c, src, *train, "--storage", storage)
-    assert rc == 0 and "10 trials (10 reused from an earlier run)" in log, log[-3000:]
-    again = store.read_table(out, "trials").sort_by("trial")
-    assert again["finished_at"].equals(trials.sort_by("trial")["finished_at"])  # not retrained
-
 
 def test_the_whole_job_on_a_work_folder_on_s3_survives_a_killed_driver(
     on_s3, s3_uri, trained, tmp_path
@@ -179,7 +174,7 @@ def test_the_whole_job_on_a_work_folder_on_s3_survives_a_killed_driver(
         '[embed]\nviews = 2\nvideo_timeout_s = 30\ndevice = "cpu"\n'
         '[grid]\nmodels = ["image"]\nseeds = [0]\n[grid.train]\nepochs = 3\n'
     )
-    ttl = 45
+    ttl = 25  # long enough for the refused job below to start before it expires
     heads = [embedded_out.parent / f"head-{i}" for i in (1, 2)]  # scratch of two heads
     env = [{"POPRAY_SCRATCH": str(h), "POPRAY_LEASE_TTL_S": str(ttl)} for h in heads]
     results = Location.parse(work).child("work/grid")
