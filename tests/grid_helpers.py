@@ -70,6 +70,8 @@ GRID = GridConfig(
     final_models=False,
 )
 DATASETS = {2: synthetic(2), 3: synthetic(3)}
+# the grid that interrupts itself: one seed (12 trials) is enough to stop after 4
+RESUMABLE = GRID.model_copy(update={"seeds": [0]})
 
 
 class InterruptAfter:
@@ -95,4 +97,4 @@ if __name__ == "__main__":
 
     out, n, sig = Path(sys.argv[1]), int(sys.argv[2]), getattr(signal, f"SIG{sys.argv[3]}")
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    run_grid(out, DATASETS, GRID, "test", echo=InterruptAfter(n, sig, out / "interrupted"))
+    run_grid(out, DATASETS, RESUMABLE, "test", echo=InterruptAfter(n, sig, out / "interrupted"))

@@ -224,6 +224,10 @@ def two_nodes(hidden: list[Path], worker_cpus: int = 2) -> Iterator[Cluster]:
         "RAY_AUTH_MODE": "disabled",
         "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
         "RAY_USAGE_STATS_ENABLED": "0",
+        # the head checks each node every second (default 3 s) and marks it dead after 5
+        # failed checks: a lost node is seen in ~5 s, not ~15 s; a busy but live raylet
+        # still answers, each check waiting up to 10 s
+        "RAY_health_check_period_ms": "1000",
     }
     head_temp = Path("/tmp") / f"popray-h{os.getpid()}"  # Ray wants a short socket path
     head_cmd = [

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from grid_helpers import DATASETS, GRID, several, synthetic
+from grid_helpers import DATASETS, GRID, RESUMABLE, several, synthetic
 
 from popray.cells import MAX_TRIALS, Cell, plan_cells, shard_size, trial_specs
 from popray.folds import split
@@ -67,9 +67,10 @@ def test_an_interrupted_grid_resumes_without_redoing_finished_trials(ray_session
     )
     assert (tmp_path / "interrupted").exists(), run.stdout + run.stderr
     assert run.returncode != 0  # it did not finish
-    total = len(trial_specs(GRID, [Cell(m, k, ("profile",)) for m in GRID.models for k in (2, 3)]))
+    cells = [Cell(m, k, ("profile",)) for m in RESUMABLE.models for k in (2, 3)]
+    total = len(trial_specs(RESUMABLE, cells))
     resumed_at = time.time()
-    result = run_grid(tmp_path, DATASETS, GRID, "test")
+    result = run_grid(tmp_path, DATASETS, RESUMABLE, "test")
     assert result.resumed and 4 <= result.reused < total
     assert result.trials.num_rows == total
     times = [t.timestamp() for t in result.trials["finished_at"].to_pylist()]
