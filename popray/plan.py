@@ -55,8 +55,9 @@ class UnitCosts:
     # protocols as on the demo (0.36 : 0.39)
     grid_item_core_s: float = 0.0106  # the paper's folds + final models, per item
     walk_forward_item_core_s: float = 0.0115  # walk-forward trials, per item
-    # load 20.9 s + plan 9.4 s + 3 x (collect 0.6 s + metrics 39.1 s), per item
-    train_driver_item_s: float = 0.0037  # the driver's own train phases (DRIVER_PHASES)
+    # load 24.9 s + plan 10.1 s + 3 x (collect 0.6 s + metrics 1.05 s), per item (the
+    # same benchmark after metrics became array operations, 66992b8; 39.1 s before)
+    train_driver_item_s: float = 0.0010  # the driver's own train phases (DRIVER_PHASES)
     pooled_item_core_s: float = 0.0216  # the cross-profile models: 431.6 s x 2 / 40,000
     profile_s: float = 1.45  # core-s per profile: Grad-CAM of a sample of each class
     fixed_s: float = 9.4  # Ray start, figures, report
