@@ -48,11 +48,10 @@ KEY = ("scheme", "backbone", "features", "protocol", "model", "k")
 
 def expected_calibration_error(y: np.ndarray, proba: np.ndarray, bins: int = 10) -> float:
     """Mean |accuracy - confidence| over equal-width confidence bins, weighted by size."""
-    assert bins == scores.ECE_BINS
     proba = np.asarray(proba, np.float64)
     right = np.asarray(y) == proba.argmax(axis=1)
     one = np.zeros(len(right), np.int64)
-    return float(scores.calibration_error(one, right, proba.max(axis=1), 1)[0])
+    return float(scores.calibration_error(one, right, proba.max(axis=1), 1, bins)[0])
 
 
 def recent_baseline(out: Path, scheme: str) -> dict[tuple[int, str], int | None]:
@@ -177,6 +176,7 @@ class _Rows:
 
     cells: list[tuple]
     profiles: list[str]
+    media_ids: list[str]
     cell: np.ndarray
     profile: np.ndarray
     seed: np.ndarray
@@ -205,6 +205,7 @@ class _Rows:
         return cls(
             cells,
             profiles,
+            media_ids,
             cell,
             profile,
             seed,
@@ -305,7 +306,8 @@ def _metrics_of_k(r: _Rows, k: int) -> dict[str, np.ndarray]:
     seg_group = seg_keys // n_profiles
     n_first = scores.sums(group[f], n_groups)
     cols["n_items"] = np.bincount(
-        scores.dense(group[f] * len(r.media) + media[f])[0] // len(r.media), minlength=n_groups
+        scores.dense(group[f] * len(r.media_ids) + media[f])[0] // len(r.media_ids),
+        minlength=n_groups,
     )
     # majority baseline: each profile's own commonest class (pooled: summed over profiles)
     counts = np.bincount(seg[f] * k + y[f], minlength=len(seg_keys) * k).reshape(-1, k)
@@ -333,7 +335,7 @@ def _ranking_of_k(r: _Rows, k, rows, group, unit, unit_group, seg, f, proba, n_g
         return dict.fromkeys(RANKING_COLUMNS, nan)
     n_units = len(unit_group)
     score, media, y = r.score[rows], r.media[rows], r.label[rows]
-    item = group * len(r.media) + media
+    item = group * len(r.media_ids) + media
     t = f & ~np.isnan(score)  # the items ranked
     q = np.isin(item, item[t])  # every seed's rows of those items
     n_profiles = len(r.profiles)

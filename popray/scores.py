@@ -170,17 +170,21 @@ def classification(
 
 
 def calibration_error(
-    units: np.ndarray, right: np.ndarray, confidence: np.ndarray, n_units: int
+    units: np.ndarray,
+    right: np.ndarray,
+    confidence: np.ndarray,
+    n_units: int,
+    bins: int = ECE_BINS,
 ) -> np.ndarray:
-    """Per unit: mean |accuracy - confidence| over equal-width confidence bins, weighted
-    by their size."""
-    which = np.minimum((confidence * ECE_BINS).astype(int), ECE_BINS - 1)
-    cell = units * ECE_BINS + which
-    size = ECE_BINS * n_units
-    n_bin = np.bincount(cell, minlength=size).reshape(n_units, ECE_BINS).astype(np.float64)
+    """Per unit: mean |accuracy - confidence| over `bins` equal-width confidence bins,
+    weighted by their size."""
+    which = np.minimum((confidence * bins).astype(int), bins - 1)
+    cell = units * bins + which
+    size = bins * n_units
+    n_bin = np.bincount(cell, minlength=size).reshape(n_units, bins).astype(np.float64)
     acc = np.bincount(cell, weights=right.astype(np.float64), minlength=size)
     conf = np.bincount(cell, weights=confidence, minlength=size)
-    acc, conf = acc.reshape(n_units, ECE_BINS), conf.reshape(n_units, ECE_BINS)
+    acc, conf = acc.reshape(n_units, bins), conf.reshape(n_units, bins)
     n = n_bin.sum(axis=1, keepdims=True)
     with np.errstate(divide="ignore", invalid="ignore"):
         gap = (n_bin / n) * np.abs(acc / n_bin - conf / n_bin)
