@@ -18,6 +18,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -109,13 +110,27 @@ class Cluster:
     gcs: str = ""  # host:port worker nodes join
     workers: list[subprocess.Popen] = field(default_factory=list)
 
-    def add_worker(self, cpus: int = 2) -> subprocess.Popen:
-        """Another isolated worker node (as the first one); `kill_worker` takes it away."""
-        worker = _start_worker(self.gcs, self.env, self.hidden, cpus, len(self.workers) + 1)
-        self.workers.append(worker)
-        alive = 1 + sum(w.poll() is None for w in self.workers)  # the head and live workers
-        _wait_for_worker(self.address, worker, want=alive)
-        return worker
+    def add_worker(self, cpus: int = 2, attempts: int = 3) -> subprocess.Popen:
+        """Another isolated worker node (as the first one); `kill_worker` takes it away.
+        A `ray start` that exits at once (a port taken between choosing it and binding
+        it) is tried again on new ports; its output is in the error when none joins."""
+        for attempt in range(attempts):
+            log = tempfile.TemporaryFile()  # noqa: SIM115 (open as long as the node runs)
+            worker = _start_worker(
+                self.gcs, self.env, self.hidden, cpus, len(self.workers) + 1, log
+            )
+            alive = 2 + sum(w.poll() is None for w in self.workers)  # head, workers, this
+            try:
+                _wait_for_worker(self.address, worker, want=alive)
+            except RuntimeError:
+                exited = worker.poll() is not None
+                if exited and attempt + 1 < attempts:
+                    continue
+                self.workers.append(worker)  # still stopped at the end if it is running
+                raise RuntimeError(f"the worker node did not join: {_tail(log)}") from None
+            self.workers.append(worker)
+            return worker
+        raise AssertionError("unreachable")
 
     def node_ids(self) -> set[str]:
         """The ids of the nodes alive now."""
@@ -275,8 +290,13 @@ def two_nodes(hidden: list[Path], worker_cpus: int = 2) -> Iterator[Cluster]:
         shutil.rmtree(head_temp, ignore_errors=True)
 
 
+def _tail(log) -> str:
+    log.seek(0)
+    return log.read().decode(errors="replace")[-2000:]
+
+
 def _start_worker(
-    gcs: str, env: dict[str, str], hidden: list[Path], cpus: int, index: int
+    gcs: str, env: dict[str, str], hidden: list[Path], cpus: int, index: int, log
 ) -> subprocess.Popen:
     """`ray start` of a worker node inside a private mount namespace, with tmpfs over
     `hidden`, /tmp and ~/.cache: it sees none of the driver machine's files there."""
@@ -299,8 +319,8 @@ def _start_worker(
     return subprocess.Popen(
         ["unshare", "--mount", "--propagation", "private", "bash", "-c", script],
         env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        stdout=log,
+        stderr=subprocess.STDOUT,
         start_new_session=True,
     )
 
