@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
 from popray import store
 from popray.config import Scheme
@@ -24,10 +25,14 @@ BATCH_ROWS = 512  # rows per object-store chunk while loading (<= ~40 MB of vide
 
 
 class Rows:
-    """A float32 array of n rows kept in Ray's object store, one chunk per record batch
-    of the query: the driver holds only references and offsets. Indexing with row
+    """A float32 array kept in Ray's object store as chunks of stored rows (one chunk per
+    record batch read): the driver holds only references and offsets. Indexing with row
     numbers gathers just those rows, where it runs (a trial, a task); `select` keeps a
-    subset without fetching anything."""
+    subset without fetching anything.
+
+    `index` says which stored rows make up the array, in its order: (n,), one stored row
+    per row, or (n, g), g stored rows stacked per row (an image's views, stored one per
+    row); None: every stored row, as stored."""
 
     def __init__(
         self,
@@ -36,11 +41,12 @@ class Rows:
         row_shape: tuple[int, ...],
         index: np.ndarray | None = None,
     ) -> None:
-        self.refs, self.row_shape = refs, tuple(row_shape)
+        self.refs, self.row_shape = refs, tuple(row_shape)  # the shape of one stored row
         self.offsets = np.concatenate([[0], np.cumsum(sizes, dtype=np.int64)])
-        self.index = index  # the chunks' rows this array is made of (None: all of them)
+        self.index = index
         n = int(self.offsets[-1]) if index is None else len(index)
-        self.shape = (n, *self.row_shape)
+        group = () if index is None else index.shape[1:]
+        self.shape = (n, *group, *self.row_shape)
         self.ndim = len(self.shape)
         self.dtype = np.dtype(np.float32)
 
@@ -57,18 +63,20 @@ class Rows:
         return Rows(self.refs, sizes, self.row_shape, self._physical(rows))
 
     def take(self, rows: np.ndarray) -> np.ndarray:
-        """The given rows (ascending row numbers), as one local array."""
+        """The given rows, in the given order, as one local array (each chunk they touch
+        is fetched once)."""
         import ray
 
         physical = self._physical(rows)
-        chunk = np.searchsorted(self.offsets, physical, side="right") - 1
-        parts = []
-        for c in np.unique(chunk):
-            block = ray.get(self.refs[c])
-            parts.append(block[physical[chunk == c] - self.offsets[c]])
-        if not parts:
-            return np.zeros((0, *self.row_shape), np.float32)
-        return np.concatenate(parts)
+        stored = physical.reshape(-1)
+        out = np.empty((len(stored), *self.row_shape), np.float32)
+        chunk = np.searchsorted(self.offsets, stored, side="right") - 1
+        order = np.argsort(chunk, kind="stable")
+        bounds = np.flatnonzero(np.diff(chunk[order])) + 1
+        for at in np.split(order, bounds) if len(order) else []:
+            c = chunk[at[0]]
+            out[at] = ray.get(self.refs[c])[stored[at] - self.offsets[c]]
+        return out.reshape(*physical.shape, *self.row_shape)
 
     def array(self) -> np.ndarray:
         return self.take(np.arange(len(self)))
@@ -222,37 +230,113 @@ def _stack(column: pa.ChunkedArray | pa.Array, dims: int) -> np.ndarray:
 
 @dataclass
 class _Side:
-    """What one media type's query gave, batch by batch (see `load_dataset`)."""
+    """One media type's training items, in training order (profile, media_id), as the
+    keys query gave them, and where each item's embedding rows are stored."""
 
-    ids: list[str] = field(default_factory=list)
-    sha256: list[str] = field(default_factory=list)
-    y: list[np.ndarray] = field(default_factory=list)
-    profile: list[str] = field(default_factory=list)
-    arrays: dict[str, list] = field(default_factory=dict)  # column -> arrays or refs
+    ids: list[str]
+    sha256: list[str]
+    profile: list[str]
+    y: np.ndarray
+    stored: np.ndarray  # (n, g): positions of its g stored rows over the part files
 
-    def add(self, batch: pa.RecordBatch, arrays: dict[str, np.ndarray], remote: bool) -> None:
-        import ray
+    @classmethod
+    def of(cls, keys: pa.Table, starts: np.ndarray) -> _Side:
+        """From the keys query (`files`: the part file of each stored row, `rows`: its row
+        in that file; `starts`: the position of each part file's first row)."""
+        lengths = pc.list_value_length(keys["rows"]).to_numpy()
+        if len(set(lengths.tolist())) > 1:
+            raise ValueError(f"rows of unequal length {sorted(set(lengths.tolist()))}")
+        group = int(lengths[0]) if len(lengths) else 1
+        files = pc.list_flatten(keys["files"]).to_numpy().astype(np.int64)
+        rows = pc.list_flatten(keys["rows"]).to_numpy().astype(np.int64)
+        return cls(
+            ids=keys["media_id"].to_pylist(),
+            sha256=keys["sha256"].to_pylist(),
+            profile=keys["profile_id"].to_pylist(),
+            y=keys["y"].to_numpy().astype(np.int64),
+            stored=(starts[files] + rows).reshape(len(keys), group),
+        )
 
-        self.ids += batch["media_id"].to_pylist()
-        self.sha256 += batch["sha256"].to_pylist()
-        self.y.append(batch["y"].to_numpy().astype(np.int64))
-        self.profile += batch["profile_id"].to_pylist()
-        for name, x in arrays.items():
-            self.arrays.setdefault(name, []).append(
-                (ray.put(x), len(x), x.shape[1:]) if remote else x
-            )
 
-    def column(self, name: str, dims: int, context: bool) -> np.ndarray | Rows:
-        parts = self.arrays.get(name, [])
-        if not parts:
-            empty = np.zeros((0,) * dims, np.float32)
-            return _append(empty, np.zeros((0, len(CONTEXT_FEATURES)))) if context else empty
-        if isinstance(parts[0], tuple):  # object-store chunks
-            return Rows([r for r, _, _ in parts], [n for _, n, _ in parts], parts[0][2])
-        return np.concatenate(parts)
+def _read(
+    paths: list[Path],
+    starts: np.ndarray,
+    wanted: np.ndarray,
+    columns: dict[str, int],
+    features: dict[str, list[float]] | None,
+    remote: bool,
+) -> tuple[dict[str, list], list[int], dict[str, tuple[int, ...]]]:
+    """The stored rows `wanted` (ascending positions over the part files) of `columns`
+    (name -> axes of its array), read from the files a record batch at a time, in file
+    order: per column one float32 array per batch that holds any of them (its reference
+    in Ray's object store when `remote`), the rows of each, and the shape of one row.
+    With `features`, each vector gets its item's context features appended."""
+    import ray
 
-    def labels(self) -> np.ndarray:
-        return np.concatenate(self.y) if self.y else np.zeros(0, np.int64)
+    parts: dict[str, list] = {name: [] for name in columns}
+    sizes: list[int] = []
+    shapes: dict[str, tuple[int, ...]] = {}
+    for path, start in zip(paths, starts, strict=False):
+        at = int(start)
+        file = pq.ParquetFile(path, pre_buffer=False)  # one batch in memory, not a row group
+        for batch in file.iter_batches(BATCH_ROWS, columns=[*columns, "media_id"]):
+            lo, hi = np.searchsorted(wanted, [at, at + batch.num_rows])
+            picked = batch.take(pa.array(wanted[lo:hi] - at)) if hi > lo else None
+            at += batch.num_rows
+            if picked is None:
+                continue
+            arrays = {name: _stack(picked[name], dims) for name, dims in columns.items()}
+            if features is not None:
+                ctx = _context(picked["media_id"].to_pylist(), features)
+                arrays = {name: _append(x, ctx) for name, x in arrays.items()}
+            for name, x in arrays.items():
+                parts[name].append(ray.put(x) if remote else x)
+                shapes[name] = x.shape[1:]
+            sizes.append(int(hi - lo))
+    if sum(sizes) != len(wanted):
+        raise RuntimeError(
+            f"{paths[0].parent if paths else 'embeddings'}: {len(wanted) - sum(sizes)} "
+            "embedding rows went missing while being read (a concurrent write?)"
+        )
+    return parts, sizes, shapes
+
+
+def _arrays(
+    side: _Side,
+    paths: list[Path],
+    starts: np.ndarray,
+    columns: dict[str, int],
+    features: dict[str, list[float]] | None,
+    remote: bool,
+    grouped: bool = False,
+) -> dict[str, np.ndarray | Rows]:
+    """Each column of `side`'s items (name -> axes of the stored column), in the items'
+    order: (n, g, ...) when an item has g stored rows (an image's views, `grouped`),
+    else (n, ...)."""
+    wanted, position = np.unique(side.stored, return_inverse=True)
+    position = position.reshape(side.stored.shape)
+    if not grouped:
+        position = position[:, 0]
+    parts, sizes, shapes = _read(paths, starts, wanted, columns, features, remote)
+    arrays: dict[str, np.ndarray | Rows] = {}
+    for name, dims in columns.items():
+        if not sizes:
+            empty = np.zeros((0,) * (dims + grouped), np.float32)
+            width = np.zeros((0, len(CONTEXT_FEATURES)))
+            arrays[name] = _append(empty, width) if features is not None else empty
+        elif remote:
+            arrays[name] = Rows(parts[name], sizes, shapes[name], position)
+        else:
+            arrays[name] = np.concatenate(parts[name])[position]
+    return arrays
+
+
+def _files(out: Path, table: str) -> tuple[list[Path], np.ndarray]:
+    """The part files of an embeddings table, and the position of each one's first row
+    when they are read one after another."""
+    paths = sorted(store.table_dir(out, table).glob("*.parquet"))
+    counts = [pq.ParquetFile(p).metadata.num_rows for p in paths]
+    return paths, np.concatenate([[0], np.cumsum(counts, dtype=np.int64)])[:-1]
 
 
 def load_dataset(
@@ -267,50 +351,60 @@ def load_dataset(
     of label scheme `scheme` (items the scheme gives no class are left out); `context`:
     each vector gets the item's context features appended (schemas/sql/context_features.sql).
 
-    The queries are read a record batch at a time. `remote`: each batch's arrays go to
+    DuckDB picks the items and says where their embeddings are stored (keys only); the
+    embeddings are then read from the Parquet files a record batch at a time, so the
+    driver's memory does not grow with the data. `remote`: each batch's arrays go to
     Ray's object store as they come (`Rows`), so the driver never holds the embeddings,
     only ids and classes; tasks gather the rows of the profiles they train."""
     for needed, stage in (("labels", "label"), ("duplicates", "dedup")):
         if not store.has_table(out, needed):
             raise FileNotFoundError(f"{out}: table {needed!r} missing; run `popray {stage}`")
-    params = {"k": k, "scheme": scheme, "backbone": backbone}
-    image, video = _Side(), _Side()
+    sides = {}
     con = store.connect(out)
     try:
-        features = {}
+        features = None
         if context:
             rows = con.sql(sql_text("context_features"), params={"backbone": backbone})
             features = dict(rows.fetchall())
-        for side, query in ((image, "training_images"), (video, "training_videos")):
-            reader = con.sql(sql_text(query), params=params).to_arrow_reader(BATCH_ROWS)
-            for batch in reader:
-                if not batch.num_rows:
-                    continue
-                if side is image:
-                    arrays = {"views": _stack(batch["views"], 3)}
-                else:
-                    arrays = {
-                        "frames": _stack(batch["frames"], 3),
-                        "pooled": _stack(batch["pooled"], 2),
-                    }
-                if context:
-                    ctx = _context(batch["media_id"].to_pylist(), features)
-                    arrays = {name: _append(x, ctx) for name, x in arrays.items()}
-                side.add(batch, arrays, remote)
+        for kind, table in (("image", "embeddings_image"), ("video", "embeddings_video")):
+            paths, starts = _files(out, table)
+            params = {"k": k, "scheme": scheme, "backbone": backbone}
+            params["files"] = [str(p) for p in paths]
+            if paths:
+                keys = con.sql(sql_text(f"training_{kind}s"), params=params).to_arrow_table()
+            else:
+                keys = _NO_KEYS
+            sides[kind] = (_Side.of(keys, starts), paths, starts)
     finally:
         con.close()
+    image, paths, starts = sides["image"]
+    views = _arrays(image, paths, starts, {"embedding": 2}, features, remote, grouped=True)
+    video, paths, starts = sides["video"]
+    frames = _arrays(video, paths, starts, {"frames": 3, "pooled": 2}, features, remote)
     return Dataset(
         image_ids=image.ids,
         image_sha256=image.sha256,
-        image_views=image.column("views", 3, context),
-        image_y=image.labels(),
+        image_views=views["embedding"],
+        image_y=image.y,
         video_ids=video.ids,
         video_sha256=video.sha256,
-        video_frames=video.column("frames", 3, context),
-        video_pooled=video.column("pooled", 2, context),
-        video_y=video.labels(),
+        video_frames=frames["frames"],
+        video_pooled=frames["pooled"],
+        video_y=video.y,
         scheme=scheme,
         context=context,
         image_profile=image.profile,
         video_profile=video.profile,
     )
+
+
+_NO_KEYS = pa.table(
+    {
+        "profile_id": pa.array([], pa.string()),
+        "media_id": pa.array([], pa.string()),
+        "sha256": pa.array([], pa.string()),
+        "y": pa.array([], pa.int32()),
+        "files": pa.array([], pa.list_(pa.int64())),
+        "rows": pa.array([], pa.list_(pa.int64())),
+    }
+)

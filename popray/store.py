@@ -30,6 +30,10 @@ from popray.tables import FIXED_SCHEMA, SCHEMAS
 DB_NAME = "popray.duckdb"
 LOCK_NAME = ".popray.lock"
 PART = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+# At most this much data per Parquet row group: a reader holds one row group's column
+# while it streams the file (embedding rows are 5-80 KB: one group per table would make
+# every streaming reader hold the whole table).
+ROW_GROUP_BYTES = 64 << 20
 
 
 def table_dir(out: Path, name: str) -> Path:
@@ -71,7 +75,8 @@ def write_batches(
             for batch in batches:
                 if isinstance(batch, pa.RecordBatch):
                     batch = pa.Table.from_batches([batch])
-                writer.write_table(batch.select(schema.names).cast(schema))
+                batch = batch.select(schema.names).cast(schema)
+                writer.write_table(batch, row_group_size=_group_rows(batch))
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
@@ -117,6 +122,12 @@ def refresh_views(out: Path) -> Path:
     finally:
         con.close()
     return db
+
+
+def _group_rows(table: pa.Table) -> int:
+    """Rows per row group that keep a group of `table`'s rows under ROW_GROUP_BYTES."""
+    row_bytes = table.nbytes // max(1, table.num_rows)
+    return max(1, min(1 << 20, ROW_GROUP_BYTES // max(1, row_bytes)))
 
 
 def connect(out: Path) -> duckdb.DuckDBPyConnection:
