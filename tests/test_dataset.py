@@ -89,3 +89,74 @@ def test_a_remote_dataset_keeps_its_arrays_in_the_object_store_and_gathers_the_s
     profile = local.profiles()[0]
     kept = remote.for_profile(profile, remote=True)
     assert kept.remote and np.array_equal(kept.local().image_views, local.image_views)
+
+
+def _restore(folder, name: str, table, parts: list, row_group_size: int) -> None:
+    """Replace the part files of one embeddings table by `parts` (file name -> rows)."""
+    import pyarrow.parquet as pq
+
+    for old in folder.glob("*.parquet"):
+        old.unlink()
+    for file, rows in parts:
+        pq.write_table(table.take(rows), folder / file, row_group_size=row_group_size)
+
+
+@pytest.mark.parametrize("remote", [False, True])
+def test_the_dataset_does_not_depend_on_how_the_embedding_rows_are_stored(
+    ready, tmp_path, monkeypatch, ray_session, remote
+):
+    """The loader reads keys from DuckDB and streams the embeddings from the files in
+    file order; an image's views, and the items, may lie anywhere. Rows shuffled over
+    two part files with small row groups, beside a third file of another backbone's
+    rows (copies, to be ignored), give the same items, classes and arrays."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    import popray.dataset as dataset
+
+    expected = load_dataset(ready, "efficientnet_lite0", k=2)
+    out = tmp_path / "out"
+    shutil.copytree(ready, out)
+    rng = np.random.default_rng(3)
+    for name in ("embeddings_image", "embeddings_video"):
+        folder = store.table_dir(out, name)
+        table = store.read_table(out, name)
+        field = table.schema.field("backbone")
+        other = table.set_column(
+            table.schema.get_field_index("backbone"),
+            field,
+            pa.array(["other"] * table.num_rows, field.type),
+        )
+        both = pa.concat_tables([table, other])
+        rows = rng.permutation(table.num_rows)
+        half = len(rows) // 2
+        fake = np.arange(table.num_rows, both.num_rows)
+        parts = [("a.parquet", rows[:half]), ("m.parquet", fake), ("z.parquet", rows[half:])]
+        _restore(folder, name, both, parts, row_group_size=5)
+        assert pc.all(pc.equal(store.read_table(out, name)["backbone"], "other")).as_py() is False
+    monkeypatch.setattr(dataset, "BATCH_ROWS", 7)
+    got = load_dataset(out, "efficientnet_lite0", k=2, remote=remote)
+    assert got.remote == remote
+    assert got.image_ids == expected.image_ids and got.video_ids == expected.video_ids
+    assert got.image_sha256 == expected.image_sha256
+    assert np.array_equal(got.image_y, expected.image_y)
+    assert np.array_equal(got.video_y, expected.video_y)
+    for name in ("image_views", "video_frames", "video_pooled"):
+        assert got.__getattribute__(name).shape == getattr(expected, name).shape, name
+        assert np.array_equal(got.local().__getattribute__(name), getattr(expected, name)), name
+    if remote:  # a gather in any order returns the rows in that order
+        rows = np.array([5, 0, 3, 3])
+        assert np.array_equal(got.image_views.take(rows), expected.image_views[rows])
+
+
+def test_views_of_unequal_count_are_refused(ready, tmp_path):
+    """An image whose stored views are fewer than the others' is an error, not a ragged
+    or silently padded array."""
+    out = tmp_path / "out"
+    shutil.copytree(ready, out)
+    folder = store.table_dir(out, "embeddings_image")
+    table = store.read_table(out, "embeddings_image")
+    keep = np.flatnonzero(np.arange(table.num_rows) != 1)  # drop one view of one image
+    _restore(folder, "embeddings_image", table, [("efficientnet_lite0.parquet", keep)], 100)
+    with pytest.raises(ValueError, match="unequal length"):
+        load_dataset(out, "efficientnet_lite0", k=2)
