@@ -276,9 +276,11 @@ def _read(
     parts: dict[str, list] = {name: [] for name in columns}
     sizes: list[int] = []
     shapes: dict[str, tuple[int, ...]] = {}
-    for path, start in zip(paths, starts, strict=False):
+    for path, start in zip(paths, starts, strict=True):
         at = int(start)
-        file = pq.ParquetFile(path, pre_buffer=False)  # one batch in memory, not a row group
+        # no pre-buffering: the reader holds the row group it is in (<= ROW_GROUP_BYTES when
+        # popray wrote the file), not every column chunk it will read
+        file = pq.ParquetFile(path, pre_buffer=False)
         for batch in file.iter_batches(BATCH_ROWS, columns=[*columns, "media_id"]):
             lo, hi = np.searchsorted(wanted, [at, at + batch.num_rows])
             picked = batch.take(pa.array(wanted[lo:hi] - at)) if hi > lo else None
