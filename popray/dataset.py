@@ -7,6 +7,7 @@ never embedded, quarantined ones have no embedding, and near-duplicates not kept
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -258,6 +259,66 @@ class _Side:
         )
 
 
+def _ranges(
+    paths: list[Path], starts: np.ndarray, wanted: np.ndarray
+) -> Iterator[tuple[Path, list[int], np.ndarray]]:
+    """The units of reading: runs of consecutive row groups of one file, of about
+    BATCH_ROWS rows, that hold any of the stored rows `wanted` (ascending positions over
+    the part files): (file, its row groups, the wanted rows' numbers within them)."""
+    for path, start in zip(paths, starts, strict=True):
+        meta = pq.ParquetFile(path).metadata
+        first = at = int(start)
+        groups: list[int] = []
+        for g in range(meta.num_row_groups):
+            groups.append(g)
+            at += meta.row_group(g).num_rows
+            if at - first < BATCH_ROWS and g < meta.num_row_groups - 1:
+                continue
+            lo, hi = np.searchsorted(wanted, [first, at])
+            if hi > lo:
+                yield path, groups, wanted[lo:hi] - first
+            first, groups = at, []
+
+
+def _pick(
+    path: Path,
+    groups: list[int],
+    rows: np.ndarray,
+    columns: dict[str, int],
+    features: dict[str, list[float]] | None,
+) -> tuple:
+    """Rows `rows` of row groups `groups` of one part file: one float32 array per column
+    (name -> axes), each vector with its item's context features appended when
+    `features` is given; last, the number of rows. (Reads only those row groups: at most
+    ROW_GROUP_BYTES each when popray wrote the file.)"""
+    file = pq.ParquetFile(path, pre_buffer=False)
+    picked = file.read_row_groups(groups, columns=[*columns, "media_id"]).take(pa.array(rows))
+    arrays = [_stack(picked[name], dims) for name, dims in columns.items()]
+    if features is not None:
+        ctx = _context(picked["media_id"].to_pylist(), features)
+        arrays = [_append(x, ctx) for x in arrays]
+    return (*arrays, len(rows))
+
+
+def _row_shapes(path: Path, columns: dict[str, int], context: bool) -> dict[str, tuple]:
+    """The shape of one stored row of each column, from the file's schema (a fixed-size
+    list per axis), with the context features' width added to the last axis."""
+    schema = pq.read_schema(path)
+    shapes = {}
+    for name in columns:
+        shape, kind = [], schema.field(name).type
+        while pa.types.is_fixed_size_list(kind):
+            shape.append(kind.list_size)
+            kind = kind.value_type
+        if context:
+            shape[-1] += len(CONTEXT_FEATURES)
+        shapes[name] = tuple(shape)
+    return shapes
+
+
+IN_FLIGHT = 4  # read tasks at once: each holds a few row groups
+
+
 def _read(
     paths: list[Path],
     starts: np.ndarray,
@@ -265,42 +326,48 @@ def _read(
     columns: dict[str, int],
     features: dict[str, list[float]] | None,
     remote: bool,
-) -> tuple[dict[str, list], list[int], dict[str, tuple[int, ...]]]:
+) -> tuple[dict[str, list], list[int]]:
     """The stored rows `wanted` (ascending positions over the part files) of `columns`
-    (name -> axes of its array), read from the files a record batch at a time, in file
-    order: per column one float32 array per batch that holds any of them (its reference
-    in Ray's object store when `remote`), the rows of each, and the shape of one row.
-    With `features`, each vector gets its item's context features appended."""
+    (name -> axes of its array), read from the files a few row groups at a time, in file
+    order: per column one float32 array per unit read (`_ranges`), and the rows of each.
+
+    `remote`: Ray tasks on this node (where OUT's files are) read the units and keep the
+    arrays in the object store; the driver holds only their references, and never maps
+    their pages. Else the arrays are read here."""
     import ray
 
     parts: dict[str, list] = {name: [] for name in columns}
     sizes: list[int] = []
-    shapes: dict[str, tuple[int, ...]] = {}
-    for path, start in zip(paths, starts, strict=True):
-        at = int(start)
-        # no pre-buffering: the reader holds the row group it is in (<= ROW_GROUP_BYTES when
-        # popray wrote the file), not every column chunk it will read
-        file = pq.ParquetFile(path, pre_buffer=False)
-        for batch in file.iter_batches(BATCH_ROWS, columns=[*columns, "media_id"]):
-            lo, hi = np.searchsorted(wanted, [at, at + batch.num_rows])
-            picked = batch.take(pa.array(wanted[lo:hi] - at)) if hi > lo else None
-            at += batch.num_rows
-            if picked is None:
-                continue
-            arrays = {name: _stack(picked[name], dims) for name, dims in columns.items()}
-            if features is not None:
-                ctx = _context(picked["media_id"].to_pylist(), features)
-                arrays = {name: _append(x, ctx) for name, x in arrays.items()}
-            for name, x in arrays.items():
-                parts[name].append(ray.put(x) if remote else x)
-                shapes[name] = x.shape[1:]
-            sizes.append(int(hi - lo))
+    if remote:
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+        here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
+        # no CPU asked: the driver's node may have none (a cluster's head)
+        task = ray.remote(_pick).options(
+            num_cpus=0, num_returns=len(columns) + 1, scheduling_strategy=here
+        )
+        shared = ray.put(features)
+        counts: list = []
+        for unit in _ranges(paths, starts, wanted):
+            if len(counts) >= IN_FLIGHT:
+                ray.wait(counts[-IN_FLIGHT:], num_returns=IN_FLIGHT)
+            *refs, count = task.remote(*unit, columns, shared)
+            for name, ref in zip(columns, refs, strict=True):
+                parts[name].append(ref)
+            counts.append(count)
+        sizes = ray.get(counts)  # raises a read task's error here, not in a trial
+    else:
+        for unit in _ranges(paths, starts, wanted):
+            *arrays, count = _pick(*unit, columns, features)
+            for name, x in zip(columns, arrays, strict=True):
+                parts[name].append(x)
+            sizes.append(count)
     if sum(sizes) != len(wanted):
         raise RuntimeError(
             f"{paths[0].parent if paths else 'embeddings'}: {len(wanted) - sum(sizes)} "
             "embedding rows went missing while being read (a concurrent write?)"
         )
-    return parts, sizes, shapes
+    return parts, sizes
 
 
 def _arrays(
@@ -319,7 +386,7 @@ def _arrays(
     position = position.reshape(side.stored.shape)
     if not grouped:
         position = position[:, 0]
-    parts, sizes, shapes = _read(paths, starts, wanted, columns, features, remote)
+    parts, sizes = _read(paths, starts, wanted, columns, features, remote)
     arrays: dict[str, np.ndarray | Rows] = {}
     for name, dims in columns.items():
         if not sizes:
@@ -327,7 +394,8 @@ def _arrays(
             width = np.zeros((0, len(CONTEXT_FEATURES)))
             arrays[name] = _append(empty, width) if features is not None else empty
         elif remote:
-            arrays[name] = Rows(parts[name], sizes, shapes[name], position)
+            shape = _row_shapes(paths[0], columns, features is not None)[name]
+            arrays[name] = Rows(parts[name], sizes, shape, position)
         else:
             arrays[name] = np.concatenate(parts[name])[position]
     return arrays

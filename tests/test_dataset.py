@@ -63,17 +63,24 @@ def test_other_schemes_and_missing_stages(ready, tmp_path):
 
 @pytest.mark.parametrize("context", [False, True])
 def test_a_remote_dataset_keeps_its_arrays_in_the_object_store_and_gathers_the_same(
-    ready, monkeypatch, context
+    ready, tmp_path, monkeypatch, context
 ):
-    """load_dataset(remote=True) puts each record batch's arrays in the object store
-    (Rows): batches of 7 rows here, so a profile spans several chunks. What it gathers
-    (one profile, a subset kept remote, the whole) equals the arrays loaded locally."""
+    """load_dataset(remote=True) has tasks read the embeddings and keep them in the object
+    store (Rows), a few row groups a chunk: row groups of 5 rows and chunks of at least 7
+    here, so a profile spans several chunks. What it gathers (one profile, a subset kept
+    remote, the whole) equals the arrays loaded locally."""
     import popray.dataset as dataset
     from popray.dataset import Rows
 
+    out = tmp_path / "out"
+    shutil.copytree(ready, out)
+    for name in ("embeddings_image", "embeddings_video"):
+        table = store.read_table(out, name)
+        everything = [("efficientnet_lite0.parquet", np.arange(table.num_rows))]
+        _restore(store.table_dir(out, name), name, table, everything, row_group_size=5)
     monkeypatch.setattr(dataset, "BATCH_ROWS", 7)
-    local = load_dataset(ready, "efficientnet_lite0", k=2, context=context)
-    remote = load_dataset(ready, "efficientnet_lite0", k=2, context=context, remote=True)
+    local = load_dataset(out, "efficientnet_lite0", k=2, context=context)
+    remote = load_dataset(out, "efficientnet_lite0", k=2, context=context, remote=True)
     assert isinstance(remote.image_views, Rows) and len(remote.image_views.refs) > 2
     assert remote.remote and not local.remote
     assert remote.image_views.shape == local.image_views.shape
