@@ -1,8 +1,11 @@
 """Training data: the labelled, embedded, de-duplicated media of OUT as arrays.
 
-SQL in `schemas/sql/training_images.sql` and `training_videos.sql`. Excluded media were
-never embedded, quarantined ones have no embedding, and near-duplicates not kept by
-`popray dedup` are left out here.
+SQL in `schemas/sql/training_images.sql` and `training_videos.sql`: they pick the items
+and say where their embedding rows are stored (keys only); the embeddings are read from
+the Parquet files a few row groups at a time (by Ray tasks when the arrays go to the
+object store), so no query and no driver holds them all. Excluded media were never
+embedded, quarantined ones have no embedding, and near-duplicates not kept by `popray
+dedup` are left out here.
 """
 
 from __future__ import annotations
@@ -422,10 +425,11 @@ def load_dataset(
     each vector gets the item's context features appended (schemas/sql/context_features.sql).
 
     DuckDB picks the items and says where their embeddings are stored (keys only); the
-    embeddings are then read from the Parquet files a record batch at a time, so the
-    driver's memory does not grow with the data. `remote`: each batch's arrays go to
-    Ray's object store as they come (`Rows`), so the driver never holds the embeddings,
-    only ids and classes; tasks gather the rows of the profiles they train."""
+    embeddings are then read from the Parquet files a few row groups at a time, so
+    memory does not grow with the data. `remote`: Ray tasks on this node read them and
+    keep the arrays in the object store (`Rows`), so the driver never holds the
+    embeddings, only ids and classes; trials and tasks gather the rows of the profiles
+    they train."""
     for needed, stage in (("labels", "label"), ("duplicates", "dedup")):
         if not store.has_table(out, needed):
             raise FileNotFoundError(f"{out}: table {needed!r} missing; run `popray {stage}`")
