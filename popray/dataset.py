@@ -336,12 +336,14 @@ def _read(
 
     `remote`: Ray tasks on this node (where OUT's files are) read the units and keep the
     arrays in the object store; the driver holds only their references, and never maps
-    their pages. Else the arrays are read here."""
+    their pages. Else the arrays are read here (and put in the object store when
+    `remote` under Ray Client, whose tasks run where this machine's files are not)."""
     import ray
+    from ray.util.client import ray as client
 
     parts: dict[str, list] = {name: [] for name in columns}
     sizes: list[int] = []
-    if remote:
+    if remote and not client.is_connected():
         from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
         here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
@@ -363,7 +365,7 @@ def _read(
         for unit in _ranges(paths, starts, wanted):
             *arrays, count = _pick(*unit, columns, features)
             for name, x in zip(columns, arrays, strict=True):
-                parts[name].append(x)
+                parts[name].append(ray.put(x) if remote else x)
             sizes.append(count)
     if sum(sizes) != len(wanted):
         raise RuntimeError(

@@ -167,3 +167,32 @@ def test_views_of_unequal_count_are_refused(ready, tmp_path):
     _restore(folder, "embeddings_image", table, [("efficientnet_lite0.parquet", keep)], 100)
     with pytest.raises(ValueError, match="unequal length"):
         load_dataset(out, "efficientnet_lite0", k=2)
+
+
+def test_under_ray_client_the_driver_reads_and_puts_the_rows(ready, monkeypatch, ray_session):
+    """Under Ray Client the tasks would run on the cluster, away from this machine's
+    files: the driver reads the rows itself and puts them in the object store, with the
+    same result."""
+    from ray.util.client import ray as client
+
+    import popray.dataset as dataset
+
+    expected = load_dataset(ready, "efficientnet_lite0", k=2)
+    monkeypatch.setattr(client, "is_connected", lambda: True)
+    monkeypatch.setattr(dataset, "_pick", _refuse_in_task(dataset._pick))
+    got = load_dataset(ready, "efficientnet_lite0", k=2, remote=True)
+    assert got.remote
+    for name in ("image_views", "video_frames", "video_pooled"):
+        assert np.array_equal(got.local().__getattribute__(name), getattr(expected, name)), name
+
+
+def _refuse_in_task(pick):
+    """`pick`, failing if it runs inside a Ray task or actor (not in this driver)."""
+
+    def in_driver_only(*args, **kwargs):
+        import ray
+
+        assert ray.get_runtime_context().worker.mode == ray.SCRIPT_MODE, "ran in a task"
+        return pick(*args, **kwargs)
+
+    return in_driver_only
