@@ -55,10 +55,10 @@ class UnitCosts:
     # protocols as on the demo (0.36 : 0.39)
     grid_item_core_s: float = 0.0106  # the paper's folds + final models, per item
     walk_forward_item_core_s: float = 0.0115  # walk-forward trials, per item
-    # load 12.5 s + plan 10.4 s + 3 x (collect 0.49 s + metrics 0.70 s), per item (the
+    # load 13.9 s + plan 7.7 s + 3 x (collect 0.58 s + metrics 0.76 s), per item (the
     # same benchmark, 2026-12-05, after the training queries became keys-only and the
-    # embeddings are streamed from the files: load was 24.9 s, metrics 39.1 s before)
-    train_driver_item_s: float = 0.00066  # the driver's own train phases (DRIVER_PHASES)
+    # embeddings are read by tasks: load was 24.9 s, metrics 39.1 s before)
+    train_driver_item_s: float = 0.00064  # the driver's own train phases (DRIVER_PHASES)
     pooled_item_core_s: float = 0.0216  # the cross-profile models: 431.6 s x 2 / 40,000
     profile_s: float = 1.45  # core-s per profile: Grad-CAM of a sample of each class
     fixed_s: float = 9.4  # Ray start, figures, report
