@@ -25,7 +25,7 @@ from popray.config import Scheme
 from popray.labels import sql_text
 
 ONE_PROFILE = "profile"  # the profile of items built without one (synthetic test data)
-BATCH_ROWS = 512  # rows per object-store chunk while loading (<= ~40 MB of video frames)
+BATCH_ROWS = 512  # at least this many stored rows are read per object-store chunk
 
 
 class Rows:
@@ -262,25 +262,45 @@ class _Side:
         )
 
 
-def _ranges(
-    paths: list[Path], starts: np.ndarray, wanted: np.ndarray
-) -> Iterator[tuple[Path, list[int], np.ndarray]]:
-    """The units of reading: runs of consecutive row groups of one file, of about
-    BATCH_ROWS rows, that hold any of the stored rows `wanted` (ascending positions over
-    the part files): (file, its row groups, the wanted rows' numbers within them)."""
-    for path, start in zip(paths, starts, strict=True):
-        meta = pq.ParquetFile(path).metadata
-        first = at = int(start)
-        groups: list[int] = []
-        for g in range(meta.num_row_groups):
-            groups.append(g)
-            at += meta.row_group(g).num_rows
-            if at - first < BATCH_ROWS and g < meta.num_row_groups - 1:
-                continue
-            lo, hi = np.searchsorted(wanted, [first, at])
-            if hi > lo:
-                yield path, groups, wanted[lo:hi] - first
-            first, groups = at, []
+@dataclass
+class _Parts:
+    """The part files of an embeddings table and the rows of each one's row groups
+    (from the footers, read once). Stored rows are numbered over the files read one
+    after another."""
+
+    paths: list[Path]
+    groups: list[list[int]]  # per file, the rows of each row group
+
+    @classmethod
+    def of(cls, out: Path, table: str) -> _Parts:
+        paths = sorted(store.table_dir(out, table).glob("*.parquet"))
+        metas = [pq.ParquetFile(p).metadata for p in paths]
+        return cls(
+            paths, [[m.row_group(g).num_rows for g in range(m.num_row_groups)] for m in metas]
+        )
+
+    @property
+    def starts(self) -> np.ndarray:
+        """The number of each file's first stored row."""
+        counts = [sum(g) for g in self.groups]
+        return np.concatenate([[0], np.cumsum(counts, dtype=np.int64)])[:-1]
+
+    def ranges(self, wanted: np.ndarray) -> Iterator[tuple[Path, list[int], np.ndarray]]:
+        """The units of reading: runs of consecutive row groups of one file, of at least
+        BATCH_ROWS rows (or the file's rest), that hold any of the stored rows `wanted`
+        (ascending): (file, its row groups, the wanted rows' numbers within them)."""
+        for path, sizes, start in zip(self.paths, self.groups, self.starts, strict=True):
+            first = at = int(start)
+            groups: list[int] = []
+            for g, size in enumerate(sizes):
+                groups.append(g)
+                at += size
+                if at - first < BATCH_ROWS and g < len(sizes) - 1:
+                    continue
+                lo, hi = np.searchsorted(wanted, [first, at])
+                if hi > lo:
+                    yield path, groups, wanted[lo:hi] - first
+                first, groups = at, []
 
 
 def _pick(
@@ -323,8 +343,7 @@ IN_FLIGHT = 4  # read tasks at once: each holds a few row groups
 
 
 def _read(
-    paths: list[Path],
-    starts: np.ndarray,
+    files: _Parts,
     wanted: np.ndarray,
     columns: dict[str, int],
     features: dict[str, list[float]] | None,
@@ -332,7 +351,8 @@ def _read(
 ) -> tuple[dict[str, list], list[int]]:
     """The stored rows `wanted` (ascending positions over the part files) of `columns`
     (name -> axes of its array), read from the files a few row groups at a time, in file
-    order: per column one float32 array per unit read (`_ranges`), and the rows of each.
+    order: per column one float32 array per unit read (`_Parts.ranges`), and the rows of
+    each.
 
     `remote`: Ray tasks on this node (where OUT's files are) read the units and keep the
     arrays in the object store; the driver holds only their references, and never maps
@@ -353,23 +373,26 @@ def _read(
         )
         shared = ray.put(features)
         counts: list = []
-        for unit in _ranges(paths, starts, wanted):
-            if len(counts) >= IN_FLIGHT:
-                ray.wait(counts[-IN_FLIGHT:], num_returns=IN_FLIGHT)
+        pending: list = []
+        for unit in files.ranges(wanted):
+            while len(pending) >= IN_FLIGHT:  # a sliding window: the next starts as one ends
+                _, pending = ray.wait(pending, num_returns=1)
             *refs, count = task.remote(*unit, columns, shared)
             for name, ref in zip(columns, refs, strict=True):
                 parts[name].append(ref)
             counts.append(count)
+            pending.append(count)
         sizes = ray.get(counts)  # raises a read task's error here, not in a trial
     else:
-        for unit in _ranges(paths, starts, wanted):
+        for unit in files.ranges(wanted):
             *arrays, count = _pick(*unit, columns, features)
             for name, x in zip(columns, arrays, strict=True):
                 parts[name].append(ray.put(x) if remote else x)
             sizes.append(count)
     if sum(sizes) != len(wanted):
         raise RuntimeError(
-            f"{paths[0].parent if paths else 'embeddings'}: {len(wanted) - sum(sizes)} "
+            f"{files.paths[0].parent if files.paths else 'embeddings'}: "
+            f"{len(wanted) - sum(sizes)} "
             "embedding rows went missing while being read (a concurrent write?)"
         )
     return parts, sizes
@@ -377,8 +400,7 @@ def _read(
 
 def _arrays(
     side: _Side,
-    paths: list[Path],
-    starts: np.ndarray,
+    files: _Parts,
     columns: dict[str, int],
     features: dict[str, list[float]] | None,
     remote: bool,
@@ -391,7 +413,8 @@ def _arrays(
     position = position.reshape(side.stored.shape)
     if not grouped:
         position = position[:, 0]
-    parts, sizes = _read(paths, starts, wanted, columns, features, remote)
+    parts, sizes = _read(files, wanted, columns, features, remote)
+    shapes = _row_shapes(files.paths[0], columns, features is not None) if sizes else {}
     arrays: dict[str, np.ndarray | Rows] = {}
     for name, dims in columns.items():
         if not sizes:
@@ -399,19 +422,10 @@ def _arrays(
             width = np.zeros((0, len(CONTEXT_FEATURES)))
             arrays[name] = _append(empty, width) if features is not None else empty
         elif remote:
-            shape = _row_shapes(paths[0], columns, features is not None)[name]
-            arrays[name] = Rows(parts[name], sizes, shape, position)
+            arrays[name] = Rows(parts[name], sizes, shapes[name], position)
         else:
             arrays[name] = np.concatenate(parts[name])[position]
     return arrays
-
-
-def _files(out: Path, table: str) -> tuple[list[Path], np.ndarray]:
-    """The part files of an embeddings table, and the position of each one's first row
-    when they are read one after another."""
-    paths = sorted(store.table_dir(out, table).glob("*.parquet"))
-    counts = [pq.ParquetFile(p).metadata.num_rows for p in paths]
-    return paths, np.concatenate([[0], np.cumsum(counts, dtype=np.int64)])[:-1]
 
 
 def load_dataset(
@@ -443,20 +457,20 @@ def load_dataset(
             rows = con.sql(sql_text("context_features"), params={"backbone": backbone})
             features = dict(rows.fetchall())
         for kind, table in (("image", "embeddings_image"), ("video", "embeddings_video")):
-            paths, starts = _files(out, table)
+            files = _Parts.of(out, table)
             params = {"k": k, "scheme": scheme, "backbone": backbone}
-            params["files"] = [str(p) for p in paths]
-            if paths:
+            params["files"] = [str(p) for p in files.paths]
+            if files.paths:
                 keys = con.sql(sql_text(f"training_{kind}s"), params=params).to_arrow_table()
             else:
                 keys = _NO_KEYS
-            sides[kind] = (_Side.of(keys, starts), paths, starts)
+            sides[kind] = (_Side.of(keys, files.starts), files)
     finally:
         con.close()
-    image, paths, starts = sides["image"]
-    views = _arrays(image, paths, starts, {"embedding": 2}, features, remote, grouped=True)
-    video, paths, starts = sides["video"]
-    frames = _arrays(video, paths, starts, {"frames": 3, "pooled": 2}, features, remote)
+    image, files = sides["image"]
+    views = _arrays(image, files, {"embedding": 2}, features, remote, grouped=True)
+    video, files = sides["video"]
+    frames = _arrays(video, files, {"frames": 3, "pooled": 2}, features, remote)
     return Dataset(
         image_ids=image.ids,
         image_sha256=image.sha256,
