@@ -16,7 +16,8 @@ from typing import NamedTuple
 
 from popray.config import KFOLD, WALK_FORWARD, GridConfig
 from popray.dataset import ONE_PROFILE, Dataset
-from popray.folds import split
+from popray.folds import check_classes
+from popray.models import REGISTRY
 from popray.walkforward import Timeline, usable
 
 MAX_TRIALS = 480  # Tune trials per grid at most (4x the paper's grid for one profile)
@@ -96,10 +97,13 @@ def plan_cells(
         for k, ds in sorted(datasets.items()):
             profiles = ds.profiles()
             ready = []
+            media = REGISTRY[model].validate_on
             for profile in profiles:
                 who = f"profile {profile} " if len(profiles) > 1 else ""
-                try:
-                    split(ds.for_profile(profile, remote=True), model, cfg.seeds[0], cfg.folds, k)
+                rows = ds.rows_of(profile)[0 if media == "image" else 1]
+                classes = (ds.image_y if media == "image" else ds.video_y)[rows]
+                try:  # the class counts decide; the folds are cut in the trials
+                    check_classes(media, classes, cfg.folds, k)
                     ready.append(profile)
                 except ValueError as exc:
                     skipped.append(f"{who}{model} k={k}: {exc} (scheme {ds.scheme})")

@@ -38,13 +38,7 @@ def make_folds(
     e.g. a threshold no post reaches, is not a k-class problem)."""
     spec = REGISTRY[model]
     ids, classes = images if spec.validate_on == "image" else videos
-    counts = np.bincount(np.asarray(classes, dtype=np.int64), minlength=k or 0)
-    present = counts if k else counts[counts > 0]
-    if len(ids) < n_splits or not len(present) or present.min() < n_splits:
-        raise ValueError(
-            f"{spec.validate_on} class counts {counts.tolist()} cannot fill "
-            f"{n_splits} stratified folds (every class needs {n_splits})"
-        )
+    check_classes(spec.validate_on, classes, n_splits, k)
     extra = tuple(images[0]) if spec.train_extra != "none" else ()
     from sklearn.model_selection import StratifiedKFold  # heavy: only where folds are cut
 
@@ -54,6 +48,21 @@ def make_folds(
         Fold(fold, tuple(ids[train]), tuple(ids[val]), extra)
         for fold, (train, val) in enumerate(splitter.split(ids, classes))
     ]
+
+
+def check_classes(
+    media_type: str, classes: np.ndarray, n_splits: int = 5, k: int | None = None
+) -> None:
+    """Raise ValueError unless items of `classes` can fill `n_splits` stratified folds:
+    every class (every one of the k, given `k`) needs `n_splits` items. The grid's plan
+    asks this of each profile without cutting any fold."""
+    counts = np.bincount(np.asarray(classes, dtype=np.int64), minlength=k or 0)
+    present = counts if k else counts[counts > 0]
+    if len(classes) < n_splits or not len(present) or present.min() < n_splits:
+        raise ValueError(
+            f"{media_type} class counts {counts.tolist()} cannot fill "
+            f"{n_splits} stratified folds (every class needs {n_splits})"
+        )
 
 
 def split(ds: Dataset, model: str, seed: int, n_splits: int, k: int | None = None) -> list[Fold]:
