@@ -20,6 +20,7 @@ from __future__ import annotations
 import functools
 import io
 import multiprocessing as mp
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -225,6 +226,14 @@ def _serve(fn, conn) -> None:
         conn.send(reply)
 
 
+START_TRIES = 3
+
+
+class WorkerStartError(RuntimeError):
+    """A decoder child process could not be started: not the file's fault, so it fails
+    the task (and the run, with this message) instead of quarantining a good file."""
+
+
 class BoundedWorker:
     """Calls `fn` in a child process that outlives the call, so that many short calls
     (a video each) share one process instead of starting one each; a call that runs past
@@ -239,14 +248,29 @@ class BoundedWorker:
         self.calls = 0
 
     def _start(self) -> None:
+        """Start a child, trying START_TRIES times. Only a started child is kept: a start
+        that failed (the fork server not reachable, no memory for a fork) once left an
+        unstarted process behind, and the next call failed the whole task on it."""
         ctx = mp.get_context("forkserver")
         # The fork server imports these once; each child then starts in milliseconds.
         ctx.set_forkserver_preload(["numpy", "decord", "popray.decode"])
-        self.conn, child = ctx.Pipe(duplex=True)
-        self.proc = ctx.Process(target=_serve, args=(self.fn, child), daemon=True)
-        self.proc.start()
-        child.close()
-        self.calls = 0
+        for attempt in range(1, START_TRIES + 1):
+            conn, child = ctx.Pipe(duplex=True)
+            proc = ctx.Process(target=_serve, args=(self.fn, child), daemon=True)
+            try:
+                proc.start()
+            except OSError as exc:
+                conn.close()
+                if attempt == START_TRIES:  # the machine's problem, not the file's
+                    raise WorkerStartError(
+                        f"the decoder process did not start ({START_TRIES} tries): {exc}"
+                    ) from exc
+                time.sleep(0.5 * attempt)
+                continue
+            finally:
+                child.close()
+            self.proc, self.conn, self.calls = proc, conn, 0
+            return
 
     def call(self, args: tuple, timeout_s: float) -> tuple[str, Any]:
         """('ok', fn(*args)) or ('error', why), within `timeout_s` seconds."""

@@ -86,6 +86,34 @@ def test_bounded_worker_reuses_its_child_and_replaces_a_hung_or_dead_one():
     assert crash.call((), timeout_s=30)[1].startswith("decoder process died")  # restarted
 
 
+def test_a_child_that_fails_to_start_is_retried_and_never_kept_unstarted(monkeypatch):
+    import multiprocessing as mp
+
+    monkeypatch.setattr(decode.time, "sleep", lambda s: None)
+    process = type(mp.get_context("forkserver").Process())
+    start, fails = process.start, {"left": 2}
+
+    def flaky(self):
+        if fails["left"]:
+            fails["left"] -= 1
+            raise OSError("Cannot allocate memory")
+        start(self)
+
+    monkeypatch.setattr(process, "start", flaky)
+    worker = decode.BoundedWorker(_pid)
+    try:
+        status, pid = worker.call((0,), 30)  # two failed starts, the third one runs
+        assert status == "ok" and pid != os.getpid() and fails["left"] == 0
+        worker.close()
+        fails["left"] = decode.START_TRIES
+        with pytest.raises(decode.WorkerStartError, match=r"did not start \(3 tries\): Cannot"):
+            worker.call((0,), 30)
+        assert worker.proc is None  # nothing unstarted left behind
+        assert worker.call((1,), 30)[0] == "ok"  # the next call starts a child again
+    finally:
+        worker.close()
+
+
 def test_broken_videos_end_in_a_decode_error(tiny_input, tiny_truth):
     for media_id, kind in tiny_truth["corrupt_media"].items():
         if kind.endswith("mp4"):
