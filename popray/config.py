@@ -219,6 +219,15 @@ class GridConfig(_Config):
         "profiles without history (needs 5 profiles; [] = none): validated on profiles "
         "they never saw, compared with each profile's own model by history length",
     )
+    pooled_max_items: int | None = Field(
+        default=50_000,
+        ge=100,
+        description="at most this many training items per cross-profile fit (and as many "
+        "of the other media type for mixed models), spread evenly over the profiles, each "
+        "profile's picked by a hash of the media id; validation still scores every item "
+        "of the held-out profiles (null = every item: at 10,000 profiles the fits would "
+        "train on millions of items, see `popray plan`)",
+    )
     seeds: list[int] = Field(default=[0, 1, 2], min_length=1)
     folds: int = Field(default=5, ge=2, le=20, description="StratifiedKFold splits")
     protocols: list[Protocol] = Field(

@@ -165,7 +165,13 @@ class Dataset:
         """The items of several profiles (the cross-profile model trains on them);
         `remote`: arrays in the object store stay there (see `Rows.select`)."""
         rows = [self._rows.get(p, ([], [])) for p in profiles]
-        img, vid = (np.asarray(sorted(i for r in rows for i in r[s]), np.int64) for s in (0, 1))
+        img, vid = (sorted(i for r in rows for i in r[s]) for s in (0, 1))
+        return self.subset(img, vid, remote)
+
+    def subset(self, images: list[int], videos: list[int], remote: bool = False) -> Dataset:
+        """The items at rows `images` and `videos` (each in increasing order); `remote`:
+        see `for_profiles`."""
+        img, vid = np.asarray(images, np.int64), np.asarray(videos, np.int64)
         return Dataset(
             image_ids=[self.image_ids[i] for i in img],
             image_sha256=[self.image_sha256[i] for i in img],

@@ -18,7 +18,7 @@ import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from popray.config import WalkForwardConfig
+from popray.config import GridConfig, WalkForwardConfig
 
 # What a profile's posts hold, on average (the sample generator's mix, close to the
 # paper's profile): images and videos per post, follower points per post.
@@ -30,6 +30,7 @@ WALK_FORWARD_LABELLINGS = 2 * WalkForwardConfig().cuts
 GPU_FRAMES_PER_S = 10_000  # lite0 forward, bf16, one H100 (README: 10,300-15,900)
 
 
+POOLED_MAX_ITEMS = GridConfig().pooled_max_items
 POOLED_BIG_TASKS = 24  # cross-profile fits on every item: 2 models x 2 k x (5 folds + final)
 DRIVER_PHASES = ("load", "plan", "collect", "metrics")  # grid.TrainReport.phases
 
@@ -59,7 +60,11 @@ class UnitCosts:
     # same benchmark, 2026-12-05, after the training queries became keys-only and the
     # embeddings are read by tasks: load was 24.9 s, metrics 39.1 s before)
     train_driver_item_s: float = 0.00064  # the driver's own train phases (DRIVER_PHASES)
-    pooled_item_core_s: float = 0.0216  # the cross-profile models: 431.6 s x 2 / 40,000
+    # the cross-profile models, 277.4 s at 1,000 profiles (2026-12-05), split as measured
+    # for k = 2 on the same data (115 of 160 s in the fits on every item, the rest in the
+    # profiles' own history models; that split measured beside other work on the cores)
+    pooled_item_core_s: float = 0.0100  # per item a pooled fit trains on (under the cap)
+    pooled_profile_core_s: float = 0.155  # per profile: its own models on h = 10, 20, ...
     profile_s: float = 1.45  # core-s per profile: Grad-CAM of a sample of each class
     fixed_s: float = 9.4  # Ray start, figures, report
     views: int = 4
@@ -92,9 +97,10 @@ def plan(
     cpus: int,
     gpus: int = 0,
     walk_forward: bool = True,
+    pooled_max_items: int | None = POOLED_MAX_ITEMS,
 ) -> list[Stage]:
     """Expected wall time of each stage of one full run (nothing reused); `walk_forward`:
-    the grid's default second protocol too."""
+    the grid's default second protocol too; `pooled_max_items`: grid.pooled_max_items."""
     posts = profiles * posts_per_profile
     images, videos = posts * IMAGES_PER_POST, posts * VIDEOS_PER_POST
     items = images + videos
@@ -128,6 +134,8 @@ def plan(
         ),
     ]
     pooled_cores = min(cpus, POOLED_BIG_TASKS)
+    cap = pooled_max_items or float("inf")
+    pooled_items = min(images, cap) + min(videos, cap)
     return [
         Stage("ingest", rows * costs.ingest_row_s, "validation, one core", "driver"),
         Stage("labels", posts * costs.label_post_s, "DuckDB", "driver"),
@@ -158,8 +166,10 @@ def plan(
         *(forward[1:] if walk_forward else []),
         Stage(
             "cross-profile models",
-            items * costs.pooled_item_core_s / pooled_cores,
-            f"tasks on every item ({pooled_cores} at once)",
+            pooled_items * costs.pooled_item_core_s / pooled_cores
+            + profiles * costs.pooled_profile_core_s / cpus,
+            f"fits on {_count(pooled_items)} items ({pooled_cores} at once), then a task "
+            f"per profile ({cpus} cores)",
         ),
         Stage("explain", profiles * costs.profile_s / cpus, f"Grad-CAM actors ({cpus} cores)"),
         Stage(
@@ -180,6 +190,10 @@ def plan_text(stages: list[Stage]) -> str:
         lines.append(f"{where + ' total':<31}{_human(seconds):>10}  slowest: {slowest}")
     lines.append(f"{'total':<31}{_human(total):>10}  bottleneck: {worst.name}")
     return "\n".join(lines)
+
+
+def _count(n: float) -> str:
+    return f"{n / 1e6:.2f}M" if n >= 1e6 else f"{n:,.0f}"
 
 
 def _human(seconds: float) -> str:
@@ -248,7 +262,11 @@ def costs_from_run(out: Path, cpus: int) -> UnitCosts:
         grid_item_core_s=grid * (1 - forward_share) * cpus / trained_,
         walk_forward_item_core_s=grid * forward_share * cpus / trained_,
         train_driver_item_s=driver / trained_,
-        pooled_item_core_s=pooled * min(cpus, POOLED_BIG_TASKS) / trained_,
+        # a run under the cap: the fits train on every item; the profiles' own models
+        # are taken out at their default cost
+        pooled_item_core_s=max(0.0, pooled - profiles * UnitCosts.pooled_profile_core_s / cpus)
+        * min(cpus, POOLED_BIG_TASKS)
+        / trained_,
         profile_s=timings.get("explain", 0) * cpus / max(profiles, 1),
         fixed_s=timings["ray_start"] + timings["figures"] + timings["report"],
         views=views,

@@ -19,14 +19,20 @@ so they pool: class k-1 means "among this profile's best", whoever posted it.
   model starts to win.
 - Final: one model per (model, k) on every profile's items, saved in `models` as profile
   "*" (`final.POOLED`).
+- Size: each fit trains on at most grid.pooled_max_items items (`capped`: spread evenly
+  over the profiles, each profile's picked by a hash of the media id, so a new post moves
+  only its own profile's pick). Thousands of profiles would otherwise train every fit on
+  millions of items; validation still scores every item of the held-out profiles.
 
 Every training is a Ray task; the data go to the object store once per k.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+import zlib
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 
@@ -87,6 +93,63 @@ def profile_folds(ds: Dataset, model: str, n_splits: int) -> list[Fold]:
             extra = tuple(m for m, p in zip(other, other_owners, strict=True) if p not in held_out)
         folds.append(Fold(fold, tuple(ids[i] for i in train), tuple(ids[i] for i in val), extra))
     return folds
+
+
+def capped(ids: Sequence[str], owners: Sequence[str], limit: int | None) -> tuple[str, ...]:
+    """At most `limit` of `ids` (all of them when None or fewer), in their order: every
+    profile (`owners`) keeps up to the same number q, the largest q that fits, and those
+    it keeps are its items with the lowest CRC-32 of the media id (stable from run to
+    run). With more profiles than `limit`, the `limit` lowest-hashed items overall."""
+    if limit is None or len(ids) <= limit:
+        return tuple(ids)
+    by_owner: dict[str, list[str]] = defaultdict(list)
+    for media_id, owner in zip(ids, owners, strict=True):
+        by_owner[owner].append(media_id)
+    room, left, quota = limit, len(by_owner), 0
+    for size in sorted(len(items) for items in by_owner.values()):
+        if size * left > room:
+            quota = room // left
+            break
+        room, left = room - size, left - 1
+    if quota == 0:
+        keep = set(sorted(ids, key=_rank)[:limit])
+    else:
+        keep = {m for items in by_owner.values() for m in sorted(items, key=_rank)[:quota]}
+    return tuple(m for m in ids if m in keep)
+
+
+def _rank(media_id: str) -> tuple[int, str]:
+    return zlib.crc32(media_id.encode()), media_id
+
+
+def _capped_fold(fold: Fold, owner: dict[str, str], limit: int | None) -> Fold:
+    """`fold` with its training items (and the other type's extra items) capped;
+    `owner`: media_id -> profile."""
+    train = capped(fold.train, [owner[m] for m in fold.train], limit)
+    extra = capped(fold.extra_train, [owner[m] for m in fold.extra_train], limit)
+    return replace(fold, train=train, extra_train=extra)
+
+
+def final_sample(ds: Dataset, model: str, limit: int | None) -> Dataset:
+    """The items the final cross-profile model trains on: `ds` itself when no side is
+    over `limit`, else the capped items (the other media type's only where the model
+    trains on it)."""
+    own_images = REGISTRY[model].validate_on == "image"
+    extra = REGISTRY[model].train_extra != "none"
+    sides = []
+    for is_image in (True, False):
+        ids, owners = (
+            (ds.image_ids, ds.image_profile) if is_image else (ds.video_ids, ds.video_profile)
+        )
+        wanted = is_image == own_images or extra
+        sides.append((ids, capped(ids, owners, limit) if wanted else (), wanted))
+    if all(len(keep) == len(ids) for ids, keep, wanted in sides if wanted):
+        return ds
+    rows = []
+    for ids, keep, _ in sides:
+        kept = set(keep)
+        rows.append([i for i, m in enumerate(ids) if m in kept])
+    return ds.subset(rows[0], rows[1], remote=True)
 
 
 def history_folds(
@@ -189,6 +252,8 @@ def run_pooled(
         root.mkdir(parents=True, exist_ok=True)
     for k, ds in sorted(datasets.items()):
         ref = _gathered.remote(ds)  # every profile's rows, gathered once, on the cluster
+        ids, profiles = ds.image_ids + ds.video_ids, ds.image_profile + ds.video_profile
+        owner = dict(zip(ids, profiles, strict=True))
         for model in cfg.pooled:
             owners = _owners(ds, model)
             validated = sorted(set(owners))
@@ -200,7 +265,9 @@ def run_pooled(
                 continue
             echo(f"cross-profile {model} k={k}: {len(validated)} profiles, grouped folds")
             folds = profile_folds(ds, model, min(cfg.folds, len(validated)))
-            pooled = [_fit_score.remote(ref, model, k, [f], cfg.train) for f in folds]
+            limit = cfg.pooled_max_items
+            fits = [_capped_fold(f, owner, limit) for f in folds]
+            pooled = [_fit_score.remote(ref, model, k, [f], cfg.train) for f in fits]
             # a profile's own model: its own items only (their rows gathered by its task)
             mine = {p: ds.for_profile(p, remote=True) for p in validated}
             curves = {p: history_folds(mine[p], model, p, times) for p in validated}
@@ -209,8 +276,12 @@ def run_pooled(
                 for p, c in curves.items()
                 if c
             }
-            saved = _saved_final(root, ds, backbone, model, k, cfg) if cfg.final_models else None
-            fit = None if saved is None or saved[2] else _fit_final.remote(ref, model, k, cfg.train)
+            sample, saved = ds, None
+            if cfg.final_models:
+                sample = final_sample(ds, model, limit)
+                saved = _saved_final(root, sample, backbone, model, k, cfg)
+            on = ref if sample is ds else sample  # a sample's task gathers its own rows
+            fit = None if saved is None or saved[2] else _fit_final.remote(on, model, k, cfg.train)
             cell = {"scheme": ds.scheme, "backbone": backbone, "features": ds.features}
             table, by_id = _grouped(ds, model, k, folds, ray.get(pooled), cell)
             result.predictions.append(table)
@@ -220,7 +291,7 @@ def run_pooled(
                     row = _curve_row(who, h, fold, scored, by_id, targets, i == len(curves[p]) - 1)
                     rows += [row] if row else []
             if saved is not None:
-                result.models.append(_save_final(root, ds, backbone, model, k, cfg, saved, fit))
+                result.models.append(_save_final(root, sample, backbone, model, k, cfg, saved, fit))
     result.cross_profile = pa.Table.from_pylist(rows, schema=CROSS_PROFILE)
     return result
 

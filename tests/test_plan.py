@@ -91,8 +91,22 @@ def test_unit_costs_read_off_a_run(tmp_path, monkeypatch):
     assert costs.grid_item_core_s == pytest.approx(30 * 0.75 * 2 / 70)
     assert costs.walk_forward_item_core_s == pytest.approx(30 * 0.25 * 2 / 70)
     assert costs.train_driver_item_s == pytest.approx(6 / 70)
-    assert costs.pooled_item_core_s == pytest.approx(4 * 2 / 70)
+    # the pooled phase less its one profile's own models (at their default cost)
+    pooled = 4 - UnitCosts.pooled_profile_core_s / 2
+    assert costs.pooled_item_core_s == pytest.approx(pooled * 2 / 70)
     assert costs.fixed_s == 3 + 6 + 1 and costs.profile_s == 4 * 2 and costs.views == 4
     saved = tmp_path / "costs.json"
     costs.save(saved)
     assert UnitCosts.load(saved) == costs
+
+
+def test_the_pooled_cap_bounds_the_cross_profile_fits_and_leaves_small_runs_alone():
+    costs = UnitCosts()
+
+    def pooled(profiles: int, cap: int | None) -> float:
+        stages = _by_name(plan(costs, profiles, 500, cpus=512, pooled_max_items=cap))
+        return stages["cross-profile models"].seconds
+
+    assert pooled(10_000, 50_000) < pooled(10_000, None) / 20  # 100k items, not 5.85M
+    assert pooled(10_000, 50_000) < pooled(20_000, 50_000)  # the per-profile models still grow
+    assert pooled(40, 50_000) == pooled(40, None)  # 17,600 images: under the cap

@@ -3,6 +3,7 @@ comparison, the final model saved as profile "*", and predict's fallback to it."
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
@@ -13,7 +14,14 @@ from grid_helpers import WIDTH, several, synthetic
 from popray.config import GridConfig, TrainConfig
 from popray.dataset import Dataset
 from popray.final import POOLED
-from popray.pooled import HISTORIES, PROFILE_GROUPED, history_folds, profile_folds, run_pooled
+from popray.pooled import (
+    HISTORIES,
+    PROFILE_GROUPED,
+    capped,
+    history_folds,
+    profile_folds,
+    run_pooled,
+)
 
 
 def _owner(ds: Dataset) -> dict[str, str]:
@@ -130,6 +138,46 @@ def test_the_pooled_model_scores_unseen_profiles_and_is_saved_as_profile_star(
     # the same items and settings again: the saved final models are reused
     again = run_pooled(tmp_path / "models", {2: ds}, CFG, "net", times, targets)
     assert [m["created_at"] for m in again.models] == [m["created_at"] for m in result.models]
+
+
+def _profile_of(ids) -> list[str]:
+    return [m.split("-")[0] for m in ids]
+
+
+def test_capped_spreads_the_limit_evenly_over_profiles_and_moves_only_a_changed_profile():
+    ids = [f"p{p}-m{i}" for p, n in ((0, 5), (1, 40), (2, 40)) for i in range(n)]
+    kept = capped(ids, _profile_of(ids), 45)
+    assert Counter(_profile_of(kept)) == {"p0": 5, "p1": 20, "p2": 20}  # 5 + 2 x 20
+    assert list(kept) == [m for m in ids if m in set(kept)]  # in their order
+    assert capped(ids, _profile_of(ids), None) == tuple(ids)
+    assert capped(ids, _profile_of(ids), len(ids)) == tuple(ids)
+    # three new items on p1: p1 still keeps 20, the other profiles' picks do not move
+    more = ids + [f"p1-new{i}" for i in range(3)]
+    again = capped(more, _profile_of(more), 45)
+    assert Counter(_profile_of(again)) == {"p0": 5, "p1": 20, "p2": 20}
+    assert {m for m in again if not m.startswith("p1")} == {
+        m for m in kept if not m.startswith("p1")
+    }
+    assert capped(more, _profile_of(more), 45) == again  # the same pick every run
+    # more profiles than the limit: exactly `limit` items
+    many = [f"q{i}-m0" for i in range(300)]
+    assert len(capped(many, _profile_of(many), 100)) == 100
+
+
+def test_a_capped_pool_trains_on_the_cap_and_still_scores_every_item(ray_session, tmp_path):
+    ds = _shared(2, 5)  # 45 images per profile
+    cfg = CFG.model_copy(update={"pooled": ["image"], "pooled_max_items": 100})
+    result = run_pooled(tmp_path / "models", {2: ds}, cfg, "net", _times(ds), {})
+    (table,) = result.predictions
+    assert sorted(table["media_id"].to_pylist()) == sorted(ds.image_ids)  # all scored
+    (model,) = result.models
+    assert model["n_images"] == 100
+    import pyarrow.parquet as pq
+
+    items = pq.read_table(tmp_path / model["path"] / "items.parquet")  # path: from OUT
+    assert Counter(_profile_of(items["media_id"].to_pylist())) == dict.fromkeys(ds.profiles(), 20)
+    uncapped = run_pooled(tmp_path / "all", {2: ds}, CFG, "net", _times(ds), {})
+    assert next(m for m in uncapped.models if m["model"] == "image")["n_images"] == 225
 
 
 def test_fewer_than_five_profiles_get_a_message_not_an_error(tmp_path):
