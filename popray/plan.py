@@ -19,6 +19,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from popray.config import GridConfig, WalkForwardConfig
+from popray.ingest import PARALLEL_ROWS
 
 # What a profile's posts hold, on average (the sample generator's mix, close to the
 # paper's profile): images and videos per post, follower points per post.
@@ -40,7 +41,15 @@ class UnitCosts:
     """Seconds per unit of work; `*_core_s` on one CPU core of the cluster, the rest
     wall time of the driver. `source` says which runs they were measured on."""
 
-    ingest_row_s: float = 0.00019  # validation in the driver, per input row
+    # ingest, per input row: the driver parses every file; a file of PARALLEL_ROWS rows or
+    # more is validated by tasks (posts.csv of 200,000 rows: parse 3.3 + pickling 0.6 us,
+    # pydantic validation 56 us a row); per media file: two batched file-info calls in the
+    # driver (7.3 us each, local disk) and its sha256 (0.35 ms of a core: 57,000 files of
+    # the 137,000-row export, 10 s on 2 cores)
+    ingest_parse_row_s: float = 4.0e-6
+    ingest_validate_row_core_s: float = 5.6e-5
+    ingest_file_driver_s: float = 1.5e-5
+    ingest_hash_file_core_s: float = 3.5e-4
     label_post_s: float = 5e-6  # DuckDB, 1,000,000-post benchmark (4.2-6.5 s)
     image_core_s: float = 0.34  # decode + 1 + views forward passes, CPU
     video_core_s: float = 1.08  # sample 15 frames + 16 forward passes, CPU
@@ -104,7 +113,9 @@ def plan(
     posts = profiles * posts_per_profile
     images, videos = posts * IMAGES_PER_POST, posts * VIDEOS_PER_POST
     items = images + videos
-    rows = posts * (1 + IMAGES_PER_POST + VIDEOS_PER_POST + FOLLOWER_ROWS_PER_POST)
+    files = {"posts": posts, "media": items, "followers": posts * FOLLOWER_ROWS_PER_POST}
+    rows = sum(files.values())
+    on_tasks = sum(n for n in files.values() if n >= PARALLEL_ROWS)  # validated by tasks
     if gpus:
         frames = images * (1 + costs.views) + videos * 16
         decode = (images * costs.decode_image_core_s + videos * costs.decode_video_core_s) / cpus
@@ -137,7 +148,20 @@ def plan(
     cap = pooled_max_items or float("inf")
     pooled_items = min(images, cap) + min(videos, cap)
     return [
-        Stage("ingest", rows * costs.ingest_row_s, "validation, one core", "driver"),
+        Stage(
+            "ingest",
+            rows * costs.ingest_parse_row_s
+            + (rows - on_tasks) * costs.ingest_validate_row_core_s
+            + items * costs.ingest_file_driver_s,
+            f"parsing, file checks{', validation' if on_tasks < rows else ''}",
+            "driver",
+        ),
+        Stage(
+            "ingest: tasks",
+            (on_tasks * costs.ingest_validate_row_core_s + items * costs.ingest_hash_file_core_s)
+            / cpus,
+            f"validation of files >= {PARALLEL_ROWS:,} rows, sha256 of media ({cpus} cores)",
+        ),
         Stage("labels", posts * costs.label_post_s, "DuckDB", "driver"),
         *(forward[:1] if walk_forward else []),
         embed,
@@ -223,6 +247,7 @@ def costs_from_run(out: Path, cpus: int) -> UnitCosts:
             "SELECT (SELECT count(*) FROM media) + (SELECT count(*) FROM followers) "
             "+ (SELECT count(*) FROM quarantine WHERE stage = 'ingest')"
         )
+        media_files = one("SELECT count(*) FROM media")
         images = one("SELECT count(DISTINCT media_id) FROM embeddings_image")
         views = int(one("SELECT max(view) FROM embeddings_image"))
         videos = one("SELECT count(*) FROM embeddings_video")
@@ -253,7 +278,15 @@ def costs_from_run(out: Path, cpus: int) -> UnitCosts:
     grid = timings["train"] - driver - pooled
     trained_ = max(trained, 1)
     return UnitCosts(
-        ingest_row_s=timings["ingest"] / max(rows, 1),
+        # a small run validates in the driver: what its ingest took beyond parsing and
+        # the media files, per row
+        ingest_validate_row_core_s=max(
+            0.0,
+            timings["ingest"]
+            - rows * UnitCosts.ingest_parse_row_s
+            - media_files * (UnitCosts.ingest_file_driver_s + UnitCosts.ingest_hash_file_core_s),
+        )
+        / max(rows, 1),
         label_post_s=UnitCosts.label_post_s,  # the run's posts are too few to time it
         image_core_s=frame_core_s * (1 + views),
         video_core_s=frame_core_s * 16,

@@ -22,6 +22,12 @@ def test_parallel_stages_divide_by_the_cluster_and_driver_stages_do_not():
         small["grid + final models"].seconds / 10
     )
     assert big["ingest"].seconds == small["ingest"].seconds
+    # 20,000 posts: every file under PARALLEL_ROWS, validated in the driver; at 100 times
+    # the posts they go to tasks and the driver only parses
+    huge = _by_name(plan(costs, profiles=10_000, posts_per_profile=200, cpus=8))
+    per_post = [s["ingest"].seconds / posts for s, posts in ((small, 20_000), (huge, 2e6))]
+    assert per_post[1] < per_post[0] / 5
+    assert huge["ingest: tasks"].seconds > small["ingest: tasks"].seconds * 50
     for name in ("dedup", "explain", "walk-forward grid"):  # on the cluster now
         assert big[name].seconds == pytest.approx(small[name].seconds / 10), name
     for name in ("ingest", "labels", "dedup: stream", "train: driver", "fixed"):
@@ -81,7 +87,10 @@ def test_unit_costs_read_off_a_run(tmp_path, monkeypatch):
     )
     monkeypatch.setattr(store, "connect", lambda out: con)
     costs = plan_module.costs_from_run(out, cpus=2)
-    assert costs.ingest_row_s == pytest.approx(1 / (100 + 110 + 40 + 10))
+    rows, files = 100 + 110 + 40 + 10, 110
+    parse = rows * UnitCosts.ingest_parse_row_s
+    files_s = files * (UnitCosts.ingest_file_driver_s + UnitCosts.ingest_hash_file_core_s)
+    assert costs.ingest_validate_row_core_s == pytest.approx((1 - parse - files_s) / rows)
     assert costs.label_post_s == UnitCosts.label_post_s  # 100 posts: too few to time
     frames = 80 * 5 + 25 * 16
     assert costs.image_core_s == pytest.approx(40 * 2 / frames * 5)
