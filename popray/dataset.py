@@ -405,33 +405,39 @@ def _read(
 
 
 def _arrays(
-    side: _Side,
+    sides: list[_Side],
     files: _Parts,
     columns: dict[str, int],
     features: dict[str, list[float]] | None,
     remote: bool,
     grouped: bool = False,
-) -> dict[str, np.ndarray | Rows]:
-    """Each column of `side`'s items (name -> axes of the stored column), in the items'
-    order: (n, g, ...) when an item has g stored rows (an image's views, `grouped`),
-    else (n, ...)."""
-    wanted, position = np.unique(side.stored, return_inverse=True)
-    position = position.reshape(side.stored.shape)
-    if not grouped:
-        position = position[:, 0]
+) -> list[dict[str, np.ndarray | Rows]]:
+    """Each column of each side's items (name -> axes of the stored column), in the
+    items' order: (n, g, ...) when an item has g stored rows (an image's views,
+    `grouped`), else (n, ...). The sides (one per k) share their stored rows: each row
+    is read once, for all of them."""
+    stored = [side.stored.reshape(-1) for side in sides]
+    wanted = np.unique(np.concatenate(stored)) if stored else np.zeros(0, np.int64)
     parts, sizes = _read(files, wanted, columns, features, remote)
     shapes = _row_shapes(files.paths[0], columns, features is not None) if sizes else {}
-    arrays: dict[str, np.ndarray | Rows] = {}
-    for name, dims in columns.items():
-        if not sizes:
-            empty = np.zeros((0,) * (dims + grouped), np.float32)
-            width = np.zeros((0, len(CONTEXT_FEATURES)))
-            arrays[name] = _append(empty, width) if features is not None else empty
-        elif remote:
-            arrays[name] = Rows(parts[name], sizes, shapes[name], position)
-        else:
-            arrays[name] = np.concatenate(parts[name])[position]
-    return arrays
+    local = {} if remote or not sizes else {n: np.concatenate(parts[n]) for n in columns}
+    result = []
+    for side in sides:
+        position = np.searchsorted(wanted, side.stored)
+        if not grouped:
+            position = position[:, 0]
+        arrays: dict[str, np.ndarray | Rows] = {}
+        for name, dims in columns.items():
+            if not sizes:
+                empty = np.zeros((0,) * (dims + grouped), np.float32)
+                width = np.zeros((0, len(CONTEXT_FEATURES)))
+                arrays[name] = _append(empty, width) if features is not None else empty
+            elif remote:
+                arrays[name] = Rows(parts[name], sizes, shapes[name], position)
+            else:
+                arrays[name] = local[name][position]
+        result.append(arrays)
+    return result
 
 
 def load_dataset(
@@ -452,10 +458,24 @@ def load_dataset(
     keep the arrays in the object store (`Rows`), so the driver never holds the
     embeddings, only ids and classes; trials and tasks gather the rows of the profiles
     they train."""
+    return load_datasets(out, backbone, [k], scheme, context, remote)[k]
+
+
+def load_datasets(
+    out: Path,
+    backbone: str,
+    ks: list[int],
+    scheme: Scheme = "por_rolling",
+    context: bool = False,
+    remote: bool = False,
+) -> dict[int, Dataset]:
+    """`load_dataset` for each k of `ks`, reading each embedding row once for all of them
+    (the ks classify the same items: reading per k read them len(ks) times)."""
     for needed, stage in (("labels", "label"), ("duplicates", "dedup")):
         if not store.has_table(out, needed):
             raise FileNotFoundError(f"{out}: table {needed!r} missing; run `popray {stage}`")
-    sides = {}
+    ks = list(dict.fromkeys(ks))
+    sides: dict[str, tuple[list[_Side], _Parts]] = {}
     con = store.connect(out)
     try:
         features = None
@@ -464,34 +484,40 @@ def load_dataset(
             features = dict(rows.fetchall())
         for kind, table in (("image", "embeddings_image"), ("video", "embeddings_video")):
             files = _Parts.of(out, table)
-            params = {"k": k, "scheme": scheme, "backbone": backbone}
-            params["files"] = [str(p) for p in files.paths]
-            if files.paths:
-                keys = con.sql(sql_text(f"training_{kind}s"), params=params).to_arrow_table()
-            else:
-                keys = _NO_KEYS
-            sides[kind] = (_Side.of(keys, files.starts), files)
+            per_k = []
+            for k in ks:
+                params = {"k": k, "scheme": scheme, "backbone": backbone}
+                params["files"] = [str(p) for p in files.paths]
+                if files.paths:
+                    keys = con.sql(sql_text(f"training_{kind}s"), params=params).to_arrow_table()
+                else:
+                    keys = _NO_KEYS
+                per_k.append(_Side.of(keys, files.starts))
+            sides[kind] = (per_k, files)
     finally:
         con.close()
-    image, files = sides["image"]
-    views = _arrays(image, files, {"embedding": 2}, features, remote, grouped=True)
-    video, files = sides["video"]
-    frames = _arrays(video, files, {"frames": 3, "pooled": 2}, features, remote)
-    return Dataset(
-        image_ids=image.ids,
-        image_sha256=image.sha256,
-        image_views=views["embedding"],
-        image_y=image.y,
-        video_ids=video.ids,
-        video_sha256=video.sha256,
-        video_frames=frames["frames"],
-        video_pooled=frames["pooled"],
-        video_y=video.y,
-        scheme=scheme,
-        context=context,
-        image_profile=image.profile,
-        video_profile=video.profile,
-    )
+    images, files = sides["image"]
+    views = _arrays(images, files, {"embedding": 2}, features, remote, grouped=True)
+    videos, files = sides["video"]
+    frames = _arrays(videos, files, {"frames": 3, "pooled": 2}, features, remote)
+    return {
+        k: Dataset(
+            image_ids=image.ids,
+            image_sha256=image.sha256,
+            image_views=view["embedding"],
+            image_y=image.y,
+            video_ids=video.ids,
+            video_sha256=video.sha256,
+            video_frames=frame["frames"],
+            video_pooled=frame["pooled"],
+            video_y=video.y,
+            scheme=scheme,
+            context=context,
+            image_profile=image.profile,
+            video_profile=video.profile,
+        )
+        for k, image, view, video, frame in zip(ks, images, views, videos, frames, strict=True)
+    }
 
 
 _NO_KEYS = pa.table(

@@ -52,7 +52,7 @@ from ray import tune
 from popray import store
 from popray.cells import Cell, TrialSpec, plan_cells, trial_specs
 from popray.config import KFOLD, WALK_FORWARD, GridConfig, LabelConfig
-from popray.dataset import Dataset, load_dataset
+from popray.dataset import Dataset, load_datasets
 from popray.evaluate import compute_metrics, ranking_targets, recent_baseline
 from popray.final import MODELS_DIR, prune, train_final
 from popray.folds import fold_data, split
@@ -487,10 +487,7 @@ def run_train(
     from popray.embed import ensure_ray
 
     ensure_ray()  # the embeddings go to the object store as they are read: not the driver's
-    datasets = {
-        k: load_dataset(out, backbone, k, labels.scheme, cfg.context_features, remote=True)
-        for k in ks
-    }
+    datasets = load_datasets(out, backbone, ks, labels.scheme, cfg.context_features, remote=True)
     timelines = None
     previous = recent_baseline(out, labels.scheme)
     recent = {(p, k, m): c for (k, m), c in previous.items() for p in (KFOLD, PROFILE_GROUPED)}

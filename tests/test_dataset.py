@@ -98,6 +98,44 @@ def test_a_remote_dataset_keeps_its_arrays_in_the_object_store_and_gathers_the_s
     assert kept.remote and np.array_equal(kept.local().image_views, local.image_views)
 
 
+@pytest.mark.parametrize("remote", [False, True])
+def test_several_ks_read_each_embedding_row_once_and_equal_one_k_at_a_time(ready, remote):
+    from popray.dataset import load_datasets
+
+    both = load_datasets(ready, "efficientnet_lite0", [2, 3, 2], remote=remote)
+    assert sorted(both) == [2, 3]
+    for k, data in both.items():
+        alone = load_dataset(ready, "efficientnet_lite0", k)
+        assert data.image_ids == alone.image_ids and data.video_ids == alone.video_ids
+        assert np.array_equal(data.image_y, alone.image_y)
+        whole = data.local()
+        for name in ("image_views", "video_frames", "video_pooled"):
+            assert np.array_equal(getattr(whole, name), getattr(alone, name)), (k, name)
+    if remote:  # the ks share the chunks read
+        assert both[2].image_views.refs is both[3].image_views.refs
+
+
+def test_several_ks_are_read_in_one_pass(ready, monkeypatch):
+    import popray.dataset as dataset
+
+    read: list[int] = []
+    pick = dataset._pick
+
+    def counting(path, groups, rows, *rest):
+        read.append(len(rows))
+        return pick(path, groups, rows, *rest)
+
+    monkeypatch.setattr(dataset, "_pick", counting)
+
+    def rows_read(ks: list[int]) -> int:
+        read.clear()
+        dataset.load_datasets(ready, "efficientnet_lite0", ks)
+        return sum(read)
+
+    two, three, both = rows_read([2]), rows_read([3]), rows_read([2, 3])
+    assert max(two, three) <= both < two + three  # the rows both ks train on, read once
+
+
 def _restore(folder, name: str, table, parts: list, row_group_size: int) -> None:
     """Replace the part files of one embeddings table by `parts` (file name -> rows)."""
     import pyarrow.parquet as pq
