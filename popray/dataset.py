@@ -404,26 +404,45 @@ def _read(
     return parts, sizes
 
 
+def part_files(out: Path, table: str) -> _Parts:
+    """The part files of embeddings table `table` (their paths are a keys query's
+    `$files`), with their row groups."""
+    return _Parts.of(out, table)
+
+
+def embedding_rows(
+    files: _Parts, keys: pa.Table, column: str, remote: bool = False
+) -> np.ndarray | Rows:
+    """The vectors of `column` (one per stored row) at the rows that `keys` names, one
+    row per key (its `file`: the index in `files.paths`, `row`: the row in that file), in
+    the order of `keys`. `remote`: read by tasks into the object store (`Rows`), the
+    driver holds none of them."""
+    stored = files.starts[keys["file"].to_numpy()] + keys["row"].to_numpy()
+    [arrays] = _arrays([stored.astype(np.int64)[:, None]], files, {column: 2}, None, remote)
+    return arrays[column]
+
+
 def _arrays(
-    sides: list[_Side],
+    stored: list[np.ndarray],
     files: _Parts,
     columns: dict[str, int],
     features: dict[str, list[float]] | None,
     remote: bool,
     grouped: bool = False,
 ) -> list[dict[str, np.ndarray | Rows]]:
-    """Each column of each side's items (name -> axes of the stored column), in the
-    items' order: (n, g, ...) when an item has g stored rows (an image's views,
-    `grouped`), else (n, ...). The sides (one per k) share their stored rows: each row
-    is read once, for all of them."""
-    stored = [side.stored.reshape(-1) for side in sides]
-    wanted = np.unique(np.concatenate(stored)) if stored else np.zeros(0, np.int64)
+    """Each column (name -> axes of the stored column) of the items of each array of
+    `stored` ((n, g): the positions of each item's g stored rows, `_Side.stored`), in
+    the items' order: (n, g, ...) when `grouped` (an image's views), else (n, ...) from
+    the first of them. The arrays (one per k) share their stored rows: each row is read
+    once, for all of them."""
+    flat = [positions.reshape(-1) for positions in stored]
+    wanted = np.unique(np.concatenate(flat)) if flat else np.zeros(0, np.int64)
     parts, sizes = _read(files, wanted, columns, features, remote)
     shapes = _row_shapes(files.paths[0], columns, features is not None) if sizes else {}
     local = {} if remote or not sizes else {n: np.concatenate(parts[n]) for n in columns}
     result = []
-    for side in sides:
-        position = np.searchsorted(wanted, side.stored)
+    for positions in stored:
+        position = np.searchsorted(wanted, positions)
         if not grouped:
             position = position[:, 0]
         arrays: dict[str, np.ndarray | Rows] = {}
@@ -497,9 +516,11 @@ def load_datasets(
     finally:
         con.close()
     images, files = sides["image"]
-    views = _arrays(images, files, {"embedding": 2}, features, remote, grouped=True)
+    stored = [side.stored for side in images]
+    views = _arrays(stored, files, {"embedding": 2}, features, remote, grouped=True)
     videos, files = sides["video"]
-    frames = _arrays(videos, files, {"frames": 3, "pooled": 2}, features, remote)
+    stored = [side.stored for side in videos]
+    frames = _arrays(stored, files, {"frames": 3, "pooled": 2}, features, remote)
     return {
         k: Dataset(
             image_ids=image.ids,

@@ -13,6 +13,7 @@ neighbour, for the threshold histogram).
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +26,7 @@ from scipy.sparse.csgraph import connected_components
 
 from popray import store
 from popray.config import DedupConfig
+from popray.dataset import Rows, embedding_rows, part_files
 from popray.tables import SCHEMAS
 
 
@@ -153,59 +155,59 @@ def dedup_items(items: Items, threshold: float, cfg: DedupConfig) -> tuple[list,
     return dup_rows, nn_rows
 
 
-KINDS = ("image", "video")
 IN_FLIGHT_PER_CPU = 2  # tasks queued per cluster CPU: the driver holds only their items
 
 
-def _items(part: pa.Table, kind: str) -> Items:
+# media type -> its embeddings table and the column compared
+SOURCES = {"image": ("embeddings_image", "embedding"), "video": ("embeddings_video", "thumbnail")}
+
+
+def _items(keys: pa.Table, vectors: np.ndarray, kind: str) -> Items:
     return Items(
-        media_id=part["media_id"].to_pylist(),
-        vectors=np.stack(part["v"].to_numpy(zero_copy_only=False)).astype(np.float32),
-        published_us=part["t"].to_numpy(),
-        single=part["single"].to_numpy(zero_copy_only=False),
-        duration_s=part["duration_s"].to_numpy() if kind == "video" else None,
-        fps=part["fps"].to_numpy() if kind == "video" else None,
+        media_id=keys["media_id"].to_pylist(),
+        vectors=np.asarray(vectors, np.float32),
+        published_us=keys["t"].to_numpy(),
+        single=keys["single"].to_numpy(zero_copy_only=False),
+        duration_s=keys["duration_s"].to_numpy() if kind == "video" else None,
+        fps=keys["fps"].to_numpy() if kind == "video" else None,
     )
 
 
-def _stream(out: Path, backbone: str, batch_rows: int = 4096) -> Iterator[tuple[str, str, Items]]:
-    """(profile, media type, its items), one (profile, media type) at a time: the
-    queries come back in profile order, in record batches, so the driver never holds
-    more than one profile's items plus one batch."""
+def _units(out: Path, backbone: str) -> Iterator[tuple[str, str, pa.Table, Rows]]:
+    """(profile, media type, its items' keys, their vectors in the object store), one
+    (profile, media type) at a time, in profile order. DuckDB returns keys only (where
+    each vector is stored); tasks on this node read the vectors into the object store
+    (`dataset.embedding_rows`), so the driver holds no vector."""
     from popray.labels import sql_text
 
+    found = []
     con = store.connect(out)
     try:
-        for kind in KINDS:
-            sql = sql_text(f"dedup_{kind}s")
-            reader = con.sql(sql, params={"backbone": backbone}).to_arrow_reader(batch_rows)
-            held: list[pa.RecordBatch] = []
-            for batch in reader:
-                profiles = batch["profile_id"]
-                while batch.num_rows:
-                    first = profiles[0].as_py()
-                    if held and held[0]["profile_id"][0].as_py() != first:
-                        yield _whole(held, kind)
-                        held = []
-                    same = int(pc.sum(pc.equal(profiles, first)).as_py())  # sorted: a prefix
-                    held.append(batch.slice(0, same))
-                    batch, profiles = batch.slice(same), profiles.slice(same)
-            if held:
-                yield _whole(held, kind)
+        for kind, (table, column) in SOURCES.items():
+            files = part_files(out, table)
+            if files.paths:
+                params = {"backbone": backbone, "files": [str(p) for p in files.paths]}
+                keys = con.sql(sql_text(f"dedup_{kind}s"), params=params).to_arrow_table()
+                found.append((kind, files, column, keys))
     finally:
         con.close()
-
-
-def _whole(batches: list[pa.RecordBatch], kind: str) -> tuple[str, str, Items]:
-    part = pa.Table.from_batches(batches)
-    return part["profile_id"][0].as_py(), kind, _items(part, kind)
+    for kind, files, column, keys in found:
+        if not keys.num_rows:
+            continue
+        vectors = embedding_rows(files, keys, column, remote=True)
+        codes = pc.dictionary_encode(keys["profile_id"]).combine_chunks().indices.to_numpy()
+        bounds = [0, *(np.flatnonzero(np.diff(codes)) + 1).tolist(), keys.num_rows]
+        for lo, hi in itertools.pairwise(bounds):
+            profile = keys["profile_id"][lo].as_py()
+            yield profile, kind, keys.slice(lo, hi - lo), vectors.select(np.arange(lo, hi))
 
 
 def _dedup_one(
-    tag: dict, items: Items, threshold: float, cfg: DedupConfig
+    tag: dict, keys: pa.Table, vectors: Rows, threshold: float, cfg: DedupConfig
 ) -> tuple[pa.Table, pa.Table]:
     """Ray task: the `duplicates` and `nn_distances` rows of one (profile, media type),
-    group ids counted from 0 within it."""
+    group ids counted from 0 within it; it gathers its vectors from the object store."""
+    items = _items(keys, vectors.array(), tag["media_type"])
     dups, nns = dedup_items(items, threshold, cfg)
     return (
         pa.Table.from_pylist([tag | r for r in dups], schema=SCHEMAS["duplicates"]),
@@ -233,9 +235,9 @@ def run_dedup(out: Path, cfg: DedupConfig, backbone: str) -> tuple[pa.Table, pa.
         for ref in refs:
             done[pending.pop(ref)] = ray.get(ref)
 
-    for profile, kind, items in _stream(out, backbone):
+    for profile, kind, keys, vectors in _units(out, backbone):
         tag = {"profile_id": profile, "media_type": kind, "backbone": backbone}
-        pending[task.remote(tag, items, threshold, cfg)] = len(done)
+        pending[task.remote(tag, keys, vectors, threshold, cfg)] = len(done)
         done.append(None)
         if len(pending) >= limit:
             take(ray.wait(list(pending), num_returns=1)[0])

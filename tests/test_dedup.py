@@ -1,6 +1,7 @@
 import shutil
 
 import numpy as np
+import pyarrow.compute as pc
 import pytest
 
 from popray import store
@@ -118,17 +119,33 @@ def test_search_matches_brute_force(monkeypatch, blocks):
     assert {tuple(pr) for pr in pairs.tolist()} == want and len(want) > 100
 
 
-def test_tasks_per_profile_and_media_type_keep_every_item_and_number_groups_apart(tmp_path):
-    """run_dedup streams one (profile, media type) at a time to Ray tasks: however the
-    record batches split the rows, every item comes out once, in its own profile, and
-    group ids never repeat across profiles."""
+def test_tasks_per_profile_and_media_type_keep_every_item_and_number_groups_apart(
+    tmp_path, monkeypatch, ray_session
+):
+    """run_dedup sends one (profile, media type) at a time to Ray tasks, with its keys
+    and its vectors in the object store: however the read chunks split the rows, every
+    item comes out once, in its own profile, with its own vector, and group ids never
+    repeat across profiles."""
+    from popray import dataset
     from popray.bench_scale import BACKBONE, synthetic_out
-    from popray.dedup import _stream
+    from popray.dedup import _units
 
     synthetic_out(tmp_path, profiles=4, posts=12)
-    whole = {(p, k): items.media_id for p, k, items in _stream(tmp_path, BACKBONE)}
-    small = {(p, k): items.media_id for p, k, items in _stream(tmp_path, BACKBONE, batch_rows=5)}
+    whole = {(p, k): keys["media_id"].to_pylist() for p, k, keys, _ in _units(tmp_path, BACKBONE)}
+    monkeypatch.setattr(dataset, "BATCH_ROWS", 5)
+    units = list(_units(tmp_path, BACKBONE))
+    small = {(p, k): keys["media_id"].to_pylist() for p, k, keys, _ in units}
     assert small == whole and len(whole) == 8  # 4 profiles x (images, videos)
+    stored = {}
+    for table, column in (("embeddings_image", "embedding"), ("embeddings_video", "thumbnail")):
+        rows = store.read_table(tmp_path, table)
+        if "view" in rows.column_names:
+            rows = rows.filter(pc.equal(rows["view"], 0))
+        vectors = np.stack(rows[column].to_numpy(zero_copy_only=False))
+        stored |= dict(zip(rows["media_id"].to_pylist(), vectors, strict=True))
+    for _, _, keys, vectors in units:  # each item's vector, gathered across chunks
+        want = np.stack([stored[m] for m in keys["media_id"].to_pylist()])
+        assert np.array_equal(vectors.array(), want)
     media = store.connect(tmp_path).sql("SELECT media_id, profile_id FROM media").fetchall()
     profile_of = dict(media)
     assert all(profile_of[m] == p for (p, _), ids in whole.items() for m in ids)
