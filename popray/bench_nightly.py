@@ -154,9 +154,18 @@ def _rows(run: Path, table: str, profiles: list[str], drop: list[str]) -> list[t
             f"SELECT {cols} FROM rel WHERE ({PER_PROFILE[table]}) "
             f"AND profile_id IN (SELECT unnest($profiles)) ORDER BY ALL"
         )
-        return con.execute(sql, {"profiles": profiles}).fetchall()
+        return [_frozen(r) for r in con.execute(sql, {"profiles": profiles}).fetchall()]
     finally:
         con.close()
+
+
+def _frozen(value):
+    """A row with its lists (probabilities, frame times) as tuples, so rows can be hashed."""
+    if isinstance(value, list | tuple):
+        return tuple(_frozen(v) for v in value)
+    if isinstance(value, dict):
+        return tuple(sorted((k, _frozen(v)) for k, v in value.items()))
+    return value
 
 
 def compare(a: Path, b: Path, profiles: list[str], volatile: bool) -> dict[str, str]:
@@ -195,7 +204,7 @@ def bench_nightly(work: Path, profiles: int = 100, posts: int = 40, seed: int = 
     )
     out, fresh = work / "out", work / "out_fresh"
     first_s = _popray("run", "--input", str(a), "--out", str(out))
-    shutil.copytree(a, b)
+    shutil.copytree(a, b, symlinks=True)  # the sample's escaping links stay links
     _, rows = _read(b / "posts.csv")
     names = sorted({r["profile_id"] for r in rows})
     changed = names[len(names) // 2]
