@@ -31,7 +31,7 @@ WALK_FORWARD_LABELLINGS = 2 * WalkForwardConfig().cuts
 GPU_FRAMES_PER_S = 10_000  # lite0 forward, bf16, one H100 (README: 10,300-15,900)
 
 
-POOLED_MAX_ITEMS = GridConfig().pooled_max_items
+POOLED_MAX_ITEMS = GridConfig.model_fields["pooled_max_items"].default  # no model built at import
 POOLED_BIG_TASKS = 24  # cross-profile fits on every item: 2 models x 2 k x (5 folds + final)
 DRIVER_PHASES = ("load", "plan", "collect", "metrics")  # grid.TrainReport.phases
 
