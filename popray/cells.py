@@ -18,7 +18,8 @@ from popray.config import KFOLD, WALK_FORWARD, GridConfig
 from popray.dataset import ONE_PROFILE, Dataset
 from popray.folds import check_classes
 from popray.models import REGISTRY
-from popray.walkforward import Timeline, usable
+from popray.timelines import Timeline
+from popray.walkforward import usable
 
 MAX_TRIALS = 480  # Tune trials per grid at most (4x the paper's grid for one profile)
 

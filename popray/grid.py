@@ -59,9 +59,10 @@ from popray.folds import fold_data, split
 from popray.pooled import PROFILE_GROUPED
 from popray.storage import Location, check_cluster_reach
 from popray.tables import MODELS, PREDICTIONS, TRIALS, TS
+from popray.timelines import Timeline, build_timelines
 from popray.train import fit_fold
 from popray.units import Reuse, published, remaining, unit_keys
-from popray.walkforward import Timeline, build_timelines, run_windows
+from popray.walkforward import run_windows
 
 PREDICTIONS_FILE = "predictions.parquet"
 METRICS_FILE = "metrics.json"
@@ -448,7 +449,8 @@ class TrainReport:
     profiles_reused: int = 0  # profiles whose every cell was taken over (popray.units)
     models_reused: int = 0  # final models saved before from the same data and settings
     # seconds per phase: the driver's own work (load, plan, collect, metrics) apart from
-    # the phases where it waits on the cluster (grid, pooled, final): for `popray plan`
+    # the phases where it waits on the cluster (timelines, grid, pooled, final): for
+    # `popray plan`
     phases: dict[str, float] = field(default_factory=dict)
 
     def line(self) -> str:
@@ -496,6 +498,7 @@ def run_train(
     clock.lap("load")
     if WALK_FORWARD in cfg.protocols:
         timelines, forward, ranked = build_timelines(out, datasets, labels, cfg.walk_forward)
+        clock.lap("timelines")  # Ray tasks: the driver slices the export and merges
         recent |= {(WALK_FORWARD, k, m): c for (k, m), c in forward.items()}
         targets |= {(WALK_FORWARD, k, m): v for (k, m), v in ranked.items()}
     cells, skipped = plan_cells(datasets, cfg, timelines)

@@ -51,6 +51,10 @@ class UnitCosts:
     ingest_file_driver_s: float = 1.5e-5
     ingest_hash_file_core_s: float = 3.5e-4
     label_post_s: float = 5e-6  # DuckDB, 1,000,000-post benchmark (4.2-6.5 s)
+    # core-s per post and labelling of the walk-forward tasks (timelines.build_timelines:
+    # 4.8 s for 1,000 synthetic profiles x 40 posts, 12 labellings, 2 tasks on 2 cores,
+    # the driver's slicing and merging included; 2026-12-05)
+    walk_forward_label_post_core_s: float = 2.0e-5
     image_core_s: float = 0.34  # decode + 1 + views forward passes, CPU
     video_core_s: float = 1.08  # sample 15 frames + 16 forward passes, CPU
     decode_image_core_s: float = 0.0044  # decode alone (the GPU plan's CPU side): 229/s
@@ -134,9 +138,9 @@ def plan(
     forward = [
         Stage(
             "walk-forward labels",
-            posts * costs.label_post_s * WALK_FORWARD_LABELLINGS,
-            f"DuckDB, {WALK_FORWARD_LABELLINGS} labellings",
-            "driver",
+            posts * costs.walk_forward_label_post_core_s * WALK_FORWARD_LABELLINGS / cpus,
+            f"{WALK_FORWARD_LABELLINGS} labellings, a Ray task per group of profiles "
+            f"({cpus} cores)",
         ),
         Stage(
             "walk-forward grid",
@@ -275,7 +279,8 @@ def costs_from_run(out: Path, cpus: int) -> UnitCosts:
     phases = timings.get("train_phases", {})
     driver = sum(phases.get(name, 0.0) for name in DRIVER_PHASES)
     pooled = phases.get("pooled", 0.0)
-    grid = timings["train"] - driver - pooled
+    timelines = phases.get("timelines", 0.0)
+    grid = timings["train"] - driver - pooled - timelines
     trained_ = max(trained, 1)
     return UnitCosts(
         # a small run validates in the driver: what its ingest took beyond parsing and
@@ -288,6 +293,9 @@ def costs_from_run(out: Path, cpus: int) -> UnitCosts:
         )
         / max(rows, 1),
         label_post_s=UnitCosts.label_post_s,  # the run's posts are too few to time it
+        walk_forward_label_post_core_s=timelines * cpus / max(posts * WALK_FORWARD_LABELLINGS, 1)
+        if timelines
+        else UnitCosts.walk_forward_label_post_core_s,
         image_core_s=frame_core_s * (1 + views),
         video_core_s=frame_core_s * 16,
         dedup_profile_s=max(0.0, timings["dedup"] * cpus - pairs * UnitCosts.dedup_pair_s)

@@ -31,7 +31,7 @@ from popray.cells import Cell
 from popray.config import GridConfig
 from popray.dataset import Dataset
 from popray.labels import sql_text
-from popray.walkforward import Timeline
+from popray.timelines import Timeline
 
 FORMAT = 1  # of a unit's fingerprint: bumped when what a trial computes changes
 UNIT_OPTIONS = {"folds", "train", "context_features", "walk_forward"}  # per-profile results

@@ -28,7 +28,8 @@ def test_parallel_stages_divide_by_the_cluster_and_driver_stages_do_not():
     per_post = [s["ingest"].seconds / posts for s, posts in ((small, 20_000), (huge, 2e6))]
     assert per_post[1] < per_post[0] / 5
     assert huge["ingest: tasks"].seconds > small["ingest: tasks"].seconds * 50
-    for name in ("dedup", "explain", "walk-forward grid"):  # on the cluster now
+    on_cluster = ("dedup", "explain", "walk-forward labels", "walk-forward grid")
+    for name in on_cluster:  # on the cluster now
         assert big[name].seconds == pytest.approx(small[name].seconds / 10), name
     for name in ("ingest", "labels", "dedup: stream", "train: driver", "fixed"):
         assert small[name].where == "driver" and big[name].seconds == small[name].seconds
@@ -66,9 +67,10 @@ def test_unit_costs_read_off_a_run(tmp_path, monkeypatch):
     out.mkdir()
     timings = {"ray_start": 3, "ingest": 1, "label": 0.5, "embed": 40, "dedup": 0.2}
     timings |= {"train": 40, "explain": 4, "figures": 6, "report": 1}
-    # 10 s of the train stage: 6 s the driver's own, 4 s cross-profile tasks
-    timings["train_phases"] = {"load": 2, "plan": 1, "grid": 26, "collect": 2, "metrics": 1}
-    timings["train_phases"] |= {"pooled": 4, "final": 4}
+    # 13 s of the train stage: 6 s the driver's own, 4 s cross-profile tasks, 3 s the
+    # walk-forward labelling tasks
+    timings["train_phases"] = {"load": 2, "plan": 1, "grid": 23, "collect": 2, "metrics": 1}
+    timings["train_phases"] |= {"pooled": 4, "final": 4, "timelines": 3}
     (out / plan_module.TIMINGS_FILE).write_text(json.dumps(timings))
     con = duckdb.connect()
     con.sql(
@@ -92,13 +94,15 @@ def test_unit_costs_read_off_a_run(tmp_path, monkeypatch):
     files_s = files * (UnitCosts.ingest_file_driver_s + UnitCosts.ingest_hash_file_core_s)
     assert costs.ingest_validate_row_core_s == pytest.approx((1 - parse - files_s) / rows)
     assert costs.label_post_s == UnitCosts.label_post_s  # 100 posts: too few to time
+    labellings = plan_module.WALK_FORWARD_LABELLINGS
+    assert costs.walk_forward_label_post_core_s == pytest.approx(3 * 2 / (100 * labellings))
     frames = 80 * 5 + 25 * 16
     assert costs.image_core_s == pytest.approx(40 * 2 / frames * 5)
     assert costs.video_core_s == pytest.approx(40 * 2 / frames * 16)
     assert costs.dedup_profile_s == pytest.approx(0.2 * 2 - 80 * 80 / 2 * costs.dedup_pair_s)
     # the rest of the train stage split by where its trials spent their time (3 : 1)
-    assert costs.grid_item_core_s == pytest.approx(30 * 0.75 * 2 / 70)
-    assert costs.walk_forward_item_core_s == pytest.approx(30 * 0.25 * 2 / 70)
+    assert costs.grid_item_core_s == pytest.approx(27 * 0.75 * 2 / 70)
+    assert costs.walk_forward_item_core_s == pytest.approx(27 * 0.25 * 2 / 70)
     assert costs.train_driver_item_s == pytest.approx(6 / 70)
     # the pooled phase less its one profile's own models (at their default cost)
     pooled = 4 - UnitCosts.pooled_profile_core_s / 2

@@ -10,7 +10,8 @@ import pytest
 from popray import store
 from popray.config import SCHEMES, GridConfig, LabelConfig, TrainConfig, WalkForwardConfig
 from popray.dataset import Dataset
-from popray.walkforward import NO_CLASS, Timeline, labels_as_of, run_windows, usable
+from popray.timelines import NO_CLASS, Timeline, labels_as_of
+from popray.walkforward import run_windows, usable
 
 DAY = 86_400_000_000
 
