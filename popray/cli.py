@@ -608,8 +608,8 @@ def run(
 
 @app.command()
 def plan(
-    profiles: Annotated[int, typer.Option(help="profiles in the run", min=1)],
-    posts_per_profile: Annotated[int, typer.Option(help="posts per profile", min=1)],
+    profiles: Annotated[int | None, typer.Option(help="profiles in the run", min=1)] = None,
+    posts_per_profile: Annotated[int | None, typer.Option(help="posts per profile", min=1)] = None,
     cpus: Annotated[int, typer.Option(help="CPU cores of the cluster", min=1)] = 2,
     gpus: Annotated[int, typer.Option(help="GPUs of the cluster (embedding)", min=0)] = 0,
     costs: Annotated[
@@ -618,8 +618,13 @@ def plan(
     walk_forward: Annotated[
         bool, typer.Option("--walk-forward/--folds-only", help="the grid's protocols")
     ] = True,
+    against: Annotated[
+        Path | None,
+        typer.Option(help="OUT of a finished `popray run`: the plan for its size beside its times"),
+    ] = None,
 ) -> None:
-    """Expected wall time per stage, and the bottleneck, of a full run of that size."""
+    """Expected wall time per stage, and the bottleneck, of a full run of that size (or,
+    with --against OUT, of that run's size, beside what each stage took)."""
     from popray.plan import UnitCosts, plan_text
     from popray.plan import plan as make_plan
 
@@ -627,6 +632,18 @@ def plan(
         unit = UnitCosts.load(costs) if costs else UnitCosts()
     except (OSError, ValueError, TypeError) as exc:
         _fail(f"{costs}: not a unit-costs file ({exc})")
+    if against is not None:
+        from popray.plan_check import check_run, check_text
+
+        try:
+            checks = check_run(against, unit, cpus, gpus)
+        except (OSError, ValueError) as exc:
+            _fail(str(exc))
+        typer.echo(f"{against}: planned on {cpus} cores, {gpus} GPUs, costs from {unit.source}")
+        typer.echo(check_text(checks))
+        return
+    if profiles is None or posts_per_profile is None:
+        _fail("give --profiles and --posts-per-profile (or --against OUT)")
     typer.echo(
         f"{profiles} profiles x {posts_per_profile} posts, {cpus} cores, {gpus} GPUs; "
         f"unit costs from {unit.source}"

@@ -28,6 +28,7 @@ VIDEOS_PER_POST = 0.29
 FOLLOWER_ROWS_PER_POST = 0.57
 # the export labelled at each walk-forward cut and once settled after each window
 WALK_FORWARD_LABELLINGS = 2 * WalkForwardConfig().cuts
+LABEL_TASK_POSTS = 20_000  # timelines.POSTS_PER_TASK (not imported: it would load torch)
 GPU_FRAMES_PER_S = 10_000  # lite0 forward, bf16, one H100 (README: 10,300-15,900)
 
 
@@ -106,16 +107,18 @@ class Stage:
 def plan(
     costs: UnitCosts,
     profiles: int,
-    posts_per_profile: int,
+    posts_per_profile: float,
     cpus: int,
     gpus: int = 0,
     walk_forward: bool = True,
     pooled_max_items: int | None = POOLED_MAX_ITEMS,
+    mix: tuple[float, float] = (IMAGES_PER_POST, VIDEOS_PER_POST),
 ) -> list[Stage]:
     """Expected wall time of each stage of one full run (nothing reused); `walk_forward`:
-    the grid's default second protocol too; `pooled_max_items`: grid.pooled_max_items."""
+    the grid's default second protocol too; `pooled_max_items`: grid.pooled_max_items;
+    `mix`: images and videos per post."""
     posts = profiles * posts_per_profile
-    images, videos = posts * IMAGES_PER_POST, posts * VIDEOS_PER_POST
+    images, videos = posts * mix[0], posts * mix[1]
     items = images + videos
     files = {"posts": posts, "media": items, "followers": posts * FOLLOWER_ROWS_PER_POST}
     rows = sum(files.values())
@@ -132,13 +135,13 @@ def plan(
     else:
         core_s = images * costs.image_core_s + videos * costs.video_core_s
         embed = Stage("decode + embed", core_s / cpus, f"CPU decode + forward ({cpus} cores)")
-    per_profile_pairs = (
-        (posts_per_profile * IMAGES_PER_POST) ** 2 + (posts_per_profile * VIDEOS_PER_POST) ** 2
-    ) / 2
+    per_profile_pairs = ((posts_per_profile * mix[0]) ** 2 + (posts_per_profile * mix[1]) ** 2) / 2
     forward = [
         Stage(
             "walk-forward labels",
-            posts * costs.walk_forward_label_post_core_s * WALK_FORWARD_LABELLINGS / cpus,
+            max(posts / cpus, min(posts, LABEL_TASK_POSTS))  # no faster than one task
+            * costs.walk_forward_label_post_core_s
+            * WALK_FORWARD_LABELLINGS,
             f"{WALK_FORWARD_LABELLINGS} labellings, a Ray task per group of profiles "
             f"({cpus} cores)",
         ),

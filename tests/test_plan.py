@@ -6,7 +6,15 @@ import json
 
 import pytest
 
-from popray.plan import IMAGES_PER_POST, VIDEOS_PER_POST, UnitCosts, plan, plan_text
+from popray.plan import (
+    IMAGES_PER_POST,
+    LABEL_TASK_POSTS,
+    VIDEOS_PER_POST,
+    WALK_FORWARD_LABELLINGS,
+    UnitCosts,
+    plan,
+    plan_text,
+)
 
 
 def _by_name(stages):
@@ -28,8 +36,15 @@ def test_parallel_stages_divide_by_the_cluster_and_driver_stages_do_not():
     per_post = [s["ingest"].seconds / posts for s, posts in ((small, 20_000), (huge, 2e6))]
     assert per_post[1] < per_post[0] / 5
     assert huge["ingest: tasks"].seconds > small["ingest: tasks"].seconds * 50
-    on_cluster = ("dedup", "explain", "walk-forward labels", "walk-forward grid")
-    for name in on_cluster:  # on the cluster now
+    # the walk-forward labellings: tasks of LABEL_TASK_POSTS posts, no faster than one
+    wf = [
+        _by_name(plan(costs, 10_000, 500, cpus=c))["walk-forward labels"]
+        for c in (64, 128, 1_000_000)
+    ]
+    assert wf[0].where == "cluster" and wf[1].seconds == pytest.approx(wf[0].seconds / 2)
+    one_task = LABEL_TASK_POSTS * WALK_FORWARD_LABELLINGS * costs.walk_forward_label_post_core_s
+    assert wf[2].seconds == pytest.approx(one_task)
+    for name in ("dedup", "explain", "walk-forward grid"):  # on the cluster now
         assert big[name].seconds == pytest.approx(small[name].seconds / 10), name
     for name in ("ingest", "labels", "dedup: stream", "train: driver", "fixed"):
         assert small[name].where == "driver" and big[name].seconds == small[name].seconds

@@ -42,6 +42,10 @@ def grouped_out(tmp_path_factory, ray_session):
 
 
 def test_profiles_are_cut_into_runs_of_posts_each_profile_whole():
+    from popray.plan import LABEL_TASK_POSTS
+    from popray.timelines import POSTS_PER_TASK
+
+    assert LABEL_TASK_POSTS == POSTS_PER_TASK  # the plan's copy
     posts = pa.table({"profile_id": ["b", "a", "a", "c", "b", "a", "d"]})
     assert profile_groups(posts, 1) == [["a"], ["b"], ["c"], ["d"]]
     assert profile_groups(posts, 3) == [["a"], ["b", "c"], ["d"]]

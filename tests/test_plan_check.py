@@ -1,0 +1,65 @@
+"""The plan set beside a real run's stage times."""
+
+from __future__ import annotations
+
+import json
+
+import duckdb
+import pytest
+from typer.testing import CliRunner
+
+from popray import store
+from popray.plan import TIMINGS_FILE, UnitCosts, plan
+from popray.plan_check import SPANS, check_run, check_text
+
+
+@pytest.fixture
+def run_out(tmp_path, monkeypatch):
+    """An OUT whose run took known times: 4 profiles, 30 posts, 36 images, 9 videos."""
+    out = tmp_path / "out"
+    out.mkdir()
+    timings = {"ray_start": 3, "ingest": 1, "label": 0.5, "embed": 40, "dedup": 2}
+    timings |= {"train": 40, "explain": 4, "figures": 6, "report": 1}
+    timings["train_phases"] = {"load": 2, "plan": 1, "timelines": 3, "grid": 23, "collect": 2}
+    timings["train_phases"] |= {"metrics": 1, "pooled": 4, "final": 4}
+    (out / TIMINGS_FILE).write_text(json.dumps(timings))
+    con = duckdb.connect()
+    con.sql(
+        "CREATE TABLE posts AS SELECT 'p' || (i % 4) AS profile_id FROM range(30) t(i);"
+        "CREATE TABLE media AS SELECT CASE WHEN i < 36 THEN 'image' ELSE 'video' END "
+        "AS media_type FROM range(45) t(i)"
+    )
+    monkeypatch.setattr(store, "connect", lambda out: con)
+    return out
+
+
+def test_each_span_is_the_plan_for_the_runs_own_size_beside_its_time(run_out):
+    costs = UnitCosts()
+    checks = {c.span: c for c in check_run(run_out, costs, cpus=2)}
+    assert list(checks) == list(SPANS)
+    stages = {s.name: s.seconds for s in plan(costs, 4, 7.5, 2, mix=(36 / 30, 9 / 30))}
+    assert checks["dedup"].planned == pytest.approx(stages["dedup: stream"] + stages["dedup"])
+    assert checks["decode + embed"].planned == pytest.approx(stages["decode + embed"])
+    assert checks["train: driver"].measured == 2 + 1 + 2 + 1  # load, plan, collect, metrics
+    assert checks["grid + final models"].measured == 23 + 4
+    assert checks["walk-forward labels"].measured == 3
+    assert checks["fixed"].measured == 3 + 6 + 1
+    embed = checks["decode + embed"]
+    assert embed.ratio == pytest.approx(embed.planned / 40)
+    text = check_text(list(checks.values()))
+    assert text.splitlines()[-1].startswith("total")
+    assert f"{embed.ratio:.2f}x" in text
+
+
+def test_the_cli_compares_and_says_what_is_missing(run_out, tmp_path):
+    from popray.cli import app
+
+    result = CliRunner().invoke(app, ["plan", "--against", str(run_out), "--cpus", "2"])
+    assert result.exit_code == 0, result.output
+    assert "decode + embed" in result.output and "planned/measured" in result.output
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    result = CliRunner().invoke(app, ["plan", "--against", str(empty)])
+    assert result.exit_code != 0 and "timings.json: missing" in result.output
+    result = CliRunner().invoke(app, ["plan", "--cpus", "2"])
+    assert result.exit_code != 0 and "--profiles" in result.output
