@@ -34,7 +34,10 @@ GPU_FRAMES_PER_S = 10_000  # lite0 forward, bf16, one H100 (README: 10,300-15,90
 
 POOLED_MAX_ITEMS = GridConfig.model_fields["pooled_max_items"].default  # no model built at import
 POOLED_BIG_TASKS = 24  # cross-profile fits on every item: 2 models x 2 k x (5 folds + final)
-DRIVER_PHASES = ("load", "plan", "collect", "metrics")  # grid.TrainReport.phases
+# grid.TrainReport.phases: the read of the training data (tasks on the driver's node,
+# where OUT's files are), and the driver's own work
+READ_PHASE = "load"
+DRIVER_PHASES = ("plan", "collect", "metrics")
 
 
 @dataclass(frozen=True)
@@ -65,15 +68,20 @@ class UnitCosts:
     # posts (2 cores, 2026-12-04), its 1 seed scaled to the default 3 (folds, windows,
     # collect and metrics x 3; final models and cross-profile models x 1).
     dedup_profile_s: float = 0.012  # core-s per profile: a task per (profile, media type)
-    dedup_item_driver_s: float = 1.2e-4  # the driver streaming the embeddings to the tasks
-    # the grid: (144.5 s x 3 + final 8.9 s) x 2 cores / 40,000 items, split between the
-    # protocols as on the demo (0.36 : 0.39)
-    grid_item_core_s: float = 0.0106  # the paper's folds + final models, per item
-    walk_forward_item_core_s: float = 0.0115  # walk-forward trials, per item
-    # load 13.9 s + plan 7.7 s + 3 x (collect 0.58 s + metrics 0.76 s), per item (the
-    # same benchmark, 2026-12-05, after the training queries became keys-only and the
-    # embeddings are read by tasks: load was 24.9 s, metrics 39.1 s before)
-    train_driver_item_s: float = 0.00064  # the driver's own train phases (DRIVER_PHASES)
+    # dedup's read of the vectors, by tasks on the driver's node (13.8 s at 1,000 profiles
+    # less its tasks' 1,000 x 0.012 / 2 s, per item; 2026-12-05, at 250ab55)
+    dedup_item_driver_s: float = 1.95e-4
+    # the grid: (111.4 s x 3 + final 6.3 s) x 2 cores / 40,000 items (2026-12-05, at
+    # 250ab55; 144.5 and 8.9 s on 12-04), split between the protocols as on the demo
+    # (0.36 : 0.39)
+    grid_item_core_s: float = 0.0082  # the paper's folds + final models, per item
+    walk_forward_item_core_s: float = 0.0088  # walk-forward trials, per item
+    # the training data read into the object store by tasks on the driver's node: 6.95 s
+    # per 40,000 items (READ_PHASE; 250ab55); 13.9 s before both ks shared one read
+    train_read_item_s: float = 1.74e-4
+    # plan ~1.0 s (the 6.1 s measured at 250ab55 less the walk-forward labellings, now
+    # tasks: 6.3 s alone) + 3 x (collect 0.52 s + metrics 0.80 s), per 40,000 items
+    train_driver_item_s: float = 1.24e-4  # the driver's own train phases (DRIVER_PHASES)
     # the cross-profile models, 277.4 s at 1,000 profiles (2026-12-05), split as measured
     # for k = 2 on the same data (115 of 160 s in the fits on every item, the rest in the
     # profiles' own history models; that split measured beside other work on the cores)
@@ -173,9 +181,9 @@ def plan(
         *(forward[:1] if walk_forward else []),
         embed,
         Stage(
-            "dedup: stream",
+            "dedup: read",
             items * costs.dedup_item_driver_s,
-            "embeddings read in profile order, sent to the tasks",
+            "the vectors read by tasks on the driver's node (OUT's files are there)",
             "driver",
         ),
         Stage(
@@ -184,9 +192,15 @@ def plan(
             f"a Ray task per (profile, media type) ({cpus} cores)",
         ),
         Stage(
+            "train: read",
+            items * costs.train_read_item_s,
+            "the training data into the object store, by tasks on the driver's node",
+            "driver",
+        ),
+        Stage(
             "train: driver",
             items * costs.train_driver_item_s,
-            "datasets into the object store, cells, trial results, metrics",
+            "cells and unit keys, trial results, metrics",
             "driver",
         ),
         Stage(
@@ -280,10 +294,11 @@ def costs_from_run(out: Path, cpus: int) -> UnitCosts:
     # the train stage: the driver's own phases, the cross-profile tasks, and the grid +
     # final models (the rest); runs before the phases were recorded count all as grid
     phases = timings.get("train_phases", {})
+    read = phases.get(READ_PHASE, 0.0)
     driver = sum(phases.get(name, 0.0) for name in DRIVER_PHASES)
     pooled = phases.get("pooled", 0.0)
     timelines = phases.get("timelines", 0.0)
-    grid = timings["train"] - driver - pooled - timelines
+    grid = timings["train"] - read - driver - pooled - timelines
     trained_ = max(trained, 1)
     return UnitCosts(
         # a small run validates in the driver: what its ingest took beyond parsing and
@@ -305,6 +320,7 @@ def costs_from_run(out: Path, cpus: int) -> UnitCosts:
         / max(profiles, 1),
         grid_item_core_s=grid * (1 - forward_share) * cpus / trained_,
         walk_forward_item_core_s=grid * forward_share * cpus / trained_,
+        train_read_item_s=read / trained_,
         train_driver_item_s=driver / trained_,
         # a run under the cap: the fits train on every item; the profiles' own models
         # are taken out at their default cost

@@ -15,7 +15,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from popray.plan import DRIVER_PHASES, TIMINGS_FILE, UnitCosts, plan
+from popray.plan import DRIVER_PHASES, READ_PHASE, TIMINGS_FILE, UnitCosts, plan
 
 # a span the run times -> the plan stages it covers
 SPANS = {
@@ -23,7 +23,8 @@ SPANS = {
     "labels": ("labels",),
     "walk-forward labels": ("walk-forward labels",),
     "decode + embed": ("decode + embed",),
-    "dedup": ("dedup: stream", "dedup"),
+    "dedup": ("dedup: read", "dedup"),
+    "train: read": ("train: read",),
     "train: driver": ("train: driver",),
     "grid + final models": ("grid + final models", "walk-forward grid"),
     "cross-profile models": ("cross-profile models",),
@@ -55,6 +56,7 @@ def _measured(timings: dict) -> dict[str, float | None]:
         "walk-forward labels": phases.get("timelines"),
         "decode + embed": timings.get("embed"),
         "dedup": timings.get("dedup"),
+        "train: read": phases.get(READ_PHASE),
         "train: driver": sum(phases.get(n, 0.0) for n in DRIVER_PHASES) if has else None,
         "grid + final models": phases.get("grid", 0.0) + phases.get("final", 0.0) if has else None,
         "cross-profile models": phases.get("pooled"),

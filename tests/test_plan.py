@@ -46,7 +46,7 @@ def test_parallel_stages_divide_by_the_cluster_and_driver_stages_do_not():
     assert wf[2].seconds == pytest.approx(one_task)
     for name in ("dedup", "explain", "walk-forward grid"):  # on the cluster now
         assert big[name].seconds == pytest.approx(small[name].seconds / 10), name
-    for name in ("ingest", "labels", "dedup: stream", "train: driver", "fixed"):
+    for name in ("ingest", "labels", "dedup: read", "train: read", "train: driver", "fixed"):
         assert small[name].where == "driver" and big[name].seconds == small[name].seconds
     folds_only = _by_name(plan(costs, 100, 200, cpus=8, walk_forward=False))
     assert "walk-forward grid" in small and "walk-forward grid" not in folds_only
@@ -82,8 +82,8 @@ def test_unit_costs_read_off_a_run(tmp_path, monkeypatch):
     out.mkdir()
     timings = {"ray_start": 3, "ingest": 1, "label": 0.5, "embed": 40, "dedup": 0.2}
     timings |= {"train": 40, "explain": 4, "figures": 6, "report": 1}
-    # 13 s of the train stage: 6 s the driver's own, 4 s cross-profile tasks, 3 s the
-    # walk-forward labelling tasks
+    # 13 s of the train stage: 2 s the read, 4 s the driver's own, 4 s cross-profile
+    # tasks, 3 s the walk-forward labelling tasks
     timings["train_phases"] = {"load": 2, "plan": 1, "grid": 23, "collect": 2, "metrics": 1}
     timings["train_phases"] |= {"pooled": 4, "final": 4, "timelines": 3}
     (out / plan_module.TIMINGS_FILE).write_text(json.dumps(timings))
@@ -118,7 +118,8 @@ def test_unit_costs_read_off_a_run(tmp_path, monkeypatch):
     # the rest of the train stage split by where its trials spent their time (3 : 1)
     assert costs.grid_item_core_s == pytest.approx(27 * 0.75 * 2 / 70)
     assert costs.walk_forward_item_core_s == pytest.approx(27 * 0.25 * 2 / 70)
-    assert costs.train_driver_item_s == pytest.approx(6 / 70)
+    assert costs.train_read_item_s == pytest.approx(2 / 70)  # the load phase
+    assert costs.train_driver_item_s == pytest.approx(4 / 70)  # plan, collect, metrics
     # the pooled phase less its one profile's own models (at their default cost)
     pooled = 4 - UnitCosts.pooled_profile_core_s / 2
     assert costs.pooled_item_core_s == pytest.approx(pooled * 2 / 70)
