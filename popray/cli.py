@@ -224,7 +224,7 @@ def dedup(
     try:
         cfg = DedupConfig(threshold=threshold)
         with store.exclusive(out, "dedup"):
-            dups, nns = run_dedup(out, cfg, backbone)
+            dups, nns = run_dedup(out, cfg, backbone, typer.echo)
     except (FileNotFoundError, ValueError, duckdb.Error, store.LockedError) as exc:
         _fail(str(exc))
     removed = sum(1 for k in dups["kept"].to_pylist() if not k)
@@ -470,7 +470,7 @@ def _run_stages(cfg: RunConfig) -> None:
     with timed("embed"):
         report = run_embed(cfg.out_dir, cfg.embed, cfg.storage_location())
     with timed("dedup"):
-        run_dedup(cfg.out_dir, cfg.dedup, cfg.embed.backbone)
+        run_dedup(cfg.out_dir, cfg.dedup, cfg.embed.backbone, typer.echo)
     typer.echo(report.line())
     _quiet_tune()
     try:

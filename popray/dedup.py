@@ -13,8 +13,10 @@ neighbour, for the threshold histogram).
 
 from __future__ import annotations
 
+import hashlib
 import itertools
-from collections.abc import Iterator
+import json
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -173,11 +175,9 @@ def _items(keys: pa.Table, vectors: np.ndarray, kind: str) -> Items:
     )
 
 
-def _units(out: Path, backbone: str) -> Iterator[tuple[str, str, pa.Table, Rows]]:
-    """(profile, media type, its items' keys, their vectors in the object store), one
-    (profile, media type) at a time, in profile order. DuckDB returns keys only (where
-    each vector is stored); tasks on this node read the vectors into the object store
-    (`dataset.embedding_rows`), so the driver holds no vector."""
+def _keys(out: Path, backbone: str) -> list[tuple]:
+    """Per media type: its embeddings' part files, the column compared, and the keys of
+    its items (dedup_images.sql / dedup_videos.sql), in (profile, media_id) order."""
     from popray.labels import sql_text
 
     found = []
@@ -191,15 +191,91 @@ def _units(out: Path, backbone: str) -> Iterator[tuple[str, str, pa.Table, Rows]
                 found.append((kind, files, column, keys))
     finally:
         con.close()
-    for kind, files, column, keys in found:
-        if not keys.num_rows:
-            continue
-        vectors = embedding_rows(files, keys, column, remote=True)
+    return found
+
+
+def _units(
+    out: Path, backbone: str, reused: Callable[[str, str, pa.Table], bool] = lambda *a: False
+) -> Iterator[tuple[str, str, pa.Table, Rows | None]]:
+    """(profile, media type, its items' keys, their vectors in the object store), one
+    (profile, media type) at a time, in profile order. DuckDB returns keys only (where
+    each vector is stored); tasks on this node read the vectors into the object store
+    (`dataset.embedding_rows`), so the driver holds no vector. A unit that `reused`
+    (profile, media type, keys) accepts gets no vectors (None): none of its rows is read."""
+    for kind, files, column, keys in _keys(out, backbone):
         codes = pc.dictionary_encode(keys["profile_id"]).combine_chunks().indices.to_numpy()
         bounds = [0, *(np.flatnonzero(np.diff(codes)) + 1).tolist(), keys.num_rows]
-        for lo, hi in itertools.pairwise(bounds):
-            profile = keys["profile_id"][lo].as_py()
-            yield profile, kind, keys.slice(lo, hi - lo), vectors.select(np.arange(lo, hi))
+        spans = [(keys["profile_id"][lo].as_py(), lo, hi) for lo, hi in itertools.pairwise(bounds)]
+        spans = [s for s in spans if s[2] > s[1]]
+        todo = [not reused(p, kind, keys.slice(lo, hi - lo)) for p, lo, hi in spans]
+        rows = [np.arange(lo, hi) for (_, lo, hi), new in zip(spans, todo, strict=True) if new]
+        wanted = keys.take(np.concatenate(rows)) if rows else None
+        vectors = embedding_rows(files, wanted, column, remote=True) if rows else None
+        at = 0
+        for (profile, lo, hi), new in zip(spans, todo, strict=True):
+            unit = keys.slice(lo, hi - lo)
+            if new:
+                yield profile, kind, unit, vectors.select(np.arange(at, at + hi - lo))
+                at += hi - lo
+            else:
+                yield profile, kind, unit, None
+
+
+UNIT_FORMAT = 1  # of a dedup unit's fingerprint: bumped when what a task computes changes
+UNIT_COLUMNS = ("media_id", "sha256", "preprocess", "t", "single", "duration_s", "fps")
+
+
+def unit_key(
+    profile: str, kind: str, keys: pa.Table, backbone: str, threshold: float, cfg: DedupConfig
+) -> str:
+    """The fingerprint of everything one (profile, media type)'s dedup rows depend on:
+    its items (ids, bytes, preprocessing, post times and kinds, video lengths and frame
+    rates), the backbone, the threshold and the options."""
+    head = [UNIT_FORMAT, profile, kind, backbone, threshold, cfg.model_dump(mode="json")]
+    digest = hashlib.sha256(json.dumps(head, sort_keys=True).encode())
+    for name in UNIT_COLUMNS:
+        if name in keys.column_names:
+            digest.update(json.dumps(keys[name].to_pylist()).encode())
+    return digest.hexdigest()[:16]
+
+
+def _published(out: Path, backbone: str) -> dict[tuple[str, str], tuple[str, pa.Table, pa.Table]]:
+    """(profile, media type) -> (its unit, its `duplicates` rows with group ids counted
+    from 0, its `nn_distances` rows), from the tables in OUT (the published run's)."""
+    if not all(store.has_table(out, t) for t in ("dedup_units", "duplicates", "nn_distances")):
+        return {}
+    tables = []
+    for name in ("dedup_units", "duplicates", "nn_distances"):
+        table = store.read_table(out, name)
+        tables.append(table.filter(pc.equal(table["backbone"], backbone)))
+    units, dups, nns = tables
+    dups, nns = _by_unit(dups), _by_unit(nns)
+    found = {}
+    for profile, kind, unit in zip(
+        *(units[c].to_pylist() for c in ("profile_id", "media_type", "unit")), strict=True
+    ):
+        mine = dups.get((profile, kind), SCHEMAS["duplicates"].empty_table())
+        if mine.num_rows:  # group ids from 0 within the unit, as its task numbered them
+            ids = pc.subtract(mine["group_id"], pc.min(mine["group_id"]))
+            mine = mine.set_column(mine.schema.get_field_index("group_id"), "group_id", ids)
+        empty = SCHEMAS["nn_distances"].empty_table()
+        found[(profile, kind)] = (unit, mine, nns.get((profile, kind), empty))
+    return found
+
+
+def _by_unit(table: pa.Table) -> dict[tuple[str, str], pa.Table]:
+    """The rows of each (profile, media type), in their order in `table`."""
+    if not table.num_rows:
+        return {}
+    order = pc.sort_indices(table, [("profile_id", "ascending"), ("media_type", "ascending")])
+    table = table.take(order)  # a stable sort: each unit's rows keep their order
+    key = pc.binary_join_element_wise(table["profile_id"], table["media_type"], "\x00")
+    codes = pc.dictionary_encode(key).combine_chunks().indices.to_numpy()
+    bounds = [0, *(np.flatnonzero(np.diff(codes)) + 1).tolist(), table.num_rows]
+    return {
+        (table["profile_id"][lo].as_py(), table["media_type"][lo].as_py()): table.slice(lo, hi - lo)
+        for lo, hi in itertools.pairwise(bounds)
+    }
 
 
 def _dedup_one(
@@ -215,17 +291,27 @@ def _dedup_one(
     )
 
 
-def run_dedup(out: Path, cfg: DedupConfig, backbone: str) -> tuple[pa.Table, pa.Table]:
+def run_dedup(
+    out: Path, cfg: DedupConfig, backbone: str, echo: Callable[[str], None] = lambda line: None
+) -> tuple[pa.Table, pa.Table]:
     """Find near-duplicates among the embedded media of `out`, one Ray task per
     (profile, media type), at most `IN_FLIGHT_PER_CPU` per cluster CPU in flight; publish
     both tables. Group ids are numbered in (media type, profile) order, as the tasks were
-    submitted, whatever order they finish in."""
+    submitted, whatever order they finish in. A (profile, media type) whose unit
+    (`unit_key`) matches the published run's takes over its rows: its vectors are not read."""
     import ray
 
     from popray.embed import ensure_ray
 
     ensure_ray()
     threshold = cfg.threshold_for(backbone)
+    old = _published(out, backbone)
+    units: dict[tuple[str, str], str] = {}
+
+    def reused(profile: str, kind: str, keys: pa.Table) -> bool:
+        unit = units[(profile, kind)] = unit_key(profile, kind, keys, backbone, threshold, cfg)
+        return old.get((profile, kind), ("",))[0] == unit
+
     task = ray.remote(num_cpus=1, max_retries=3)(_dedup_one)
     limit = max(1, int(ray.cluster_resources().get("CPU", 1) * IN_FLIGHT_PER_CPU))
     pending: dict[ray.ObjectRef, int] = {}
@@ -235,13 +321,18 @@ def run_dedup(out: Path, cfg: DedupConfig, backbone: str) -> tuple[pa.Table, pa.
         for ref in refs:
             done[pending.pop(ref)] = ray.get(ref)
 
-    for profile, kind, keys, vectors in _units(out, backbone):
+    for profile, kind, keys, vectors in _units(out, backbone, reused):
+        if vectors is None:
+            done.append(old[(profile, kind)][1:])
+            continue
         tag = {"profile_id": profile, "media_type": kind, "backbone": backbone}
         pending[task.remote(tag, keys, vectors, threshold, cfg)] = len(done)
         done.append(None)
         if len(pending) >= limit:
             take(ray.wait(list(pending), num_returns=1)[0])
     take(list(pending))
+    taken = sum(1 for key, unit in units.items() if old.get(key, ("",))[0] == unit)
+    echo(f"dedup: {len(units) - taken} (profile, media type) recomputed, {taken} reused")
     dup_parts, nn_parts, offset = [], [], 0
     column = SCHEMAS["duplicates"].get_field_index("group_id")
     for dups, nns in done:
@@ -253,6 +344,12 @@ def run_dedup(out: Path, cfg: DedupConfig, backbone: str) -> tuple[pa.Table, pa.
     nn_distances = _concat(nn_parts, "nn_distances")
     store.write_table(out, "duplicates", duplicates, part=backbone)
     store.write_table(out, "nn_distances", nn_distances, part=backbone)
+    rows = [(p, k, backbone, u) for (p, k), u in units.items()]
+    names = SCHEMAS["dedup_units"].names
+    table = pa.Table.from_pylist(
+        [dict(zip(names, r, strict=True)) for r in rows], schema=SCHEMAS["dedup_units"]
+    )
+    store.write_table(out, "dedup_units", table, part=backbone)
     store.refresh_views(out)
     return duplicates, nn_distances
 

@@ -166,6 +166,18 @@ NN_DISTANCES = pa.schema(
     ]
 )
 
+# Dedup's units of work, one per (profile, media type): the fingerprint of what its rows
+# of `duplicates` and `nn_distances` were computed from (a rerun takes over those rows
+# when it matches).
+DEDUP_UNITS = pa.schema(
+    [
+        pa.field("profile_id", pa.string(), nullable=False),
+        pa.field("media_type", pa.string(), nullable=False),
+        pa.field("backbone", pa.string(), nullable=False),
+        pa.field("unit", pa.string(), nullable=False),
+    ]
+)
+
 # The grid (paper 5.2): what was trained, on which data, and how each run scored.
 GRID_KEY = [
     pa.field("scheme", pa.string(), nullable=False),  # the label scheme learnt
@@ -357,6 +369,7 @@ SCHEMAS: dict[str, pa.Schema] = {
     "embeddings_video": embeddings_video_schema(),
     "duplicates": DUPLICATES,
     "nn_distances": NN_DISTANCES,
+    "dedup_units": DEDUP_UNITS,
     "trials": TRIALS,
     "predictions": PREDICTIONS,
     "metrics": METRICS,

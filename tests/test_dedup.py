@@ -162,3 +162,62 @@ def test_tasks_per_profile_and_media_type_keep_every_item_and_number_groups_apar
     for gid in {r["group_id"] for r in rows}:
         assert len({(r["profile_id"], r["media_type"]) for r in rows if r["group_id"] == gid}) == 1
     assert sum(r["kept"] for r in rows) == len(expected)
+
+
+def test_a_rerun_recomputes_only_the_changed_units_and_equals_a_fresh_dedup(
+    tmp_path, monkeypatch, ray_session
+):
+    """Each (profile, media type) is a unit: a rerun on unchanged data takes every unit's
+    rows over without reading a vector; after one post moves, only its unit is read and
+    recomputed, and the tables equal those of a dedup run from scratch."""
+    import pyarrow as pa
+
+    from popray import dedup
+    from popray.bench_scale import BACKBONE, synthetic_out
+
+    out = tmp_path / "out"
+    synthetic_out(out, profiles=4, posts=12)
+    cfg = DedupConfig(threshold=1e6)  # every unit of two or more items is one group
+    read: list[int] = []
+    real = dedup.embedding_rows
+
+    def counted(files, keys, column, remote=False):
+        read.append(keys.num_rows)
+        return real(files, keys, column, remote)
+
+    monkeypatch.setattr(dedup, "embedding_rows", counted)
+    lines: list[str] = []
+    first = run_dedup(out, cfg, BACKBONE, lines.append)
+    assert lines[-1] == "dedup: 8 (profile, media type) recomputed, 0 reused"
+    read.clear()
+    again = run_dedup(out, cfg, BACKBONE, lines.append)
+    assert lines[-1] == "dedup: 0 (profile, media type) recomputed, 8 reused" and read == []
+    assert [t.to_pylist() for t in again] == [t.to_pylist() for t in first]
+
+    # prof1's first image post moves 9 years later: the most recent, it is kept now
+    media = store.read_table(out, "media").to_pylist()
+    posts = store.read_table(out, "posts")
+    post_of = {m["media_id"]: m["post_id"] for m in media}
+    kinds = {m["post_id"]: m["media_type"] for m in media}
+    rows = posts.to_pylist()
+    target = next(r for r in rows if r["profile_id"] == "prof1" and kinds[r["post_id"]] == "image")
+    target["published_at"] = target["published_at"].replace(year=target["published_at"].year + 9)
+    store.write_table(out, "posts", pa.Table.from_pylist(rows, schema=posts.schema))
+    in_unit = sum(1 for m in media if m["profile_id"] == "prof1" and m["media_type"] == "image")
+    read.clear()
+    changed = run_dedup(out, cfg, BACKBONE, lines.append)
+    assert lines[-1] == "dedup: 1 (profile, media type) recomputed, 7 reused"
+    assert read == [in_unit]  # only the changed unit's vectors
+    kept = {r["media_id"] for r in changed[0].to_pylist() if r["kept"]}
+    moved = [m for m, p in post_of.items() if p == target["post_id"]]
+    assert moved[0] in kept and moved[0] not in {
+        r["media_id"] for r in first[0].to_pylist() if r["kept"]
+    }
+
+    fresh = tmp_path / "fresh"
+    shutil.copytree(out, fresh)
+    for name in ("dedup_units", "duplicates", "nn_distances"):
+        shutil.rmtree(store.table_dir(fresh, name))
+    scratch = run_dedup(fresh, cfg, BACKBONE, lines.append)
+    assert lines[-1] == "dedup: 8 (profile, media type) recomputed, 0 reused"
+    assert [t.to_pylist() for t in scratch] == [t.to_pylist() for t in changed]
