@@ -33,6 +33,7 @@ PER_PROFILE = {
     "labels": "TRUE",
     "duplicates": "TRUE",
     "nn_distances": "TRUE",
+    "dedup_units": "TRUE",
     "trials": "TRUE",
     "predictions": "protocol <> 'profile_grouped'",
     "metrics": "protocol <> 'profile_grouped'",
