@@ -203,10 +203,7 @@ def _units(
     (`dataset.embedding_rows`), so the driver holds no vector. A unit that `reused`
     (profile, media type, keys) accepts gets no vectors (None): none of its rows is read."""
     for kind, files, column, keys in _keys(out, backbone):
-        codes = pc.dictionary_encode(keys["profile_id"]).combine_chunks().indices.to_numpy()
-        bounds = [0, *(np.flatnonzero(np.diff(codes)) + 1).tolist(), keys.num_rows]
-        spans = [(keys["profile_id"][lo].as_py(), lo, hi) for lo, hi in itertools.pairwise(bounds)]
-        spans = [s for s in spans if s[2] > s[1]]
+        spans = [(keys["profile_id"][lo].as_py(), lo, hi) for lo, hi in _runs(keys["profile_id"])]
         todo = [not reused(p, kind, keys.slice(lo, hi - lo)) for p, lo, hi in spans]
         rows = [np.arange(lo, hi) for (_, lo, hi), new in zip(spans, todo, strict=True) if new]
         wanted = keys.take(np.concatenate(rows)) if rows else None
@@ -270,12 +267,17 @@ def _by_unit(table: pa.Table) -> dict[tuple[str, str], pa.Table]:
     order = pc.sort_indices(table, [("profile_id", "ascending"), ("media_type", "ascending")])
     table = table.take(order)  # a stable sort: each unit's rows keep their order
     key = pc.binary_join_element_wise(table["profile_id"], table["media_type"], "\x00")
-    codes = pc.dictionary_encode(key).combine_chunks().indices.to_numpy()
-    bounds = [0, *(np.flatnonzero(np.diff(codes)) + 1).tolist(), table.num_rows]
     return {
         (table["profile_id"][lo].as_py(), table["media_type"][lo].as_py()): table.slice(lo, hi - lo)
-        for lo, hi in itertools.pairwise(bounds)
+        for lo, hi in _runs(key)
     }
+
+
+def _runs(values: pa.ChunkedArray | pa.Array) -> list[tuple[int, int]]:
+    """(start, stop) of each run of equal consecutive values (none when empty)."""
+    codes = pc.dictionary_encode(values).combine_chunks().indices.to_numpy()
+    bounds = [0, *(np.flatnonzero(np.diff(codes)) + 1).tolist(), len(values)]
+    return [(lo, hi) for lo, hi in itertools.pairwise(bounds) if hi > lo]
 
 
 def _dedup_one(
