@@ -23,11 +23,14 @@ at `<grid>/<name>`, where the name fingerprints the grid options and the exact t
 data, and each finished trial's result at `<grid>/<name>.results/<trial>/`, written by
 the node that trained it (predictions first, `metrics.json` last: that object marks a
 finished trial). The driver reads the results back from that storage, never from a
-node's disk. An interrupted or killed grid resumes (`Tuner.restore`, on any head that
-reaches the storage) and trains only the trials with no result; new data start a new
-grid. (Tune's own checkpoints are not the record of a finished trial: its experiment
+node's disk. An interrupted or killed grid resumes on any head that reaches the storage:
+a new Tune run of the same experiment over the trials with no result; new data start a
+new grid. (Tune's own checkpoints are not the record of a finished trial: its experiment
 state is only snapshotted now and then, and after a SIGKILL a restored grid knew none
-of the trials that had finished.)
+of the trials that had finished. Nor is `Tuner.restore` used: its search algorithm
+comes back with the trials that were live when *it* was snapshotted, and when the
+experiment's snapshot already had them finished it waits for them for ever, in
+10-minute naps; the two-node test's killed driver hit it.)
 """
 
 from __future__ import annotations
@@ -268,15 +271,14 @@ def fingerprint(cfg: GridConfig, backbone: str, cells: list[Cell], units: dict) 
 
 
 class _Progress(tune.Callback):
-    """One line per finished trial: `[17/120] image k=2 seed 0 fold 1: val acc 0.71 ...`.
-    (Tune pickles callbacks with the experiment, so a resumed grid reports through the
-    same callback: the count comes from the trials' states, not from a counter.)"""
+    """One line per finished trial: `[17/120] image k=2 seed 0 fold 1: val acc 0.71 ...`;
+    `before`: the grid's trials an earlier run finished (the count starts after them)."""
 
-    def __init__(self, total: int, echo: Callable[[str], None]) -> None:
-        self.total, self.echo = total, echo
+    def __init__(self, total: int, echo: Callable[[str], None], before: int = 0) -> None:
+        self.total, self.echo, self.before = total, echo, before
 
     def on_trial_complete(self, iteration, trials, trial, **info) -> None:
-        done = 1 + sum(t.status == "TERMINATED" and t is not trial for t in trials)
+        done = self.before + 1 + sum(t.status == "TERMINATED" and t is not trial for t in trials)
         c, r = trial.config["trial"], trial.last_result
         n = len(c["profiles"])
         who = f" ({n} profiles, mean)" if n > 1 else ""
@@ -349,18 +351,17 @@ def run_grid(
     in_trial_cpus = 0.01 if cfg.engine == "ray_train" else cfg.cpus_per_trial
     in_trial_gpus = 0 if cfg.engine == "ray_train" else cfg.gpus_per_trial
     trainable = tune.with_resources(trainable, {"cpu": in_trial_cpus, "gpu": in_trial_gpus})
-    resumed = tune.Tuner.can_restore(experiment.path(), storage_filesystem=root.fs)
-    reused = _finished(results_dir) if resumed else 0
+    finished = _finished(results_dir)
+    left = [spec for spec in specs if spec.name not in finished]
+    reused = len(specs) - len(left)
+    resumed = reused > 0 or tune.Tuner.can_restore(experiment.path(), storage_filesystem=root.fs)
     if resumed:
         echo(f"resuming {experiment.display()}: {reused} of {len(specs)} trials already done")
-        tuner = tune.Tuner.restore(
-            experiment.path(), trainable, restart_errored=True, storage_filesystem=root.fs
-        )
-    else:
-        progress = _Progress(len(specs), echo)
+    results = []
+    if left:  # a new Tune run over the trials with no result (see the module's docstring)
         tuner = tune.Tuner(
             trainable,
-            param_space={"trial": tune.grid_search([asdict(spec) for spec in specs])},
+            param_space={"trial": tune.grid_search([asdict(spec) for spec in left])},
             tune_config=tune.TuneConfig(
                 max_concurrent_trials=_max_concurrent(cfg), reuse_actors=True
             ),
@@ -369,17 +370,18 @@ def run_grid(
                 storage_path=root.path(),
                 storage_filesystem=root.fs,
                 verbose=0,
-                callbacks=[progress],
+                callbacks=[_Progress(len(specs), echo, reused)],
             ),
         )
-    results = tuner.fit()  # a restored grid whose trials all finished starts none
+        results = tuner.fit()
     start = time.perf_counter()
     tables = _collect(results, results_dir, specs, cfg, backbone, datasets, units, name)
     return GridResult(*tables, experiment, resumed, reused, time.perf_counter() - start)
 
 
-def _finished(results_dir: Location) -> int:
-    return sum(1 for f in results_dir.files() if f.endswith(f"/{METRICS_FILE}"))
+def _finished(results_dir: Location) -> set[str]:
+    """The names of the trials with a result (their `metrics.json` is written last)."""
+    return {f.split("/", 1)[0] for f in results_dir.files() if f.endswith(f"/{METRICS_FILE}")}
 
 
 def _collect(
@@ -397,7 +399,7 @@ def _collect(
     errors = [f"{r.config}: {r.error}" for r in results if r.error is not None]
     if errors:
         raise GridError(f"{len(errors)} trial(s) failed; first: {errors[0]}")
-    finished = {f.split("/", 1)[0] for f in results_dir.files() if f.endswith(f"/{METRICS_FILE}")}
+    finished = _finished(results_dir)
     done = [s for s in specs if s.name in finished]
     if len(done) < len(specs):
         raise GridError(
