@@ -310,14 +310,16 @@ def _explain_all(
 
 
 def _actors(backbone: str, weights: str | None, n_profiles: int) -> list:
-    """Grad-CAM actors for the cluster as it is: one per GPU, else one per CPU (torch
-    threads share the CPUs), never more than there are profiles."""
+    """Grad-CAM actors for the cluster as it is: one per GPU, else one per CPU, never more
+    than there are profiles. Each computes with one torch thread: a CPU convolution's
+    float sums depend on how many threads split it, so a profile's heatmaps and
+    probabilities would otherwise change with how many profiles a run explains (a
+    nightly run that explains one profile, against a fresh run that explains them all)."""
     resources = ray.cluster_resources()
     gpus, cpus = int(resources.get("GPU", 0)), max(1, int(resources.get("CPU", 1)))
     n = max(1, min(n_profiles, gpus or cpus))
-    threads = max(1, cpus // n)
     actor = GradCam.options(num_cpus=1, num_gpus=1 if gpus else 0)
-    return [actor.remote(backbone, weights, threads, "cuda" if gpus else "cpu") for _ in range(n)]
+    return [actor.remote(backbone, weights, "cuda" if gpus else "cpu") for _ in range(n)]
 
 
 @ray.remote
@@ -326,8 +328,8 @@ class GradCam:
     (its head comes with the call). Reads export media through the export's storage and
     returns each heatmap as PNG bytes."""
 
-    def __init__(self, backbone: str, weights: str | None, threads: int, device: str) -> None:
-        torch.set_num_threads(threads)
+    def __init__(self, backbone: str, weights: str | None, device: str) -> None:
+        torch.set_num_threads(1)  # results independent of the actor count (see _actors)
         self.device = torch.device(device)
         self.backbone = create_backbone(backbone, weights)
         self.backbone.model.to(self.device)
