@@ -12,8 +12,8 @@ Then it compares, row for row, the per-profile tables (`PER_PROFILE`): those of 
 unchanged profiles between runs 2 and 4 (they must be identical, every column), and those
 of the changed profile between runs 4 and 5 (identical but for the columns that say when
 or how long, or name a run: `VOLATILE`). The cross-profile models, trained on every
-profile's items, are retrained whenever one profile changes: their rows are not
-compared.
+profile's items, are kept by the nightly run (1% of the items changed, popray/pooled_keep)
+and trained on the new export by the fresh run: their rows are not compared.
 """
 
 from __future__ import annotations

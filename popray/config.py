@@ -228,6 +228,20 @@ class GridConfig(_Config):
         "of the held-out profiles (null = every item: at 10,000 profiles the fits would "
         "train on millions of items, see `popray plan`)",
     )
+    pooled_refresh_share: float = Field(
+        default=0.05,
+        ge=0,
+        le=1,
+        description="keep the published cross-profile models while at most this share of "
+        "the items they were trained on changed (their profile's unit changed, or the "
+        "profile is new or gone); above it they are trained again (0: whenever anything "
+        "changed)",
+    )
+    pooled_refresh_days: float = Field(
+        default=7,
+        ge=0,
+        description="and train them again once they are older than this, whatever changed",
+    )
     seeds: list[int] = Field(default=[0, 1, 2], min_length=1)
     folds: int = Field(default=5, ge=2, le=20, description="StratifiedKFold splits")
     protocols: list[Protocol] = Field(

@@ -517,7 +517,7 @@ def run_train(
     clock.lap("grid")
     clock.phases["grid"] -= grid.collect_s
     clock.phases["collect"] = grid.collect_s
-    pooled = _pooled(out, datasets, cfg, backbone, ranked_kfold, echo)
+    pooled, pooled_units = _pooled(out, datasets, cfg, backbone, ranked_kfold, echo, units, part)
     clock.lap("pooled")
     predictions = pa.concat_tables([grid.predictions, *pooled.predictions])
     metrics = compute_metrics(predictions, recent, targets)
@@ -535,6 +535,8 @@ def run_train(
         models = pa.concat_tables([models, pa.Table.from_pylist(pooled.models, schema=MODELS)])
         store.write_table(out, "models", models, part=part)
         prune(out, store.read_table(out, "models"))
+    if pooled_units is not None:  # last: it says the rows above are those of trained models
+        store.write_table(out, "pooled_units", pooled_units, part=part)
     clock.lap("final")
     store.refresh_views(out)
     name = grid.experiment.display().rsplit("/", 1)[1] if grid.experiment else None
@@ -614,14 +616,24 @@ def _only(timelines, names: dict[int, list[str]]):
     }
 
 
-def _pooled(out: Path, datasets, cfg: GridConfig, backbone: str, ranked: dict, echo):
-    """The cross-profile models (popray.pooled) over the grid's datasets."""
+def _pooled(
+    out: Path, datasets, cfg: GridConfig, backbone: str, ranked: dict, echo, units, part: str
+):
+    """The cross-profile models (popray.pooled) over the grid's datasets: the published
+    ones kept while few items changed since they were trained (popray.pooled_keep)."""
+    from popray import pooled_keep
     from popray.pooled import run_pooled
 
+    decision = pooled_keep.decide(out, part, cfg, backbone, datasets, units)
+    if decision.line:
+        echo(decision.line)
+    if decision.keep:  # its `pooled_units` stay as they are: what the models were trained on
+        return pooled_keep.kept(out, part, datasets), None
     labels = store.read_table(out, "labels").select(["media_id", "published_at"])
     ids, published = labels["media_id"].to_pylist(), labels["published_at"].to_pylist()
     times = dict(zip(ids, published, strict=True))
     result = run_pooled(out / MODELS_DIR, datasets, cfg, backbone, times, ranked, echo)
     for reason in result.skipped:
         echo(reason)
-    return result
+    trained = result.models or any(t.num_rows for t in result.predictions)
+    return result, decision.record if trained else decision.record.slice(0, 0)  # none to keep

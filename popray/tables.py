@@ -314,6 +314,20 @@ CROSS_PROFILE = pa.schema(
     ]
 )
 
+# What the cross-profile models were trained on (popray/pooled_keep.py), one row per
+# (profile, k): the profile's unit and items then, the models' options and training time.
+# A run keeps the published models while few items changed since.
+POOLED_UNITS = pa.schema(
+    [
+        pa.field("profile_id", pa.string(), nullable=False),
+        pa.field("k", pa.int32(), nullable=False),
+        pa.field("unit", pa.string(), nullable=False),
+        pa.field("n_items", pa.int64(), nullable=False),
+        pa.field("options", pa.string(), nullable=False),
+        pa.field("trained_at", TS, nullable=False),
+    ]
+)
+
 # Grad-CAM heatmaps of the image model (popray explain): a sample of each class from the
 # export (media_id, label set) and any file passed in (media_id null).
 EXPLANATIONS = pa.schema(
@@ -375,6 +389,7 @@ SCHEMAS: dict[str, pa.Schema] = {
     "metrics": METRICS,
     "models": MODELS,
     "cross_profile": CROSS_PROFILE,
+    "pooled_units": POOLED_UNITS,
     "explanations": EXPLANATIONS,
     "predictions_new": PREDICTIONS_NEW,
 }

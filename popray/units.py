@@ -11,8 +11,9 @@ unchanged and that holds every seed asked for, and hands the Tune grid only the 
     one new post on one of 100 profiles -> the grid trains that profile's cells only;
     the other 99 profiles' trials and predictions are the published rows, unchanged.
 
-The cross-profile models (`popray.pooled`) span every profile and are not units: they
-are recomputed on every run.
+The cross-profile models (`popray.pooled`) span every profile and are not units: a run
+keeps the published ones while few items changed since they were trained
+(`popray.pooled_keep`).
 """
 
 from __future__ import annotations

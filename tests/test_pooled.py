@@ -8,10 +8,11 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
+import pyarrow as pa
 import pytest
 from grid_helpers import WIDTH, several, synthetic
 
-from popray.config import GridConfig, TrainConfig
+from popray.config import GridConfig, LabelConfig, TrainConfig
 from popray.dataset import Dataset
 from popray.final import POOLED
 from popray.pooled import (
@@ -197,7 +198,7 @@ def test_fewer_than_five_profiles_get_a_message_not_an_error(tmp_path):
 def five(ray_session, tmp_path_factory):
     """Five small generated profiles, embedded by a random small backbone, trained with
     one seed: the grid's own models, then the cross-profile ones."""
-    from popray.config import DedupConfig, EmbedConfig, LabelConfig
+    from popray.config import DedupConfig, EmbedConfig
     from popray.dedup import run_dedup
     from popray.embed import run_embed
     from popray.grid import run_train
@@ -212,21 +213,24 @@ def five(ray_session, tmp_path_factory):
     generate_many(root / "input", specs)
     out = root / "out"
     run_ingest(root / "input", out)
-    labels = LabelConfig(k=[2], scheme="por_global")
-    run_label(out, labels)
-    backbone = "mobilenetv3_small_050"
-    run_embed(out, EmbedConfig(backbone=backbone, weights="random", views=0, device="cpu"))
-    run_dedup(out, DedupConfig(threshold=1e-6), backbone)
-    grid = GridConfig(
-        models=["image"],
-        pooled=["image"],
-        seeds=[0],
-        protocols=["stratified_kfold"],
-        train=TrainConfig(epochs=2),
-    )
+    run_label(out, FIVE_LABELS)
+    embed = EmbedConfig(backbone=FIVE_BACKBONE, weights="random", views=0, device="cpu")
+    run_embed(out, embed)
+    run_dedup(out, DedupConfig(threshold=1e-6), FIVE_BACKBONE)
     lines: list[str] = []
-    report = run_train(out, grid, labels, backbone, lines.append)
+    report = run_train(out, FIVE_GRID, FIVE_LABELS, FIVE_BACKBONE, lines.append)
     return root, out, report, lines
+
+
+FIVE_GRID = GridConfig(
+    models=["image"],
+    pooled=["image"],
+    seeds=[0],
+    protocols=["stratified_kfold"],
+    train=TrainConfig(epochs=2),
+)
+FIVE_BACKBONE = "mobilenetv3_small_050"
+FIVE_LABELS = LabelConfig(k=[2], scheme="por_global")
 
 
 def test_train_adds_the_pooled_rows_to_predictions_metrics_and_models(five):
@@ -281,3 +285,88 @@ def test_predict_falls_back_to_the_pooled_model_for_a_profile_without_one(five):
     assert "cross-profile" not in own.output
     (row,) = store.read_table(out, "predictions_new").to_pylist()
     assert (row["profile_id"], row["for_profile"]) == ("brand000", "brand000")
+
+
+def _pooled_rows(out) -> tuple:
+    """The cross-profile rows of a run: its profile-grouped predictions, its models of
+    profile `*` and its `cross_profile` rows."""
+    from popray import store
+
+    grouped = store.query(
+        out, "SELECT * FROM predictions WHERE protocol = 'profile_grouped' ORDER BY media_id"
+    ).to_pylist()
+    models = [m for m in store.read_table(out, "models").to_pylist() if m["profile_id"] == POOLED]
+    return grouped, models, store.read_table(out, "cross_profile").to_pylist()
+
+
+def test_a_rerun_keeps_the_cross_profile_models_until_enough_items_changed(five, tmp_path):
+    """popray/pooled_keep.py: an unchanged rerun keeps the published cross-profile models
+    and their rows (nothing trained); once a profile holding more than 5% of the items
+    changed, they are trained again; a higher limit keeps them; so does age, up to its
+    limit."""
+    import shutil
+
+    from popray import pooled_keep, store
+    from popray.dataset import load_datasets
+    from popray.grid import run_train
+    from popray.units import unit_keys
+
+    _, out, _, _ = five
+    copy = tmp_path / "out"
+    shutil.copytree(out, copy, symlinks=True)
+    part = f"por_global-{FIVE_BACKBONE}"
+    record = store.read_table(copy, "pooled_units", part).to_pylist()
+    datasets = load_datasets(copy, FIVE_BACKBONE, [2], "por_global")
+    assert sum(r["n_items"] for r in record) == len(datasets[2].image_ids + datasets[2].video_ids)
+    assert len({r["profile_id"] for r in record}) == 5
+    before = _pooled_rows(copy)
+    assert before[0] and before[1] and before[2]
+
+    def train(grid: GridConfig) -> list[str]:
+        lines: list[str] = []
+        run_train(copy, grid, FIVE_LABELS, FIVE_BACKBONE, lines.append)
+        return lines
+
+    lines = train(FIVE_GRID)
+    (line,) = [line for line in lines if line.startswith("cross-profile models:")]
+    assert line.startswith("cross-profile models: kept (") and "0.0% of the items" in line
+    assert not any(line.startswith("cross-profile image k=2") for line in lines)
+    assert _pooled_rows(copy) == before  # the same rows, the models' creation time included
+    assert store.read_table(copy, "pooled_units", part).to_pylist() == record
+
+    # one profile's unit differs from the one the models were trained on (as after a new
+    # post): its items' share of all the items is over 5%
+    profile = record[0]["profile_id"]
+    share = sum(r["n_items"] for r in record if r["profile_id"] == profile) / sum(
+        r["n_items"] for r in record
+    )
+    assert share > 0.05
+
+    def tamper() -> None:
+        rows = [r | {"unit": "changed"} if r["profile_id"] == profile else r for r in record]
+        store.write_table(copy, "pooled_units", pa.Table.from_pylist(rows), part=part)
+
+    tamper()
+    lines = train(FIVE_GRID.model_copy(update={"pooled_refresh_share": share + 0.01}))
+    assert any(line.startswith("cross-profile models: kept (") for line in lines)
+    assert f"{share:.1%} of the items changed" in "\n".join(lines)
+    lines = train(FIVE_GRID)
+    assert any(line.startswith("cross-profile models: trained again (") for line in lines)
+    assert any(line.startswith("cross-profile image k=2: 5 profiles") for line in lines)
+    again = store.read_table(copy, "pooled_units", part).to_pylist()
+    assert {r["unit"] for r in again} == {r["unit"] for r in record}  # this run's units
+    assert min(r["trained_at"] for r in again) > max(r["trained_at"] for r in record)
+    # (the final model itself is the saved one: the items are in fact the same, and a
+    # model saved from the same items and settings is reused by its snapshot)
+    assert _pooled_rows(copy)[1] == before[1]
+
+    # age: kept for pooled_refresh_days, then trained again
+    units = unit_keys(FIVE_GRID, datasets, FIVE_BACKBONE)
+    trained_at = again[0]["trained_at"]
+    for days, keep in ((6.9, True), (7.1, False)):
+        now = trained_at + timedelta(days=days)
+        decision = pooled_keep.decide(copy, part, FIVE_GRID, FIVE_BACKBONE, datasets, units, now)
+        assert decision.keep is keep, decision.line
+    changed = FIVE_GRID.model_copy(update={"pooled_max_items": 1000})
+    decision = pooled_keep.decide(copy, part, changed, FIVE_BACKBONE, datasets, units)
+    assert not decision.keep and "options changed" in decision.line
