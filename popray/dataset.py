@@ -3,14 +3,16 @@
 SQL in `schemas/sql/training_images.sql` and `training_videos.sql`: they pick the items
 and say where their embedding rows are stored (keys only); the embeddings are read from
 the Parquet files a few row groups at a time (by Ray tasks when the arrays go to the
-object store), so no query and no driver holds them all. Excluded media were never
+object store), so no query and no driver holds them all. `load_keys` runs the queries
+alone; its `datasets(profiles=...)` then reads the rows of just the profiles a run trains
+(the train stage reuses the others' trials). Excluded media were never
 embedded, quarantined ones have no embedding, and near-duplicates not kept by `popray
 dedup` are left out here.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -36,7 +38,8 @@ class Rows:
 
     `index` says which stored rows make up the array, in its order: (n,), one stored row
     per row, or (n, g), g stored rows stacked per row (an image's views, stored one per
-    row); None: every stored row, as stored."""
+    row); None: every stored row, as stored. -1: a row that was not read
+    (`TrainingKeys.datasets` with `profiles`): gathering it raises `NotRead`."""
 
     def __init__(
         self,
@@ -61,6 +64,11 @@ class Rows:
         rows = np.asarray(rows, np.int64)
         return rows if self.index is None else self.index[rows]
 
+    @property
+    def complete(self) -> bool:
+        """Every row of it was read."""
+        return self.index is None or bool((self.index >= 0).all())
+
     def select(self, rows: np.ndarray) -> Rows:
         """Rows `rows` of this array, still in the object store."""
         sizes = np.diff(self.offsets).tolist()
@@ -73,6 +81,11 @@ class Rows:
 
         physical = self._physical(rows)
         stored = physical.reshape(-1)
+        if len(stored) and stored.min() < 0:
+            raise NotRead(
+                f"{int((stored < 0).sum())} embedding rows asked for were not read: read "
+                "their profiles first (TrainingKeys.datasets(profiles=...))"
+            )
         out = np.empty((len(stored), *self.row_shape), np.float32)
         chunk = np.searchsorted(self.offsets, stored, side="right") - 1
         order = np.argsort(chunk, kind="stable")
@@ -89,6 +102,11 @@ class Rows:
         if isinstance(key, np.ndarray) and key.ndim == 1 and key.dtype.kind in "iu":
             return self.take(key)
         return self.array()[key]
+
+
+class NotRead(RuntimeError):
+    """Embedding rows used that the run did not read (a bug in the caller: the profiles it
+    trains must be read first)."""
 
 
 def _take(x: np.ndarray | Rows, rows: np.ndarray, remote: bool = False) -> np.ndarray | Rows:
@@ -156,6 +174,22 @@ class Dataset:
 
     def _arrays(self) -> tuple:
         return (self.image_views, self.video_frames, self.video_pooled)
+
+    @property
+    def complete(self) -> bool:
+        """Every item's embeddings were read (see `TrainingKeys.datasets`)."""
+        return all(x.complete for x in self._arrays() if isinstance(x, Rows))
+
+    def read_ids(self) -> list[str]:
+        """The ids of the items whose embeddings were read."""
+        ids: list[str] = []
+        for names, x in ((self.image_ids, self.image_views), (self.video_ids, self.video_frames)):
+            if isinstance(x, Rows) and x.index is not None and names:
+                read = (x.index >= 0).reshape(len(names), -1).all(axis=1)
+                ids += [m for m, ok in zip(names, read.tolist(), strict=True) if ok]
+            else:
+                ids += names
+        return ids
 
     def local(self) -> Dataset:
         """The same items with every array in this process (itself if already so)."""
@@ -429,25 +463,32 @@ def _arrays(
     features: dict[str, list[float]] | None,
     remote: bool,
     grouped: bool = False,
+    masks: list[np.ndarray] | None = None,
 ) -> list[dict[str, np.ndarray | Rows]]:
     """Each column (name -> axes of the stored column) of the items of each array of
     `stored` ((n, g): the positions of each item's g stored rows, `_Side.stored`), in
     the items' order: (n, g, ...) when `grouped` (an image's views), else (n, ...) from
     the first of them. The arrays (one per k) share their stored rows: each row is read
-    once, for all of them."""
-    flat = [positions.reshape(-1) for positions in stored]
+    once, for all of them. `masks` (one per array, with `remote`): read only the items
+    marked, the others' rows stay unread (`Rows`, index -1)."""
+    if masks is None:
+        masks = [np.ones(len(positions), bool) for positions in stored]
+    elif not remote:
+        raise ValueError("reading only some items needs remote=True (the object store)")
+    flat = [positions[mask].reshape(-1) for positions, mask in zip(stored, masks, strict=True)]
     wanted = np.unique(np.concatenate(flat)) if flat else np.zeros(0, np.int64)
     parts, sizes = _read(files, wanted, columns, features, remote)
-    shapes = _row_shapes(files.paths[0], columns, features is not None) if sizes else {}
+    items = any(len(positions) for positions in stored)
+    shapes = _row_shapes(files.paths[0], columns, features is not None) if items else {}
     local = {} if remote or not sizes else {n: np.concatenate(parts[n]) for n in columns}
     result = []
-    for positions in stored:
-        position = np.searchsorted(wanted, positions)
+    for positions, mask in zip(stored, masks, strict=True):
+        position = np.where(mask[:, None], np.searchsorted(wanted, positions), -1)
         if not grouped:
             position = position[:, 0]
         arrays: dict[str, np.ndarray | Rows] = {}
         for name, dims in columns.items():
-            if not sizes:
+            if not items:
                 empty = np.zeros((0,) * (dims + grouped), np.float32)
                 width = np.zeros((0, len(CONTEXT_FEATURES)))
                 arrays[name] = _append(empty, width) if features is not None else empty
@@ -490,6 +531,83 @@ def load_datasets(
 ) -> dict[int, Dataset]:
     """`load_dataset` for each k of `ks`, reading each embedding row once for all of them
     (the ks classify the same items: reading per k read them len(ks) times)."""
+    return load_keys(out, backbone, ks, scheme, context).datasets(remote)
+
+
+@dataclass
+class TrainingKeys:
+    """Each k's training items (ids, classes, profiles) and where their embedding rows are
+    stored, before any embedding is read: `datasets` reads the rows, of every profile or
+    of the profiles a run trains (a nightly run reuses the rest and reads only those)."""
+
+    ks: list[int]
+    scheme: str
+    context: bool
+    features: dict[str, list[float]] | None
+    images: list[_Side]  # one per k
+    image_files: _Parts
+    videos: list[_Side]
+    video_files: _Parts
+
+    def datasets(
+        self, remote: bool = False, profiles: Collection[str] | None = None
+    ) -> dict[int, Dataset]:
+        """One Dataset per k, every item in it; the embedding rows read once for all ks.
+        `profiles` (with `remote`): read only those profiles' rows; the others' stay
+        unread (`Dataset.complete` is False, and gathering them raises `NotRead`)."""
+        only = None if profiles is None else set(profiles)
+        views = _arrays(
+            [s.stored for s in self.images],
+            self.image_files,
+            {"embedding": 2},
+            self.features,
+            remote,
+            grouped=True,
+            masks=None if only is None else [_mask(s, only) for s in self.images],
+        )
+        frames = _arrays(
+            [s.stored for s in self.videos],
+            self.video_files,
+            {"frames": 3, "pooled": 2},
+            self.features,
+            remote,
+            masks=None if only is None else [_mask(s, only) for s in self.videos],
+        )
+        zipped = zip(self.ks, self.images, views, self.videos, frames, strict=True)
+        return {
+            k: Dataset(
+                image_ids=image.ids,
+                image_sha256=image.sha256,
+                image_views=view["embedding"],
+                image_y=image.y,
+                video_ids=video.ids,
+                video_sha256=video.sha256,
+                video_frames=frame["frames"],
+                video_pooled=frame["pooled"],
+                video_y=video.y,
+                scheme=self.scheme,
+                context=self.context,
+                image_profile=image.profile,
+                video_profile=video.profile,
+            )
+            for k, image, view, video, frame in zipped
+        }
+
+
+def _mask(side: _Side, profiles: set[str]) -> np.ndarray:
+    """Which of `side`'s items belong to `profiles`."""
+    return np.fromiter((p in profiles for p in side.profile), bool, len(side.profile))
+
+
+def load_keys(
+    out: Path,
+    backbone: str,
+    ks: list[int],
+    scheme: Scheme = "por_rolling",
+    context: bool = False,
+) -> TrainingKeys:
+    """The training items of each k of `ks` (see `load_dataset`) and where their
+    embedding rows are stored, from the training queries; no embedding is read yet."""
     for needed, stage in (("labels", "label"), ("duplicates", "dedup")):
         if not store.has_table(out, needed):
             raise FileNotFoundError(f"{out}: table {needed!r} missing; run `popray {stage}`")
@@ -515,30 +633,7 @@ def load_datasets(
             sides[kind] = (per_k, files)
     finally:
         con.close()
-    images, files = sides["image"]
-    stored = [side.stored for side in images]
-    views = _arrays(stored, files, {"embedding": 2}, features, remote, grouped=True)
-    videos, files = sides["video"]
-    stored = [side.stored for side in videos]
-    frames = _arrays(stored, files, {"frames": 3, "pooled": 2}, features, remote)
-    return {
-        k: Dataset(
-            image_ids=image.ids,
-            image_sha256=image.sha256,
-            image_views=view["embedding"],
-            image_y=image.y,
-            video_ids=video.ids,
-            video_sha256=video.sha256,
-            video_frames=frame["frames"],
-            video_pooled=frame["pooled"],
-            video_y=video.y,
-            scheme=scheme,
-            context=context,
-            image_profile=image.profile,
-            video_profile=video.profile,
-        )
-        for k, image, view, video, frame in zip(ks, images, views, videos, frames, strict=True)
-    }
+    return TrainingKeys(ks, scheme, context, features, *sides["image"], *sides["video"])
 
 
 _NO_KEYS = pa.table(

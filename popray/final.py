@@ -19,6 +19,7 @@ import json
 import os
 import shutil
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -192,12 +193,15 @@ def train_final(
     metrics: pa.Table,
     backbone: str,
     cells: list[Cell] | None = None,
+    read: Callable[[set[str]], dict[int, Dataset]] | None = None,
 ) -> tuple[pa.Table, int]:
     """Train, save and list (table `models`) one final model per (profile, model, k) of
     `cells` (cells.Cell; default: all) of one protocol (the stratified folds when they
     ran), as Ray tasks (`grid.cpus_per_trial` and `gpus_per_trial` each); a model already
-    saved from the same items, labels and settings is reused. Returns the table and how
-    many models were reused."""
+    saved from the same items, labels and settings is reused. `read`: the datasets with
+    the given profiles' embeddings read, for the models to train whose profiles
+    `datasets` did not read (`Dataset.complete`). Returns the table and how many models
+    were reused."""
     root = out / MODELS_DIR
     root.mkdir(parents=True, exist_ok=True)
     protocols = set(trials["protocol"].to_pylist())
@@ -228,6 +232,12 @@ def train_final(
             meta["grid_accuracy_mean"] = accuracy.get((model, k, profile))
             jobs.append(_Job(ds, items, meta, train_cfg))
     reused = len(rows)
+    unread = {job.meta["profile_id"] for job in jobs if not job.ds.complete}
+    if unread and read is not None:
+        more = read(unread)
+        for job in jobs:
+            if job.meta["profile_id"] in unread:
+                job.ds = more[job.meta["k"]].for_profile(job.meta["profile_id"], remote=True)
     rows += _train_jobs(root, jobs, cfg)
     return pa.Table.from_pylist(rows, schema=MODELS), reused
 

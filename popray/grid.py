@@ -52,14 +52,14 @@ import ray
 import torch
 from ray import tune
 
-from popray import store
+from popray import pooled_keep, store
 from popray.cells import Cell, TrialSpec, plan_cells, trial_specs
 from popray.config import KFOLD, WALK_FORWARD, GridConfig, LabelConfig
-from popray.dataset import Dataset, load_datasets
+from popray.dataset import Dataset, TrainingKeys, load_keys
 from popray.evaluate import compute_metrics, ranking_targets, recent_baseline
 from popray.final import MODELS_DIR, prune, train_final
 from popray.folds import fold_data, split
-from popray.pooled import PROFILE_GROUPED
+from popray.pooled import MIN_PROFILES, PROFILE_GROUPED
 from popray.storage import Location, check_cluster_reach
 from popray.tables import MODELS, PREDICTIONS, TRIALS, TS
 from popray.timelines import Timeline, build_timelines
@@ -450,6 +450,7 @@ class TrainReport:
     profiles_trained: int = 0  # profiles with at least one cell trained by this run
     profiles_reused: int = 0  # profiles whose every cell was taken over (popray.units)
     models_reused: int = 0  # final models saved before from the same data and settings
+    items_read: int = 0  # items whose embeddings the stage read (the others were reused)
     # seconds per phase: the driver's own work (load, plan, collect, metrics) apart from
     # the phases where it waits on the cluster (timelines, grid, pooled, final): for
     # `popray plan`
@@ -462,7 +463,8 @@ class TrainReport:
         if self.models:
             saved = f"; {self.models.num_rows} final models saved ({self.models_reused} reused)"
         profiles = f"; profiles: {self.profiles_trained} recomputed, {self.profiles_reused} reused"
-        return f"grid: {n} trials{reused} in {self.seconds:.1f} s{saved}{profiles}"
+        read = f"; embeddings read for {self.items_read} items"
+        return f"grid: {n} trials{reused} in {self.seconds:.1f} s{saved}{profiles}{read}"
 
     def text(self) -> str:
         """The metrics, then the cross-profile comparison (when there is one)."""
@@ -491,7 +493,10 @@ def run_train(
     from popray.embed import ensure_ray
 
     ensure_ray()  # the embeddings go to the object store as they are read: not the driver's
-    datasets = load_datasets(out, backbone, ks, labels.scheme, cfg.context_features, remote=True)
+    keys = load_keys(out, backbone, ks, labels.scheme, cfg.context_features)
+    # ids, classes and shapes first: which profiles train is known before any embedding
+    # is read, and only theirs are (a nightly run reuses the others)
+    datasets = keys.datasets(remote=True, profiles=())
     timelines = None
     previous = recent_baseline(out, labels.scheme)
     recent = {(p, k, m): c for (k, m), c in previous.items() for p in (KFOLD, PROFILE_GROUPED)}
@@ -512,12 +517,20 @@ def run_train(
     units = unit_keys(cfg, datasets, backbone, timelines)
     reuse = published(out, part, units, cfg.seeds, cfg.protocols)
     todo = remaining(cells, reuse)
+    decision = pooled_keep.decide(out, part, cfg, backbone, datasets, units)
+    if decision.line:
+        echo(decision.line)
     clock.lap("plan")
+    # trained again, the cross-profile models learn from every profile's items
+    everyone = bool(cfg.pooled) and not decision.keep and len(_profiles(cells)) >= MIN_PROFILES
+    datasets = keys.datasets(remote=True, profiles=None if everyone else _profiles(todo))
+    read = _Read(keys, _items_read(datasets))
+    clock.lap("load")
     grid = _grid_with_reuse(out, datasets, cfg, backbone, echo, todo, timelines, storage, reuse)
     clock.lap("grid")
     clock.phases["grid"] -= grid.collect_s
     clock.phases["collect"] = grid.collect_s
-    pooled, pooled_units = _pooled(out, datasets, cfg, backbone, ranked_kfold, echo, units, part)
+    pooled, pooled_units = _pooled(out, datasets, cfg, backbone, ranked_kfold, echo, decision, part)
     clock.lap("pooled")
     predictions = pa.concat_tables([grid.predictions, *pooled.predictions])
     metrics = compute_metrics(predictions, recent, targets)
@@ -530,7 +543,7 @@ def run_train(
     if cfg.final_models:
         echo("training the final models on all the data")
         models, models_reused = train_final(
-            out, datasets, cfg, grid.trials, metrics, backbone, cells
+            out, datasets, cfg, grid.trials, metrics, backbone, cells, read.more
         )
         models = pa.concat_tables([models, pa.Table.from_pylist(pooled.models, schema=MODELS)])
         store.write_table(out, "models", models, part=part)
@@ -544,8 +557,7 @@ def run_train(
     for stale in root.names():  # finished: older grids (and their results) are not needed
         if stale not in {name, f"{name}.results"}:
             root.child(stale).delete()
-    trained = {p for c in todo for p in c.profiles}
-    profiles = {p for c in cells for p in c.profiles}
+    trained, profiles = _profiles(todo), _profiles(cells)
     return TrainReport(
         grid,
         metrics,
@@ -556,6 +568,7 @@ def run_train(
         profiles_trained=len(trained),
         profiles_reused=len(profiles - trained),
         models_reused=models_reused,
+        items_read=read.items,
         phases=clock.phases,
     )
 
@@ -616,17 +629,44 @@ def _only(timelines, names: dict[int, list[str]]):
     }
 
 
+def _profiles(cells: list[Cell]) -> set[str]:
+    return {p for c in cells for p in c.profiles}
+
+
+def _items_read(datasets: dict[int, Dataset]) -> int:
+    """How many items' embeddings are read in `datasets` (each item once over the ks)."""
+    return len({m for ds in datasets.values() for m in ds.read_ids()})
+
+
+@dataclass
+class _Read:
+    """The train stage's reads of the embeddings: the first one's count, and `more`, for
+    the final models of profiles that were not read (their saved model is gone)."""
+
+    keys: TrainingKeys
+    items: int
+
+    def more(self, profiles: set[str]) -> dict[int, Dataset]:
+        datasets = self.keys.datasets(remote=True, profiles=profiles)
+        self.items += _items_read(datasets)
+        return datasets
+
+
 def _pooled(
-    out: Path, datasets, cfg: GridConfig, backbone: str, ranked: dict, echo, units, part: str
+    out: Path,
+    datasets,
+    cfg: GridConfig,
+    backbone: str,
+    ranked: dict,
+    echo,
+    decision: pooled_keep.Decision,
+    part: str,
 ):
     """The cross-profile models (popray.pooled) over the grid's datasets: the published
-    ones kept while few items changed since they were trained (popray.pooled_keep)."""
-    from popray import pooled_keep
+    ones kept while few items changed since they were trained (popray.pooled_keep
+    decided, before the read)."""
     from popray.pooled import run_pooled
 
-    decision = pooled_keep.decide(out, part, cfg, backbone, datasets, units)
-    if decision.line:
-        echo(decision.line)
     if decision.keep:  # its `pooled_units` stay as they are: what the models were trained on
         return pooled_keep.kept(out, part, datasets), None
     labels = store.read_table(out, "labels").select(["media_id", "published_at"])

@@ -234,3 +234,31 @@ def _refuse_in_task(pick):
         return pick(*args, **kwargs)
 
     return in_driver_only
+
+
+def test_only_the_profiles_asked_for_are_read(ready, ray_session):
+    """The train stage first learns which profiles it trains, then reads only their
+    embedding rows: the others' items are there (ids, classes, shapes), their rows are
+    not, and touching them is an error, never a silent zero."""
+    from popray.dataset import NotRead, load_keys
+
+    keys = load_keys(ready, "efficientnet_lite0", [2, 3])
+    expected = keys.datasets()
+    (profile,) = expected[2].profiles()
+    unread = keys.datasets(remote=True, profiles=())
+    for k, ds in unread.items():
+        assert ds.image_views.refs == [] and ds.video_frames.refs == []  # no read task ran
+        assert ds.image_ids == expected[k].image_ids and ds.video_ids == expected[k].video_ids
+        assert ds.image_views.shape == expected[k].image_views.shape
+        assert ds.video_frames.shape == expected[k].video_frames.shape
+        assert not ds.complete and ds.read_ids() == []
+        with pytest.raises(NotRead, match="were not read"):
+            ds.for_profile(profile).local()
+    mine = keys.datasets(remote=True, profiles={profile, "someone else"})
+    for k, ds in mine.items():
+        assert ds.complete and sorted(ds.read_ids()) == sorted(ds.image_ids + ds.video_ids)
+        whole = ds.local()
+        for name in ("image_views", "video_frames", "video_pooled"):
+            assert np.array_equal(getattr(whole, name), getattr(expected[k], name)), name
+    with pytest.raises(ValueError, match="remote"):
+        keys.datasets(remote=False, profiles=())

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import shutil
 
 import pytest
 
@@ -32,6 +33,14 @@ def _stages(inp, out, lines):
     return run_train(out, GRID, LABELS, BACKBONE, lines.append)
 
 
+def _items(out) -> dict[str, int]:
+    """profile -> its training items (images and videos)."""
+    from popray.dataset import load_keys
+
+    ds = load_keys(out, BACKBONE, LABELS.k, LABELS.scheme).datasets()[LABELS.k[0]]
+    return {p: sum(map(len, ds.rows_of(p))) for p in ds.profiles()}
+
+
 def _by_profile(table, profile):
     rows = [r for r in table.to_pylist() if r["profile_id"] == profile]
     key = ("protocol", "model", "k", "seed", "fold", "cut_at", "media_id")
@@ -49,6 +58,8 @@ def test_a_change_to_one_profile_recomputes_only_that_profile(ray_session, tmp_p
     first_lines: list[str] = []
     first = _stages(inp, out, first_lines)
     assert first.profiles_trained == 3 and first.profiles_reused == 0
+    items = _items(out)
+    assert first.items_read == sum(items.values())  # (3 profiles: no cross-profile models)
     trials, predictions = store.read_table(out, "trials"), store.read_table(out, "predictions")
     models = store.read_table(out, "models")
     profiles = sorted(set(trials["profile_id"].to_pylist()))
@@ -83,6 +94,9 @@ def test_a_change_to_one_profile_recomputes_only_that_profile(ray_session, tmp_p
     assert now == 1
     assert (second.profiles_trained, second.profiles_reused) == (1, 2)
     assert "profiles: 1 recomputed, 2 reused" in second.line()
+    # only the changed profile's embeddings were read: the others' trials are taken over
+    assert second.items_read == _items(out)[changed] < sum(items.values())
+    assert f"embeddings read for {second.items_read} items" in second.line()
     again = store.read_table(out, "trials")
     # only the changed profile's cells went to Tune: the grid names one profile
     trained = {r["profile_id"] for r in again.to_pylist() if r["grid"] != trials["grid"][0].as_py()}
@@ -116,6 +130,16 @@ def test_a_change_to_one_profile_recomputes_only_that_profile(ray_session, tmp_p
     # nothing changed: every profile is reused, and no Tune grid runs at all
     third = _stages(inp, out, [])
     assert (third.profiles_trained, third.profiles_reused) == (0, 3)
+    assert third.items_read == 0
+
+    # a reused profile whose saved final model is gone: only its rows are read, to train
+    # that model again
+    lost = next(r for r in store.read_table(out, "models").to_pylist() if r["profile_id"] != "*")
+    shutil.rmtree(out / lost["path"])
+    fourth = _stages(inp, out, [])
+    assert (fourth.profiles_trained, fourth.profiles_reused) == (0, 3)
+    assert fourth.items_read == _items(out)[lost["profile_id"]]
+    assert fourth.models_reused == third.models_reused - 1 and (out / lost["path"]).is_dir()
     assert third.grid.experiment is None
     assert third.grid.reused == len({(r["grid"], r["trial"]) for r in again.to_pylist()})
 
