@@ -59,7 +59,7 @@ from popray.dataset import Dataset, TrainingKeys, load_keys
 from popray.evaluate import compute_metrics, ranking_targets, recent_baseline
 from popray.final import MODELS_DIR, prune, train_final
 from popray.folds import fold_data, split
-from popray.pooled import MIN_PROFILES, PROFILE_GROUPED
+from popray.pooled import PROFILE_GROUPED, trains_on_every_profile
 from popray.storage import Location, check_cluster_reach
 from popray.tables import MODELS, PREDICTIONS, TRIALS, TS
 from popray.timelines import Timeline, build_timelines
@@ -522,7 +522,7 @@ def run_train(
         echo(decision.line)
     clock.lap("plan")
     # trained again, the cross-profile models learn from every profile's items
-    everyone = bool(cfg.pooled) and not decision.keep and len(_profiles(cells)) >= MIN_PROFILES
+    everyone = not decision.keep and trains_on_every_profile(cfg, datasets)
     datasets = keys.datasets(remote=True, profiles=None if everyone else _profiles(todo))
     read = _Read(keys, _items_read(datasets))
     clock.lap("load")

@@ -224,6 +224,17 @@ def _scores(label: np.ndarray, proba: np.ndarray, targets: list[float], ids: lis
     )
 
 
+def profiles_of(datasets: dict[int, Dataset]) -> list[str]:
+    """Every profile with labelled items: those the cross-profile models learn from."""
+    return sorted({p for ds in datasets.values() for p in ds.profiles()})
+
+
+def trains_on_every_profile(cfg: GridConfig, datasets: dict[int, Dataset]) -> bool:
+    """Whether `run_pooled` would train on these datasets, and so read every profile's
+    embeddings (the train stage decides what to read before it runs)."""
+    return bool(cfg.pooled) and len(profiles_of(datasets)) >= MIN_PROFILES
+
+
 def run_pooled(
     root: Path,
     datasets: dict[int, Dataset],
@@ -238,7 +249,7 @@ def run_pooled(
     k of `datasets`. `times`: media_id -> published_at; `targets`: (k, media_id) ->
     (rank_score, ...), as `evaluate.ranking_targets` gives them."""
     result = PooledResult([], CROSS_PROFILE.empty_table(), [], [])
-    profiles = sorted({p for ds in datasets.values() for p in ds.profiles()})
+    profiles = profiles_of(datasets)
     if not cfg.pooled:
         return result
     if len(profiles) < MIN_PROFILES:

@@ -37,7 +37,7 @@ from popray import store
 from popray.config import GridConfig
 from popray.dataset import Dataset
 from popray.final import POOLED
-from popray.pooled import PROFILE_GROUPED, PooledResult
+from popray.pooled import PROFILE_GROUPED, PooledResult, profiles_of
 from popray.tables import CROSS_PROFILE, MODELS, POOLED_UNITS, PREDICTIONS
 
 OPTIONS = {"pooled", "pooled_max_items", "final_models", "folds", "train", "context_features"}
@@ -101,7 +101,7 @@ def kept(out: Path, part: str, datasets: dict[int, Dataset]) -> PooledResult:
     items still trained on, its `cross_profile` rows of the profiles still there, and
     its models of profile `*`."""
     items = pa.array(sorted({m for ds in datasets.values() for m in ds.image_ids + ds.video_ids}))
-    profiles = pa.array(sorted({p for ds in datasets.values() for p in ds.profiles()}))
+    profiles = pa.array(profiles_of(datasets))
     predictions = store.read_table(out, "predictions", part)
     mine = pc.and_(
         pc.equal(predictions["protocol"], PROFILE_GROUPED),

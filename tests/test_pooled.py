@@ -370,3 +370,17 @@ def test_a_rerun_keeps_the_cross_profile_models_until_enough_items_changed(five,
     changed = FIVE_GRID.model_copy(update={"pooled_max_items": 1000})
     decision = pooled_keep.decide(copy, part, changed, FIVE_BACKBONE, datasets, units)
     assert not decision.keep and "options changed" in decision.line
+
+
+def test_the_train_stage_reads_every_profile_when_the_pooled_models_would_train():
+    """The train stage reads the embeddings before the cross-profile models run, so it
+    must count profiles as they do: every profile with labelled items, not only those
+    with cells of their own (with 14 posts, 164 of 200 sample profiles had none)."""
+    from popray.pooled import MIN_PROFILES, profiles_of, trains_on_every_profile
+
+    grid = GridConfig()
+    enough, short = {2: several(2, MIN_PROFILES)}, {2: several(2, MIN_PROFILES - 1)}
+    assert len(profiles_of(enough)) == MIN_PROFILES
+    assert trains_on_every_profile(grid, enough)
+    assert not trains_on_every_profile(grid, short)
+    assert not trains_on_every_profile(grid.model_copy(update={"pooled": []}), enough)
