@@ -6,6 +6,7 @@
     python -m jobs.benchmark train --out out     (after `make demo`)
     python -m jobs.benchmark profiles [--profiles 1 10 100 1000] [--posts 40]
     python -m jobs.benchmark nightly [--profiles 100] [--posts 40] [--work DIR]
+    python -m jobs.benchmark publish --out OUT [--work DIR]
     python -m jobs.benchmark costs --out OUT [--cpus 2] [--save costs.json]   (after popray run)
     python -m jobs.benchmark memory [--images 2000 20000] [--code OTHER_CHECKOUT]
     python -m jobs.benchmark gbdt --out OUT [--k 2] [--model gbdt_video]   (after popray run)
@@ -57,6 +58,9 @@ def main(argv: list[str] | None = None) -> int:
     nig.add_argument("--profiles", type=int, default=100)
     nig.add_argument("--posts", type=int, default=40, help="posts per profile")
     nig.add_argument("--work", type=Path, default=Path("/tmp/popray-nightly"))
+    pub = sub.add_parser("publish", help="what a nightly run rewrites and uploads (S3: moto)")
+    pub.add_argument("--out", type=Path, required=True, help="a finished run's output folder")
+    pub.add_argument("--work", type=Path, default=Path("/tmp/popray-publish"))
     cos = sub.add_parser("costs", help="unit costs of a finished popray run (for popray plan)")
     cos.add_argument("--out", type=Path, default=Path("out"))
     cos.add_argument("--cpus", type=int, default=os.cpu_count() or 1)
@@ -101,6 +105,10 @@ def main(argv: list[str] | None = None) -> int:
         from popray.bench_nightly import bench_nightly
 
         print(json.dumps(bench_nightly(args.work, args.profiles, args.posts)), flush=True)
+    if args.what == "publish":
+        from popray.bench_publish import bench_publish
+
+        print(json.dumps(bench_publish(args.out, args.work)), flush=True)
     if args.what == "train":
         from popray.bench import bench_train
 

@@ -589,7 +589,7 @@ def run(
             if cfg.publish_to:
                 check = held.check if held is not None else None
                 pushed = remote.push(cfg.out_dir, cfg.publish_to, check)
-                typer.echo(f"published run {pushed} to {target.display()}")
+                typer.echo(f"published run {pushed.run} to {target.display()}: {pushed.line()}")
     except (InputError, WeightsError, ValueError, GridError, store.LockedError) as exc:
         _fail(str(exc))
     except OSError as exc:  # object storage unreachable, credentials refused, ...
@@ -599,7 +599,7 @@ def run(
         where = target.display()
         typer.echo(f"done in {time.perf_counter() - start:.1f} s; published at {where}/")
         typer.echo(f'query them: popray sql --out {where} "SELECT * FROM metrics"')
-        typer.echo(f"report: {where}/runs/{pushed}/report/index.html")
+        typer.echo(f"report: {where}/runs/{pushed.run}/report/index.html")
         return
     typer.echo(f"done in {time.perf_counter() - start:.1f} s; outputs in {cfg.out_dir}/")
     typer.echo(f'query them: popray sql --out {cfg.out_dir} "SELECT * FROM metrics"')

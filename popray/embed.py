@@ -29,7 +29,15 @@ import pyarrow.parquet as pq
 
 from popray import decode, store
 from popray.config import EmbedConfig
-from popray.embed_write import STATUS, assemble_part, schemas, staged_width, write_block
+from popray.embed_write import (
+    STATUS,
+    assemble,
+    part_of,
+    parts_of,
+    schemas,
+    staged_width,
+    write_block,
+)
 from popray.ingest import input_dir_of
 from popray.storage import Location, check_cluster_reach, sha256_bytes
 from popray.tables import SCHEMAS
@@ -118,7 +126,7 @@ def decode_batch(
             jpegs.append(no_bytes)
             meta.append("{}")
             errors.append(decode.describe(exc))
-    out = {k: batch[k] for k in ("media_id", "sha256", "kind", "path")}
+    out = {k: batch[k] for k in ("media_id", "sha256", "kind", "path", "part") if k in batch}
     return out | {
         "pixels": _objects(pixels),
         "jpeg": _objects(jpegs),
@@ -374,14 +382,16 @@ def _cached_failures(out: Path, cfg: EmbedConfig) -> dict[str, str]:
     return failed
 
 
-def _done(out: Path, name: str, part: str, key: str) -> set[str]:
-    """sha256 of the items an earlier run embedded with preprocessing `key` (reads only
-    the key columns, not the embeddings)."""
-    path = store.table_dir(out, name) / f"{part}.parquet"
-    if not path.exists():
-        return set()
-    table = pq.read_table(path, columns=["sha256", "preprocess"])
-    return set(table.filter(pc.equal(table["preprocess"], key))["sha256"].to_pylist())
+def _done(out: Path, name: str, backbone: str, key: str) -> set[str]:
+    """sha256 of the items an earlier run embedded with `backbone` and preprocessing `key`
+    (reads only the key columns of its parts, not the embeddings)."""
+    done: set[str] = set()
+    for path in parts_of(out, name, backbone).values():
+        table = pq.read_table(path, columns=["sha256", "preprocess"])
+        done.update(
+            pc.unique(table.filter(pc.equal(table["preprocess"], key))["sha256"]).to_pylist()
+        )
+    return done
 
 
 def _width(cfg: EmbedConfig, out: Path, staging: Location | None) -> int:
@@ -390,8 +400,7 @@ def _width(cfg: EmbedConfig, out: Path, staging: Location | None) -> int:
     if width is not None:
         return width
     for name, column in (("embeddings_image", "embedding"), ("embeddings_video", "pooled")):
-        path = store.table_dir(out, name) / f"{cfg.backbone}.parquet"
-        if path.exists():
+        for path in parts_of(out, name, cfg.backbone).values():
             return pq.read_schema(path).field(column).type.list_size
     from popray.backbones import create_backbone
 
@@ -447,7 +456,10 @@ def run_embed(out: Path, cfg: EmbedConfig, storage: Location | None = None) -> E
             "kind": m["media_type"],
             "path": m["path"],
             "thumb": m["thumbnail_path"] or "",
+            "part": part_of(cfg.backbone, m["profile_id"]),
         }
+    # one profile's items side by side: the cluster stages few files per profile part
+    need = dict(sorted(need.items(), key=lambda item: item[1]["part"]))
     root = storage or Location.parse(out)
     staging = root.child(f"{STAGING}{datetime.now(UTC):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:8]}")
     if need:
@@ -469,13 +481,16 @@ def run_embed(out: Path, cfg: EmbedConfig, storage: Location | None = None) -> E
         all_schemas = schemas(_width(cfg, out, staged))
         for kind, name in (("image", "embeddings_image"), ("video", "embeddings_video")):
             current = [
-                (m["media_id"], m["sha256"])
+                (m["media_id"], m["sha256"], m["profile_id"])
                 for m in todo
                 if m["media_type"] == kind and m["sha256"] not in failed
             ]
-            schema = all_schemas[kind]
             parts = staged.child(kind) if staged else None
-            assemble_part(out, name, cfg.backbone, schema, keys[kind], parts, current)
+            owner = {sha: item["part"] for sha, item in need.items() if item["kind"] == kind}
+            done_parts = assemble(
+                out, name, cfg.backbone, all_schemas[kind], keys[kind], parts, current, owner
+            )
+            log.info("%s: %s", name, done_parts)
     finally:
         if need:
             staging.delete()

@@ -4,21 +4,29 @@ them in the driver.
 The embedding pipeline (`popray.embed`) ends in `write_block`, a Ray Data task that turns
 each embedded block into rows of `embeddings_image` / `embeddings_video` and writes them as
 Parquet files under a staging folder of the run's storage (object storage on a cluster:
-the task's own node writes there). Only each item's (media_id, sha256, kind, error) comes
-back to the driver. `assemble_part` then builds a table's part from the rows an earlier
-run made and the staged ones, streamed a record batch at a time into the Parquet part,
-so the driver's memory stays flat whatever the number of media. (DuckDB was tried for
-this join: its vectors of 2,048 rows of 15 x 1280 floats ran out of a 1 GB limit.)
+the task's own node writes there), one folder per table part. Only each item's
+(media_id, sha256, kind, error) comes back to the driver.
+
+A table has one part per (backbone, profile) (`part_of`). `assemble` writes the parts of
+the profiles whose items changed, from their earlier rows and the staged ones, streamed a
+record batch at a time into the Parquet part, so the driver's memory stays flat whatever
+the number of media; the other parts stay as they were, so a nightly run rewrites (and
+publishes) only what changed. (DuckDB was tried for this join: its vectors of 2,048 rows
+of 15 x 1280 floats ran out of a 1 GB limit.)
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import re
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
@@ -93,21 +101,24 @@ def video_table(items: list[dict], cfg: EmbedConfig, key: str, width: int) -> pa
 def write_block(
     batch: dict[str, np.ndarray], cfg: EmbedConfig, keys: dict[str, str], staging: Location
 ) -> dict[str, np.ndarray]:
-    """Ray Data task: write the block's embedding rows to `staging/<kind>/<uuid>.parquet`;
-    return only each item's status (its error, "" when embedded)."""
-    found: dict[str, list[dict]] = {"image": [], "video": []}
+    """Ray Data task: write the block's embedding rows to `staging/<kind>/<part>/<uuid>.parquet`,
+    a file per table part (column `part`, the part of the item's profile; without it
+    `staging/<kind>/<uuid>.parquet`); return only each item's status (its error, "" when
+    embedded)."""
+    found: dict[tuple[str, str], list[dict]] = {}
+    parts = batch["part"] if "part" in batch else [""] * len(batch["media_id"])
     for i in range(len(batch["media_id"])):
         if not batch["error"][i]:
             r = {k: batch[k][i] for k in ("media_id", "sha256", "kind", "meta", "embeddings")}
-            found[str(r["kind"])].append(r)
-    for kind, build in (("image", image_table), ("video", video_table)):
-        if found[kind]:
-            width = np.asarray(found[kind][0]["embeddings"]).shape[1]
-            table = build(found[kind], cfg, keys[kind], width)
-            folder = staging.child(kind)
-            folder.fs.create_dir(folder.path(), recursive=True)
-            path = folder.path(f"{uuid.uuid4().hex}.parquet")
-            pq.write_table(table, path, filesystem=folder.fs, compression="zstd")
+            found.setdefault((str(r["kind"]), str(parts[i])), []).append(r)
+    builders = {"image": image_table, "video": video_table}
+    for (kind, part), items in sorted(found.items()):
+        width = np.asarray(items[0]["embeddings"]).shape[1]
+        table = builders[kind](items, cfg, keys[kind], width)
+        folder = staging.child(f"{kind}/{part}" if part else kind)
+        folder.fs.create_dir(folder.path(), recursive=True)
+        path = folder.path(f"{uuid.uuid4().hex}.parquet")
+        pq.write_table(table, path, filesystem=folder.fs, compression="zstd")
     return {k: batch[k] for k in STATUS}
 
 
@@ -122,35 +133,122 @@ def staged_width(staging: Location) -> int | None:
     return None
 
 
-def assemble_part(
+def part_of(backbone: str, profile: str) -> str:
+    """The part of an embeddings table that holds one profile's rows: a nightly run
+    rewrites only the parts of the profiles whose items changed, and the files of the
+    others stay as they were (a publication links or copies them, never re-uploads)."""
+    return f"{backbone}.p{hashlib.sha256(profile.encode()).hexdigest()[:16]}"
+
+
+def parts_of(out: Path, name: str, backbone: str) -> dict[str, Path]:
+    """part -> file of `backbone`'s rows in table `name`: one per profile, and the single
+    part (`<backbone>.parquet`) of the runs before per-profile parts."""
+    own = re.compile(re.escape(backbone) + r"(\.p[0-9a-f]{16})?")
+    folder = store.table_dir(out, name)
+    return {p.stem: p for p in sorted(folder.glob("*.parquet")) if own.fullmatch(p.stem)}
+
+
+@dataclass
+class Assembled:
+    """What `assemble` did to a table's parts."""
+
+    written: int = 0  # parts written: new profiles, or a profile whose items changed
+    kept: int = 0  # parts left as they were
+    removed: int = 0  # parts of profiles with no item left (and the old single part)
+
+
+def assemble(
     out: Path,
     name: str,
-    part: str,
+    backbone: str,
     schema: pa.Schema,
     key: str,
     staged: Location | None,
-    current: list[tuple[str, str]],
-) -> None:
-    """Write `name`'s part `part`: the rows (a row per view for images) of each current
-    (media_id, sha256), from the part's earlier rows made with preprocessing `key`, then
-    the rows this run staged under `staged`. Both are read a record batch at a time;
-    only the keys (sha256, view) are held, so memory does not grow with the vectors.
-    An item's rows are kept once per (sha256, view) and copied for every current media
-    item with that sha256 (exact duplicates). Row order follows the sources."""
-    wanted: dict[str, list[str]] = {}
-    for media_id, sha in current:
-        wanted.setdefault(sha, []).append(media_id)
-    sources = []
-    previous = store.table_dir(out, name) / f"{part}.parquet"
-    if previous.exists():
-        sources.append((pafs.LocalFileSystem(), str(previous)))
-    if staged is not None:  # None: this run embedded nothing new
-        sources += [(staged.fs, staged.path(f)) for f in staged.files()]
-    store.write_batches(out, name, _rows(sources, wanted, key, schema), part, schema)
+    current: list[tuple[str, str, str]],
+    owner: dict[str, str] | None = None,
+) -> Assembled:
+    """Write `backbone`'s parts of table `name`, one per profile: the rows (a row per
+    view for images) of each current (media_id, sha256, profile_id). A profile's part is
+    written only when its (media_id, sha256) pairs differ from those its file holds with
+    preprocessing `key`; the others are kept, and parts no current item needs are removed.
+
+    A part's rows come from its earlier file, the rows this run staged for it under
+    `staged/<part>/` (`owner`: the part each staged sha256 was staged under; "" at the
+    top of `staged`), and, for an exact duplicate of an item embedded under another
+    profile, that profile's file. Each source is read a record batch at a time; only
+    the keys are held, so memory does not grow with the vectors."""
+    wanted: dict[str, dict[str, list[str]]] = {}
+    for media_id, sha, profile in current:
+        wanted.setdefault(part_of(backbone, profile), {}).setdefault(sha, []).append(media_id)
+    existing = parts_of(out, name, backbone)
+    held = {part: _held(existing[part], key) for part in wanted if part in existing}
+    stale = [p for p in wanted if held.get(p) != _pairs(wanted[p])]
+    staged_files: dict[str, list[str]] = {}
+    for rel in staged.files() if staged is not None else []:
+        staged_files.setdefault(rel.rsplit("/", 1)[0] if "/" in rel else "", []).append(rel)
+    owner = owner or {}
+    elsewhere = _Finder(existing, key)
+    for part in stale:
+        own = existing.get(part)
+        have = {s for _, s in held.get(part, set())}
+        sources = [(pafs.LocalFileSystem(), str(own))] if own is not None and have else []
+        from_staging = {owner.get(sha, "") for sha in wanted[part] if sha in owner}
+        for folder in sorted({part, *from_staging} & set(staged_files)):
+            sources += [(staged.fs, staged.path(rel)) for rel in staged_files[folder]]
+        missing = set(wanted[part]) - have - set(owner)
+        sources += [(pafs.LocalFileSystem(), str(p)) for p in elsewhere.files_of(missing, own)]
+        found: set[str] = set()
+        store.write_batches(
+            out, name, _rows(sources, wanted[part], key, schema, found), part, schema
+        )
+        if found != set(wanted[part]):
+            lost = sorted(set(wanted[part]) - found)
+            raise RuntimeError(
+                f"{name}: no embedding rows found for {len(lost)} item(s) of part {part} "
+                f"(sha256 {lost[0][:12]}...); run `popray embed` again"
+            )
+    removed = [path for part, path in existing.items() if part not in wanted]
+    for path in removed:  # last: a run killed before here finds them and removes them again
+        path.unlink()
+    return Assembled(len(stale), len(wanted) - len(stale), len(removed))
 
 
-def _rows(sources, wanted: dict[str, list[str]], key: str, schema: pa.Schema):
-    """The batches `assemble_part` writes (see there)."""
+def _pairs(shas: dict[str, list[str]]) -> set[tuple[str, str]]:
+    return {(media_id, sha) for sha, ids in shas.items() for media_id in ids}
+
+
+def _held(path: Path, key: str) -> set[tuple[str, str]]:
+    """The (media_id, sha256) pairs that a part's file holds with preprocessing `key`."""
+    table = pq.read_table(path, columns=["media_id", "sha256", "preprocess"])
+    table = table.filter(pc.equal(table["preprocess"], key))
+    return set(zip(table["media_id"].to_pylist(), table["sha256"].to_pylist(), strict=True))
+
+
+@dataclass
+class _Finder:
+    """Which part files hold given sha256 (an exact duplicate of an item embedded under
+    another profile): the files' key columns are read once, when first asked."""
+
+    parts: dict[str, Path]
+    key: str
+    _where: dict[str, Path] | None = None
+
+    def files_of(self, shas: set[str], besides: Path | None) -> list[Path]:
+        if not shas:
+            return []
+        if self._where is None:
+            self._where = {}
+            for path in self.parts.values():
+                table = pq.read_table(path, columns=["sha256", "preprocess"])
+                kept = table.filter(pc.equal(table["preprocess"], self.key))["sha256"]
+                for sha in pc.unique(kept).to_pylist():
+                    self._where.setdefault(sha, path)
+        return sorted({self._where[s] for s in shas if s in self._where} - {besides})
+
+
+def _rows(sources, wanted: dict[str, list[str]], key: str, schema: pa.Schema, found: set[str]):
+    """The batches `assemble` writes for one part (see there); adds to `found` the
+    sha256 it wrote rows of."""
     seen: set[tuple[str, int]] = set()
     for fs, path in sources:
         with fs.open_input_file(path) as handle:
@@ -167,6 +265,7 @@ def _rows(sources, wanted: dict[str, list[str]], key: str, schema: pa.Schema):
                     if pre != key or sha not in wanted or (sha, view) in seen:
                         continue
                     seen.add((sha, view))
+                    found.add(sha)
                     for media_id in wanted[sha]:
                         take.append(i)
                         ids.append(media_id)

@@ -27,6 +27,8 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -51,26 +53,72 @@ def published(uri: str) -> dict | None:
         return json.loads(stream.read())
 
 
-def push(out: Path, uri: str, check: Callable[[], None] | None = None) -> str:
+@dataclass(frozen=True)
+class Pushed:
+    """What `push` sent: files uploaded from this machine, and files the storage copied
+    from the previous run itself (unchanged since, so no byte left this machine)."""
+
+    run: str
+    uploaded: int = 0
+    uploaded_bytes: int = 0
+    copied: int = 0
+    copied_bytes: int = 0
+
+    def line(self) -> str:
+        return (
+            f"{self.uploaded} files uploaded ({self.uploaded_bytes / 1e6:,.1f} MB), "
+            f"{self.copied} unchanged copied on the storage ({self.copied_bytes / 1e6:,.1f} MB)"
+        )
+
+
+TRANSFERS = 16  # files in flight at once (object stores serve many requests in parallel)
+
+
+def push(out: Path, uri: str, check: Callable[[], None] | None = None) -> Pushed:
     """Upload the run published in `out` to `uri` and point CURRENT at it (last); remove
-    remote runs older than the previous one. Returns the run's id. `check` runs right
-    before CURRENT is written (the writer lease: it raises when this run lost it)."""
+    remote runs older than the previous one. `check` runs right before CURRENT is written
+    (the writer lease: it raises when this run lost it).
+
+    A file that is still the previous run's own (a hard link to it: same inode; popray
+    never rewrites a file in place) is copied on the storage from the previous remote
+    run (S3 CopyObject), not uploaded again: a nightly run uploads what changed, not its
+    unchanged embeddings and models."""
     run = current(out)
     if run is None:
         raise FileNotFoundError(f"{out}: no published run to upload")
     fs, base = resolve(uri)
     before = published(uri)
-    fs.create_dir(f"{base}/runs/{run.name}", recursive=True)
-    pafs.copy_files(
-        str(run),
-        f"{base}/runs/{run.name}",
-        source_filesystem=pafs.LocalFileSystem(),
-        destination_filesystem=fs,
-    )
-    files = sum(1 for p in run.rglob("*") if p.is_file())
+    previous = out / "runs" / before["run"] if before else None
+    if previous is not None and not (previous / PUBLISHED_MARK).exists():
+        previous = None  # another head published it: its files are not ours to compare
+    files = sorted(p for p in run.rglob("*") if p.is_file())
+    target = f"{base}/runs/{run.name}"
+    fs.create_dir(target, recursive=True)
+    for folder in sorted({p.parent.relative_to(run).as_posix() for p in files} - {"."}):
+        fs.create_dir(f"{target}/{folder}", recursive=True)
+
+    def send(path: Path) -> tuple[bool, int]:
+        rel = path.relative_to(run).as_posix()
+        size = path.stat().st_size
+        if previous is not None and _same_file(path, previous / rel):
+            try:
+                fs.copy_file(f"{base}/runs/{previous.name}/{rel}", f"{target}/{rel}")
+                return True, size
+            except OSError:  # gone there, or too large for one server-side copy: upload
+                pass
+        pafs.copy_files(
+            str(path),
+            f"{target}/{rel}",
+            source_filesystem=pafs.LocalFileSystem(),
+            destination_filesystem=fs,
+        )
+        return False, size
+
+    with ThreadPoolExecutor(TRANSFERS) as pool:
+        sent = list(pool.map(send, files))
     if check is not None:
         check()
-    pointer = {"run": run.name, "published_at": datetime.now(UTC).isoformat(), "files": files}
+    pointer = {"run": run.name, "published_at": datetime.now(UTC).isoformat(), "files": len(files)}
     with fs.open_output_stream(f"{base}/{POINTER}") as stream:
         stream.write(json.dumps(pointer).encode())
     keep = {run.name} | ({before["run"]} if before else set())
@@ -78,7 +126,18 @@ def push(out: Path, uri: str, check: Callable[[], None] | None = None) -> str:
     for info in runs:
         if info.type == pafs.FileType.Directory and info.base_name not in keep:
             fs.delete_dir(info.path)
-    return run.name
+    copied = [size for was_copied, size in sent if was_copied]
+    uploaded = [size for was_copied, size in sent if not was_copied]
+    return Pushed(run.name, len(uploaded), sum(uploaded), len(copied), sum(copied))
+
+
+def _same_file(path: Path, other: Path) -> bool:
+    """Whether `other` is `path` itself (a hard link), not only equal bytes."""
+    try:
+        a, b = path.stat(), other.stat()
+    except FileNotFoundError:
+        return False
+    return (a.st_ino, a.st_dev) == (b.st_ino, b.st_dev)
 
 
 def pull(uri: str, out: Path, refresh: bool = False) -> str | None:

@@ -1,0 +1,111 @@
+"""Benchmark: what a nightly run rewrites and publishes, on a finished run.
+
+    python -m jobs.benchmark publish --out OUT [--work DIR]
+
+On copies of OUT and of the export it was made from (`ingest.json`), in WORK:
+1. a staged run assembles the embedding tables again (an OUT from before per-profile
+   parts is split into them; nothing is embedded) and is pushed to an S3 server (moto's,
+   on loopback): the first publication, every file uploaded;
+2. the export gets 3 new posts on one profile (`bench_nightly.add_posts`); a staged run
+   ingests it and embeds the new media: the embedding parts that change are counted;
+3. that run is pushed: what changed is uploaded, the rest copied on the storage.
+The train and later stages are left out: they write small tables, and the embeddings
+are what grows (the bulk of a run's bytes).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import time
+from pathlib import Path
+
+from popray import remote, store
+from popray.bench_nightly import add_posts
+from popray.config import EmbedConfig
+from popray.embed import run_embed
+from popray.ingest import input_dir_of, run_ingest
+from popray.publish import current, staged_run
+
+EMBEDDINGS = ("embeddings_image", "embeddings_video")
+
+
+def bench_publish(out: Path, work: Path) -> dict:
+    """The whole benchmark in `work` (emptied first); one result row."""
+    from moto.server import ThreadedMotoServer
+
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    export = work / "export"
+    shutil.copytree(input_dir_of(out).uri, export, symlinks=True)
+    mine = work / "out"
+    shutil.copytree(out, mine, symlinks=True)
+    for name, value in (("AWS_ACCESS_KEY_ID", "bench"), ("AWS_SECRET_ACCESS_KEY", "bench")):
+        os.environ.setdefault(name, value)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    try:
+        query = f"endpoint_override=127.0.0.1:{port}&scheme=http&region=us-east-1"
+        remote.resolve(f"s3://bench?{query}&allow_bucket_creation=true")[0].create_dir("bench")
+        uri = f"s3://bench/popray?{query}"
+        cfg = EmbedConfig()
+        start = time.perf_counter()
+        with staged_run(mine) as run:
+            run_embed(run, cfg)
+        split_s = time.perf_counter() - start
+        first = _push(mine, uri)
+        profiles = sorted(set(store.read_table(mine, "posts")["profile_id"].to_pylist()))
+        changed = profiles[len(profiles) // 2]
+        add_posts(export, changed)
+        before = current(mine)
+        start = time.perf_counter()
+        with staged_run(mine) as run:
+            run_ingest(export, run)
+            report = run_embed(run, cfg)
+        nightly_s = time.perf_counter() - start
+        written, total = _rewritten(before, current(mine))
+        second = _push(mine, uri)
+    finally:
+        server.stop()
+    return {
+        "bench": "publish",
+        "out": str(out),
+        "profiles": len(profiles),
+        "changed_profile": changed,
+        "split_s": round(split_s, 1),
+        "first_push": first,
+        "nightly_ingest_embed_s": round(nightly_s, 1),
+        "nightly_embedded": report.embedded,
+        "embedding_parts_rewritten": written,
+        "embedding_parts": total,
+        "nightly_push": second,
+        "nightly_uploaded_share": round(
+            second["uploaded_bytes"] / max(1, first["uploaded_bytes"]), 4
+        ),
+    }
+
+
+def _push(out: Path, uri: str) -> dict:
+    start = time.perf_counter()
+    pushed = remote.push(out, uri)
+    return {
+        "s": round(time.perf_counter() - start, 2),
+        "uploaded": pushed.uploaded,
+        "uploaded_bytes": pushed.uploaded_bytes,
+        "copied": pushed.copied,
+        "copied_bytes": pushed.copied_bytes,
+    }
+
+
+def _rewritten(before: Path, after: Path) -> tuple[int, int]:
+    """(embedding part files of `after` that are not `before`'s own, all of them)."""
+    files = [p for name in EMBEDDINGS for p in store.table_dir(after, name).glob("*.parquet")]
+    new = 0
+    for path in files:
+        old = before / path.relative_to(after)
+        new += not (old.exists() and old.stat().st_ino == path.stat().st_ino)
+    return new, len(files)
