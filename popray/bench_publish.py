@@ -21,6 +21,8 @@ import socket
 import time
 from pathlib import Path
 
+import pyarrow.parquet as pq
+
 from popray import remote, store
 from popray.bench_nightly import add_posts
 from popray.config import EmbedConfig
@@ -109,3 +111,66 @@ def _rewritten(before: Path, after: Path) -> tuple[int, int]:
         old = before / path.relative_to(after)
         new += not (old.exists() and old.stat().st_ino == path.stat().st_ino)
     return new, len(files)
+
+
+def bench_assemble(
+    work: Path, items: int = 20_000, profiles: int = 100, like: Path | None = None
+) -> dict:
+    """The driver's cost of `embed_write.assemble` on a first run: `items` images of
+    `profiles` profiles staged as the pipeline stages them (a file per 16 items and
+    part), assembled into their parts; seconds per item and per MB of vectors. The
+    vectors are those of a finished run's images (`like`: its OUT, cycled; they compress
+    as real ones do), else random with 4 views."""
+    import numpy as np
+
+    from popray.embed_write import assemble, image_table, part_of, schemas
+    from popray.storage import Location
+
+    shutil.rmtree(work, ignore_errors=True)
+    staging = Location.parse(work / "staging")
+    if like is not None:
+        rows = store.read_table(like, "embeddings_image").sort_by(
+            [("media_id", "ascending"), ("view", "ascending")]
+        )
+        views = int(max(rows["view"].to_pylist())) + 1
+        flat = np.asarray(rows["embedding"].combine_chunks().flatten().to_numpy(), np.float32)
+        width = len(flat) // rows.num_rows
+        vectors = flat.reshape(-1, views, width)
+    else:
+        views, width = 5, 1280
+        vectors = np.random.default_rng(0).normal(size=(1000, views, width)).astype(np.float32)
+    cfg = EmbedConfig(views=views - 1)
+    current = [(f"m{i}", f"s{i}", f"p{i % profiles}") for i in range(items)]
+    by_part: dict[str, list[tuple[int, tuple[str, str, str]]]] = {}
+    for i, item in enumerate(current):
+        by_part.setdefault(part_of("bb", item[2]), []).append((i, item))
+    for part, mine in by_part.items():
+        folder = work / "staging" / part
+        folder.mkdir(parents=True)
+        for at in range(0, len(mine), 16):
+            block = [
+                {"media_id": m, "sha256": s, "embeddings": vectors[i % len(vectors)]}
+                for i, (m, s, _) in mine[at : at + 16]
+            ]
+            table = image_table(block, cfg, "key", width)
+            pq.write_table(table, folder / f"{at}.parquet", compression="zstd")
+    owner = {s: part_of("bb", p) for _, s, p in current}
+    staged_bytes = sum(f.stat().st_size for f in (work / "staging").rglob("*.parquet"))
+    raw_mb = items * views * width * 4 / 1e6
+    start = time.perf_counter()
+    schema = schemas(width)["image"]
+    done = assemble(work / "out", "embeddings_image", "bb", schema, "key", staging, current, owner)
+    seconds = time.perf_counter() - start
+    return {
+        "bench": "assemble",
+        "items": items,
+        "profiles": profiles,
+        "views": views - 1,
+        "vectors": str(like) if like else "random",
+        "parts_written": done.written,
+        "vectors_mb": round(raw_mb, 1),
+        "staged_mb": round(staged_bytes / 1e6, 1),
+        "seconds": round(seconds, 2),
+        "item_s": seconds / items,
+        "s_per_vector_mb": seconds / raw_mb,
+    }

@@ -469,6 +469,7 @@ def _run_stages(cfg: RunConfig) -> None:
         run_label(cfg.out_dir, cfg.label)
     with timed("embed"):
         report = run_embed(cfg.out_dir, cfg.embed, cfg.storage_location())
+    timings["embed_assemble"] = round(report.assemble_s, 3)  # the driver's share of embed
     with timed("dedup"):
         run_dedup(cfg.out_dir, cfg.dedup, cfg.embed.backbone, typer.echo)
     typer.echo(report.line())

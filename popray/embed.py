@@ -31,6 +31,7 @@ from popray import decode, store
 from popray.config import EmbedConfig
 from popray.embed_write import (
     STATUS,
+    Assembled,
     assemble,
     part_of,
     parts_of,
@@ -256,16 +257,21 @@ class EmbedReport:
     excluded: int = 0
     seconds: float = 0.0
     new_reasons: dict[str, str] = field(default_factory=dict)
+    parts: Assembled = field(default_factory=Assembled)  # the tables' parts, both tables
+    assemble_s: float = 0.0  # the driver writing the parts (part of `seconds`)
 
     def line(self) -> str:
+        parts = f"; table parts: {self.parts.written} written, {self.parts.kept} unchanged" + (
+            f", {self.parts.removed} removed" if self.parts.removed else ""
+        )
         if not self.embedded and not self.quarantined:
             return (
                 f"nothing new to embed: {self.reused} media reused from earlier runs, "
-                "no decoding, no forward pass"
+                f"no decoding, no forward pass{parts}"
             )
         return (
             f"embedded {self.embedded} media, quarantined {self.quarantined}, reused "
-            f"{self.reused}, skipped {self.excluded} excluded, in {self.seconds:.1f} s"
+            f"{self.reused}, skipped {self.excluded} excluded, in {self.seconds:.1f} s{parts}"
         )
 
 
@@ -478,6 +484,8 @@ def run_embed(out: Path, cfg: EmbedConfig, storage: Location | None = None) -> E
         new_failed = {r["sha256"]: str(r["error"]) for r in results if r["error"]}
         failed |= new_failed
         staged = staging if need else None  # nothing new: no calls to the storage
+        assembling = time.perf_counter()
+        all_parts = Assembled()
         all_schemas = schemas(_width(cfg, out, staged))
         for kind, name in (("image", "embeddings_image"), ("video", "embeddings_video")):
             current = [
@@ -490,7 +498,8 @@ def run_embed(out: Path, cfg: EmbedConfig, storage: Location | None = None) -> E
             done_parts = assemble(
                 out, name, cfg.backbone, all_schemas[kind], keys[kind], parts, current, owner
             )
-            log.info("%s: %s", name, done_parts)
+            all_parts = all_parts + done_parts
+        assemble_s = time.perf_counter() - assembling
     finally:
         if need:
             staging.delete()
@@ -534,6 +543,8 @@ def run_embed(out: Path, cfg: EmbedConfig, storage: Location | None = None) -> E
         new_reasons={
             m["media_id"]: new_failed[m["sha256"]] for m in todo if m["sha256"] in new_failed
         },
+        parts=all_parts,
+        assemble_s=assemble_s,
     )
     log.info(report.line())
     return report

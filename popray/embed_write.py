@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import tempfile
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,6 +38,7 @@ from popray.tables import embeddings_image_schema, embeddings_video_schema
 
 STATUS = ("media_id", "sha256", "kind", "error")  # what comes back to the driver per item
 BATCH_ROWS = 128  # rows per record batch while assembling (<= 10 MB of video embeddings)
+LOCAL = pafs.LocalFileSystem()
 
 
 def schemas(width: int) -> dict[str, pa.Schema]:
@@ -156,6 +158,11 @@ class Assembled:
     kept: int = 0  # parts left as they were
     removed: int = 0  # parts of profiles with no item left (and the old single part)
 
+    def __add__(self, other: Assembled) -> Assembled:
+        return Assembled(
+            self.written + other.written, self.kept + other.kept, self.removed + other.removed
+        )
+
 
 def assemble(
     out: Path,
@@ -187,26 +194,29 @@ def assemble(
     for rel in staged.files() if staged is not None else []:
         staged_files.setdefault(rel.rsplit("/", 1)[0] if "/" in rel else "", []).append(rel)
     owner = owner or {}
-    elsewhere = _Finder(existing, key)
-    for part in stale:
-        own = existing.get(part)
-        have = {s for _, s in held.get(part, set())}
-        sources = [(pafs.LocalFileSystem(), str(own))] if own is not None and have else []
-        from_staging = {owner.get(sha, "") for sha in wanted[part] if sha in owner}
-        for folder in sorted({part, *from_staging} & set(staged_files)):
-            sources += [(staged.fs, staged.path(rel)) for rel in staged_files[folder]]
-        missing = set(wanted[part]) - have - set(owner)
-        sources += [(pafs.LocalFileSystem(), str(p)) for p in elsewhere.files_of(missing, own)]
-        found: set[str] = set()
-        store.write_batches(
-            out, name, _rows(sources, wanted[part], key, schema, found), part, schema
-        )
-        if found != set(wanted[part]):
-            lost = sorted(set(wanted[part]) - found)
-            raise RuntimeError(
-                f"{name}: no embedding rows found for {len(lost)} item(s) of part {part} "
-                f"(sha256 {lost[0][:12]}...); run `popray embed` again"
-            )
+    have = {part: {sha for _, sha in pairs} for part, pairs in held.items()}
+    # an item this run did not stage and its part does not hold: an exact duplicate of
+    # one embedded under another profile, or a row of the single part of older runs
+    missing = {p: set(wanted[p]) - have.get(p, set()) - set(owner) for p in stale}
+    out.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".assemble-", dir=out) as tmp:
+        scattered = _scatter(existing, missing, key, Path(tmp))
+        for part in stale:
+            own = existing.get(part)
+            sources = [(LOCAL, str(own))] if own is not None and have.get(part) else []
+            from_staging = {owner.get(sha, "") for sha in wanted[part] if sha in owner}
+            for folder in sorted({part, *from_staging} & set(staged_files)):
+                sources += [(staged.fs, staged.path(rel)) for rel in staged_files[folder]]
+            sources += [(LOCAL, str(path)) for path in scattered.get(part, [])]
+            found: set[str] = set()
+            rows = _rows(sources, wanted[part], key, schema, found)
+            store.write_batches(out, name, rows, part, schema)
+            if found != set(wanted[part]):
+                lost = sorted(set(wanted[part]) - found)
+                raise RuntimeError(
+                    f"{name}: no embedding rows found for {len(lost)} item(s) of part {part} "
+                    f"(sha256 {lost[0][:12]}...); run `popray embed` again"
+                )
     removed = [path for part, path in existing.items() if part not in wanted]
     for path in removed:  # last: a run killed before here finds them and removes them again
         path.unlink()
@@ -224,26 +234,56 @@ def _held(path: Path, key: str) -> set[tuple[str, str]]:
     return set(zip(table["media_id"].to_pylist(), table["sha256"].to_pylist(), strict=True))
 
 
-@dataclass
-class _Finder:
-    """Which part files hold given sha256 (an exact duplicate of an item embedded under
-    another profile): the files' key columns are read once, when first asked."""
+SCATTER_BYTES = 256 << 20  # rows held while scattering, before they go to files
 
-    parts: dict[str, Path]
-    key: str
-    _where: dict[str, Path] | None = None
 
-    def files_of(self, shas: set[str], besides: Path | None) -> list[Path]:
-        if not shas:
-            return []
-        if self._where is None:
-            self._where = {}
-            for path in self.parts.values():
-                table = pq.read_table(path, columns=["sha256", "preprocess"])
-                kept = table.filter(pc.equal(table["preprocess"], self.key))["sha256"]
-                for sha in pc.unique(kept).to_pylist():
-                    self._where.setdefault(sha, path)
-        return sorted({self._where[s] for s in shas if s in self._where} - {besides})
+def _scatter(
+    parts: dict[str, Path], missing: dict[str, set[str]], key: str, tmp: Path
+) -> dict[str, list[Path]]:
+    """The rows of the `missing` sha256 of each part (part -> sha256), read from whichever
+    of `parts` holds them, each file once, and written to files under `tmp` per part
+    (part -> its files): a part then reads its own rows only, however many parts the
+    file feeds (the single part of older runs feeds them all)."""
+    needs: dict[str, list[str]] = {}
+    for part, shas in missing.items():
+        for sha in shas:
+            needs.setdefault(sha, []).append(part)
+    files: dict[str, list[Path]] = {}
+    if not needs:
+        return files
+    held: dict[str, list[pa.Table]] = {}
+    size = 0
+
+    def flush() -> None:
+        for part, tables in held.items():
+            folder = tmp / part
+            folder.mkdir(exist_ok=True)
+            path = folder / f"{len(files.get(part, []))}.parquet"
+            pq.write_table(pa.concat_tables(tables), path)
+            files.setdefault(part, []).append(path)
+        held.clear()
+
+    for path in parts.values():
+        keys = pq.read_table(path, columns=["sha256", "preprocess"])
+        if not pc.any(pc.is_in(keys["sha256"], pa.array(list(needs)))).as_py():
+            continue
+        for batch in pq.ParquetFile(path).iter_batches(batch_size=BATCH_ROWS):
+            shas = batch.column("sha256").to_pylist()
+            pres = batch.column("preprocess").to_pylist()
+            to: dict[str, list[int]] = {}
+            for i, (sha, pre) in enumerate(zip(shas, pres, strict=True)):
+                if pre == key:
+                    for part in needs.get(sha, ()):
+                        to.setdefault(part, []).append(i)
+            for part, rows in to.items():
+                taken = pa.Table.from_batches([batch]).take(pa.array(rows, pa.int64()))
+                held.setdefault(part, []).append(taken)
+                size += taken.nbytes
+            if size > SCATTER_BYTES:
+                flush()
+                size = 0
+    flush()
+    return files
 
 
 def _rows(sources, wanted: dict[str, list[str]], key: str, schema: pa.Schema, found: set[str]):

@@ -30,6 +30,8 @@ FOLLOWER_ROWS_PER_POST = 0.57
 WALK_FORWARD_LABELLINGS = 2 * WalkForwardConfig().cuts
 LABEL_TASK_POSTS = 20_000  # timelines.POSTS_PER_TASK (not imported: it would load torch)
 GPU_FRAMES_PER_S = 10_000  # lite0 forward, bf16, one H100 (README: 10,300-15,900)
+WIDTH = 1280  # the embedding's floats (lite0, B0)
+VIDEO_VECTORS = 17  # a video's row: 15 frames, their max, the thumbnail
 
 
 POOLED_MAX_ITEMS = GridConfig.model_fields["pooled_max_items"].default  # no model built at import
@@ -63,6 +65,11 @@ class UnitCosts:
     video_core_s: float = 1.08  # sample 15 frames + 16 forward passes, CPU
     decode_image_core_s: float = 0.0044  # decode alone (the GPU plan's CPU side): 229/s
     decode_video_core_s: float = 0.60  # 15 frames of a phone video, one core
+    # the driver streaming the staged embedding rows into the tables' parts
+    # (embed_write.assemble), seconds per MB of float32 vectors: `jobs.benchmark assemble
+    # --items 10000 --like` a 200-profile run's vectors, 7.51 s for 256 MB (2026-12-06):
+    # Parquet zstd, one core (two thirds writing, one third reading)
+    assemble_vector_mb_s: float = 0.0293
     dedup_pair_s: float = 1.2e-8  # core-s per pair, 100k-item benchmark: 121 s
     # The train and dedup costs below: `jobs.benchmark profiles` at 1,000 profiles x 40
     # posts (2 cores, 2026-12-04), its 1 seed scaled to the default 3 (folds, windows,
@@ -181,6 +188,17 @@ def plan(
         *(forward[:1] if walk_forward else []),
         embed,
         Stage(
+            "embed: assemble",
+            (images * (1 + costs.views) + videos * VIDEO_VECTORS)
+            * WIDTH
+            * 4
+            / 1e6
+            * costs.assemble_vector_mb_s,
+            "the staged embedding rows streamed into the tables' parts by the driver "
+            "(OUT's files are there)",
+            "driver",
+        ),
+        Stage(
             "dedup: read",
             items * costs.dedup_item_driver_s,
             "the vectors read by tasks on the driver's node (OUT's files are there)",
@@ -289,7 +307,9 @@ def costs_from_run(out: Path, cpus: int) -> UnitCosts:
     finally:
         con.close()
     frames = images * (1 + views) + videos * 16
-    frame_core_s = timings["embed"] * cpus / max(frames, 1)
+    assemble = timings.get("embed_assemble")  # runs before it was recorded: all in embed
+    vector_mb = (images * (1 + views) + videos * VIDEO_VECTORS) * WIDTH * 4 / 1e6
+    frame_core_s = (timings["embed"] - (assemble or 0.0)) * cpus / max(frames, 1)
     video_share = videos * 16 / max(frames, 1)
     # the train stage: the driver's own phases, the cross-profile tasks, and the grid +
     # final models (the rest); runs before the phases were recorded count all as grid
@@ -314,6 +334,9 @@ def costs_from_run(out: Path, cpus: int) -> UnitCosts:
         walk_forward_label_post_core_s=timelines * cpus / max(posts * WALK_FORWARD_LABELLINGS, 1)
         if timelines
         else UnitCosts.walk_forward_label_post_core_s,
+        assemble_vector_mb_s=assemble / max(vector_mb, 1e-9)
+        if assemble
+        else UnitCosts.assemble_vector_mb_s,
         image_core_s=frame_core_s * (1 + views),
         video_core_s=frame_core_s * 16,
         dedup_profile_s=max(0.0, timings["dedup"] * cpus - pairs * UnitCosts.dedup_pair_s)

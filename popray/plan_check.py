@@ -22,7 +22,7 @@ SPANS = {
     "ingest": ("ingest", "ingest: tasks"),
     "labels": ("labels",),
     "walk-forward labels": ("walk-forward labels",),
-    "decode + embed": ("decode + embed",),
+    "decode + embed": ("decode + embed", "embed: assemble"),  # one timing: embed
     "dedup": ("dedup: read", "dedup"),
     "train: read": ("train: read",),
     "train: driver": ("train: driver",),

@@ -46,7 +46,8 @@ def test_parallel_stages_divide_by_the_cluster_and_driver_stages_do_not():
     assert wf[2].seconds == pytest.approx(one_task)
     for name in ("dedup", "explain", "walk-forward grid"):  # on the cluster now
         assert big[name].seconds == pytest.approx(small[name].seconds / 10), name
-    for name in ("ingest", "labels", "dedup: read", "train: read", "train: driver", "fixed"):
+    driver = ("ingest", "labels", "embed: assemble", "dedup: read", "train: read", "train: driver")
+    for name in (*driver, "fixed"):
         assert small[name].where == "driver" and big[name].seconds == small[name].seconds
     folds_only = _by_name(plan(costs, 100, 200, cpus=8, walk_forward=False))
     assert "walk-forward grid" in small and "walk-forward grid" not in folds_only
@@ -87,8 +88,7 @@ def test_unit_costs_read_off_a_run(tmp_path, monkeypatch):
     timings["train_phases"] = {"load": 2, "plan": 1, "grid": 23, "collect": 2, "metrics": 1}
     timings["train_phases"] |= {"pooled": 4, "final": 4, "timelines": 3}
     (out / plan_module.TIMINGS_FILE).write_text(json.dumps(timings))
-    con = duckdb.connect()
-    con.sql(
+    tables = (
         "CREATE TABLE posts AS SELECT 'p' AS profile_id FROM range(100);"
         "CREATE TABLE media AS SELECT 1 FROM range(110);"
         "CREATE TABLE followers AS SELECT 1 FROM range(40);"
@@ -102,7 +102,13 @@ def test_unit_costs_read_off_a_run(tmp_path, monkeypatch):
         "CREATE TABLE trials AS SELECT * FROM (VALUES ('stratified_kfold', 3.0), "
         "('walk_forward', 1.0)) t(protocol, train_s)"
     )
-    monkeypatch.setattr(store, "connect", lambda out: con)
+
+    def connect(out):
+        con = duckdb.connect()
+        con.sql(tables)
+        return con
+
+    monkeypatch.setattr(store, "connect", connect)
     costs = plan_module.costs_from_run(out, cpus=2)
     rows, files = 100 + 110 + 40 + 10, 110
     parse = rows * UnitCosts.ingest_parse_row_s
@@ -127,6 +133,14 @@ def test_unit_costs_read_off_a_run(tmp_path, monkeypatch):
     saved = tmp_path / "costs.json"
     costs.save(saved)
     assert UnitCosts.load(saved) == costs
+    # a run that recorded the driver's assembly of the embedding tables: it is taken out
+    # of the cluster's embedding cost and priced per MB of vectors
+    assert costs.assemble_vector_mb_s == UnitCosts.assemble_vector_mb_s  # not recorded
+    (out / plan_module.TIMINGS_FILE).write_text(json.dumps(timings | {"embed_assemble": 4}))
+    split = plan_module.costs_from_run(out, cpus=2)
+    vector_mb = (80 * 5 + 25 * 17) * 1280 * 4 / 1e6
+    assert split.assemble_vector_mb_s == pytest.approx(4 / vector_mb)
+    assert split.image_core_s == pytest.approx((40 - 4) * 2 / frames * 5)
 
 
 def test_the_pooled_cap_bounds_the_cross_profile_fits_and_leaves_small_runs_alone():
