@@ -41,6 +41,7 @@ import logging
 import time
 import uuid
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -56,9 +57,10 @@ from popray import pooled_keep, store
 from popray.cells import Cell, TrialSpec, plan_cells, trial_specs
 from popray.config import KFOLD, WALK_FORWARD, GridConfig, LabelConfig
 from popray.dataset import Dataset, TrainingKeys, load_keys
-from popray.evaluate import compute_metrics, ranking_targets, recent_baseline
+from popray.evaluate import ranking_targets, recent_baseline
 from popray.final import MODELS_DIR, prune, train_final
 from popray.folds import fold_data, split
+from popray.metrics_parallel import metrics_by_cell
 from popray.pooled import PROFILE_GROUPED, trains_on_every_profile
 from popray.storage import Location, check_cluster_reach
 from popray.tables import MODELS, PREDICTIONS, TRIALS, TS
@@ -68,6 +70,7 @@ from popray.units import Reuse, published, remaining, unit_keys
 from popray.walkforward import run_windows
 
 PREDICTIONS_FILE = "predictions.parquet"
+READERS = 16  # trial results read at once while collecting
 METRICS_FILE = "metrics.json"
 FORMAT = 6  # of a trial's result folder; part of the fingerprint, so old grids are not resumed
 
@@ -407,8 +410,9 @@ def _collect(
             "run the same command again to resume"
         )
     trials, predictions = [], []
-    for spec in specs:
-        metrics, table = _read(results_dir.child(spec.name))
+    with ThreadPoolExecutor(READERS) as pool:  # object storage: many requests at once
+        found = pool.map(lambda spec: _read(results_dir.child(spec.name)), specs)
+    for spec, (metrics, table) in zip(specs, found, strict=True):
         cell = {
             "scheme": datasets[spec.k].scheme,
             "backbone": backbone,
@@ -429,7 +433,7 @@ def _collect(
                 }
             )
         for column, value in cell.items():
-            table = table.append_column(column, pa.array([value] * table.num_rows))
+            table = table.append_column(column, pa.repeat(value, table.num_rows))
         predictions.append(table.select(PREDICTIONS.names).cast(PREDICTIONS))
     return pa.Table.from_pylist(trials, schema=TRIALS), pa.concat_tables(predictions)
 
@@ -533,12 +537,15 @@ def run_train(
     pooled, pooled_units = _pooled(out, datasets, cfg, backbone, ranked_kfold, echo, decision, part)
     clock.lap("pooled")
     predictions = pa.concat_tables([grid.predictions, *pooled.predictions])
-    metrics = compute_metrics(predictions, recent, targets)
+    waited: list[float] = []
+    metrics = metrics_by_cell(predictions, recent, targets, waited)
     store.write_table(out, "trials", grid.trials, part=part)
     store.write_table(out, "predictions", predictions, part=part)
     store.write_table(out, "metrics", metrics, part=part)
     store.write_table(out, "cross_profile", pooled.cross_profile, part=part)
     clock.lap("metrics")
+    clock.phases["metrics"] -= sum(waited)
+    clock.phases["metrics_tasks"] = sum(waited)  # the cluster scoring the cells
     models, models_reused = None, 0
     if cfg.final_models:
         echo("training the final models on all the data")
