@@ -263,9 +263,10 @@ def _scatter(
             files.setdefault(part, []).append(path)
         held.clear()
 
+    wanted = pa.array(list(needs), pa.string())
     for path in parts.values():
-        keys = pq.read_table(path, columns=["sha256", "preprocess"])
-        if not pc.any(pc.is_in(keys["sha256"], pa.array(list(needs)))).as_py():
+        keys = pq.read_table(path, columns=["sha256"])
+        if not pc.any(pc.is_in(keys["sha256"], wanted)).as_py():
             continue
         for batch in pq.ParquetFile(path).iter_batches(batch_size=BATCH_ROWS):
             shas = batch.column("sha256").to_pylist()

@@ -40,6 +40,11 @@ POOLED_BIG_TASKS = 24  # cross-profile fits on every item: 2 models x 2 k x (5 f
 # where OUT's files are), and the driver's own work
 READ_PHASE = "load"
 DRIVER_PHASES = ("plan", "collect", "metrics")
+METRICS_TASKS_PHASE = "metrics_tasks"  # the driver waiting on the cells' scoring tasks
+# The metrics are scored a task per cell (popray/metrics_parallel.py): on a cluster with
+# a core for each, the largest cell sets the wall time; its share of the predictions on
+# 1,000 synthetic profiles, one protocol (more protocols: smaller cells)
+METRICS_LARGEST_CELL = 0.25
 
 
 @dataclass(frozen=True)
@@ -87,8 +92,15 @@ class UnitCosts:
     # per 40,000 items (READ_PHASE; 250ab55); 13.9 s before both ks shared one read
     train_read_item_s: float = 1.74e-4
     # plan ~1.0 s (the 6.1 s measured at 250ab55 less the walk-forward labellings, now
-    # tasks: 6.3 s alone) + 3 x (collect 0.52 s + metrics 0.80 s), per 40,000 items
-    train_driver_item_s: float = 1.24e-4  # the driver's own train phases (DRIVER_PHASES)
+    # tasks: 6.3 s alone) + 3 x (collect 0.52 s + metrics 0.80 s), per 40,000 items, was
+    # 1.24e-4; x 0.66 since the metrics are scored in tasks and the trial results read 16
+    # at a time (the same benchmark on 2026-12-06, at 647963d against e00fc84: plan 1.05
+    # -> 0.97 s, collect 1.07 -> 0.81 s, the driver's metrics 1.45 -> 0.76 s)
+    train_driver_item_s: float = 8.18e-5  # the driver's own train phases (DRIVER_PHASES)
+    # the cells' metrics scored in tasks (METRICS_TASKS_PHASE), core-s per item: 2.54 s of
+    # waiting on 2 cores for 1 seed at e00fc84, x 3 seeds, / 1.81 (that day's machine ran
+    # the driver's metrics 1.81x slower than the plan's base day); workers' start included
+    metrics_item_core_s: float = 2.1e-4
     # the cross-profile models, 277.4 s at 1,000 profiles (2026-12-05), split as measured
     # for k = 2 on the same data (115 of 160 s in the fits on every item, the rest in the
     # profiles' own history models; that split measured beside other work on the cores)
@@ -222,6 +234,14 @@ def plan(
             "driver",
         ),
         Stage(
+            "metrics",
+            max(
+                items * costs.metrics_item_core_s / cpus,
+                items * costs.metrics_item_core_s * METRICS_LARGEST_CELL,
+            ),
+            "a Ray task per cell: the largest cell's predictions",
+        ),
+        Stage(
             "grid + final models",
             items * costs.grid_item_core_s / cpus,
             f"Tune trials, final-model tasks ({cpus} cores)",
@@ -318,7 +338,8 @@ def costs_from_run(out: Path, cpus: int) -> UnitCosts:
     driver = sum(phases.get(name, 0.0) for name in DRIVER_PHASES)
     pooled = phases.get("pooled", 0.0)
     timelines = phases.get("timelines", 0.0)
-    grid = timings["train"] - read - driver - pooled - timelines
+    scoring = phases.get(METRICS_TASKS_PHASE, 0.0)
+    grid = timings["train"] - read - driver - pooled - timelines - scoring
     trained_ = max(trained, 1)
     return UnitCosts(
         # a small run validates in the driver: what its ingest took beyond parsing and
@@ -345,6 +366,7 @@ def costs_from_run(out: Path, cpus: int) -> UnitCosts:
         walk_forward_item_core_s=grid * forward_share * cpus / trained_,
         train_read_item_s=read / trained_,
         train_driver_item_s=driver / trained_,
+        metrics_item_core_s=scoring * cpus / trained_,
         # a run under the cap: the fits train on every item; the profiles' own models
         # are taken out at their default cost
         pooled_item_core_s=max(0.0, pooled - profiles * UnitCosts.pooled_profile_core_s / cpus)

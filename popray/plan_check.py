@@ -15,7 +15,14 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from popray.plan import DRIVER_PHASES, READ_PHASE, TIMINGS_FILE, UnitCosts, plan
+from popray.plan import (
+    DRIVER_PHASES,
+    METRICS_TASKS_PHASE,
+    READ_PHASE,
+    TIMINGS_FILE,
+    UnitCosts,
+    plan,
+)
 
 # a span the run times -> the plan stages it covers
 SPANS = {
@@ -26,6 +33,7 @@ SPANS = {
     "dedup": ("dedup: read", "dedup"),
     "train: read": ("train: read",),
     "train: driver": ("train: driver",),
+    "metrics": ("metrics",),
     "grid + final models": ("grid + final models", "walk-forward grid"),
     "cross-profile models": ("cross-profile models",),
     "explain": ("explain",),
@@ -58,6 +66,7 @@ def _measured(timings: dict) -> dict[str, float | None]:
         "dedup": timings.get("dedup"),
         "train: read": phases.get(READ_PHASE),
         "train: driver": sum(phases.get(n, 0.0) for n in DRIVER_PHASES) if has else None,
+        "metrics": phases.get(METRICS_TASKS_PHASE),
         "grid + final models": phases.get("grid", 0.0) + phases.get("final", 0.0) if has else None,
         "cross-profile models": phases.get("pooled"),
         "explain": timings.get("explain"),

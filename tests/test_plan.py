@@ -58,6 +58,19 @@ def test_parallel_stages_divide_by_the_cluster_and_driver_stages_do_not():
     assert small["decode + embed"].seconds == pytest.approx(expect)
 
 
+def test_the_metrics_tasks_wait_on_the_largest_cell_once_every_cell_has_a_core():
+    from dataclasses import replace
+
+    from popray.plan import METRICS_LARGEST_CELL
+
+    costs = replace(UnitCosts(), metrics_item_core_s=0.01)
+    items = 100 * 200 * (IMAGES_PER_POST + VIDEOS_PER_POST)
+    two = _by_name(plan(costs, 100, 200, cpus=2))["metrics"]
+    many = _by_name(plan(costs, 100, 200, cpus=512))["metrics"]
+    assert two.where == "cluster" and two.seconds == pytest.approx(items * 0.01 / 2)
+    assert many.seconds == pytest.approx(items * 0.01 * METRICS_LARGEST_CELL)
+
+
 def test_gpus_move_the_forward_pass_and_leave_decoding_on_the_cpus():
     costs = UnitCosts()
     cpu_only = _by_name(plan(costs, 10_000, 500, cpus=512))
@@ -136,8 +149,12 @@ def test_unit_costs_read_off_a_run(tmp_path, monkeypatch):
     # a run that recorded the driver's assembly of the embedding tables: it is taken out
     # of the cluster's embedding cost and priced per MB of vectors
     assert costs.assemble_vector_mb_s == UnitCosts.assemble_vector_mb_s  # not recorded
+    # (and 1 s of the train stage waiting on the cells' metrics tasks, out of the grid)
+    timings["train_phases"]["metrics_tasks"] = 1
     (out / plan_module.TIMINGS_FILE).write_text(json.dumps(timings | {"embed_assemble": 4}))
     split = plan_module.costs_from_run(out, cpus=2)
+    assert split.metrics_item_core_s == pytest.approx(1 * 2 / 70)
+    assert split.grid_item_core_s == pytest.approx(26 * 0.75 * 2 / 70)
     vector_mb = (80 * 5 + 25 * 17) * 1280 * 4 / 1e6
     assert split.assemble_vector_mb_s == pytest.approx(4 / vector_mb)
     assert split.image_core_s == pytest.approx((40 - 4) * 2 / frames * 5)
