@@ -19,9 +19,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 import tempfile
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,6 +41,7 @@ from popray.tables import embeddings_image_schema, embeddings_video_schema
 STATUS = ("media_id", "sha256", "kind", "error")  # what comes back to the driver per item
 BATCH_ROWS = 128  # rows per record batch while assembling (<= 10 MB of video embeddings)
 LOCAL = pafs.LocalFileSystem()
+WRITERS = max(1, min(8, os.cpu_count() or 1))  # parts assembled at once by the driver
 
 
 def schemas(width: int) -> dict[str, pa.Schema]:
@@ -201,7 +204,8 @@ def assemble(
     out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".assemble-", dir=out) as tmp:
         scattered = _scatter(existing, missing, key, Path(tmp))
-        for part in stale:
+
+        def write(part: str) -> None:
             own = existing.get(part)
             sources = [(LOCAL, str(own))] if own is not None and have.get(part) else []
             from_staging = {owner.get(sha, "") for sha in wanted[part] if sha in owner}
@@ -217,6 +221,10 @@ def assemble(
                     f"{name}: no embedding rows found for {len(lost)} item(s) of part {part} "
                     f"(sha256 {lost[0][:12]}...); run `popray embed` again"
                 )
+
+        # parts are independent files; Parquet's compression and I/O release the GIL
+        with ThreadPoolExecutor(WRITERS) as pool:
+            list(pool.map(write, stale))
     removed = [path for part, path in existing.items() if part not in wanted]
     for path in removed:  # last: a run killed before here finds them and removes them again
         path.unlink()

@@ -72,9 +72,10 @@ class UnitCosts:
     decode_video_core_s: float = 0.60  # 15 frames of a phone video, one core
     # the driver streaming the staged embedding rows into the tables' parts
     # (embed_write.assemble), seconds per MB of float32 vectors: `jobs.benchmark assemble
-    # --items 10000 --like` a 200-profile run's vectors, 7.51 s for 256 MB (2026-12-06):
-    # Parquet zstd, one core (two thirds writing, one third reading)
-    assemble_vector_mb_s: float = 0.0293
+    # --items 10000 --like` a 200-profile run's vectors, 4.30 s for 256 MB on this
+    # machine's 2 cores, a part per thread (7.51 s in one thread, 2026-12-06); Parquet
+    # zstd, two thirds writing. A driver's node with more cores runs up to 8 threads
+    assemble_vector_mb_s: float = 0.0168
     dedup_pair_s: float = 1.2e-8  # core-s per pair, 100k-item benchmark: 121 s
     # The train and dedup costs below: `jobs.benchmark profiles` at 1,000 profiles x 40
     # posts (2 cores, 2026-12-04), its 1 seed scaled to the default 3 (folds, windows,
