@@ -7,7 +7,7 @@
     python -m jobs.benchmark profiles [--profiles 1 10 100 1000] [--posts 40]
     python -m jobs.benchmark nightly [--profiles 100] [--posts 40] [--work DIR]
     python -m jobs.benchmark publish --out OUT [--work DIR]
-    python -m jobs.benchmark assemble [--items 20000] [--profiles 100] [--like OUT]
+    python -m jobs.benchmark assemble [--items 20000] [--profiles 100] [--like OUT] [--tasks]
     python -m jobs.benchmark costs --out OUT [--cpus 2] [--save costs.json]   (after popray run)
     python -m jobs.benchmark memory [--images 2000 20000] [--code OTHER_CHECKOUT]
     python -m jobs.benchmark gbdt --out OUT [--k 2] [--model gbdt_video]   (after popray run)
@@ -62,11 +62,14 @@ def main(argv: list[str] | None = None) -> int:
     pub = sub.add_parser("publish", help="what a nightly run rewrites and uploads (S3: moto)")
     pub.add_argument("--out", type=Path, required=True, help="a finished run's output folder")
     pub.add_argument("--work", type=Path, default=Path("/tmp/popray-publish"))
-    asm = sub.add_parser("assemble", help="the driver's cost of assembling staged embeddings")
+    asm = sub.add_parser(
+        "assemble", help="the cost of assembling staged embeddings into their parts (tasks, driver)"
+    )
     asm.add_argument("--items", type=int, default=20_000)
     asm.add_argument("--profiles", type=int, default=100)
     asm.add_argument("--like", type=Path, help="a finished run's OUT: its image vectors")
     asm.add_argument("--work", type=Path, default=Path("/tmp/popray-assemble"))
+    asm.add_argument("--tasks", action="store_true", help="Ray tasks, as on a cluster")
     cos = sub.add_parser("costs", help="unit costs of a finished popray run (for popray plan)")
     cos.add_argument("--out", type=Path, default=Path("out"))
     cos.add_argument("--cpus", type=int, default=os.cpu_count() or 1)
@@ -119,7 +122,8 @@ def main(argv: list[str] | None = None) -> int:
         from popray.bench_publish import bench_assemble
 
         print(
-            json.dumps(bench_assemble(args.work, args.items, args.profiles, args.like)), flush=True
+            json.dumps(bench_assemble(args.work, args.items, args.profiles, args.like, args.tasks)),
+            flush=True,
         )
     if args.what == "train":
         from popray.bench import bench_train

@@ -114,20 +114,29 @@ def _rewritten(before: Path, after: Path) -> tuple[int, int]:
 
 
 def bench_assemble(
-    work: Path, items: int = 20_000, profiles: int = 100, like: Path | None = None
+    work: Path,
+    items: int = 20_000,
+    profiles: int = 100,
+    like: Path | None = None,
+    tasks: bool = False,
 ) -> dict:
-    """The driver's cost of `embed_write.assemble` on a first run: `items` images of
-    `profiles` profiles staged as the pipeline stages them (a file per 16 items and
-    part), assembled into their parts; seconds per item and per MB of vectors. The
-    vectors are those of a finished run's images (`like`: its OUT, cycled; they compress
-    as real ones do), else random with 4 views."""
+    """The cost of `embed_write.assemble` on a first run: `items` images of `profiles`
+    profiles staged as the pipeline stages them (a file per 16 items and part),
+    assembled into their parts, by threads of the driver as on one machine, or (`tasks`)
+    by Ray tasks as on a cluster (the staging as a `file://` URI, as if on object
+    storage; Ray started before the clock): the wall time, the builders' CPU seconds and
+    the driver's own (getting and writing the files), per MB of vectors. The vectors
+    are those of a finished run's images (`like`: its OUT, cycled; they compress as real
+    ones do), else random with 4 views."""
     import numpy as np
+    import ray
 
+    from popray.embed import ensure_ray
     from popray.embed_write import assemble, image_table, part_of, schemas
     from popray.storage import Location
 
     shutil.rmtree(work, ignore_errors=True)
-    staging = Location.parse(work / "staging")
+    staging = Location.parse(f"file://{work / 'staging'}" if tasks else work / "staging")
     if like is not None:
         rows = store.read_table(like, "embeddings_image").sort_by(
             [("media_id", "ascending"), ("view", "ascending")]
@@ -157,20 +166,38 @@ def bench_assemble(
     owner = {s: part_of("bb", p) for _, s, p in current}
     staged_bytes = sum(f.stat().st_size for f in (work / "staging").rglob("*.parquet"))
     raw_mb = items * views * width * 4 / 1e6
+    ensure_ray()
     start = time.perf_counter()
     schema = schemas(width)["image"]
     done = assemble(work / "out", "embeddings_image", "bb", schema, "key", staging, current, owner)
     seconds = time.perf_counter() - start
+    files = sorted((work / "out").rglob("*.parquet"))
+    written = sum(f.stat().st_size for f in files)
+    # the driver's writing alone, nothing else on the cores (a cluster's driver node
+    # builds no part): each part's file written again from memory
+    contents = [(f.stem, f.read_bytes()) for f in files]
+    start = time.perf_counter()
+    for part, data in contents:
+        store.write_part_bytes(work / "out", "embeddings_image", part, data)
+    alone = time.perf_counter() - start
     return {
         "bench": "assemble",
         "items": items,
         "profiles": profiles,
         "views": views - 1,
         "vectors": str(like) if like else "random",
+        "by": "Ray tasks" if tasks else "threads",
         "parts_written": done.written,
         "vectors_mb": round(raw_mb, 1),
         "staged_mb": round(staged_bytes / 1e6, 1),
+        "written_mb": round(written / 1e6, 1),
         "seconds": round(seconds, 2),
-        "item_s": seconds / items,
+        "cpus": ray.cluster_resources().get("CPU"),
+        "tasks_core_s": round(done.build_core_s, 2),
+        "driver_s": round(done.write_s, 2),
         "s_per_vector_mb": seconds / raw_mb,
+        "core_s_per_vector_mb": done.build_core_s / raw_mb,
+        "driver_s_per_vector_mb": done.write_s / raw_mb,
+        "driver_write_alone_s": round(alone, 3),
+        "driver_write_alone_s_per_vector_mb": alone / raw_mb,
     }

@@ -258,7 +258,7 @@ class EmbedReport:
     seconds: float = 0.0
     new_reasons: dict[str, str] = field(default_factory=dict)
     parts: Assembled = field(default_factory=Assembled)  # the tables' parts, both tables
-    assemble_s: float = 0.0  # the driver writing the parts (part of `seconds`)
+    assemble_s: float = 0.0  # assembling the tables' parts (part of `seconds`)
 
     def line(self) -> str:
         parts = f"; table parts: {self.parts.written} written, {self.parts.kept} unchanged" + (

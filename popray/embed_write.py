@@ -1,5 +1,4 @@
-"""Where embeddings go: written by the cluster, assembled into the tables without holding
-them in the driver.
+"""Where embeddings go: written by the cluster, assembled into the tables by the cluster.
 
 The embedding pipeline (`popray.embed`) ends in `write_block`, a Ray Data task that turns
 each embedded block into rows of `embeddings_image` / `embeddings_video` and writes them as
@@ -7,12 +6,13 @@ Parquet files under a staging folder of the run's storage (object storage on a c
 the task's own node writes there), one folder per table part. Only each item's
 (media_id, sha256, kind, error) comes back to the driver.
 
-A table has one part per (backbone, profile) (`part_of`). `assemble` writes the parts of
-the profiles whose items changed, from their earlier rows and the staged ones, streamed a
-record batch at a time into the Parquet part, so the driver's memory stays flat whatever
-the number of media; the other parts stay as they were, so a nightly run rewrites (and
-publishes) only what changed. (DuckDB was tried for this join: its vectors of 2,048 rows
-of 15 x 1280 floats ran out of a 1 GB limit.)
+A table has one part per (backbone, profile) (`part_of`). `assemble` rewrites the parts
+of the profiles whose items changed, from their earlier rows and the staged ones: a Ray
+task per part reads its sources a record batch at a time and builds the part's Parquet
+file in memory (no task holds more than one part's rows, the driver none); the driver
+only writes each file in place. The other parts stay as they were, so a nightly run
+rewrites (and publishes) only what changed. (DuckDB was tried for this join: its vectors
+of 2,048 rows of 15 x 1280 floats ran out of a 1 GB limit.)
 """
 
 from __future__ import annotations
@@ -22,10 +22,13 @@ import json
 import os
 import re
 import tempfile
+import time
 import uuid
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import astuple, dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -41,7 +44,13 @@ from popray.tables import embeddings_image_schema, embeddings_video_schema
 STATUS = ("media_id", "sha256", "kind", "error")  # what comes back to the driver per item
 BATCH_ROWS = 128  # rows per record batch while assembling (<= 10 MB of video embeddings)
 LOCAL = pafs.LocalFileSystem()
-WRITERS = max(1, min(8, os.cpu_count() or 1))  # parts assembled at once by the driver
+WRITERS = max(1, min(8, os.cpu_count() or 1))  # parts built at once on the driver's node
+IN_FLIGHT_PER_CPU = 2  # parts built at once on a cluster, per CPU ...
+IN_FLIGHT_MAX = 128  # ... and at most: each waits in the object store for the driver
+# a file that a part's rows are read from: (its file system, its path) on the run's
+# storage; (None, its path) on the driver's node (OUT); or (None, a reference to its
+# bytes in the object store), such a file sent to a task that may run on another node
+Source = tuple[pafs.FileSystem | None, Any]
 
 
 def schemas(width: int) -> dict[str, pa.Schema]:
@@ -160,11 +169,11 @@ class Assembled:
     written: int = 0  # parts written: new profiles, or a profile whose items changed
     kept: int = 0  # parts left as they were
     removed: int = 0  # parts of profiles with no item left (and the old single part)
+    build_core_s: float = 0.0  # CPU seconds of the threads that built the written parts
+    write_s: float = 0.0  # the driver getting the parts' files and writing them
 
     def __add__(self, other: Assembled) -> Assembled:
-        return Assembled(
-            self.written + other.written, self.kept + other.kept, self.removed + other.removed
-        )
+        return Assembled(*(a + b for a, b in zip(astuple(self), astuple(other), strict=True)))
 
 
 def assemble(
@@ -185,8 +194,8 @@ def assemble(
     A part's rows come from its earlier file, the rows this run staged for it under
     `staged/<part>/` (`owner`: the part each staged sha256 was staged under; "" at the
     top of `staged`), and, for an exact duplicate of an item embedded under another
-    profile, that profile's file. Each source is read a record batch at a time; only
-    the keys are held, so memory does not grow with the vectors."""
+    profile, that profile's file. A Ray task per written part reads them a record batch
+    at a time (`_built`); the driver holds only the keys and writes the files."""
     wanted: dict[str, dict[str, list[str]]] = {}
     for media_id, sha, profile in current:
         wanted.setdefault(part_of(backbone, profile), {}).setdefault(sha, []).append(media_id)
@@ -205,30 +214,31 @@ def assemble(
     with tempfile.TemporaryDirectory(prefix=".assemble-", dir=out) as tmp:
         scattered = _scatter(existing, missing, key, Path(tmp))
 
-        def write(part: str) -> None:
+        def sources(part: str) -> list[Source]:
             own = existing.get(part)
-            sources = [(LOCAL, str(own))] if own is not None and have.get(part) else []
+            found = [(None, str(own))] if own is not None and have.get(part) else []
             from_staging = {owner.get(sha, "") for sha in wanted[part] if sha in owner}
             for folder in sorted({part, *from_staging} & set(staged_files)):
-                sources += [(staged.fs, staged.path(rel)) for rel in staged_files[folder]]
-            sources += [(LOCAL, str(path)) for path in scattered.get(part, [])]
-            found: set[str] = set()
-            rows = _rows(sources, wanted[part], key, schema, found)
-            store.write_batches(out, name, rows, part, schema)
+                found += [(staged.fs, staged.path(rel)) for rel in staged_files[folder]]
+            return found + [(None, str(path)) for path in scattered.get(part, [])]
+
+        core_s = write_s = 0.0
+        built = _built(stale, sources, wanted, key, schema, staged)
+        for part, data, found, build_s, get_s in built:
+            start = time.perf_counter()
+            store.write_part_bytes(out, name, part, data)
+            write_s += get_s + time.perf_counter() - start
+            core_s += build_s
             if found != set(wanted[part]):
                 lost = sorted(set(wanted[part]) - found)
                 raise RuntimeError(
                     f"{name}: no embedding rows found for {len(lost)} item(s) of part {part} "
                     f"(sha256 {lost[0][:12]}...); run `popray embed` again"
                 )
-
-        # parts are independent files; Parquet's compression and I/O release the GIL
-        with ThreadPoolExecutor(WRITERS) as pool:
-            list(pool.map(write, stale))
     removed = [path for part, path in existing.items() if part not in wanted]
     for path in removed:  # last: a run killed before here finds them and removes them again
         path.unlink()
-    return Assembled(len(stale), len(wanted) - len(stale), len(removed))
+    return Assembled(len(stale), len(wanted) - len(stale), len(removed), core_s, write_s)
 
 
 def _pairs(shas: dict[str, list[str]]) -> set[tuple[str, str]]:
@@ -240,6 +250,74 @@ def _held(path: Path, key: str) -> set[tuple[str, str]]:
     table = pq.read_table(path, columns=["media_id", "sha256", "preprocess"])
     table = table.filter(pc.equal(table["preprocess"], key))
     return set(zip(table["media_id"].to_pylist(), table["sha256"].to_pylist(), strict=True))
+
+
+def _built(
+    stale: list[str],
+    sources: Callable[[str], list[Source]],
+    wanted: dict[str, dict[str, list[str]]],
+    key: str,
+    schema: pa.Schema,
+    staged: Location | None,
+) -> Iterator[tuple[str, np.ndarray, set[str], float, float]]:
+    """(part, its Parquet file, the sha256 it holds rows of, the CPU seconds its build
+    took, the driver's seconds getting it) of each `stale` part, built by `_build` (the
+    reading, filtering and compressing) in the order they finish, at most `limit` at
+    once: the driver only writes them.
+
+    Staged rows on object storage (a cluster): a Ray task per part, on any node; the
+    files of the driver's node that a part needs (its earlier file, rows scattered from
+    others) go to its task as bytes through the object store. Staged rows on this node's
+    disk (one machine): threads of the driver, WRITERS at once (Parquet's decompression,
+    compression and I/O release the GIL; Ray tasks cost 1.6x the wall time here)."""
+    if not stale:
+        return
+    if staged is None or not staged.visible_to_cluster:
+        with ThreadPoolExecutor(WRITERS) as pool:
+            running: dict[Future, str] = {}
+            for part in [*stale, None]:
+                if part is not None:
+                    running[pool.submit(_build, sources(part), wanted[part], key, schema)] = part
+                while running and (part is None or len(running) >= WRITERS):
+                    done, _ = wait(running, return_when=FIRST_COMPLETED)
+                    for future in done:
+                        yield running.pop(future), *future.result(), 0.0
+        return
+    import ray
+
+    from popray.embed import ensure_ray
+
+    ensure_ray()
+    task = ray.remote(_build).options(num_cpus=1, max_retries=3)
+    cpus = ray.cluster_resources().get("CPU", 1)
+    limit = max(1, min(IN_FLIGHT_MAX, int(cpus * IN_FLIGHT_PER_CPU)))
+    pending: dict[ray.ObjectRef, str] = {}
+    for part in [*stale, None]:
+        if part is not None:
+            files = [
+                (fs, path) if fs else (None, ray.put(Path(path).read_bytes()))
+                for fs, path in sources(part)
+            ]
+            pending[task.remote(files, wanted[part], key, schema)] = part
+        while pending and (part is None or len(pending) >= limit):
+            [ref], _ = ray.wait(list(pending), num_returns=1)
+            start = time.perf_counter()
+            data, found, build_s = ray.get(ref)
+            yield pending.pop(ref), data, found, build_s, time.perf_counter() - start
+
+
+def _build(
+    sources: list[Source], wanted: dict[str, list[str]], key: str, schema: pa.Schema
+) -> tuple[np.ndarray, set[str], float]:
+    """Ray task: one part's Parquet file, in memory, from the rows of `sources` (see
+    `assemble`), the sha256 it holds rows of, and the CPU seconds of its thread."""
+    start = time.thread_time()
+    found: set[str] = set()
+    sink = pa.BufferOutputStream()
+    store.write_stream(sink, schema, _rows(sources, wanted, key, schema, found))
+    # an array, not bytes: the driver reads it in place from the object store, no copy
+    data = np.frombuffer(sink.getvalue(), np.uint8)
+    return data, found, time.thread_time() - start
 
 
 SCATTER_BYTES = 256 << 20  # rows held while scattering, before they go to files
@@ -295,12 +373,28 @@ def _scatter(
     return files
 
 
-def _rows(sources, wanted: dict[str, list[str]], key: str, schema: pa.Schema, found: set[str]):
+def _open(fs: pafs.FileSystem | None, path: Any) -> pa.NativeFile:
+    if fs is not None:
+        return fs.open_input_file(path)
+    if isinstance(path, str):
+        return LOCAL.open_input_file(path)
+    import ray
+
+    return pa.BufferReader(ray.get(path))
+
+
+def _rows(
+    sources: list[Source],
+    wanted: dict[str, list[str]],
+    key: str,
+    schema: pa.Schema,
+    found: set[str],
+):
     """The batches `assemble` writes for one part (see there); adds to `found` the
     sha256 it wrote rows of."""
     seen: set[tuple[str, int]] = set()
     for fs, path in sources:
-        with fs.open_input_file(path) as handle:
+        with _open(fs, path) as handle:
             for batch in pq.ParquetFile(handle).iter_batches(batch_size=BATCH_ROWS):
                 shas = batch.column("sha256").to_pylist()
                 keys = batch.column("preprocess").to_pylist()

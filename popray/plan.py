@@ -32,6 +32,8 @@ LABEL_TASK_POSTS = 20_000  # timelines.POSTS_PER_TASK (not imported: it would lo
 GPU_FRAMES_PER_S = 10_000  # lite0 forward, bf16, one H100 (README: 10,300-15,900)
 WIDTH = 1280  # the embedding's floats (lite0, B0)
 VIDEO_VECTORS = 17  # a video's row: 15 frames, their max, the thumbnail
+DRIVER_LINK_MB_S = 1250.0  # the driver node's network: 10 GbE (assumed, not measured)
+PART_BYTES = 0.91  # a part's file per byte of its vectors (zstd: 233.1 MB for 256 MB)
 
 
 POOLED_MAX_ITEMS = GridConfig.model_fields["pooled_max_items"].default  # no model built at import
@@ -70,12 +72,15 @@ class UnitCosts:
     video_core_s: float = 1.08  # sample 15 frames + 16 forward passes, CPU
     decode_image_core_s: float = 0.0044  # decode alone (the GPU plan's CPU side): 229/s
     decode_video_core_s: float = 0.60  # 15 frames of a phone video, one core
-    # the driver streaming the staged embedding rows into the tables' parts
-    # (embed_write.assemble), seconds per MB of float32 vectors: `jobs.benchmark assemble
-    # --items 10000 --like` a 200-profile run's vectors, 4.30 s for 256 MB on this
-    # machine's 2 cores, a part per thread (7.51 s in one thread, 2026-12-06); Parquet
-    # zstd, two thirds writing. A driver's node with more cores runs up to 8 threads
-    assemble_vector_mb_s: float = 0.0168
+    # the embedding tables' parts built by Ray tasks (embed_write.assemble on a cluster),
+    # core-s per MB of float32 vectors: `jobs.benchmark assemble --tasks --items 10000
+    # --like` a 200-profile run's vectors, 7.09 and 8.94 core-s for 256 MB (2026-12-06;
+    # Parquet zstd, two thirds writing)
+    assemble_vector_mb_core_s: float = 0.035
+    # the driver getting each built part's file and writing it into OUT, s per MB of
+    # vectors: the same benchmark's writing alone, 0.155 s for 256 MB; on a cluster its
+    # network link bounds it (DRIVER_LINK_MB_S)
+    assemble_write_mb_s: float = 6.1e-4
     dedup_pair_s: float = 1.2e-8  # core-s per pair, 100k-item benchmark: 121 s
     # The train and dedup costs below: `jobs.benchmark profiles` at 1,000 profiles x 40
     # posts (2 cores, 2026-12-04), its 1 seed scaled to the default 3 (folds, windows,
@@ -148,6 +153,7 @@ def plan(
     posts = profiles * posts_per_profile
     images, videos = posts * mix[0], posts * mix[1]
     items = images + videos
+    vector_mb = (images * (1 + costs.views) + videos * VIDEO_VECTORS) * WIDTH * 4 / 1e6
     files = {"posts": posts, "media": items, "followers": posts * FOLLOWER_ROWS_PER_POST}
     rows = sum(files.values())
     on_tasks = sum(n for n in files.values() if n >= PARALLEL_ROWS)  # validated by tasks
@@ -202,13 +208,13 @@ def plan(
         embed,
         Stage(
             "embed: assemble",
-            (images * (1 + costs.views) + videos * VIDEO_VECTORS)
-            * WIDTH
-            * 4
-            / 1e6
-            * costs.assemble_vector_mb_s,
-            "the staged embedding rows streamed into the tables' parts by the driver "
-            "(OUT's files are there)",
+            vector_mb * costs.assemble_vector_mb_core_s / cpus,
+            f"a Ray task per written part of the embedding tables ({cpus} cores)",
+        ),
+        Stage(
+            "embed: parts to OUT",
+            vector_mb * max(costs.assemble_write_mb_s, PART_BYTES / DRIVER_LINK_MB_S),
+            "the driver writing each built part into OUT (its disk, or its network link)",
             "driver",
         ),
         Stage(
@@ -356,9 +362,13 @@ def costs_from_run(out: Path, cpus: int) -> UnitCosts:
         walk_forward_label_post_core_s=timelines * cpus / max(posts * WALK_FORWARD_LABELLINGS, 1)
         if timelines
         else UnitCosts.walk_forward_label_post_core_s,
-        assemble_vector_mb_s=assemble / max(vector_mb, 1e-9)
-        if assemble
-        else UnitCosts.assemble_vector_mb_s,
+        # runs before the assembly's own split was recorded: the default costs
+        assemble_vector_mb_core_s=timings["embed_assemble_core"] / max(vector_mb, 1e-9)
+        if "embed_assemble_core" in timings
+        else UnitCosts.assemble_vector_mb_core_s,
+        assemble_write_mb_s=timings["embed_assemble_write"] / max(vector_mb, 1e-9)
+        if "embed_assemble_write" in timings
+        else UnitCosts.assemble_write_mb_s,
         image_core_s=frame_core_s * (1 + views),
         video_core_s=frame_core_s * 16,
         dedup_profile_s=max(0.0, timings["dedup"] * cpus - pairs * UnitCosts.dedup_pair_s)

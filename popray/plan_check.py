@@ -29,7 +29,7 @@ SPANS = {
     "ingest": ("ingest", "ingest: tasks"),
     "labels": ("labels",),
     "walk-forward labels": ("walk-forward labels",),
-    "decode + embed": ("decode + embed", "embed: assemble"),  # one timing: embed
+    "decode + embed": ("decode + embed", "embed: assemble", "embed: parts to OUT"),  # embed
     "dedup": ("dedup: read", "dedup"),
     "train: read": ("train: read",),
     "train: driver": ("train: driver",),

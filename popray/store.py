@@ -16,7 +16,7 @@ import os
 import re
 import socket
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -61,22 +61,45 @@ def write_batches(
 ) -> Path:
     """`write_table` for a stream of batches (a table too large for memory): each is cast
     to the schema and appended; the part replaces the old one when the stream ends."""
+    schema = schema or SCHEMAS.get(name)
+    return _replace(out, name, part, lambda tmp: write_stream(tmp, schema, batches))
+
+
+def write_stream(
+    sink: str | Path | pa.NativeFile,
+    schema: pa.Schema,
+    batches: Iterable[pa.Table | pa.RecordBatch],
+) -> None:
+    """Write `batches` to `sink` as popray writes every table's Parquet file: each cast
+    to `schema`, zstd, row groups of at most ROW_GROUP_BYTES (a reader fetches only the
+    groups it needs)."""
+    with pq.ParquetWriter(sink, schema, compression="zstd") as writer:
+        for batch in batches:
+            if isinstance(batch, pa.RecordBatch):
+                batch = pa.Table.from_batches([batch])
+            batch = batch.select(schema.names).cast(schema)
+            writer.write_table(batch, row_group_size=_group_rows(batch))
+
+
+def write_part_bytes(out: Path, name: str, part: str, data: bytes | memoryview) -> Path:
+    """Put a part's Parquet file that was built elsewhere (`write_stream` in a Ray task,
+    into memory) in place of the old part, atomically."""
+    return _replace(out, name, part, lambda tmp: Path(tmp).write_bytes(memoryview(data)))
+
+
+def _replace(out: Path, name: str, part: str, write: Callable[[Path], object]) -> Path:
+    """Call `write(tmp)` with a temporary file beside the part, then move it over the
+    part (readers see the old file or the new one, never half of one)."""
     if name not in SCHEMAS:
         raise ValueError(f"unknown output table {name!r}; known: {sorted(SCHEMAS)}")
     if not PART.fullmatch(part):
         raise ValueError(f"bad table part name {part!r}")
-    schema = schema or SCHEMAS[name]
     folder = table_dir(out, name)
     folder.mkdir(parents=True, exist_ok=True)
     target = folder / f"{part}.parquet"
     tmp = folder / f".{part}-{uuid.uuid4().hex}.parquet.tmp"
     try:
-        with pq.ParquetWriter(tmp, schema, compression="zstd") as writer:
-            for batch in batches:
-                if isinstance(batch, pa.RecordBatch):
-                    batch = pa.Table.from_batches([batch])
-                batch = batch.select(schema.names).cast(schema)
-                writer.write_table(batch, row_group_size=_group_rows(batch))
+        write(tmp)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise

@@ -46,9 +46,16 @@ def _check(out, current) -> None:
         assert np.allclose(rows[(media_id, 0)], _vector(sha)[0])
 
 
-def test_parts_per_profile_and_only_changed_ones_rewritten(tmp_path):
+def _location(path, by: str) -> Location:
+    """Staging on this machine's disk (threads of the driver build the parts), or behind a
+    URI, as object storage is (Ray tasks build them, the driver's files sent as bytes)."""
+    return Location.parse(f"file://{path}" if by == "tasks" else path)
+
+
+@pytest.mark.parametrize("by", ["threads", "tasks"])
+def test_parts_per_profile_and_only_changed_ones_rewritten(tmp_path, by, ray_session):
     out = tmp_path / "out"
-    staging = Location.parse(tmp_path / "staging")
+    staging = _location(tmp_path / "staging", by)
     a, b, c = (part_of(BACKBONE, p) for p in "abc")
     _stage(staging, a, ["s1", "s2"])
     _stage(staging, b, ["s3"])
@@ -62,7 +69,7 @@ def test_parts_per_profile_and_only_changed_ones_rewritten(tmp_path):
     inode = {p: f.stat().st_ino for p, f in parts_of(out, NAME, BACKBONE).items()}
 
     # nightly: a new post on b; profile c leaves; new profile d reposts a's s1 (copied)
-    night = Location.parse(tmp_path / "night")
+    night = _location(tmp_path / "night", by)
     _stage(night, b, ["s5"])
     current2 = [*current[:3], ("m5", "s5", "b"), ("m6", "s1", "d")]  # c gone, d copies s1
     done = _assemble(out, night, current2, {"s5": b})

@@ -9,6 +9,8 @@ import time
 
 import multinode
 import numpy as np
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
 import pytest
 
 from popray import remote, store
@@ -86,13 +88,14 @@ def on_s3(cluster, tmp_path_factory, tiny_input, s3_uri):
 
 
 def test_an_export_on_s3_is_decoded_and_embedded_on_the_worker(
-    cluster, on_s3, tmp_path, tiny_input, embedded
+    cluster, on_s3, tmp_path, tiny_input, embedded, s3_uri
 ):
     """Ingest and embed submitted with `ray job submit`: the drivers run on the head (no
     CPUs), every hashing and decode task on the worker, which reads the objects itself.
     Every media item that is not corrupt is embedded, none is "not found", and the
     embeddings equal those of a single-node run of the same export. A plain local export
-    is refused up front, naming the fix, instead of quarantining every item."""
+    is refused up front, naming the fix, instead of quarantining every item. A rerun
+    rebuilds a part on the worker from the part's file on the head's disk."""
     _, _, export, work = cluster
     c, src, out = on_s3
     shutil.copytree(tiny_input, export, symlinks=True, dirs_exist_ok=True)
@@ -125,6 +128,33 @@ def test_an_export_on_s3_is_decoded_and_embedded_on_the_worker(
         a = np.stack(here[col].to_numpy(zero_copy_only=False))
         b = np.stack(there[col].to_numpy(zero_copy_only=False))
         assert np.allclose(a, b, atol=1e-4), f"{name}: max diff {np.abs(a - b).max()}"
+
+    # A part that lost an image's rows: the image is embedded again, and its part rebuilt
+    # by a task on the worker (the head has no CPUs) from the part's earlier file, which
+    # is on the head's disk and reaches the worker through the object store, and the new
+    # rows on S3. The other parts stay as they were.
+    again = work / "again"
+    shutil.copytree(out, again)
+    files = sorted((again / "tables" / "embeddings_image").glob("*.parquet"))
+    inodes = {f.name: f.stat().st_ino for f in files}
+    table = pq.read_table(files[0])
+    lost = table["media_id"][0].as_py()
+    pq.write_table(table.filter(pc.not_equal(table["media_id"], lost)), files[0])
+    rc, log = _job(
+        c, src, "jobs.embed", "--out", str(again), "--views", "2", "--storage",
+        s3_uri("work/again"),
+    )  # fmt: skip
+    assert rc == 0, log[-3000:]
+    assert re.search(r"table parts: 1 written, \d+ unchanged", log), log[-3000:]
+    after = {f.name: f.stat().st_ino for f in files}
+    assert [n for n in after if after[n] != inodes[n]] == [files[0].name]
+    key = ["media_id", "view"]
+    here = store.read_table(out, "embeddings_image").sort_by([(k, "ascending") for k in key])
+    there = store.read_table(again, "embeddings_image").sort_by([(k, "ascending") for k in key])
+    assert here.select(key).equals(there.select(key))
+    a = np.stack(here["embedding"].to_numpy(zero_copy_only=False))
+    b = np.stack(there["embedding"].to_numpy(zero_copy_only=False))
+    assert np.allclose(a, b, atol=1e-4), f"max diff {np.abs(a - b).max()}"
 
 
 def test_the_grid_trains_on_the_worker_and_keeps_its_state_on_s3(on_s3, s3_uri):

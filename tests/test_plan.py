@@ -44,9 +44,12 @@ def test_parallel_stages_divide_by_the_cluster_and_driver_stages_do_not():
     assert wf[0].where == "cluster" and wf[1].seconds == pytest.approx(wf[0].seconds / 2)
     one_task = LABEL_TASK_POSTS * WALK_FORWARD_LABELLINGS * costs.walk_forward_label_post_core_s
     assert wf[2].seconds == pytest.approx(one_task)
-    for name in ("dedup", "explain", "walk-forward grid"):  # on the cluster now
+    for name in ("dedup", "explain", "walk-forward grid", "embed: assemble"):  # cluster
         assert big[name].seconds == pytest.approx(small[name].seconds / 10), name
-    driver = ("ingest", "labels", "embed: assemble", "dedup: read", "train: read", "train: driver")
+    driver = (
+        *("ingest", "labels", "embed: parts to OUT"),
+        *("dedup: read", "train: read", "train: driver"),
+    )
     for name in (*driver, "fixed"):
         assert small[name].where == "driver" and big[name].seconds == small[name].seconds
     folds_only = _by_name(plan(costs, 100, 200, cpus=8, walk_forward=False))
@@ -146,17 +149,21 @@ def test_unit_costs_read_off_a_run(tmp_path, monkeypatch):
     saved = tmp_path / "costs.json"
     costs.save(saved)
     assert UnitCosts.load(saved) == costs
-    # a run that recorded the driver's assembly of the embedding tables: it is taken out
-    # of the cluster's embedding cost and priced per MB of vectors
-    assert costs.assemble_vector_mb_s == UnitCosts.assemble_vector_mb_s  # not recorded
+    # a run that recorded the assembly of the embedding tables: it is taken out of the
+    # cluster's embedding cost; its builders' CPU and the driver's writing are priced
+    # per MB of vectors
+    assert costs.assemble_vector_mb_core_s == UnitCosts.assemble_vector_mb_core_s  # none
+    assert costs.assemble_write_mb_s == UnitCosts.assemble_write_mb_s
     # (and 1 s of the train stage waiting on the cells' metrics tasks, out of the grid)
     timings["train_phases"]["metrics_tasks"] = 1
-    (out / plan_module.TIMINGS_FILE).write_text(json.dumps(timings | {"embed_assemble": 4}))
+    recorded = {"embed_assemble": 4, "embed_assemble_core": 6, "embed_assemble_write": 0.5}
+    (out / plan_module.TIMINGS_FILE).write_text(json.dumps(timings | recorded))
     split = plan_module.costs_from_run(out, cpus=2)
     assert split.metrics_item_core_s == pytest.approx(1 * 2 / 70)
     assert split.grid_item_core_s == pytest.approx(26 * 0.75 * 2 / 70)
     vector_mb = (80 * 5 + 25 * 17) * 1280 * 4 / 1e6
-    assert split.assemble_vector_mb_s == pytest.approx(4 / vector_mb)
+    assert split.assemble_vector_mb_core_s == pytest.approx(6 / vector_mb)
+    assert split.assemble_write_mb_s == pytest.approx(0.5 / vector_mb)
     assert split.image_core_s == pytest.approx((40 - 4) * 2 / frames * 5)
 
 
