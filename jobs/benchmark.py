@@ -8,6 +8,7 @@
     python -m jobs.benchmark nightly [--profiles 100] [--posts 40] [--work DIR]
     python -m jobs.benchmark publish --out OUT [--work DIR]
     python -m jobs.benchmark assemble [--items 20000] [--profiles 100] [--like OUT] [--tasks]
+    python -m jobs.benchmark send --out OUT
     python -m jobs.benchmark costs --out OUT [--cpus 2] [--save costs.json]   (after popray run)
     python -m jobs.benchmark memory [--images 2000 20000] [--code OTHER_CHECKOUT]
     python -m jobs.benchmark gbdt --out OUT [--k 2] [--model gbdt_video]   (after popray run)
@@ -70,6 +71,8 @@ def main(argv: list[str] | None = None) -> int:
     asm.add_argument("--like", type=Path, help="a finished run's OUT: its image vectors")
     asm.add_argument("--work", type=Path, default=Path("/tmp/popray-assemble"))
     asm.add_argument("--tasks", action="store_true", help="Ray tasks, as on a cluster")
+    snd = sub.add_parser("send", help="the driver sending OUT's embedding files to read tasks")
+    snd.add_argument("--out", type=Path, required=True, help="a finished run's output folder")
     cos = sub.add_parser("costs", help="unit costs of a finished popray run (for popray plan)")
     cos.add_argument("--out", type=Path, default=Path("out"))
     cos.add_argument("--cpus", type=int, default=os.cpu_count() or 1)
@@ -125,6 +128,10 @@ def main(argv: list[str] | None = None) -> int:
             json.dumps(bench_assemble(args.work, args.items, args.profiles, args.like, args.tasks)),
             flush=True,
         )
+    if args.what == "send":
+        from popray.bench_publish import bench_send
+
+        print(json.dumps(bench_send(args.out)), flush=True)
     if args.what == "train":
         from popray.bench import bench_train
 

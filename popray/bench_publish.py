@@ -201,3 +201,39 @@ def bench_assemble(
         "driver_write_alone_s": round(alone, 3),
         "driver_write_alone_s_per_vector_mb": alone / raw_mb,
     }
+
+
+def bench_send(out: Path) -> dict:
+    """The driver's cost of sending OUT's embedding files to read tasks on other nodes
+    (`dataset._read` on a cluster): each file read and its bytes put in the object store
+    (Ray started before the clock), per MB of the vectors it holds; twice, the second
+    pass into an object store whose memory is mapped already, as it is once a driver
+    has sent more than the store holds. Across a network the driver's link adds its own
+    bound (`popray plan`)."""
+    import numpy as np
+    import ray
+
+    from popray.embed import ensure_ray
+    from popray.plan import VIDEO_VECTORS, WIDTH
+
+    ensure_ray()
+    per_row = {"embeddings_image": 1, "embeddings_video": VIDEO_VECTORS}
+    files = [(f, n) for n in per_row for f in sorted(store.table_dir(out, n).glob("*.parquet"))]
+    vectors = sum(pq.ParquetFile(f).metadata.num_rows * per_row[n] for f, n in files)
+    passes = []
+    for _ in range(2):  # the first into a fresh object store (its pages not yet mapped)
+        start = time.perf_counter()
+        for path, _ in files:
+            ref = ray.put(np.frombuffer(path.read_bytes(), np.uint8))
+            del ref  # as `_read` does: one file held at a time
+        passes.append(time.perf_counter() - start)
+    vector_mb = vectors * WIDTH * 4 / 1e6
+    return {
+        "bench": "send",
+        "files": len(files),
+        "file_mb": round(sum(f.stat().st_size for f, _ in files) / 1e6, 1),
+        "vectors_mb": round(vector_mb, 1),
+        "first_s": round(passes[0], 3),
+        "seconds": round(passes[1], 3),
+        "s_per_vector_mb": passes[1] / vector_mb,
+    }

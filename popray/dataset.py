@@ -344,7 +344,7 @@ class _Parts:
 
 
 def _pick(
-    path: Path,
+    path: Path | np.ndarray,
     groups: list[int],
     rows: np.ndarray,
     columns: dict[str, int],
@@ -353,8 +353,9 @@ def _pick(
     """Rows `rows` of row groups `groups` of one part file: one float32 array per column
     (name -> axes), each vector with its item's context features appended when
     `features` is given; last, the number of rows. (Reads only those row groups: at most
-    ROW_GROUP_BYTES each when popray wrote the file.)"""
-    file = pq.ParquetFile(path, pre_buffer=False)
+    ROW_GROUP_BYTES each when popray wrote the file.) `path`: the file, or its bytes."""
+    source = pa.BufferReader(path) if isinstance(path, np.ndarray) else path
+    file = pq.ParquetFile(source, pre_buffer=False)
     picked = file.read_row_groups(groups, columns=[*columns, "media_id"]).take(pa.array(rows))
     arrays = [_stack(picked[name], dims) for name, dims in columns.items()]
     if features is not None:
@@ -379,7 +380,17 @@ def _row_shapes(path: Path, columns: dict[str, int], context: bool) -> dict[str,
     return shapes
 
 
-IN_FLIGHT = 4  # read tasks at once: each holds a few row groups
+IN_FLIGHT = 4  # read tasks at once on the driver's node: each holds a few row groups
+SENT_IN_FLIGHT = 64  # ... on a cluster's other nodes: each holds its file's bytes too
+
+
+def _ships() -> bool:
+    """Whether the cluster has alive nodes besides the driver's: then the driver sends
+    OUT's files to read tasks on any node, rather than running the tasks on its own."""
+    import ray
+
+    here = ray.get_runtime_context().get_node_id()
+    return any(n["Alive"] and n["NodeID"] != here for n in ray.nodes())
 
 
 def _read(
@@ -394,10 +405,13 @@ def _read(
     order: per column one float32 array per unit read (`_Parts.ranges`), and the rows of
     each.
 
-    `remote`: Ray tasks on this node (where OUT's files are) read the units and keep the
-    arrays in the object store; the driver holds only their references, and never maps
-    their pages. Else the arrays are read here (and put in the object store when
-    `remote` under Ray Client, whose tasks run where this machine's files are not)."""
+    `remote`: Ray tasks read the units and keep the arrays in the object store; the
+    driver holds only their references, and never maps their pages. On one node the
+    tasks run there and open OUT's files; on a cluster of several nodes the driver sends
+    each file's bytes once through the object store, and the tasks run on any node, so
+    the decompressing and gathering are the cluster's work. Else the arrays are read here
+    (and put in the object store when `remote` under Ray Client, whose tasks run where
+    this machine's files are not)."""
     import ray
     from ray.util.client import ray as client
 
@@ -406,18 +420,28 @@ def _read(
     if remote and not client.is_connected():
         from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-        here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
-        # no CPU asked: the driver's node may have none (a cluster's head)
-        task = ray.remote(_pick).options(
-            num_cpus=0, num_returns=len(columns) + 1, scheduling_strategy=here
-        )
+        ship = _ships()
+        if ship:
+            task = ray.remote(_pick).options(num_returns=len(columns) + 1)
+            window = SENT_IN_FLIGHT
+        else:
+            node = ray.get_runtime_context().get_node_id()
+            here = NodeAffinitySchedulingStrategy(node, soft=False)
+            # no CPU asked: the driver's node may have none (a cluster's head)
+            task = ray.remote(_pick).options(
+                num_cpus=0, num_returns=len(columns) + 1, scheduling_strategy=here
+            )
+            window = IN_FLIGHT
         shared = ray.put(features)
         counts: list = []
         pending: list = []
-        for unit in files.ranges(wanted):
-            while len(pending) >= IN_FLIGHT:  # a sliding window: the next starts as one ends
+        sent: dict[Path, ray.ObjectRef] = {}  # the file being read (units come in file order)
+        for path, *unit in files.ranges(wanted):
+            while len(pending) >= window:  # a sliding window: the next starts as one ends
                 _, pending = ray.wait(pending, num_returns=1)
-            *refs, count = task.remote(*unit, columns, shared)
+            if ship and path not in sent:
+                sent = {path: ray.put(np.frombuffer(Path(path).read_bytes(), np.uint8))}
+            *refs, count = task.remote(sent[path] if ship else path, *unit, columns, shared)
             for name, ref in zip(columns, refs, strict=True):
                 parts[name].append(ref)
             counts.append(count)

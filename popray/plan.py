@@ -86,17 +86,25 @@ class UnitCosts:
     # posts (2 cores, 2026-12-04), its 1 seed scaled to the default 3 (folds, windows,
     # collect and metrics x 3; final models and cross-profile models x 1).
     dedup_profile_s: float = 0.012  # core-s per profile: a task per (profile, media type)
-    # dedup's read of the vectors, by tasks on the driver's node (13.8 s at 1,000 profiles
-    # less its tasks' 1,000 x 0.012 / 2 s, per item; 2026-12-05, at 250ab55)
-    dedup_item_driver_s: float = 1.95e-4
+    # dedup's read of the vectors by tasks (dataset._read), core-s per item: on the
+    # benchmark's one node, 13.8 s at 1,000 profiles less its dedup tasks' 1,000 x 0.012
+    # / 2 s, x 2 cores (2026-12-05, at 250ab55)
+    dedup_read_item_core_s: float = 3.9e-4
     # the grid: (111.4 s x 3 + final 6.3 s) x 2 cores / 40,000 items (2026-12-05, at
     # 250ab55; 144.5 and 8.9 s on 12-04), split between the protocols as on the demo
     # (0.36 : 0.39)
     grid_item_core_s: float = 0.0082  # the paper's folds + final models, per item
     walk_forward_item_core_s: float = 0.0088  # walk-forward trials, per item
-    # the training data read into the object store by tasks on the driver's node: 6.95 s
-    # per 40,000 items (READ_PHASE; 250ab55); 13.9 s before both ks shared one read
-    train_read_item_s: float = 1.74e-4
+    # the training data read into the object store by tasks (dataset._read), core-s per
+    # item: on the benchmark's one node 6.95 s per 40,000 items (READ_PHASE; 250ab55),
+    # x 2 cores; 13.9 s before both ks shared one read
+    train_read_item_core_s: float = 3.5e-4
+    # the driver sending OUT's part files to read tasks on other nodes (dataset._read on
+    # a cluster, once for dedup, once for train): reading each file and putting its
+    # bytes in the object store, s per MB of vectors: `jobs.benchmark send` on the
+    # 200-profile run (0.126 s for 139 MB) and on 100 parts (0.211 s for 256 MB), the
+    # object store's pages mapped (2026-12-06); its network link bounds it too
+    send_mb_s: float = 8.6e-4
     # plan ~1.0 s (the 6.1 s measured at 250ab55 less the walk-forward labellings, now
     # tasks: 6.3 s alone) + 3 x (collect 0.52 s + metrics 0.80 s), per 40,000 items, was
     # 1.24e-4; x 0.66 since the metrics are scored in tasks and the trial results read 16
@@ -186,6 +194,15 @@ def plan(
         ),
     ]
     pooled_cores = min(cpus, POOLED_BIG_TASKS)
+
+    def send(name: str) -> Stage:
+        return Stage(
+            name,
+            vector_mb * max(costs.send_mb_s, PART_BYTES / DRIVER_LINK_MB_S),
+            "the driver sending OUT's embedding files to tasks on other nodes (its network link)",
+            "driver",
+        )
+
     cap = pooled_max_items or float("inf")
     pooled_items = min(images, cap) + min(videos, cap)
     return [
@@ -217,22 +234,22 @@ def plan(
             "the driver writing each built part into OUT (its disk, or its network link)",
             "driver",
         ),
+        send("dedup: send"),
         Stage(
             "dedup: read",
-            items * costs.dedup_item_driver_s,
-            "the vectors read by tasks on the driver's node (OUT's files are there)",
-            "driver",
+            items * costs.dedup_read_item_core_s / cpus,
+            f"the vectors read from the files' bytes by tasks ({cpus} cores)",
         ),
         Stage(
             "dedup",
             profiles * (costs.dedup_profile_s + per_profile_pairs * costs.dedup_pair_s) / cpus,
             f"a Ray task per (profile, media type) ({cpus} cores)",
         ),
+        send("train: send"),
         Stage(
             "train: read",
-            items * costs.train_read_item_s,
-            "the training data into the object store, by tasks on the driver's node",
-            "driver",
+            items * costs.train_read_item_core_s / cpus,
+            f"the training data into the object store, by tasks ({cpus} cores)",
         ),
         Stage(
             "train: driver",
@@ -375,7 +392,7 @@ def costs_from_run(out: Path, cpus: int) -> UnitCosts:
         / max(profiles, 1),
         grid_item_core_s=grid * (1 - forward_share) * cpus / trained_,
         walk_forward_item_core_s=grid * forward_share * cpus / trained_,
-        train_read_item_s=read / trained_,
+        train_read_item_core_s=read * cpus / trained_,
         train_driver_item_s=driver / trained_,
         metrics_item_core_s=scoring * cpus / trained_,
         # a run under the cap: the fits train on every item; the profiles' own models

@@ -30,8 +30,8 @@ SPANS = {
     "labels": ("labels",),
     "walk-forward labels": ("walk-forward labels",),
     "decode + embed": ("decode + embed", "embed: assemble", "embed: parts to OUT"),  # embed
-    "dedup": ("dedup: read", "dedup"),
-    "train: read": ("train: read",),
+    "dedup": ("dedup: send", "dedup: read", "dedup"),
+    "train: read": ("train: send", "train: read"),
     "train: driver": ("train: driver",),
     "metrics": ("metrics",),
     "grid + final models": ("grid + final models", "walk-forward grid"),

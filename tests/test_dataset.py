@@ -1,4 +1,5 @@
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -222,6 +223,45 @@ def test_under_ray_client_the_driver_reads_and_puts_the_rows(ready, monkeypatch,
     assert got.remote
     for name in ("image_views", "video_frames", "video_pooled"):
         assert np.array_equal(got.local().__getattribute__(name), getattr(expected, name)), name
+
+
+def test_on_a_cluster_of_several_nodes_the_tasks_get_the_files_bytes(
+    ready, tmp_path, monkeypatch, ray_session
+):
+    """With nodes besides the driver's, the read tasks may run where OUT's files are not:
+    the driver sends each part file's bytes (once per file, however many chunks read it),
+    the tasks never open a path, and the arrays are the same."""
+    import popray.dataset as dataset
+
+    out = tmp_path / "out"
+    shutil.copytree(ready, out)
+    for name in ("embeddings_image", "embeddings_video"):  # row groups of 5 rows
+        table = store.read_table(out, name)
+        everything = [("efficientnet_lite0.parquet", np.arange(table.num_rows))]
+        _restore(store.table_dir(out, name), name, table, everything, row_group_size=5)
+    expected = load_dataset(out, "efficientnet_lite0", k=2)
+    monkeypatch.setattr(dataset, "_ships", lambda: True)
+    monkeypatch.setattr(dataset, "BATCH_ROWS", 7)  # several chunks per file
+    monkeypatch.setattr(dataset, "_pick", _bytes_only(dataset._pick))
+    read = []
+    real = Path.read_bytes
+    monkeypatch.setattr(Path, "read_bytes", lambda self: read.append(self) or real(self))
+    got = load_dataset(out, "efficientnet_lite0", k=2, remote=True)
+    assert got.remote and len(got.image_views.refs) > 2
+    for name in ("image_views", "video_frames", "video_pooled"):
+        assert np.array_equal(getattr(got.local(), name), getattr(expected, name)), name
+    parts = [p for p in read if p.suffix == ".parquet"]
+    assert parts and len(parts) == len(set(parts))  # each file sent once
+
+
+def _bytes_only(pick):
+    """`pick`, failing if it is handed a file's path instead of its bytes."""
+
+    def from_bytes(path, *args, **kwargs):
+        assert isinstance(path, np.ndarray), f"a task was handed the path {path}"
+        return pick(path, *args, **kwargs)
+
+    return from_bytes
 
 
 def _refuse_in_task(pick):

@@ -44,11 +44,12 @@ def test_parallel_stages_divide_by_the_cluster_and_driver_stages_do_not():
     assert wf[0].where == "cluster" and wf[1].seconds == pytest.approx(wf[0].seconds / 2)
     one_task = LABEL_TASK_POSTS * WALK_FORWARD_LABELLINGS * costs.walk_forward_label_post_core_s
     assert wf[2].seconds == pytest.approx(one_task)
-    for name in ("dedup", "explain", "walk-forward grid", "embed: assemble"):  # cluster
+    cluster = ("dedup", "explain", "walk-forward grid", "embed: assemble")
+    for name in (*cluster, "dedup: read", "train: read"):
         assert big[name].seconds == pytest.approx(small[name].seconds / 10), name
     driver = (
         *("ingest", "labels", "embed: parts to OUT"),
-        *("dedup: read", "train: read", "train: driver"),
+        *("dedup: send", "train: send", "train: driver"),
     )
     for name in (*driver, "fixed"):
         assert small[name].where == "driver" and big[name].seconds == small[name].seconds
@@ -140,7 +141,7 @@ def test_unit_costs_read_off_a_run(tmp_path, monkeypatch):
     # the rest of the train stage split by where its trials spent their time (3 : 1)
     assert costs.grid_item_core_s == pytest.approx(27 * 0.75 * 2 / 70)
     assert costs.walk_forward_item_core_s == pytest.approx(27 * 0.25 * 2 / 70)
-    assert costs.train_read_item_s == pytest.approx(2 / 70)  # the load phase
+    assert costs.train_read_item_core_s == pytest.approx(2 * 2 / 70)  # the load phase
     assert costs.train_driver_item_s == pytest.approx(4 / 70)  # plan, collect, metrics
     # the pooled phase less its one profile's own models (at their default cost)
     pooled = 4 - UnitCosts.pooled_profile_core_s / 2
@@ -177,3 +178,20 @@ def test_the_pooled_cap_bounds_the_cross_profile_fits_and_leaves_small_runs_alon
     assert pooled(10_000, 50_000) < pooled(10_000, None) / 20  # 100k items, not 5.85M
     assert pooled(10_000, 50_000) < pooled(20_000, 50_000)  # the per-profile models still grow
     assert pooled(40, 50_000) == pooled(40, None)  # 17,600 images: under the cap
+
+
+def test_the_drivers_transfers_are_bound_by_its_disk_or_its_network_link():
+    """Writing the built parts into OUT and sending OUT's files to the read tasks: per MB
+    of vectors, the driver's own cost or its link's, whichever is slower."""
+    from dataclasses import replace
+
+    from popray.plan import DRIVER_LINK_MB_S, PART_BYTES, VIDEO_VECTORS
+
+    posts = 100 * 200
+    vector_mb = posts * (IMAGES_PER_POST * 5 + VIDEOS_PER_POST * VIDEO_VECTORS) * 1280 * 4 / 1e6
+    for per_mb, expect in ((1e-9, PART_BYTES / DRIVER_LINK_MB_S), (0.01, 0.01)):
+        costs = replace(UnitCosts(), assemble_write_mb_s=per_mb, send_mb_s=per_mb)
+        stages = _by_name(plan(costs, 100, 200, cpus=8))
+        for name in ("embed: parts to OUT", "dedup: send", "train: send"):
+            assert stages[name].where == "driver"
+            assert stages[name].seconds == pytest.approx(vector_mb * expect), name
