@@ -25,6 +25,7 @@ import pyarrow.parquet as pq
 from popray import store
 from popray.config import Scheme
 from popray.labels import sql_text
+from popray.storage import put_file
 
 ONE_PROFILE = "profile"  # the profile of items built without one (synthetic test data)
 BATCH_ROWS = 512  # at least this many stored rows are read per object-store chunk
@@ -440,7 +441,7 @@ def _read(
             while len(pending) >= window:  # a sliding window: the next starts as one ends
                 _, pending = ray.wait(pending, num_returns=1)
             if ship and path not in sent:
-                sent = {path: ray.put(np.frombuffer(Path(path).read_bytes(), np.uint8))}
+                sent = {path: put_file(path)}
             *refs, count = task.remote(sent[path] if ship else path, *unit, columns, shared)
             for name, ref in zip(columns, refs, strict=True):
                 parts[name].append(ref)

@@ -7,12 +7,13 @@ the task's own node writes there), one folder per table part. Only each item's
 (media_id, sha256, kind, error) comes back to the driver.
 
 A table has one part per (backbone, profile) (`part_of`). `assemble` rewrites the parts
-of the profiles whose items changed, from their earlier rows and the staged ones: a Ray
-task per part reads its sources a record batch at a time and builds the part's Parquet
-file in memory (no task holds more than one part's rows, the driver none); the driver
-only writes each file in place. The other parts stay as they were, so a nightly run
-rewrites (and publishes) only what changed. (DuckDB was tried for this join: its vectors
-of 2,048 rows of 15 x 1280 floats ran out of a 1 GB limit.)
+of the profiles whose items changed, from their earlier rows and the staged ones: on a
+cluster a Ray task per part (on one machine a thread of the driver) reads its sources a
+record batch at a time and builds the part's Parquet file in memory (no builder holds
+more than one part's rows); the driver only writes each file in place. The other parts
+stay as they were, so a nightly run rewrites (and publishes) only what changed. (DuckDB
+was tried for this join: its vectors of 2,048 rows of 15 x 1280 floats ran out of a
+1 GB limit.)
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ import pyarrow.parquet as pq
 
 from popray import decode, store
 from popray.config import EmbedConfig
-from popray.storage import Location
+from popray.storage import Location, put_file
 from popray.tables import embeddings_image_schema, embeddings_video_schema
 
 STATUS = ("media_id", "sha256", "kind", "error")  # what comes back to the driver per item
@@ -194,8 +195,9 @@ def assemble(
     A part's rows come from its earlier file, the rows this run staged for it under
     `staged/<part>/` (`owner`: the part each staged sha256 was staged under; "" at the
     top of `staged`), and, for an exact duplicate of an item embedded under another
-    profile, that profile's file. A Ray task per written part reads them a record batch
-    at a time (`_built`); the driver holds only the keys and writes the files."""
+    profile, that profile's file. Each written part is built from them a record batch at
+    a time, by a Ray task on a cluster or a thread of the driver on one machine
+    (`_built`); the driver holds only the keys and writes the files."""
     wanted: dict[str, dict[str, list[str]]] = {}
     for media_id, sha, profile in current:
         wanted.setdefault(part_of(backbone, profile), {}).setdefault(sha, []).append(media_id)
@@ -294,10 +296,7 @@ def _built(
     pending: dict[ray.ObjectRef, str] = {}
     for part in [*stale, None]:
         if part is not None:
-            files = [
-                (fs, path) if fs else (None, ray.put(Path(path).read_bytes()))
-                for fs, path in sources(part)
-            ]
+            files = [(fs, path) if fs else (None, put_file(path)) for fs, path in sources(part)]
             pending[task.remote(files, wanted[part], key, schema)] = part
         while pending and (part is None or len(pending) >= limit):
             [ref], _ = ray.wait(list(pending), num_returns=1)
