@@ -14,12 +14,14 @@ import math
 from dataclasses import dataclass
 from typing import NamedTuple
 
+import numpy as np
+
 from popray.config import KFOLD, WALK_FORWARD, GridConfig
 from popray.dataset import ONE_PROFILE, Dataset
 from popray.folds import check_classes
 from popray.models import REGISTRY
 from popray.timelines import Timeline
-from popray.walkforward import usable
+from popray.walkforward import usable_windows
 
 MAX_TRIALS = 480  # Tune trials per grid at most (4x the paper's grid for one profile)
 
@@ -111,30 +113,37 @@ def plan_cells(
             if ready and KFOLD in cfg.protocols:
                 cells.append(Cell(model, k, tuple(ready)))
     if timelines is not None:
+        ready: dict[tuple[str, int], dict[str, np.ndarray]] = {}  # the models share them
         for model in cfg.models:
             for k, ds in sorted(datasets.items()):
-                ready = _walk_forward_ready(model, k, ds, timelines[k], cfg, skipped)
-                if ready:
-                    cells.append(Cell(model, k, tuple(ready), WALK_FORWARD))
+                media = REGISTRY[model].validate_on
+                if (media, k) not in ready:
+                    ready[(media, k)] = {
+                        p: usable_windows(timelines[k][p], media, k, cfg.walk_forward)
+                        for p in ds.profiles()
+                    }
+                profiles = _walk_forward_ready(model, k, ready[(media, k)], cfg, skipped)
+                if profiles:
+                    cells.append(Cell(model, k, tuple(profiles), WALK_FORWARD))
     return cells, skipped
 
 
 def _walk_forward_ready(
-    model: str, k: int, ds: Dataset, timelines: dict[str, Timeline], cfg: GridConfig, skipped
+    model: str, k: int, windows: dict[str, np.ndarray], cfg: GridConfig, skipped
 ) -> list[str]:
-    """The profiles with at least one usable walk-forward window for (model, k); a line in
-    `skipped` for each profile with windows left out."""
-    ready, wf = [], cfg.walk_forward
-    for profile in ds.profiles():
-        tl = timelines[profile]
-        windows = [w for w in range(tl.windows) if usable(tl, model, k, w, wf)]
-        if len(windows) < tl.windows:
-            who = f"profile {profile} " if len(ds.profiles()) > 1 else ""
+    """The profiles with at least one usable walk-forward window for (model, k)
+    (`windows`: profile -> which of its windows are usable); a line in `skipped` for each
+    profile with windows left out."""
+    ready = []
+    for profile, usable in windows.items():
+        n, kept = len(usable), int(usable.sum())
+        if kept < n:
+            who = f"profile {profile} " if len(windows) > 1 else ""
             skipped.append(
-                f"{who}{model} k={k} walk_forward: {tl.windows - len(windows)} of "
-                f"{tl.windows} windows left out (nothing published in the window, or fewer "
-                f"than {wf.min_train_per_class} training items of some class before it)"
+                f"{who}{model} k={k} walk_forward: {n - kept} of {n} windows left out "
+                "(nothing published in the window, or fewer than "
+                f"{cfg.walk_forward.min_train_per_class} training items of some class before it)"
             )
-        if windows:
+        if kept:
             ready.append(profile)
     return ready

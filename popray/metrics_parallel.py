@@ -15,6 +15,7 @@ import time
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from popray.evaluate import KEY, _cell_codes, compute_metrics
 
@@ -39,11 +40,8 @@ def metrics_by_cell(
     bounds = np.searchsorted(code[order], np.arange(len(cells) + 1))
     at = {name: KEY.index(name) for name in ("protocol", "k")}
     pairs = sorted({(c[at["protocol"]], c[at["k"]]) for c in cells})
-    split = [_by_pair(recent), _by_pair(targets)]
-    shared = {
-        pair: tuple(ray.put(None if s is None else s.get(pair, {})) for s in split)
-        for pair in pairs
-    }
+    split = [_split(recent, RECENT), _split(targets, TARGETS)]
+    shared = {pair: tuple(ray.put(None if s is None else s[pair]) for s in split) for pair in pairs}
     task = ray.remote(_cell_metrics).options(num_cpus=1)
     refs = []
     for i, cell in enumerate(cells):
@@ -57,20 +55,54 @@ def metrics_by_cell(
     return pa.concat_tables(tables)
 
 
-def _by_pair(mapping: dict | None) -> dict[tuple, dict] | None:
-    """(protocol, k) -> its entries keyed by media_id: each task gets only its own."""
+RECENT = ("recent",)  # the baseline's class (None: no earlier item)
+TARGETS = ("score", "guess")  # the ranking target and the baseline's guess of it
+
+
+class _Split(dict):
+    """(protocol, k) -> that pair's entries as a table (media_id, *values), filtered
+    from `table` on first use (empty for a pair with none)."""
+
+    def __init__(self, table: pa.Table) -> None:
+        super().__init__()
+        self.table = table
+
+    def __missing__(self, pair: tuple) -> pa.Table:
+        protocol, k = pair
+        mine = pc.and_(pc.equal(self.table["protocol"], protocol), pc.equal(self.table["k"], k))
+        self[pair] = self.table.filter(mine).drop_columns(["protocol", "k"])
+        return self[pair]
+
+
+def _split(mapping: dict | None, names: tuple[str, ...]) -> _Split | None:
+    """(protocol, k, media_id) -> a value (or a tuple of `names`) as columns, split by
+    (protocol, k) so that each task gets only its own entries: as a dict of 90,000 tuples
+    it took the driver 0.3 s to serialise and 0.1 s to split, as a table a copy."""
     if mapping is None:
         return None
-    split: dict[tuple, dict] = {}
-    for (protocol, k, media_id), value in mapping.items():
-        split.setdefault((protocol, k), {})[media_id] = value
-    return split
+    keys, values = list(mapping), list(mapping.values())
+    columns = [[v[i] for v in values] for i in range(len(names))] if len(names) > 1 else [values]
+    table = pa.table(
+        {
+            "protocol": pa.array([key[0] for key in keys], pa.string()),
+            "k": pa.array([key[1] for key in keys], pa.int64()),
+            "media_id": pa.array([key[2] for key in keys], pa.string()),
+        }
+        | dict(zip(names, columns, strict=True))
+    )
+    return _Split(table)
 
 
-def _cell_metrics(rows: pa.Table, pair: tuple, recent: dict | None, targets: dict | None):
+def _mapping(table: pa.Table | None, pair: tuple) -> dict | None:
+    """A `_split` table back into the (protocol, k, media_id) -> value mapping of `pair`."""
+    if table is None:
+        return None
+    ids = table["media_id"].to_pylist()
+    columns = [table[name].to_pylist() for name in table.column_names[1:]]
+    values = columns[0] if len(columns) == 1 else zip(*columns, strict=True)
+    return {(*pair, m): v for m, v in zip(ids, values, strict=True)}
+
+
+def _cell_metrics(rows: pa.Table, pair: tuple, recent: pa.Table | None, targets: pa.Table | None):
     """Ray task: one cell's metrics rows."""
-
-    def widen(mapping: dict | None) -> dict | None:
-        return None if mapping is None else {(*pair, m): v for m, v in mapping.items()}
-
-    return compute_metrics(rows, widen(recent), widen(targets))
+    return compute_metrics(rows, _mapping(recent, pair), _mapping(targets, pair))

@@ -109,8 +109,12 @@ class UnitCosts:
     # tasks: 6.3 s alone) + 3 x (collect 0.52 s + metrics 0.80 s), per 40,000 items, was
     # 1.24e-4; x 0.66 since the metrics are scored in tasks and the trial results read 16
     # at a time (the same benchmark on 2026-12-06, at 647963d against e00fc84: plan 1.05
-    # -> 0.97 s, collect 1.07 -> 0.81 s, the driver's metrics 1.45 -> 0.76 s)
-    train_driver_item_s: float = 8.18e-5  # the driver's own train phases (DRIVER_PHASES)
+    # -> 0.97 s, collect 1.07 -> 0.81 s, the driver's metrics 1.45 -> 0.76 s); was 8.18e-5,
+    # x 0.49 since the walk-forward windows are checked as arrays, each trial writes its
+    # own rows of `trials` and `predictions` as Arrow files, and the baselines go to the
+    # metrics tasks as tables (2026-12-06, the driver's phases timed on the same
+    # 1,000-profile, 3-seed grid, three runs each, alternating: 3.85 s against 7.83 s)
+    train_driver_item_s: float = 4.0e-5  # the driver's own train phases (DRIVER_PHASES)
     # the cells' metrics scored in tasks (METRICS_TASKS_PHASE), core-s per item: 2.54 s of
     # waiting on 2 cores for 1 seed at e00fc84, x 3 seeds, / 1.81 (that day's machine ran
     # the driver's metrics 1.81x slower than the plan's base day); workers' start included
@@ -125,7 +129,7 @@ class UnitCosts:
     views: int = 4
     source: str = (
         "make demo (1 profile, 244 posts), 2 cores, 2026-11-23; dedup and train: "
-        "jobs.benchmark profiles (1,000 x 40 posts), 2026-12-04 and -05"
+        "jobs.benchmark profiles (1,000 x 40 posts), 2026-12-04 to -06"
     )
     measured: dict = field(default_factory=dict)
 

@@ -228,3 +228,29 @@ def test_the_grid_learns_the_configured_scheme_and_says_which(trained, tmp_path)
     # a threshold no post reaches leaves one class: nothing to train, and why
     with pytest.raises(NothingToTrain, match="class counts"):
         run_train(out, cfg, LabelConfig(scheme="ratio_threshold"), "efficientnet_lite0")
+
+
+@pytest.mark.slow
+def test_the_ray_train_engine_writes_the_rows_that_in_process_trials_write(ray_session, tmp_path):
+    """Engine `ray_train`: each trial is a one-worker TorchTrainer whose worker builds and
+    writes the trial's rows of `trials` and `predictions` itself; they are the rows an
+    in-process trial writes (same data, seeds and folds), but for the engine."""
+    cfg = GRID.model_copy(
+        update={"models": ["image"], "seeds": [0], "folds": 2, "max_concurrent": 1}
+    )
+    cfg = cfg.model_copy(update={"train": cfg.train.model_copy(update={"epochs": 5})})
+    data = {2: DATASETS[2]}
+    here = run_grid(tmp_path / "in_process", data, cfg, "test")
+    there = run_grid(
+        tmp_path / "ray_train", data, cfg.model_copy(update={"engine": "ray_train"}), "test"
+    )
+    assert set(there.trials["engine"].to_pylist()) == {"ray_train"}
+    assert there.trials.num_rows == here.trials.num_rows == 2
+    same = ["model", "k", "seed", "fold", "n_train", "n_val", "unit", "trial", "grid"]
+    assert there.trials.select(same).equals(here.trials.select(same))
+    keys = ["media_id", "fold", "label", "model", "k", "seed", "scheme", "backbone"]
+    order = [("media_id", "ascending")]
+    a, b = (r.predictions.sort_by(order) for r in (here, there))
+    assert b.select(keys).equals(a.select(keys))
+    proba = [np.array(t["proba"].to_pylist()) for t in (a, b)]
+    assert np.allclose(*proba, atol=1e-4)  # the same training, in another process

@@ -183,7 +183,10 @@ def test_the_grid_trains_on_the_worker_and_keeps_its_state_on_s3(on_s3, s3_uri):
     (experiment,) = [n for n in grid.names() if not n.endswith(".results")]
     results = grid.child(f"{experiment}.results")
     assert set(results.names()) == names  # every trial's result, on S3
-    assert all(results.child(n).files() == ["metrics.json", "predictions.parquet"] for n in names)
+    assert all(
+        results.child(n).files() == ["metrics.json", "predictions.arrow", "trials.arrow"]
+        for n in names
+    )
     assert not (out / "grid").exists()  # nothing of the grid on the head's disk
 
 

@@ -11,7 +11,7 @@ from popray import store
 from popray.config import SCHEMES, GridConfig, LabelConfig, TrainConfig, WalkForwardConfig
 from popray.dataset import Dataset
 from popray.timelines import NO_CLASS, Timeline, labels_as_of
-from popray.walkforward import run_windows, usable
+from popray.walkforward import run_windows, usable, usable_windows
 
 DAY = 86_400_000_000
 
@@ -173,3 +173,40 @@ def test_a_window_needs_training_items_of_every_class_and_items_to_score():
     )
     assert not usable(empty, "image", 2, 0, WalkForwardConfig())
     assert not usable(tl, "video", 2, 0, WalkForwardConfig())  # no videos at all
+
+
+def _usable_by_rows(tl: Timeline, media: str, k: int, window: int, least: int) -> bool:
+    """The definition, window by window: items to score, and `least` training items of
+    every class among the rows `Timeline.rows` trains on."""
+    train, test = tl.rows(media, window)
+    cls = (tl.image_class if media == "image" else tl.video_class)[window]
+    return len(test) > 0 and np.bincount(cls[train], minlength=k).min() >= least
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_every_window_checked_at_once_agrees_with_the_rows_of_each_window(seed):
+    """The grid's plan checks all windows of a profile in one go (`usable_windows`); on
+    random timelines (items on the window bounds, unpublished and unsettled items, sparse
+    and empty media types, k 2 and 3, thresholds that cut some windows) it says what the
+    rows of each window say."""
+    rng = np.random.default_rng(seed)
+    cuts, k = 6, 2 + seed % 2
+    bounds = np.sort(rng.choice(np.arange(0, 60, 2), cuts + 1, replace=False)) * DAY
+
+    def media(n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        t = rng.choice(bounds, n) if seed % 2 else rng.integers(0, 61, n) * DAY
+        cls = rng.integers(-1, k, (cuts, n))  # -1: NO_CLASS at that cut
+        truth = np.where(rng.random((cuts, n)) < 0.3, NO_CLASS, rng.integers(0, k, (cuts, n)))
+        return t, cls, truth
+
+    (it, ic, itr), (vt, vc, vtr) = (
+        media(int(rng.integers(3, 12 if seed % 2 else 80))),
+        media(seed % 3 * 4),
+    )
+    tl = Timeline(bounds, it, vt, ic, vc, itr, vtr)
+    for media_type in ("image", "video"):
+        for least in (1, 2, 3, 5):
+            cfg = WalkForwardConfig(min_train_per_class=least)
+            got = usable_windows(tl, media_type, k, cfg)
+            want = [_usable_by_rows(tl, media_type, k, w, least) for w in range(cuts)]
+            assert got.tolist() == want, (media_type, least)
