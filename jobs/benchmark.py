@@ -56,6 +56,12 @@ def main(argv: list[str] | None = None) -> int:
     pro.add_argument("--profiles", type=int, nargs="+", default=[1, 10, 100, 1000])
     pro.add_argument("--posts", type=int, default=40, help="posts per profile")
     pro.add_argument("--seeds", type=int, default=1, help="grid seeds (paper: 3)")
+    drv = sub.add_parser("driver", help="the train stage's own phases in the driver")
+    drv.add_argument("--profiles", type=int, default=1000)
+    drv.add_argument("--posts", type=int, default=40, help="posts per profile")
+    drv.add_argument("--seeds", type=int, default=3, help="grid seeds (paper: 3)")
+    drv.add_argument("--repeats", type=int, default=3)
+    drv.add_argument("--work", type=Path, default=Path("/tmp/popray-driver"), help="OUTs kept")
     nig = sub.add_parser("nightly", help="a rerun after new posts on one profile vs the first")
     nig.add_argument("--profiles", type=int, default=100)
     nig.add_argument("--posts", type=int, default=40, help="posts per profile")
@@ -113,6 +119,11 @@ def main(argv: list[str] | None = None) -> int:
 
         for row in bench_profiles(args.profiles, args.posts, args.seeds):
             print(json.dumps(row), flush=True)
+    if args.what == "driver":
+        from popray.bench_driver import bench_train_driver
+
+        row = bench_train_driver(args.profiles, args.posts, args.seeds, args.repeats, args.work)
+        print(json.dumps(row), flush=True)
     if args.what == "nightly":
         from popray.bench_nightly import bench_nightly
 
