@@ -90,11 +90,17 @@ class UnitCosts:
     # benchmark's one node, 13.8 s at 1,000 profiles less its dedup tasks' 1,000 x 0.012
     # / 2 s, x 2 cores (2026-12-05, at 250ab55)
     dedup_read_item_core_s: float = 3.9e-4
-    # the grid: (111.4 s x 3 + final 6.3 s) x 2 cores / 40,000 items (2026-12-05, at
-    # 250ab55; 144.5 and 8.9 s on 12-04), split between the protocols as on the demo
-    # (0.36 : 0.39)
-    grid_item_core_s: float = 0.0082  # the paper's folds + final models, per item
-    walk_forward_item_core_s: float = 0.0088  # walk-forward trials, per item
+    # the grid on long histories: `jobs.benchmark profiles` at 10 profiles x 400 posts,
+    # 15 epochs (2026-12-06): grid 475.1 s x 3 seeds + final models 21.1 s, x 2 cores /
+    # 4,000 items; split between the protocols as one profile's trials at 400 posts
+    # (walk-forward 31.1 s : folds 21.5 s). Was (111.4 s x 3 + 6.3 s) x 2 / 40,000 at
+    # 1,000 profiles x 40 posts (0.0082 and 0.0088): there most video cells cannot fill
+    # their folds and most walk-forward windows are short of training items, so the
+    # costliest trials (the GRU models, image_to_video's images as 15-frame sequences,
+    # every window trained twice on the history before it) mostly do not run; at the
+    # same 4,000 items, 100 profiles x 40 posts trained their grid in 37.4 s, 12.7x less
+    grid_item_core_s: float = 0.303  # the paper's folds + final models, per item
+    walk_forward_item_core_s: float = 0.420  # walk-forward trials, per item
     # the training data read into the object store by tasks (dataset._read), core-s per
     # item: on the benchmark's one node 6.95 s per 40,000 items (READ_PHASE; 250ab55),
     # x 2 cores; 13.9 s before both ks shared one read
@@ -129,7 +135,8 @@ class UnitCosts:
     views: int = 4
     source: str = (
         "make demo (1 profile, 244 posts), 2 cores, 2026-11-23; dedup and train: "
-        "jobs.benchmark profiles (1,000 x 40 posts), 2026-12-04 to -06"
+        "jobs.benchmark profiles (1,000 x 40 posts), 2026-12-04 to -06; the grid: 10 x 400 "
+        "posts, 15 epochs, 2026-12-06"
     )
     measured: dict = field(default_factory=dict)
 
