@@ -219,7 +219,11 @@ def _private_mounts(masks: list[Path], keep: list[Path]) -> str:
     return " && ".join(steps)
 
 
-def _wait_http(url: str, proc: subprocess.Popen, what: str, timeout: float = 120) -> None:
+def _wait_http(
+    url: str, proc: subprocess.Popen, what: str, timeout: float = 120, log: Path | None = None
+) -> None:
+    """Wait for `url` to answer; when `proc` exits first (or the time is up), fail with
+    the end of its output (`log`), so that a cluster that did not start says why."""
     deadline = time.time() + timeout
     while True:
         try:
@@ -227,7 +231,8 @@ def _wait_http(url: str, proc: subprocess.Popen, what: str, timeout: float = 120
             return
         except OSError:
             if time.time() > deadline or proc.poll() is not None:
-                raise RuntimeError(f"{what} did not start") from None
+                said = log.read_text(errors="replace")[-3000:] if log and log.exists() else ""
+                raise RuntimeError(f"{what} did not start (exit {proc.poll()}):\n{said}") from None
             time.sleep(1)
 
 
@@ -262,17 +267,19 @@ def two_nodes(hidden: list[Path], worker_cpus: int = 2) -> Iterator[Cluster]:
     ]
     procs: list[subprocess.Popen] = []
     cluster = None
+    head_log = Path(tempfile.mkdtemp(prefix="popray-head-")) / "ray-start.log"
     try:
-        head = subprocess.Popen(
-            head_cmd,
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            start_new_session=True,
-        )
+        with head_log.open("w") as out:  # the child keeps its own copy of the descriptor
+            head = subprocess.Popen(
+                head_cmd,
+                env=env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
         procs.append(head)
         address = f"http://127.0.0.1:{dash}"
-        _wait_http(f"{address}/api/version", head, "the Ray head")
+        _wait_http(f"{address}/api/version", head, "the Ray head", log=head_log)
         cluster = Cluster(address=address, env=env, hidden=hidden, gcs=f"127.0.0.1:{gcs}")
         procs.append(cluster.add_worker(worker_cpus))
         yield cluster
@@ -288,6 +295,7 @@ def two_nodes(hidden: list[Path], worker_cpus: int = 2) -> Iterator[Cluster]:
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait(timeout=30)
         shutil.rmtree(head_temp, ignore_errors=True)
+        shutil.rmtree(head_log.parent, ignore_errors=True)
 
 
 def _tail(log) -> str:
