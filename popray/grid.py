@@ -579,8 +579,7 @@ def run_train(
         recent |= {(WALK_FORWARD, k, m): c for (k, m), c in forward.items()}
         targets |= {(WALK_FORWARD, k, m): v for (k, m), v in ranked.items()}
     cells, skipped = plan_cells(datasets, cfg, timelines)
-    for reason in skipped:
-        echo(f"skipped {reason}")
+    _echo_skipped(out, skipped, echo)
     if not cells:
         raise NothingToTrain("nothing to train: " + "; ".join(skipped))
     part = f"{labels.scheme}-{backbone}" + ("-context" if cfg.context_features else "")
@@ -646,6 +645,20 @@ def run_train(
         items_read=read.items,
         phases=clock.phases,
     )
+
+
+SKIPPED_FILE = "train_skipped.txt"  # in OUT: every cell the grid skipped, and why
+SKIPPED_SHOWN = 20  # reasons printed; at 1,000 profiles of 40 posts there are ~15,000
+
+
+def _echo_skipped(out: Path, skipped: list[str], echo: Callable[[str], None]) -> None:
+    """Print the first reasons and count the rest; OUT keeps them all."""
+    (out / SKIPPED_FILE).write_text("".join(f"{reason}\n" for reason in skipped))
+    for reason in skipped[:SKIPPED_SHOWN]:
+        echo(f"skipped {reason}")
+    if len(skipped) > SKIPPED_SHOWN:
+        rest = len(skipped) - SKIPPED_SHOWN
+        echo(f"skipped {rest} more cells: all {len(skipped)} reasons in {out / SKIPPED_FILE}")
 
 
 class _Clock:

@@ -30,6 +30,7 @@ ENTRIES = {  # what a run holds at OUT's top level: name -> is a folder
     "popray.duckdb": False,
     "ingest.json": False,
     "timings.json": False,
+    "train_skipped.txt": False,
     "grid": True,
     "models": True,
     "explain": True,

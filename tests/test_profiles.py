@@ -10,6 +10,7 @@ import pytest
 
 from popray import store
 from popray.config import DedupConfig, EmbedConfig, GridConfig, LabelConfig, TrainConfig
+from popray.grid import SKIPPED_FILE, SKIPPED_SHOWN, _echo_skipped
 
 BACKBONE = "mobilenetv3_small_050"
 WIDTH = 1024
@@ -47,6 +48,9 @@ def test_every_profile_gets_its_own_labels_folds_and_models(many):
     # with the profile named; the others still train
     skipped = [x for x in lines if x.startswith("skipped profile ") and "walk_forward" not in x]
     assert skipped and all("video_to_image k=2" in x for x in skipped)
+    # OUT keeps every reason the run printed (and, past 20, those it only counted)
+    kept = (out / SKIPPED_FILE).read_text().splitlines()
+    assert [f"skipped {x}" for x in kept] == [x for x in lines if x.startswith("skipped ")]
     folds = "SELECT * FROM {} WHERE protocol = 'stratified_kfold'"
     trials = store.query(out, folds.format("trials")).to_pylist()
     predictions = store.query(out, folds.format("predictions")).to_pylist()
@@ -207,3 +211,15 @@ def test_walk_forward_windows_per_profile(many):
     rows = store.read_table(out, "metrics").to_pylist()
     assert {r["protocol"] for r in rows} == {"stratified_kfold", "walk_forward"}
     assert all(r["paper_accuracy"] is None for r in rows if r["protocol"] == "walk_forward")
+
+
+def test_past_twenty_skipped_cells_are_counted_not_printed(tmp_path):
+    reasons = [f"profile p{i}: video k=2: too few videos" for i in range(SKIPPED_SHOWN + 5)]
+    lines: list[str] = []
+    _echo_skipped(tmp_path, reasons, lines.append)
+    assert lines[:-1] == [f"skipped {r}" for r in reasons[:SKIPPED_SHOWN]]
+    assert lines[-1].startswith(f"skipped 5 more cells: all {SKIPPED_SHOWN + 5} reasons in ")
+    assert (tmp_path / SKIPPED_FILE).read_text().splitlines() == reasons
+    few: list[str] = []
+    _echo_skipped(tmp_path, reasons[:3], few.append)
+    assert few == [f"skipped {r}" for r in reasons[:3]]
