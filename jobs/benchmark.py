@@ -5,6 +5,7 @@
     python -m jobs.benchmark dedup [--items 10000 30000 100000]
     python -m jobs.benchmark train --out out     (after `make demo`)
     python -m jobs.benchmark profiles [--profiles 1 10 100 1000] [--posts 40]
+    python -m jobs.benchmark step [--repeats 5] [--steps 100]
     python -m jobs.benchmark nightly [--profiles 100] [--posts 40] [--work DIR]
     python -m jobs.benchmark publish --out OUT [--work DIR]
     python -m jobs.benchmark assemble [--items 20000] [--profiles 100] [--like OUT] [--tasks]
@@ -56,6 +57,9 @@ def main(argv: list[str] | None = None) -> int:
     pro.add_argument("--profiles", type=int, nargs="+", default=[1, 10, 100, 1000])
     pro.add_argument("--posts", type=int, default=40, help="posts per profile")
     pro.add_argument("--seeds", type=int, default=1, help="grid seeds (paper: 3)")
+    stp = sub.add_parser("step", help="one training step of each paper model (one core)")
+    stp.add_argument("--repeats", type=int, default=5)
+    stp.add_argument("--steps", type=int, default=100)
     drv = sub.add_parser("driver", help="the train stage's own phases in the driver")
     drv.add_argument("--profiles", type=int, default=1000)
     drv.add_argument("--posts", type=int, default=40, help="posts per profile")
@@ -118,6 +122,11 @@ def main(argv: list[str] | None = None) -> int:
         from popray.bench_scale import bench_profiles
 
         for row in bench_profiles(args.profiles, args.posts, args.seeds):
+            print(json.dumps(row), flush=True)
+    if args.what == "step":
+        from popray.bench_step import bench_step
+
+        for row in bench_step(args.repeats, args.steps):
             print(json.dumps(row), flush=True)
     if args.what == "driver":
         from popray.bench_driver import bench_train_driver

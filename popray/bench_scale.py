@@ -201,6 +201,9 @@ def _driver(out: Path, profiles: int, posts: int, seeds: int, epochs: int) -> di
         times["train_s"] = time.perf_counter() - start
         ray.shutdown()
     total = sum(v for name, v in times.items() if name != "ray_start_s")
+    # the trials' own training time by protocol: how the grid's cores split between them
+    by = report.grid.trials.group_by("protocol").aggregate([("train_s", "sum")])
+    trained = dict(zip(by["protocol"].to_pylist(), by["train_s_sum"].to_pylist(), strict=True))
     items = store.query(out, "SELECT count(*) AS n FROM media")["n"][0].as_py()
     return {
         "bench": "profiles",
@@ -216,6 +219,7 @@ def _driver(out: Path, profiles: int, posts: int, seeds: int, epochs: int) -> di
         "per_profile_s": round(total / profiles, 3),
         "train_s_per_profile_trial": round(times["train_s"] / report.grid.trials.num_rows, 3),
         "train_phases_s": {name: round(v, 2) for name, v in report.phases.items()},
+        "trial_core_s_by_protocol": {name: round(v, 1) for name, v in sorted(trained.items())},
         "items": items,
         "driver_peak_rss_mb": round(peak.rss_mb),
         "driver_peak_anon_mb": round(peak.anon_mb),

@@ -39,6 +39,7 @@ from popray.folds import all_data
 from popray.models import REGISTRY, create_model
 from popray.tables import MODELS
 from popray.train import fit_all
+from popray.units import FORMAT
 
 MODELS_DIR = "models"
 POOLED = "*"  # the profile_id of the cross-profile models (popray.pooled)
@@ -105,11 +106,12 @@ def _save(folder: Path, net: nn.Module, meta: dict, items: pa.Table) -> None:
 
 def identity(ds: Dataset, backbone: str, model: str, profile: str) -> tuple[pa.Table, str]:
     """(the items a final model of `profile` trains on, its snapshot: a hash of the
-    backbone, labels, features, profile and items, which names and reuses its folder)."""
+    training code's format, backbone, labels, features, profile and items, which names and
+    reuses its folder)."""
     items = _items(ds, model)
     snapshot = hashlib.sha256(
         json.dumps(
-            [backbone, ds.scheme, ds.context, profile, items.to_pylist()], sort_keys=True
+            [FORMAT, backbone, ds.scheme, ds.context, profile, items.to_pylist()], sort_keys=True
         ).encode()
     ).hexdigest()
     return items, snapshot

@@ -91,16 +91,18 @@ class UnitCosts:
     # / 2 s, x 2 cores (2026-12-05, at 250ab55)
     dedup_read_item_core_s: float = 3.9e-4
     # the grid on long histories: `jobs.benchmark profiles` at 10 profiles x 400 posts,
-    # 15 epochs (2026-12-06): grid 475.1 s x 3 seeds + final models 21.1 s, x 2 cores /
-    # 4,000 items; split between the protocols as one profile's trials at 400 posts
-    # (walk-forward 31.1 s : folds 21.5 s). Was (111.4 s x 3 + 6.3 s) x 2 / 40,000 at
-    # 1,000 profiles x 40 posts (0.0082 and 0.0088): there most video cells cannot fill
-    # their folds and most walk-forward windows are short of training items, so the
-    # costliest trials (the GRU models, image_to_video's images as 15-frame sequences,
-    # every window trained twice on the history before it) mostly do not run; at the
-    # same 4,000 items, 100 profiles x 40 posts trained their grid in 37.4 s, 12.7x less
-    grid_item_core_s: float = 0.303  # the paper's folds + final models, per item
-    walk_forward_item_core_s: float = 0.420  # walk-forward trials, per item
+    # 15 epochs (2026-12-06, late): grid 303.1 s x 3 seeds + final models 14.2 s, x 2 cores
+    # / 4,000 items; split between the protocols as the trials' own training time there
+    # (walk-forward 351.3 : folds 201.4 core-s). Was 475.1 s and 21.1 s (0.303 and 0.420,
+    # split as one profile's trials) before the GRUs' input dropout drew one mask per
+    # sequence and Adam ran fused (0.64x); and (111.4 s x 3 + 6.3 s) x 2 / 40,000 at 1,000
+    # profiles x 40 posts (0.0082 and 0.0088): there most video cells cannot fill their
+    # folds and most walk-forward windows are short of training items, so the costliest
+    # trials (the GRU models, image_to_video's images as 15-frame sequences, every window
+    # trained twice on the history before it) mostly do not run; at the same 4,000 items,
+    # 100 profiles x 40 posts trained their grid in 37.4 s, 12.7x less
+    grid_item_core_s: float = 0.173  # the paper's folds + final models, per item
+    walk_forward_item_core_s: float = 0.289  # walk-forward trials, per item
     # the training data read into the object store by tasks (dataset._read), core-s per
     # item: on the benchmark's one node 6.95 s per 40,000 items (READ_PHASE; 250ab55),
     # x 2 cores; 13.9 s before both ks shared one read
@@ -136,7 +138,7 @@ class UnitCosts:
     source: str = (
         "make demo (1 profile, 244 posts), 2 cores, 2026-11-23; dedup and train: "
         "jobs.benchmark profiles (1,000 x 40 posts), 2026-12-04 to -06; the grid: 10 x 400 "
-        "posts, 15 epochs, 2026-12-06"
+        "posts, 15 epochs, 2026-12-06 (late)"
     )
     measured: dict = field(default_factory=dict)
 

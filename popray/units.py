@@ -34,7 +34,9 @@ from popray.dataset import Dataset
 from popray.labels import sql_text
 from popray.timelines import Timeline
 
-FORMAT = 1  # of a unit's fingerprint: bumped when what a trial computes changes
+# of a unit's fingerprint: bumped when what a trial computes changes (2: the GRUs' input
+# dropout draws one mask per sequence); final models' snapshots include it too
+FORMAT = 2
 UNIT_OPTIONS = {"folds", "train", "context_features", "walk_forward"}  # per-profile results
 
 Key = tuple[str, int]  # (profile_id, k)

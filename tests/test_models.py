@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from popray.models import PAPER_MODELS, REGISTRY, create_model
+from popray.models import DROPOUT, PAPER_MODELS, REGISTRY, CnnRnn, SequenceDropout, create_model
 
 
 def test_first_gru_has_the_papers_30960_parameters():
@@ -85,3 +85,19 @@ def test_the_gradient_boosted_baseline_can_skip_the_pca():
         PCA_COMPONENTS: ["pca", "histgradientboostingclassifier"],
         None: ["histgradientboostingclassifier"],
     }
+
+
+def test_the_grus_input_dropout_keeps_one_mask_per_sequence_as_keras_does():
+    torch.manual_seed(0)
+    x = torch.rand(64, 15, 40) + 0.5  # no zeros of its own
+    drop = SequenceDropout(DROPOUT).train()
+    out = drop(x)
+    kept = out != 0
+    assert torch.equal(kept, kept[:, :1].expand_as(kept))  # the same at every timestep
+    assert torch.allclose(out[kept], x[kept] / (1 - DROPOUT))
+    assert abs(float((~kept).float().mean()) - DROPOUT) < 0.02
+    assert not torch.equal(kept[0], kept[1])  # each sequence its own mask
+    assert torch.equal(drop.eval()(x), x)
+    net = CnnRnn(40, 2)
+    assert isinstance(net.in_dropout1, SequenceDropout)
+    assert isinstance(net.in_dropout2, SequenceDropout)
