@@ -36,6 +36,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from popray.gru import CpuTrainedGru
+
 DROPOUT = 0.2
 
 
@@ -75,9 +77,9 @@ class CnnRnn(nn.Module):
     def __init__(self, width: int, k: int) -> None:
         super().__init__()
         self.in_dropout1 = SequenceDropout(DROPOUT)
-        self.gru1 = nn.GRU(width, 8, batch_first=True)
+        self.gru1 = CpuTrainedGru(width, 8)
         self.in_dropout2 = SequenceDropout(DROPOUT)
-        self.gru2 = nn.GRU(8, 6, batch_first=True)
+        self.gru2 = CpuTrainedGru(8, 6)
         self.dropout = nn.Dropout(DROPOUT)
         self.dense = nn.Linear(6, 8)
         self.head = nn.Linear(8, k)

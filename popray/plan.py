@@ -91,18 +91,21 @@ class UnitCosts:
     # / 2 s, x 2 cores (2026-12-05, at 250ab55)
     dedup_read_item_core_s: float = 3.9e-4
     # the grid on long histories: `jobs.benchmark profiles` at 10 profiles x 400 posts,
-    # 15 epochs (2026-12-06, late): grid 303.1 s x 3 seeds + final models 14.2 s, x 2 cores
-    # / 4,000 items; split between the protocols as the trials' own training time there
-    # (walk-forward 351.3 : folds 201.4 core-s). Was 475.1 s and 21.1 s (0.303 and 0.420,
-    # split as one profile's trials) before the GRUs' input dropout drew one mask per
-    # sequence and Adam ran fused (0.64x); and (111.4 s x 3 + 6.3 s) x 2 / 40,000 at 1,000
-    # profiles x 40 posts (0.0082 and 0.0088): there most video cells cannot fill their
-    # folds and most walk-forward windows are short of training items, so the costliest
-    # trials (the GRU models, image_to_video's images as 15-frame sequences, every window
-    # trained twice on the history before it) mostly do not run; at the same 4,000 items,
-    # 100 profiles x 40 posts trained their grid in 37.4 s, 12.7x less
-    grid_item_core_s: float = 0.173  # the paper's folds + final models, per item
-    walk_forward_item_core_s: float = 0.289  # walk-forward trials, per item
+    # 15 epochs (2026-12-06, late), two runs: grid 210.6 and 216.1 s x 3 seeds + final
+    # models 8.9 and 8.2 s, x 2 cores / 4,000 items, their mean; split between the
+    # protocols as the trials' own training time there (walk-forward 468.2 : folds 286.0
+    # core-s). Was 303.1 s and 14.2 s (0.173 and 0.289; 279.1 s in a run between the two)
+    # before the GRUs trained on CPU with popray.gru's recurrence (0.73x); 475.1 s and
+    # 21.1 s (0.303 and 0.420, split as one profile's trials) before their input dropout
+    # drew one mask per sequence and Adam ran fused (0.64x); and (111.4 s x 3 + 6.3 s) x 2 /
+    # 40,000 at 1,000 profiles x 40 posts (0.0082 and 0.0088): there most video cells
+    # cannot fill their folds and most walk-forward windows are short of training items,
+    # so the costliest trials (the GRU models, image_to_video's images as 15-frame
+    # sequences, every window trained twice on the history before it) mostly do not run;
+    # at the same 4,000 items, 100 profiles x 40 posts trained their grid in 37.4 s, 12.7x
+    # less
+    grid_item_core_s: float = 0.126  # the paper's folds + final models, per item
+    walk_forward_item_core_s: float = 0.199  # walk-forward trials, per item
     # the training data read into the object store by tasks (dataset._read), core-s per
     # item: on the benchmark's one node 6.95 s per 40,000 items (READ_PHASE; 250ab55),
     # x 2 cores; 13.9 s before both ks shared one read
