@@ -34,6 +34,7 @@ from typing import Literal
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from popray.gru import CpuTrainedGru
@@ -57,18 +58,14 @@ class SequenceDropout(nn.Module):
     """Dropout on a (B, T, width) sequence with one mask per sequence, shared by its T
     timesteps: what Keras' recurrent layers do with `dropout=` (the paper's GRUs), and
     T times fewer random draws than `nn.Dropout` (which drew 44% of a GRU trial's time
-    on CPU)."""
+    on CPU). torch's `dropout1d` with the width as its channels."""
 
     def __init__(self, p: float) -> None:
         super().__init__()
         self.p = p
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not self.training or self.p == 0:
-            return x
-        keep = 1.0 - self.p
-        mask = x.new_empty(x.shape[0], 1, x.shape[2]).bernoulli_(keep).div_(keep)
-        return x * mask
+        return F.dropout1d(x.transpose(1, 2), self.p, self.training).transpose(1, 2)
 
 
 class CnnRnn(nn.Module):

@@ -48,7 +48,7 @@ def test_every_profile_gets_its_own_labels_folds_and_models(many):
     # with the profile named; the others still train
     skipped = [x for x in lines if x.startswith("skipped profile ") and "walk_forward" not in x]
     assert skipped and all("video_to_image k=2" in x for x in skipped)
-    # OUT keeps every reason the run printed (and, past 20, those it only counted)
+    # OUT keeps every reason, and this run (under 20) printed them all
     kept = (out / SKIPPED_FILE).read_text().splitlines()
     assert [f"skipped {x}" for x in kept] == [x for x in lines if x.startswith("skipped ")]
     folds = "SELECT * FROM {} WHERE protocol = 'stratified_kfold'"
