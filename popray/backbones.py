@@ -20,13 +20,11 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from popray.errors import ConfigError, WeightsError
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 RANDOM_INIT_SEED = 0  # weights="random": one fixed initialisation
-
-
-class WeightsError(RuntimeError):
-    """Backbone weights are missing or do not fit the model."""
 
 
 @dataclass
@@ -97,7 +95,7 @@ def create_backbone(name: str, weights: str | Path | None = None) -> Backbone:
     import timm
 
     if name not in timm.list_models():
-        raise ValueError(f"unknown backbone {name!r}: not a timm model name")
+        raise ConfigError(f"unknown backbone {name!r}: not a timm model name")
     use_hub = weights is None and name != "efficientnet_lite0"
     try:
         with torch.random.fork_rng(devices=[]):

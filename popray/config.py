@@ -9,11 +9,20 @@ import hashlib
 import os
 import tomllib
 from pathlib import Path
-from typing import Annotated, Literal, get_args
+from typing import Annotated, Any, Literal, get_args
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PositiveFloat,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
+from popray.errors import ConfigError
 from popray.storage import Location
 
 
@@ -159,7 +168,7 @@ class DedupConfig(_Config):
         if self.threshold is not None:
             return self.threshold
         if backbone not in self.thresholds:
-            raise ValueError(
+            raise ConfigError(
                 f"no duplicate threshold for backbone {backbone!r}: set dedup.threshold "
                 "(--threshold); look at the nn_distances histogram"
             )
@@ -279,7 +288,39 @@ class GridConfig(_Config):
     )
 
 
-class RunConfig(_Config):
+class StageConfig(_Config):
+    """Each stage's options, and the storage the cluster shares: what a stage command
+    needs (`popray embed`, `popray train`, ...), without the run's folders."""
+
+    storage: str | None = Field(
+        default=None,
+        description="where the cluster's workers write what the driver then reads (new "
+        "embedding rows, the grid's Tune experiment and trial results): a URI every node "
+        "reaches (s3://bucket/prefix, ...), needed on a multi-node cluster, e.g. "
+        "<publish_to>/work. Default: <work_dir>/work, else out_dir (one machine)",
+    )
+    label: LabelConfig = Field(default_factory=LabelConfig)
+    embed: EmbedConfig = Field(default_factory=EmbedConfig)
+    dedup: DedupConfig = Field(default_factory=DedupConfig)
+    grid: GridConfig = Field(default_factory=GridConfig)
+
+    @field_validator("storage")
+    @classmethod
+    def _a_storage_uri(cls, value: str | None, info) -> str | None:
+        return _a_uri(value, info.field_name)
+
+    def storage_location(self) -> Location | None:
+        """The run's shared storage (None: out_dir, on this machine)."""
+        return Location.parse(self.storage) if self.storage else None
+
+
+def _a_uri(value: str | None, field: str) -> str | None:
+    if value is not None and "://" not in value:
+        raise ValueError(f"{field} {value!r}: give a URI such as s3://bucket/prefix")
+    return value
+
+
+class RunConfig(StageConfig):
     """One end-to-end run: where the export is, where outputs go, and each stage's options."""
 
     input_dir: str = Field(
@@ -292,14 +333,6 @@ class RunConfig(_Config):
         description="object storage the published run is uploaded to (s3://bucket/prefix, "
         "gs://bucket/prefix, file:///path): CURRENT names the run, written last; out_dir "
         "stays the local work folder, filled from there on a fresh machine",
-    )
-
-    storage: str | None = Field(
-        default=None,
-        description="where the cluster's workers write what the driver then reads (new "
-        "embedding rows, the grid's Tune experiment and trial results): a URI every node "
-        "reaches (s3://bucket/prefix, ...), needed on a multi-node cluster, e.g. "
-        "<publish_to>/work. Default: <work_dir>/work, else out_dir (one machine)",
     )
     work_dir: str | None = Field(
         default=None,
@@ -316,12 +349,10 @@ class RunConfig(_Config):
     def _a_location(cls, value: object) -> object:
         return str(value) if isinstance(value, Path) else value
 
-    @field_validator("publish_to", "storage", "work_dir")
+    @field_validator("publish_to", "work_dir")
     @classmethod
-    def _a_uri(cls, value: str | None, info) -> str | None:
-        if value is not None and "://" not in value:
-            raise ValueError(f"{info.field_name} {value!r}: give a URI such as s3://bucket/prefix")
-        return value
+    def _a_run_uri(cls, value: str | None, info) -> str | None:
+        return _a_uri(value, info.field_name)
 
     @model_validator(mode="after")
     def _on_work_dir(self) -> RunConfig:
@@ -342,15 +373,6 @@ class RunConfig(_Config):
             object.__setattr__(self, name, value)
         return self
 
-    def storage_location(self) -> Location | None:
-        """The run's shared storage (None: out_dir, on this machine)."""
-        return Location.parse(self.storage) if self.storage else None
-
-    label: LabelConfig = Field(default_factory=LabelConfig)
-    embed: EmbedConfig = Field(default_factory=EmbedConfig)
-    dedup: DedupConfig = Field(default_factory=DedupConfig)
-    grid: GridConfig = Field(default_factory=GridConfig)
-
 
 def scratch_for(work: Location) -> Path:
     """The driver's local copy of a work folder on storage: one folder per work folder
@@ -359,22 +381,102 @@ def scratch_for(work: Location) -> Path:
     return root / hashlib.sha256(work.display().encode()).hexdigest()[:16]
 
 
-def load_config(path: Path) -> RunConfig:
-    """Read a run configuration from a TOML or YAML file; relative paths are relative to it."""
+def _read(path: Path) -> dict[str, Any]:
+    """A configuration file's data; its relative folders made relative to the file."""
     text = path.read_text(encoding="utf-8")
     if path.suffix == ".toml":
         data = tomllib.loads(text)
     elif path.suffix in (".yaml", ".yml"):
         data = yaml.safe_load(text) or {}
     else:
-        raise ValueError(f"{path}: configuration must be .toml, .yaml or .yml")
-    config = RunConfig.model_validate(data)
-    base = path.parent
-    return config.model_copy(
-        update={
-            "input_dir": config.input_dir
-            if "://" in config.input_dir
-            else str(base / config.input_dir),
-            "out_dir": base / config.out_dir,
-        }
-    )
+        raise ConfigError(f"{path}: configuration must be .toml, .yaml or .yml")
+    if isinstance(data.get("input_dir"), str) and "://" not in data["input_dir"]:
+        data["input_dir"] = str(path.parent / data["input_dir"])
+    if "out_dir" in data or not data.get("work_dir"):  # else: the work folder's scratch copy
+        data["out_dir"] = path.parent / data.get(
+            "out_dir", RunConfig.model_fields["out_dir"].default
+        )
+    return data
+
+
+def load_config(path: Path) -> RunConfig:
+    """Read a run configuration from a TOML or YAML file; relative paths are relative to it.
+    An invalid file raises pydantic's `ValidationError`."""
+    return RunConfig.model_validate(_read(path))
+
+
+def configure(path: Path | None, options: dict[str, Any], run: bool = False) -> StageConfig:
+    """The one way options are merged: the configuration file at `path` (or the defaults),
+    then the command line's `options` on top. Keys are dotted ("embed.views",
+    "grid.train.epochs"); a value of None, or an empty list, is an option not given, and
+    `UNSET` removes what the file says. A file is always checked whole, as a `RunConfig`
+    (every key known); without one, a stage command gets a `StageConfig`, and `run`
+    (needing the input folder) a `RunConfig`."""
+    data = _read(path) if path is not None else {}
+    for key, value in options.items():
+        if value is None or value == []:
+            continue
+        *parents, leaf = key.split(".")
+        node = data
+        for name in parents:
+            node = node.setdefault(name, {})
+        if value is UNSET:
+            node.pop(leaf, None)
+        else:
+            node[leaf] = value
+    model = RunConfig if run or path is not None else StageConfig
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        sections = sorted({str(e["loc"][0]) for e in exc.errors() if e["loc"]})
+        what = " and ".join(s for s in sections if s in SECTIONS) or "run"
+        where = f" (from {path} and the command line)" if path is not None else ""
+        raise ConfigError(f"invalid {what} options{where}: {_errors(exc)}") from None
+
+
+def _errors(exc: ValidationError) -> str:
+    """pydantic's errors as one line each: the field, what is wrong, what was given."""
+    lines = []
+    for e in exc.errors():
+        given = "" if isinstance(e["input"], dict) else f" (given {e['input']!r})"
+        field = ".".join(str(part) for part in e["loc"])
+        lines.append(f"{field + ': ' if field else ''}{e['msg']}{given}")
+    return "; ".join(lines)
+
+
+SECTIONS = ("label", "embed", "dedup", "grid")
+UNSET: Any = object()  # an option that removes the file's value (see `configure`)
+
+
+def run_config(
+    path: Path | None,
+    input_dir: str | None = None,
+    out: str | None = None,
+    publish_to: str | None = None,
+    storage: str | None = None,
+) -> RunConfig:
+    """`popray run`'s configuration: the file, then --input, --out, --publish-to and
+    --storage. `--out s3://...` names a work folder on storage: what the file derived from
+    its own work folder (the scratch copy, the published location, the workers' storage)
+    then follows the new one."""
+    if path is None and input_dir is None:
+        raise ConfigError("give --config FILE or --input DIR")
+    options: dict[str, Any] = {
+        "input_dir": input_dir,
+        "publish_to": publish_to,
+        "storage": storage,
+    }
+    if out and "://" in out:
+        options |= {"work_dir": out, "out_dir": UNSET, "publish_to": publish_to or UNSET}
+        before = _read(path).get("work_dir") if path is not None else None
+        if (
+            before
+            and not storage
+            and _read(path).get("storage") == (Location.parse(before).child("work").uri)
+        ):
+            options["storage"] = UNSET
+    elif out:
+        options["out_dir"] = Path(out)
+    cfg = configure(path, options, run=True)
+    assert isinstance(cfg, RunConfig)
+    return cfg

@@ -24,6 +24,7 @@ import pyarrow.parquet as pq
 
 from popray import store
 from popray.config import Scheme
+from popray.errors import MissingError
 from popray.labels import sql_text
 from popray.storage import put_file
 
@@ -635,7 +636,7 @@ def load_keys(
     embedding rows are stored, from the training queries; no embedding is read yet."""
     for needed, stage in (("labels", "label"), ("duplicates", "dedup")):
         if not store.has_table(out, needed):
-            raise FileNotFoundError(f"{out}: table {needed!r} missing; run `popray {stage}`")
+            raise MissingError(f"{out}: table {needed!r} missing; run `popray {stage}`")
     ks = list(dict.fromkeys(ks))
     sides: dict[str, tuple[list[_Side], _Parts]] = {}
     con = store.connect(out)

@@ -29,6 +29,7 @@ import numpy as np
 from PIL import Image, ImageEnhance, ImageFile, ImageOps
 
 from popray.config import AugmentConfig
+from popray.errors import DecodeError, WorkerStartError
 
 ALLOWED_IMAGE_FORMATS = ("JPEG", "PNG", "WEBP")
 SIZE = 224
@@ -38,10 +39,6 @@ SIZE = 224
 DRAFT = 2 * SIZE
 N_FRAMES = 15
 SECONDS = 15.0
-
-
-class DecodeError(Exception):
-    """A media file that cannot be decoded; the message says why (for quarantine)."""
 
 
 def load_image(
@@ -227,11 +224,6 @@ def _serve(fn, conn) -> None:
 
 
 START_TRIES = 3
-
-
-class WorkerStartError(RuntimeError):
-    """A decoder child process could not be started: not the file's fault, so it fails
-    the task (and the run, with this message) instead of quarantining a good file."""
 
 
 class BoundedWorker:

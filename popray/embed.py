@@ -39,6 +39,7 @@ from popray.embed_write import (
     staged_width,
     write_block,
 )
+from popray.errors import DecodeError
 from popray.ingest import input_dir_of
 from popray.storage import Location, check_cluster_reach, sha256_bytes
 from popray.tables import SCHEMAS
@@ -85,9 +86,9 @@ def decode_batch(
             try:
                 data = export.read_bytes(str(path))
             except FileNotFoundError:
-                raise decode.DecodeError("file not found") from None
+                raise DecodeError("file not found") from None
             if sha256_bytes(data) != sha:
-                raise decode.DecodeError("file changed since ingest (sha256); re-run ingest")
+                raise DecodeError("file changed since ingest (sha256); re-run ingest")
             jpeg = no_bytes
             if (
                 kind == "image"
@@ -114,15 +115,15 @@ def decode_batch(
                                 export.read_bytes(str(thumb)), cfg.max_image_pixels, decode.DRAFT
                             )
                         )
-                    except (decode.DecodeError, FileNotFoundError) as exc:
-                        raise decode.DecodeError(f"thumbnail: {decode.describe(exc)}") from exc
+                    except (DecodeError, FileNotFoundError) as exc:
+                        raise DecodeError(f"thumbnail: {decode.describe(exc)}") from exc
                     stack = np.concatenate([stack, thumb_px[None]])
                     info["thumbnail_source"] = "file"
             pixels.append(stack)
             jpegs.append(jpeg)
             meta.append(json.dumps(info))
             errors.append("")
-        except (decode.DecodeError, OSError) as exc:  # a bad file is data: to quarantine
+        except (DecodeError, OSError) as exc:  # a bad file is data: to quarantine
             pixels.append(empty)
             jpegs.append(no_bytes)
             meta.append("{}")
@@ -224,7 +225,7 @@ class Embedder:
                         jpegs[i], cfg.views, cfg.seed, shas[i], cfg.augment, cfg.max_image_pixels
                     )
                     result[i] = self.embed_frames(stack)
-                except decode.DecodeError as exc:
+                except DecodeError as exc:
                     result[i] = decode.describe(exc)
         return result
 

@@ -36,6 +36,7 @@ from torch import nn
 
 from popray import decode, store
 from popray.backbones import Backbone, create_backbone
+from popray.errors import ConfigError, DecodeError, MissingError
 from popray.final import load_final
 from popray.storage import Location
 from popray.tables import EXPLANATIONS
@@ -74,7 +75,7 @@ class Explainer:
         """The full network for the saved image model at `model_path` (a `models.path`)."""
         head, meta = load_final(out, model_path)
         if meta["model"] != "image":
-            raise ValueError(f"Grad-CAM needs the image model, not {meta['model']!r}")
+            raise ConfigError(f"Grad-CAM needs the image model, not {meta['model']!r}")
         backbone = create_backbone(meta["backbone"], weights)
         network = FullNetwork(backbone, head).eval()
         return cls(network, *backbone.pixel_stats(), meta["k"])
@@ -121,7 +122,7 @@ def _image_models(out: Path, k: int | None, profile: str | None, scheme: str | N
     for m in sorted(images, key=lambda m: -m["k"]):  # the smallest k wins
         picked[m["profile_id"]] = m
     if not picked:
-        raise FileNotFoundError(
+        raise MissingError(
             f"{out}: no saved image model{'' if k is None else f' for k={k}'}; run `popray train`"
         )
     return [picked[p] for p in sorted(picked)]
@@ -206,7 +207,7 @@ def run_explain(
 
     specs = _image_models(out, k, profile, scheme)
     if media and len(specs) > 1:
-        raise ValueError(f"{out}: models of {len(specs)} profiles; choose one with --profile")
+        raise ConfigError(f"{out}: models of {len(specs)} profiles; choose one with --profile")
     k = specs[0]["k"]
     folder = out / EXPLAIN_DIR / f"k{k}"
     folder.mkdir(parents=True, exist_ok=True)
@@ -345,7 +346,7 @@ class GradCam:
             try:
                 source = job["bytes"] if "bytes" in job else export.read_bytes(job["file"])
                 proba, heat, image = explainer.explain(source)
-            except (decode.DecodeError, OSError) as exc:
+            except (DecodeError, OSError) as exc:
                 results.append(str(exc))
                 continue
             png = io.BytesIO()

@@ -18,6 +18,7 @@ from matplotlib.offsetbox import AnnotationBbox, OffsetImage
 from PIL import Image
 
 from popray import decode, store
+from popray.errors import MissingError
 from popray.models import REGISTRY
 
 FIG_DIR = "figures"
@@ -449,7 +450,7 @@ def run_figures(
     ks = _query(out, "SELECT DISTINCT k FROM labels WHERE scheme = $s", s=scheme)["k"]
     ks = sorted(ks.to_pylist())
     if not ks:
-        raise ValueError(f"{out}: no labels of scheme {scheme!r}; run `popray label`")
+        raise MissingError(f"{out}: no labels of scheme {scheme!r}; run `popray label`")
     k = ks[-1]
     plan: list[tuple[str, Callable[[], Path]]] = [
         ("labels", lambda: por_over_time(out, k)),

@@ -35,6 +35,7 @@ from torch import nn
 from popray.cells import Cell
 from popray.config import GridConfig, TrainConfig
 from popray.dataset import Dataset
+from popray.errors import ConfigError, MissingError
 from popray.folds import all_data
 from popray.models import REGISTRY, create_model
 from popray.tables import MODELS
@@ -292,14 +293,14 @@ def saved_models(
     from popray import store
 
     if not has_models(out):
-        raise FileNotFoundError(f"{out}: no trained models; run `popray train` first")
+        raise MissingError(f"{out}: no trained models; run `popray train` first")
     models = [  # the cross-profile models only when asked for by name
         m
         for m in store.read_table(out, "models").to_pylist()
         if m["features"] == "embedding" and (m["profile_id"] != POOLED or profile == POOLED)
     ]
     if not models:
-        raise FileNotFoundError(
+        raise MissingError(
             f"{out}: only models trained with context features, which need a post's "
             "metadata; train without --context to score bare files"
         )
@@ -309,9 +310,9 @@ def saved_models(
     for field, wanted, flag in choices:
         present = sorted({m[field] for m in models})
         if wanted is None and len(present) > 1:
-            raise ValueError(f"{out}: models for several {field}s {present}: choose with {flag}")
+            raise ConfigError(f"{out}: models for several {field}s {present}: choose with {flag}")
         if wanted is not None and wanted not in present:
-            raise FileNotFoundError(f"{out}: no models for {field} {wanted!r}; trained: {present}")
+            raise MissingError(f"{out}: no models for {field} {wanted!r}; trained: {present}")
         models = [m for m in models if m[field] == (wanted or present[0])]
     return models
 
@@ -330,10 +331,10 @@ def load_final(out: Path, folder: str) -> tuple[nn.Module, dict]:
     path = out / folder
     meta_file = path / "model.json"
     if not meta_file.exists():
-        raise FileNotFoundError(f"{path}: no saved model here; run `popray train`")
+        raise MissingError(f"{path}: no saved model here; run `popray train`")
     meta = json.loads(meta_file.read_text())
     if meta.get("context_features"):
-        raise ValueError(
+        raise ConfigError(
             f"{path}: this model was trained with context features (grid.context_features); "
             "scoring a bare media file would need its post's metadata, which predict and "
             "explain do not take yet: train without context features for them"

@@ -58,6 +58,7 @@ from popray import pooled_keep, store
 from popray.cells import Cell, TrialSpec, plan_cells, trial_specs
 from popray.config import KFOLD, WALK_FORWARD, GridConfig, LabelConfig
 from popray.dataset import Dataset, TrainingKeys, load_keys
+from popray.errors import GridError, NothingToTrain
 from popray.evaluate import ranking_targets, recent_baseline
 from popray.final import MODELS_DIR, prune, train_final
 from popray.folds import fold_data, split
@@ -79,14 +80,6 @@ READERS = 16  # trial results read at once while collecting
 METRICS_FILE = "metrics.json"
 IPC_OPTIONS = ipc.IpcWriteOptions(compression="lz4")
 FORMAT = 7  # of a trial's result folder; part of the fingerprint, so old grids are not resumed
-
-
-class GridError(RuntimeError):
-    """The grid did not finish: interrupted (rerun to resume) or trials failed."""
-
-
-class NothingToTrain(ValueError):
-    """No (model, k) cell has enough labelled items for stratified folds."""
 
 
 def run_trial(

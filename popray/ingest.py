@@ -33,15 +33,12 @@ from popray.contract import (
     INPUTS,
     REQUIRED_INPUTS,
 )
-from popray.storage import Location, StorageError, sha256_bytes
+from popray.errors import InputError, MissingError, StorageError
+from popray.storage import Location, sha256_bytes
 from popray.tables import SCHEMAS
 
 log = logging.getLogger(__name__)
 FORMATS = (".csv", ".jsonl", ".parquet")
-
-
-class InputError(ValueError):
-    """The input folder cannot be read as a profile export; the message names the file."""
 
 
 @dataclass
@@ -557,7 +554,7 @@ def input_dir_of(out: Path) -> Location:
     """The export `out` was ingested from (recorded in OUT/ingest.json)."""
     record = out / "ingest.json"
     if not record.exists():
-        raise FileNotFoundError(f"{record} does not exist: run `popray ingest --out {out}` first")
+        raise MissingError(f"{record} does not exist: run `popray ingest --out {out}` first")
     return Location(json.loads(record.read_text())["input_dir"])
 
 

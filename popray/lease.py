@@ -40,15 +40,12 @@ from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 from popray import store
-from popray.storage import Location, StorageError
+from popray.errors import LeaseLost, LockedError, StorageError
+from popray.storage import Location
 
 LEASE_NAME = "LOCK"
 TTL_S = 600.0  # POPRAY_LEASE_TTL_S overrides: how long a dead holder blocks the next run
 RENEW_S = 60.0  # at most; a quarter of the ttl when that is shorter
-
-
-class LeaseLost(store.LockedError):
-    """The lease expired while this run held it, and another run took it over."""
 
 
 def _s3_client(uri: str):
@@ -140,7 +137,7 @@ class S3Lease:
         ttl = float(info.get("ttl_s", self.ttl_s))
         where = self.location.display()
         if age < ttl:
-            raise store.LockedError(
+            raise LockedError(
                 f"{where} is being written by another popray run "
                 f"({info.get('holder', 'unknown holder')}, lease renewed {age:.0f} s ago); "
                 "wait for it to finish, or write to another --out. If that run died, its "
@@ -150,7 +147,7 @@ class S3Lease:
             return self._put(IfMatch=held["ETag"])
         except ClientError as exc:
             if _code(exc) in ("PreconditionFailed", "ConditionalRequestConflict", "NoSuchKey"):
-                raise store.LockedError(
+                raise LockedError(
                     f"{where}: another popray run took over the expired writer lease just now"
                 ) from exc
             raise
@@ -212,7 +209,7 @@ def exclusive(
     location: Location, what: str, ttl_s: float | None = None
 ) -> Iterator[S3Lease | _FlockLease]:
     """Hold the writer lease of the work folder `location` while the body runs; a second
-    writer refuses at once (store.LockedError) with who holds it and when it expires."""
+    writer refuses at once (LockedError) with who holds it and when it expires."""
     ttl = ttl_s or float(os.environ.get("POPRAY_LEASE_TTL_S") or TTL_S)
     scheme = urlsplit(location.uri).scheme
     if location.is_local_path or scheme == "file":

@@ -37,6 +37,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from popray.errors import ConfigError
 from popray.gru import CpuTrainedGru
 
 DROPOUT = 0.2
@@ -163,9 +164,9 @@ PAPER_MODELS = ("image", "video", "image_to_video", "video_to_image")
 def create_model(name: str, k: int, width: int = 1280) -> nn.Module:
     """A fresh, randomly initialised classifier `name` with k classes."""
     if name not in REGISTRY:
-        raise ValueError(f"unknown model {name!r}; choose from {sorted(REGISTRY)}")
+        raise ConfigError(f"unknown model {name!r}; choose from {sorted(REGISTRY)}")
     if k < 2:
-        raise ValueError(f"k must be at least 2, got {k}")
+        raise ConfigError(f"k must be at least 2, got {k}")
     if REGISTRY[name].learner == "gbdt":
         return GbdtModel(width, k)
     if REGISTRY[name].input == "sequence":

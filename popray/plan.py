@@ -19,6 +19,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from popray.config import GridConfig, WalkForwardConfig
+from popray.errors import ConfigError
 from popray.ingest import PARALLEL_ROWS
 
 # What a profile's posts hold, on average (the sample generator's mix, close to the
@@ -147,7 +148,10 @@ class UnitCosts:
 
     @classmethod
     def load(cls, path: Path) -> UnitCosts:
-        return cls(**json.loads(path.read_text()))
+        try:
+            return cls(**json.loads(path.read_text()))
+        except (OSError, ValueError, TypeError) as exc:
+            raise ConfigError(f"{path}: not a unit-costs file ({exc})") from exc
 
     def save(self, path: Path) -> None:
         path.write_text(json.dumps(asdict(self), indent=1))

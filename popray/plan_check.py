@@ -15,6 +15,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from popray.errors import MissingError
 from popray.plan import (
     DRIVER_PHASES,
     METRICS_TASKS_PHASE,
@@ -81,7 +82,7 @@ def check_run(out: Path, costs: UnitCosts, cpus: int, gpus: int = 0) -> list[Che
 
     path = out / TIMINGS_FILE
     if not path.exists():
-        raise FileNotFoundError(f"{path}: missing; `popray run` writes it")
+        raise MissingError(f"{path}: missing; `popray run` writes it")
     timings = json.loads(path.read_text())
     con = store.connect(out)
     try:
@@ -95,7 +96,7 @@ def check_run(out: Path, costs: UnitCosts, cpus: int, gpus: int = 0) -> list[Che
     finally:
         con.close()
     if not posts:
-        raise ValueError(f"{out}: no posts; nothing to compare")
+        raise MissingError(f"{out}: no posts; nothing to compare")
     stages = plan(
         costs, profiles, posts / profiles, cpus, gpus, mix=(images / posts, videos / posts)
     )

@@ -26,6 +26,7 @@ import torch
 
 from popray import store
 from popray.config import KFOLD, EmbedConfig
+from popray.errors import MissingError
 from popray.final import POOLED, has_models, load_final, saved_models
 from popray.ingest import sha256_file
 from popray.models import REGISTRY
@@ -62,7 +63,7 @@ def choose_models(
     models = saved_models(out, profile, scheme)
     ks = sorted({m["k"] for m in models if REGISTRY[m["model"]].validate_on == "image"})
     if not ks or (k is not None and k not in ks):
-        raise FileNotFoundError(f"{out}: no saved image model for k={k or 'any'}; trained: {ks}")
+        raise MissingError(f"{out}: no saved image model for k={k or 'any'}; trained: {ks}")
     k = k if k is not None else ks[-1]
     mine = [m for m in models if m["k"] == k]
     first = next(m for m in mine if REGISTRY[m["model"]].validate_on == "image")

@@ -36,8 +36,10 @@ import duckdb
 import pyarrow.dataset as pads
 import pyarrow.fs as pafs
 
+from popray import store
+from popray.errors import MissingError, PoprayError, StorageError
 from popray.publish import PUBLISHED_MARK, current, publish
-from popray.storage import resolve
+from popray.storage import is_uri, resolve
 from popray.tables import SCHEMAS
 
 POINTER = "CURRENT"
@@ -85,7 +87,7 @@ def push(out: Path, uri: str, check: Callable[[], None] | None = None) -> Pushed
     unchanged embeddings and models."""
     run = current(out)
     if run is None:
-        raise FileNotFoundError(f"{out}: no published run to upload")
+        raise MissingError(f"{out}: no published run to upload")
     fs, base = resolve(uri)
     before = published(uri)
     previous = out / "runs" / before["run"] if before else None
@@ -165,12 +167,24 @@ def pull(uri: str, out: Path, refresh: bool = False) -> str | None:
     return pointer["run"]
 
 
+def open_outputs(out: str) -> duckdb.DuckDBPyConnection:
+    """A read-only DuckDB over the output views: OUT's own, or the run published at a URI."""
+    if not is_uri(out):
+        return store.connect(Path(out))
+    try:
+        return connect(out)
+    except PoprayError:
+        raise
+    except OSError as exc:  # storage unreachable, credentials refused, ...
+        raise StorageError(f"{out}: {exc}") from exc
+
+
 def connect(uri: str) -> duckdb.DuckDBPyConnection:
     """An in-memory DuckDB with a view per table of the run published at `uri`, read
     through pyarrow (no DuckDB extension needed)."""
     pointer = published(uri)
     if pointer is None:
-        raise FileNotFoundError(f"{uri}: nothing published here ({POINTER} missing)")
+        raise MissingError(f"{uri}: nothing published here ({POINTER} missing)")
     fs, base = resolve(uri)
     tables = f"{base}/runs/{pointer['run']}/tables"
     con = duckdb.connect()

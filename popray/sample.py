@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps
 
+from popray.errors import ConfigError
 from popray.sample_media import (
     SUBJECT_FILES,
     compose,
@@ -101,7 +102,7 @@ class _Post:
 def spec_for(size: str, seed: int, posts: int | None = None) -> SampleSpec:
     """The spec of a named size (`tiny`, `demo`, `paper`), optionally with N posts."""
     if size not in SIZES:
-        raise ValueError(f"unknown sample size {size!r}; choose from {sorted(SIZES)}")
+        raise ConfigError(f"unknown sample size {size!r}; choose from {sorted(SIZES)}")
     n, years = SIZES[size]
     kwargs = {"posts": posts or n, "years": years, "seed": seed}
     if size == "tiny":
@@ -441,7 +442,7 @@ def generate_many(out_dir: Path, specs: list[SampleSpec]) -> dict:
     if len({s.profile_id for s in specs}) < len(specs) or len({s.id_prefix for s in specs}) < len(
         specs
     ):
-        raise ValueError("every profile of a multi-profile sample needs its own id and prefix")
+        raise ConfigError("every profile of a multi-profile sample needs its own id and prefix")
     truths = {s.profile_id: generate(out_dir, s, append=i > 0) for i, s in enumerate(specs)}
     combined = {"profiles": truths}
     (Path(out_dir) / "sample_truth.json").write_text(json.dumps(combined, indent=1, default=str))

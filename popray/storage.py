@@ -23,9 +23,7 @@ from pathlib import Path, PurePosixPath
 import pyarrow as pa
 import pyarrow.fs as pafs
 
-
-class StorageError(ValueError):
-    """A location that cannot be used: malformed, unreachable, missing, or refused."""
+from popray.errors import MissingError, StorageError
 
 
 def is_uri(value: str | Path) -> bool:
@@ -136,7 +134,7 @@ class Location:
             raise
         except OSError as exc:
             if "not found" in str(exc).lower() or "NoSuchKey" in str(exc):
-                raise FileNotFoundError(self.display(rel)) from exc
+                raise MissingError(self.display(rel)) from exc
             raise
 
     def check_folder(self) -> None:

@@ -25,6 +25,7 @@ import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from popray.errors import LockedError, MissingError, QueryError
 from popray.tables import FIXED_SCHEMA, SCHEMAS
 
 DB_NAME = "popray.duckdb"
@@ -118,7 +119,7 @@ def read_table(out: Path, name: str, part: str | None = None) -> pa.Table:
     folder = table_dir(out, name)
     files = [folder / f"{part}.parquet"] if part else sorted(folder.glob("*.parquet"))
     if not files or not files[0].exists():
-        raise FileNotFoundError(
+        raise MissingError(
             f"{folder / (part or '*')}.parquet does not exist: run the stage that writes "
             f"table {name!r} first"
         )
@@ -157,7 +158,7 @@ def connect(out: Path) -> duckdb.DuckDBPyConnection:
     """Open `OUT/popray.duckdb` read-only with relative paths resolved against OUT."""
     db = out / DB_NAME
     if not db.exists():
-        raise FileNotFoundError(f"{db} does not exist: run `popray ingest --out {out}` first")
+        raise MissingError(f"{db} does not exist: run `popray ingest --out {out}` first")
     con = duckdb.connect(str(db), read_only=True)
     con.execute("SET file_search_path = $p", {"p": str(out.resolve())})
     return con
@@ -172,8 +173,14 @@ def query(out: Path, sql: str) -> pa.Table:
         con.close()
 
 
-class LockedError(RuntimeError):
-    """Another popray process is writing the same output folder."""
+def show(con: duckdb.DuckDBPyConnection, sql: str, max_rows: int = 1_000) -> None:
+    """Run one SQL statement and print its result as a table (`popray sql`)."""
+    try:
+        rel = con.sql(sql)
+        if rel is not None:
+            rel.show(max_rows=max_rows, max_width=200)
+    except duckdb.Error as exc:
+        raise QueryError(str(exc)) from exc
 
 
 @contextmanager

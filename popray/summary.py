@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import duckdb
+
 from popray import store
+from popray.errors import MissingError
 
 SUMMARY_QUERIES = {
     "inputs": """
@@ -73,5 +76,9 @@ def summary_text(out: Path) -> str:
             body = str(rel) if rel.to_arrow_table().num_rows else "(none)\n"
             parts.append(f"== {title.replace('_', ' ')} ==\n{body}")
         return "\n".join(parts)
+    except duckdb.Error as exc:
+        raise MissingError(
+            f"{exc}\n(outputs written by an older popray? run `popray run` again)"
+        ) from exc
     finally:
         con.close()

@@ -24,6 +24,7 @@ import pyarrow.compute as pc
 from popray import store
 from popray.config import LabelConfig, WalkForwardConfig
 from popray.dataset import Dataset
+from popray.errors import ConfigError
 from popray.evaluate import ranking_targets, recent_classes
 from popray.labels import label_tables
 from popray.tables import TS
@@ -153,7 +154,7 @@ def build_timelines(
     import ray
 
     if labels.scheme == "residual" and labels.keep_extremes is not None:
-        raise ValueError(
+        raise ConfigError(
             "walk_forward: residual with keep_extremes keeps only the items that are extreme "
             "over the whole history, a choice made with later posts; use stratified_kfold"
         )

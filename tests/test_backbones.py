@@ -5,9 +5,10 @@ import torch
 from PIL import Image
 
 from popray import decode
-from popray.backbones import WeightsError, create_backbone
+from popray.backbones import create_backbone
 from popray.config import EmbedConfig
 from popray.embed import Embedder
+from popray.errors import WeightsError
 
 CAT_CLASSES = range(281, 286)  # tabby, tiger cat, Persian, Siamese, Egyptian cat
 ESPRESSO = 967

@@ -88,3 +88,65 @@ def test_a_second_writer_on_the_same_out_refuses_and_a_dead_holder_frees_it(tmp_
 
     with store.exclusive(tmp_path, "label"):
         pass
+
+
+def test_a_popray_error_is_one_line_and_exit_2_anything_else_a_traceback(monkeypatch, tmp_path):
+    """The CLI catches `PoprayError` in one place, for every command; a bug (any other
+    exception) is not turned into a tidy message."""
+    import popray.report
+    from popray.errors import GridError, MissingError
+
+    for exc in (GridError("the grid stopped"), MissingError("no table x; run `popray y`")):
+
+        def fails(out, exc=exc):
+            raise exc
+
+        monkeypatch.setattr(popray.report, "write_report", fails)
+        result = runner.invoke(app, ["report", "--out", str(tmp_path)])
+        assert result.exit_code == 2
+        assert result.output.strip() == f"popray: error: {exc}"
+
+    def bug(out):
+        raise KeyError("a bug")
+
+    monkeypatch.setattr(popray.report, "write_report", bug)
+    result = runner.invoke(app, ["report", "--out", str(tmp_path)])
+    assert result.exit_code == 1 and isinstance(result.exception, KeyError)
+    assert "popray: error" not in result.output
+
+
+def test_every_command_with_configurable_options_takes_config():
+    """`--config` on every command whose options live in the run configuration; the
+    others have none there (the sample's size, a query, a plan's cluster)."""
+    import typer.main
+
+    without = {"sample", "report", "sql", "summary", "plan", "schemas"}
+    group = typer.main.get_group(app)
+    for name, cmd in group.commands.items():
+        has = any(p.name == "config" for p in cmd.params)
+        assert has == (name not in without), name
+
+
+def test_stage_commands_read_their_options_from_config(monkeypatch, tmp_path):
+    """`popray dedup --config run.toml` compares the file's backbone at its threshold
+    (it used to ignore --config and use the defaults); a flag still wins over the file."""
+    import popray.dedup
+
+    seen = {}
+
+    def fake_dedup(out, cfg, backbone, echo):
+        import pyarrow as pa
+
+        seen.update(threshold=cfg.threshold, backbone=backbone)
+        return pa.table({"kept": [True], "group_id": [0]}), pa.table({"x": [1]})
+
+    monkeypatch.setattr(popray.dedup, "run_dedup", fake_dedup)
+    cfg = tmp_path / "run.toml"
+    cfg.write_text('input_dir = "x"\n[embed]\nbackbone = "resnet18"\n[dedup]\nthreshold = 3.5\n')
+    out = tmp_path / "o"
+    result = runner.invoke(app, ["dedup", "--out", str(out), "--config", str(cfg)])
+    assert result.exit_code == 0, result.output
+    assert seen == {"threshold": 3.5, "backbone": "resnet18"} and "threshold 3.5" in result.output
+    args = ["dedup", "--out", str(out), "--config", str(cfg), "--threshold", "2"]
+    assert runner.invoke(app, args).exit_code == 0
+    assert seen == {"threshold": 2.0, "backbone": "resnet18"}

@@ -9,6 +9,7 @@ from PIL import Image
 
 from popray import decode
 from popray.config import AugmentConfig
+from popray.errors import DecodeError, WorkerStartError
 
 
 def write_counter_video(path, n_frames, fps, size=(64, 48)):
@@ -106,7 +107,7 @@ def test_a_child_that_fails_to_start_is_retried_and_never_kept_unstarted(monkeyp
         assert status == "ok" and pid != os.getpid() and fails["left"] == 0
         worker.close()
         fails["left"] = decode.START_TRIES
-        with pytest.raises(decode.WorkerStartError, match=r"did not start \(3 tries\): Cannot"):
+        with pytest.raises(WorkerStartError, match=r"did not start \(3 tries\): Cannot"):
             worker.call((0,), 30)
         assert worker.proc is None  # nothing unstarted left behind
         assert worker.call((1,), 30)[0] == "ok"  # the next call starts a child again
@@ -117,7 +118,7 @@ def test_a_child_that_fails_to_start_is_retried_and_never_kept_unstarted(monkeyp
 def test_broken_videos_end_in_a_decode_error(tiny_input, tiny_truth):
     for media_id, kind in tiny_truth["corrupt_media"].items():
         if kind.endswith("mp4"):
-            with pytest.raises(decode.DecodeError):
+            with pytest.raises(DecodeError):
                 decode.video_frames(tiny_input / "media" / f"{media_id}.mp4", timeout_s=30)
 
 
@@ -130,16 +131,16 @@ def test_image_orientation_transparency_and_guards(tmp_path, tiny_input, tiny_tr
     rgba = Image.new("RGBA", (10, 10), (255, 0, 0, 0))
     rgba.save(tmp_path / "t.png")
     assert decode.load_image(tmp_path / "t.png").getpixel((0, 0)) == (255, 255, 255)
-    with pytest.raises(decode.DecodeError, match="truncated"):
+    with pytest.raises(DecodeError, match="truncated"):
         decode.load_image(tiny_input / "media" / "mc0.jpg")
     Image.new("RGB", (8, 8)).save(tmp_path / "x.gif")
-    with pytest.raises(decode.DecodeError, match="allowed format"):
+    with pytest.raises(DecodeError, match="allowed format"):
         decode.load_image(tmp_path / "x.gif")
     Image.new("RGB", (300, 300)).save(tmp_path / "big.png")
-    with pytest.raises(decode.DecodeError, match="decompression bomb"):
+    with pytest.raises(DecodeError, match="decompression bomb"):
         decode.load_image(tmp_path / "big.png", max_pixels=10_000)
     (tmp_path / "empty.jpg").write_bytes(b"")
-    with pytest.raises(decode.DecodeError):
+    with pytest.raises(DecodeError):
         decode.load_image(tmp_path / "empty.jpg")
 
 

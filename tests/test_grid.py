@@ -178,7 +178,8 @@ def test_the_grid_learns_the_configured_scheme_and_says_which(trained, tmp_path)
 
     from popray import store
     from popray.config import GridConfig, LabelConfig, TrainConfig
-    from popray.grid import NothingToTrain, run_train
+    from popray.errors import NothingToTrain
+    from popray.grid import run_train
 
     out = tmp_path / "out"
     shutil.copytree(trained, out)

@@ -7,7 +7,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from popray import store
-from popray.ingest import InputError, ingest
+from popray.errors import InputError
+from popray.ingest import ingest
 
 SOURCES = {
     "posts.csv": "posts",

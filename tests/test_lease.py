@@ -9,10 +9,11 @@ import time
 import pytest
 from typer.testing import CliRunner
 
-from popray import lease, store
+from popray import lease
 from popray.cli import app
 from popray.config import RunConfig, scratch_for
-from popray.storage import Location, StorageError
+from popray.errors import LeaseLost, LockedError, StorageError
+from popray.storage import Location
 
 
 def _lock(uri: str) -> dict | None:
@@ -27,7 +28,7 @@ def test_one_writer_at_a_time_and_the_lease_is_released(s3_uri):
     with lease.exclusive(work, "run") as held:
         assert "`popray run`" in _lock(work.uri)["holder"]
         with (
-            pytest.raises(store.LockedError, match=r"being written by another popray run"),
+            pytest.raises(LockedError, match=r"being written by another popray run"),
             lease.exclusive(work, "run"),
         ):
             pass
@@ -42,7 +43,7 @@ def test_a_dead_holders_lease_expires_and_exactly_one_run_takes_it_over(s3_uri):
     dead = lease.S3Lease(work, "run", ttl_s=1, renew_s=3600)
     dead.take()  # then "killed": never renewed, never released
     dead._stop.set()
-    with pytest.raises(store.LockedError, match=r"lease expires in"):
+    with pytest.raises(LockedError, match=r"lease expires in"):
         lease.S3Lease(work, "run", ttl_s=1, renew_s=3600).take()
     time.sleep(2.5)  # older than its ttl by the server's clock
     first = lease.S3Lease(work, "run", ttl_s=600, renew_s=3600)
@@ -64,7 +65,7 @@ def test_a_holder_that_lost_its_lease_finds_out_before_publishing(s3_uri):
     deadline = time.monotonic() + 10
     while slow.lost is None and time.monotonic() < deadline:
         time.sleep(0.1)
-    with pytest.raises(lease.LeaseLost, match="lost its writer lease"):
+    with pytest.raises(LeaseLost, match="lost its writer lease"):
         slow.check()
     slow.release()
     assert _lock(work.uri) == {"holder": "another run"}  # never deletes another's lease

@@ -9,8 +9,9 @@ import pytest
 from multinode import upload
 
 from popray import embed, store
-from popray.ingest import InputError, ingest
-from popray.storage import Location, StorageError, check_cluster_reach
+from popray.errors import InputError, StorageError
+from popray.ingest import ingest
+from popray.storage import Location, check_cluster_reach
 
 
 @pytest.fixture(scope="module")
