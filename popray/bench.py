@@ -17,9 +17,8 @@ from popray import store
 from popray.config import LabelConfig
 from popray.labels import label_tables
 from popray.storage import LOCAL_FILES
-from popray.tables import SCHEMAS
+from popray.tables import SCHEMAS, US_PER_DAY
 
-US_PER_DAY = 86_400_000_000
 EPOCH_2018_US = 1_514_764_800_000_000
 
 
@@ -219,8 +218,8 @@ def realistic_videos(folder: Path, size: tuple[int, int] = (720, 1280)) -> list[
     PHONE_DURATIONS_S (feed videos and reels run 10-90 s), made once and kept."""
     from fractions import Fraction
 
-    from popray.ingest import sha256_file
     from popray.sample_media import write_video
+    from popray.storage import sha256_file
 
     folder = folder.resolve()  # absolute: the Ray workers run in other folders
     folder.mkdir(parents=True, exist_ok=True)
@@ -258,7 +257,7 @@ def bench_embed(
     per-step breakdown, popray/bench_roofline.py), and `photos` 1080x1350 JPEGs."""
     import os
 
-    from popray.embed import ensure_ray
+    from popray.cluster import ensure_ray
 
     images, videos = _sample_media(input_dir)
     images = _repeat(images, n_images)

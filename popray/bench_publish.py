@@ -27,8 +27,9 @@ from popray import remote, store
 from popray.bench_nightly import add_posts
 from popray.config import EmbedConfig
 from popray.embed import run_embed
-from popray.ingest import input_dir_of, run_ingest
+from popray.ingest import run_ingest
 from popray.publish import current, staged_run
+from popray.store import input_dir_of
 
 EMBEDDINGS = ("embeddings_image", "embeddings_video")
 
@@ -131,7 +132,7 @@ def bench_assemble(
     import numpy as np
     import ray
 
-    from popray.embed import ensure_ray
+    from popray.cluster import ensure_ray
     from popray.embed_write import assemble, image_table, part_of, schemas
     from popray.storage import Location
 
@@ -210,7 +211,7 @@ def bench_send(out: Path) -> dict:
     pass into an object store whose memory is mapped already, as it is once a driver
     has sent more than the store holds. Across a network the driver's link adds its own
     bound (`popray plan`)."""
-    from popray.embed import ensure_ray
+    from popray.cluster import ensure_ray
     from popray.plan import VIDEO_VECTORS, WIDTH
     from popray.storage import put_file
 

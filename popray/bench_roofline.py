@@ -30,7 +30,7 @@ def photos_1080(folder: Path, n: int) -> list[dict]:
     import skimage.data
     from PIL import Image, ImageOps
 
-    from popray.ingest import sha256_file
+    from popray.storage import sha256_file
 
     folder = folder.resolve()  # absolute: the Ray workers run in other folders
     folder.mkdir(parents=True, exist_ok=True)

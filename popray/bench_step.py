@@ -18,10 +18,10 @@ import torch
 
 from popray.config import TrainConfig
 from popray.models import PAPER_MODELS, REGISTRY
+from popray.tables import N_FRAMES
 from popray.train import _Trainer
 
 BATCH = 32
-SEQUENCE = 15  # the video models' frames (decode.N_FRAMES)
 
 
 def bench_step(repeats: int = 5, steps: int = 100, width: int = 1280) -> list[dict]:
@@ -31,7 +31,7 @@ def bench_step(repeats: int = 5, steps: int = 100, width: int = 1280) -> list[di
     rows = []
     for model in PAPER_MODELS:
         sequence = REGISTRY[model].input == "sequence"
-        shape = (BATCH, SEQUENCE, width) if sequence else (BATCH, width)
+        shape = (BATCH, N_FRAMES, width) if sequence else (BATCH, width)
         rng = np.random.default_rng(0)
         x = rng.standard_normal(shape, dtype=np.float32)
         trainer = _Trainer(model, 2, width, TrainConfig(), 0, "cpu")

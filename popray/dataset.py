@@ -25,8 +25,8 @@ import pyarrow.parquet as pq
 from popray import store
 from popray.config import Scheme
 from popray.errors import MissingError
-from popray.labels import sql_text
 from popray.storage import put_file
+from popray.store import sql_text
 
 ONE_PROFILE = "profile"  # the profile of items built without one (synthetic test data)
 BATCH_ROWS = 512  # at least this many stored rows are read per object-store chunk

@@ -30,6 +30,7 @@ from PIL import Image, ImageEnhance, ImageFile, ImageOps
 
 from popray.config import AugmentConfig
 from popray.errors import DecodeError, WorkerStartError
+from popray.tables import N_FRAMES
 
 ALLOWED_IMAGE_FORMATS = ("JPEG", "PNG", "WEBP")
 SIZE = 224
@@ -37,7 +38,6 @@ SIZE = 224
 # many pixels each way: a 1080x1350 photo decodes at 540x675, ~3x faster, and the 224
 # resize after it differs by a fraction of a grey level (tests/test_decode.py)
 DRAFT = 2 * SIZE
-N_FRAMES = 15
 SECONDS = 15.0
 
 

@@ -178,7 +178,7 @@ def _items(keys: pa.Table, vectors: np.ndarray, kind: str) -> Items:
 def _keys(out: Path, backbone: str) -> list[tuple]:
     """Per media type: its embeddings' part files, the column compared, and the keys of
     its items (dedup_images.sql / dedup_videos.sql), in (profile, media_id) order."""
-    from popray.labels import sql_text
+    from popray.store import sql_text
 
     found = []
     con = store.connect(out)
@@ -303,7 +303,7 @@ def run_dedup(
     (`unit_key`) matches the published run's takes over its rows: its vectors are not read."""
     import ray
 
-    from popray.embed import ensure_ray
+    from popray.cluster import ensure_ray
 
     ensure_ray()
     threshold = cfg.threshold_for(backbone)

@@ -28,6 +28,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from popray import decode, store
+from popray.cluster import ensure_ray
 from popray.config import EmbedConfig
 from popray.embed_write import (
     STATUS,
@@ -40,8 +41,8 @@ from popray.embed_write import (
     write_block,
 )
 from popray.errors import DecodeError
-from popray.ingest import input_dir_of
 from popray.storage import Location, check_cluster_reach, sha256_bytes
+from popray.store import input_dir_of
 from popray.tables import SCHEMAS
 
 if TYPE_CHECKING:
@@ -278,14 +279,6 @@ class EmbedReport:
 
 # Failures that may not repeat (a file put back, a loaded machine): not cached, retried.
 TRANSIENT = ("file not found", "decoding took longer", "decoder process died")
-
-
-def ensure_ray() -> None:
-    """Join the Ray cluster in RAY_ADDRESS, or start Ray in-process when none is set."""
-    import ray
-
-    if not ray.is_initialized():
-        ray.init(log_to_driver=False)
 
 
 def pool_size(cfg: EmbedConfig, cluster_gpus: int, cluster_cpus: int) -> tuple[bool, int]:

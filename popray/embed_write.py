@@ -287,7 +287,7 @@ def _built(
         return
     import ray
 
-    from popray.embed import ensure_ray
+    from popray.cluster import ensure_ray
 
     ensure_ray()
     task = ray.remote(_build).options(num_cpus=1, max_retries=3)

@@ -57,7 +57,7 @@ def expected_calibration_error(y: np.ndarray, proba: np.ndarray, bins: int = 10)
 def recent_baseline(out: Path, scheme: str) -> dict[tuple[int, str], int | None]:
     """(k, media_id) -> the class of the profile's previous item of the same media type
     (schemas/sql/baseline_recent.sql)."""
-    from popray.labels import sql_text
+    from popray.store import sql_text
 
     con = store.connect(out)
     try:
@@ -69,7 +69,7 @@ def recent_baseline(out: Path, scheme: str) -> dict[tuple[int, str], int | None]
 
 def over_labels(labels: pa.Table, name: str, scheme: str) -> list[tuple]:
     """The rows of `schemas/sql/<name>.sql` run over `labels` (as the view `labels`)."""
-    from popray.labels import sql_text
+    from popray.store import sql_text
 
     con = duckdb.connect()
     try:

@@ -163,7 +163,7 @@ def _samples(
 def _extremes(out: Path, spec: dict, n: int) -> list[dict]:
     """The profile's `n` highest- and `n` lowest-scored validated images (out-of-fold
     scores of its image model, schemas/sql/scored_images.sql), as explain jobs."""
-    from popray.labels import sql_text
+    from popray.store import sql_text
 
     if n <= 0 or not store.has_table(out, "predictions"):
         return []
@@ -203,7 +203,7 @@ def run_explain(
     model, the images picked and the weights) is unchanged and its heatmaps are there;
     the other profiles go to a pool of Grad-CAM actors (`GradCam`), each of which builds
     the backbone once."""
-    from popray.ingest import input_dir_of
+    from popray.store import input_dir_of
 
     specs = _image_models(out, k, profile, scheme)
     if media and len(specs) > 1:
@@ -288,7 +288,7 @@ def _explain_all(
     """Grad-CAM for every profile in `todo` on a pool of actors (one per backbone in
     use); the driver loads each head as its profile is handed out and writes the
     heatmaps that come back."""
-    from popray.embed import ensure_ray
+    from popray.cluster import ensure_ray
 
     if not todo:
         return {}

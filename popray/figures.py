@@ -176,7 +176,7 @@ def nn_histogram(out: Path, threshold: float) -> Path:
 
 def closest_pairs(out: Path, threshold: float, n: int = 8) -> Path:
     """Contact sheet of the n closest image pairs, to check the threshold by eye."""
-    from popray.ingest import input_dir_of
+    from popray.store import input_dir_of
 
     sql = """SELECT d.media_id, d.nn_media_id, d.distance, a.path AS a, b.path AS b
              FROM nn_distances d JOIN media a ON a.media_id = d.media_id
@@ -242,7 +242,7 @@ def tsne_map(
     points (paper Fig. 4)."""
     from sklearn.manifold import TSNE
 
-    from popray.ingest import input_dir_of
+    from popray.store import input_dir_of
 
     rows, total = tsne_rows(out, k, backbone, scheme, points, seed)
     if len(rows) < 5:

@@ -56,6 +56,7 @@ from ray import tune
 
 from popray import pooled_keep, store
 from popray.cells import Cell, TrialSpec, plan_cells, trial_specs
+from popray.cluster import ensure_ray
 from popray.config import KFOLD, WALK_FORWARD, GridConfig, LabelConfig
 from popray.dataset import Dataset, TrainingKeys, load_keys
 from popray.errors import GridError, NothingToTrain
@@ -419,8 +420,7 @@ def run_grid(
     units = units or unit_keys(cfg, datasets, backbone, timelines)
     name = f"grid-{fingerprint(cfg, backbone, cells, units)}"
     experiment = root.child(name)
-    if not ray.is_initialized():
-        ray.init()
+    ensure_ray()
     check_cluster_reach(root, "the grid's storage", "--storage")
     results_dir = root.child(f"{name}.results")  # one folder per finished trial
     # a trial's config is its name: Tune copies the whole grid into each trial's config
@@ -553,7 +553,6 @@ def run_train(
     start = time.perf_counter()
     clock = _Clock()
     ks = cfg.k or labels.k
-    from popray.embed import ensure_ray
 
     ensure_ray()  # the embeddings go to the object store as they are read: not the driver's
     keys = load_keys(out, backbone, ks, labels.scheme, cfg.context_features)

@@ -11,7 +11,6 @@ header, stops the run with an `InputError` naming the file.
 from __future__ import annotations
 
 import csv
-import hashlib
 import io
 import itertools
 import json
@@ -28,12 +27,12 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 from pydantic import BaseModel, ValidationError
 
-from popray import store
+from popray import storage, store
 from popray.contract import (
     INPUTS,
     REQUIRED_INPUTS,
 )
-from popray.errors import InputError, MissingError, StorageError
+from popray.errors import InputError, StorageError
 from popray.storage import Location, sha256_bytes
 from popray.tables import SCHEMAS
 
@@ -235,7 +234,7 @@ def validate_file(
         return table, len(first)
     import ray
 
-    from popray.embed import ensure_ray
+    from popray.cluster import ensure_ray
 
     ensure_ray()
     task = ray.remote(num_cpus=1, max_retries=3)(_validate_chunk)
@@ -265,14 +264,6 @@ def _chunks(items, size: int):
         yield chunk
 
 
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def _file_problems(export: Location, rels: list[str]) -> dict[str, str]:
     """rel -> why it cannot be used, for the media paths that cannot: missing, not a
     regular file, or (where the filesystem has links) leaving the export through one.
@@ -296,7 +287,7 @@ def _file_problems(export: Location, rels: list[str]) -> dict[str, str]:
 
 def _hash_local(export: Location, rels: list[str], workers: int) -> list[str]:
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        return list(pool.map(lambda r: sha256_file(Path(export.path(r))), rels))
+        return list(pool.map(lambda r: storage.sha256_file(Path(export.path(r))), rels))
 
 
 def _hash_chunk(export: Location, rels: list[str]) -> list[str]:
@@ -309,7 +300,7 @@ def _hash_on_cluster(export: Location, rels: list[str], chunk: int = 32) -> list
     (the driver downloads none of them)."""
     import ray
 
-    from popray.embed import ensure_ray
+    from popray.cluster import ensure_ray
 
     ensure_ray()
     task = ray.remote(num_cpus=0.5, max_retries=3)(_hash_chunk)
@@ -548,14 +539,6 @@ def ingest(source: Location | Path | str, hash_workers: int = 8) -> IngestResult
 def _to_table(name: str, rows: list[dict]) -> pa.Table:
     schema = SCHEMAS[name]
     return pa.Table.from_pylist([{k: r.get(k) for k in schema.names} for r in rows], schema=schema)
-
-
-def input_dir_of(out: Path) -> Location:
-    """The export `out` was ingested from (recorded in OUT/ingest.json)."""
-    record = out / "ingest.json"
-    if not record.exists():
-        raise MissingError(f"{record} does not exist: run `popray ingest --out {out}` first")
-    return Location(json.loads(record.read_text())["input_dir"])
 
 
 def run_ingest(input_dir: Location | Path | str, out: Path) -> IngestResult:

@@ -10,7 +10,6 @@ one row per (media item, scheme, k) for every media item that is not excluded.
 
 from __future__ import annotations
 
-from importlib.resources import files
 from pathlib import Path
 
 import duckdb
@@ -18,20 +17,7 @@ import pyarrow as pa
 
 from popray import store
 from popray.config import LabelConfig
-from popray.tables import LABELS
-
-US_PER_DAY = 86_400_000_000
-
-
-def sql_text(name: str) -> str:
-    """The text of `schemas/sql/<name>.sql`: from the installed package (`popray.schemas`),
-    or from the source tree when popray runs uninstalled (e.g. a `ray job submit
-    --working-dir .` upload, where `popray/` is importable but `popray.schemas` is not)."""
-    try:
-        root = files("popray.schemas")
-    except ModuleNotFoundError:
-        root = Path(__file__).resolve().parent.parent / "schemas"
-    return (root / "sql" / f"{name}.sql").read_text(encoding="utf-8")
+from popray.tables import LABELS, US_PER_DAY
 
 
 def _scheme_queries(config: LabelConfig) -> list[tuple[str, dict]]:
@@ -89,16 +75,16 @@ def label_tables(
         ):
             con.register(name, table)
         post_followers = con.sql(
-            sql_text("followers_at_post"),
+            store.sql_text("followers_at_post"),
             params={
                 "extrapolation_window_us": round(config.extrapolation_window_days * US_PER_DAY)
             },
         ).to_arrow_table()
         con.register("post_followers", post_followers)
-        con.execute(sql_text("ties_macro"))
-        con.register("items", con.sql(sql_text("label_items")).to_arrow_table())
+        con.execute(store.sql_text("ties_macro"))
+        con.register("items", con.sql(store.sql_text("label_items")).to_arrow_table())
         parts = [
-            con.sql(sql_text(name), params=params).to_arrow_table().select(LABELS.names)
+            con.sql(store.sql_text(name), params=params).to_arrow_table().select(LABELS.names)
             for name, params in _scheme_queries(config)
             if only is None or name == _sql_file(only)
         ]

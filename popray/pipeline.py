@@ -57,8 +57,7 @@ class _Timings:
 def run_stages(cfg: RunConfig, echo: Echo = print) -> dict[str, float | dict[str, float]]:
     """Every stage, in order, in `cfg.out_dir` (Ray started here unless it is already);
     writes OUT/timings.json and returns the same timings."""
-    import ray
-
+    from popray.cluster import ensure_ray
     from popray.dedup import run_dedup
     from popray.embed import run_embed
     from popray.explain import run_explain
@@ -71,8 +70,7 @@ def run_stages(cfg: RunConfig, echo: Echo = print) -> dict[str, float | dict[str
 
     timed = _Timings()
     with timed.stage("ray_start"):
-        if not ray.is_initialized():
-            ray.init()
+        ensure_ray()
     with timed.stage("ingest"):
         run_ingest(cfg.input_dir, cfg.out_dir)
     with timed.stage("label"):

@@ -28,9 +28,8 @@ from popray import store
 from popray.config import KFOLD, EmbedConfig
 from popray.errors import MissingError
 from popray.final import POOLED, has_models, load_final, saved_models
-from popray.ingest import sha256_file
 from popray.models import REGISTRY
-from popray.storage import LOCAL_FILES
+from popray.storage import LOCAL_FILES, sha256_file
 from popray.tables import PREDICTIONS_NEW
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp"}

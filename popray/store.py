@@ -12,6 +12,7 @@ first; `popray sql` and `connect()` do that for you.
 from __future__ import annotations
 
 import fcntl
+import json
 import os
 import re
 import socket
@@ -19,6 +20,7 @@ import uuid
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
+from importlib.resources import files
 from pathlib import Path
 
 import duckdb
@@ -26,6 +28,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from popray.errors import LockedError, MissingError, QueryError
+from popray.storage import Location
 from popray.tables import FIXED_SCHEMA, SCHEMAS
 
 DB_NAME = "popray.duckdb"
@@ -212,3 +215,22 @@ def exclusive(out: Path, what: str) -> Iterator[None]:
     finally:
         fcntl.flock(handle, fcntl.LOCK_UN)
         handle.close()
+
+
+def sql_text(name: str) -> str:
+    """The text of `schemas/sql/<name>.sql`: from the installed package (`popray.schemas`),
+    or from the source tree when popray runs uninstalled (e.g. a `ray job submit
+    --working-dir .` upload, where `popray/` is importable but `popray.schemas` is not)."""
+    try:
+        root = files("popray.schemas")
+    except ModuleNotFoundError:
+        root = Path(__file__).resolve().parent.parent / "schemas"
+    return (root / "sql" / f"{name}.sql").read_text(encoding="utf-8")
+
+
+def input_dir_of(out: Path) -> Location:
+    """The export `out` was ingested from (recorded in OUT/ingest.json)."""
+    record = out / "ingest.json"
+    if not record.exists():
+        raise MissingError(f"{record} does not exist: run `popray ingest --out {out}` first")
+    return Location(json.loads(record.read_text())["input_dir"])

@@ -100,7 +100,8 @@ LABELS = pa.schema(
 )
 
 DEFAULT_WIDTH = 1280  # EfficientNet-B0/Lite0; other backbones have their own width
-N_FRAMES = 15
+N_FRAMES = 15  # frames sampled per video: the video models' sequence length
+US_PER_DAY = 86_400_000_000  # the tables' timestamps are in microseconds
 # What an embedding is keyed by: the item, its bytes, the model and the preprocessing.
 EMBEDDING_KEY = [
     pa.field("media_id", pa.string(), nullable=False),

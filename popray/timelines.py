@@ -27,9 +27,8 @@ from popray.dataset import Dataset
 from popray.errors import ConfigError
 from popray.evaluate import ranking_targets, recent_classes
 from popray.labels import label_tables
-from popray.tables import TS
+from popray.tables import TS, US_PER_DAY
 
-US_PER_DAY = 86_400_000_000
 NO_CLASS = -1
 # posts per labelling task: 12 labellings of 20,000 posts take a few seconds of a core
 POSTS_PER_TASK = 20_000

@@ -31,7 +31,7 @@ from popray import store
 from popray.cells import Cell
 from popray.config import GridConfig
 from popray.dataset import Dataset
-from popray.labels import sql_text
+from popray.store import sql_text
 from popray.timelines import Timeline
 
 # of a unit's fingerprint: bumped when what a trial computes changes (2: the GRUs' input

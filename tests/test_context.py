@@ -14,7 +14,8 @@ import pytest
 from popray import store
 from popray.config import LabelConfig
 from popray.dataset import CONTEXT_FEATURES
-from popray.labels import run_label, sql_text
+from popray.labels import run_label
+from popray.store import sql_text
 
 
 def _features(out) -> dict[str, list[float]]:

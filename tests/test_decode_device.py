@@ -16,8 +16,7 @@ from PIL import Image
 from popray import decode, decode_device
 from popray.config import AugmentConfig, EmbedConfig
 from popray.embed import decode_batch, run_pipeline
-from popray.ingest import sha256_file
-from popray.storage import LOCAL_FILES, sha256_bytes
+from popray.storage import LOCAL_FILES, sha256_bytes, sha256_file
 
 PHOTOS = ("chelsea", "coffee", "astronaut")
 LIMIT = 50_000_000

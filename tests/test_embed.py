@@ -137,8 +137,8 @@ def test_the_cluster_writes_the_rows_and_only_statuses_reach_the_driver(
     """With a staging folder the pipeline's last tasks write the embedding rows as
     Parquet; the driver gets back (media_id, sha256, kind, error) per item, no vectors."""
     from popray.embed_write import STATUS
-    from popray.ingest import input_dir_of
     from popray.storage import Location
+    from popray.store import input_dir_of
 
     _, out, _ = embedded
     media = store.read_table(out, "media").to_pylist()

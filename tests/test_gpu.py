@@ -30,7 +30,7 @@ def test_gpu_embeddings_match_cpu_and_still_see_a_cat(tmp_path):
 def test_actor_pool_runs_on_the_gpu(ray_session, tmp_path):
     import ray
 
-    from popray.ingest import sha256_file
+    from popray.storage import sha256_file
 
     assert ray.cluster_resources().get("GPU", 0) >= 1
     images = []
@@ -71,7 +71,7 @@ def test_nvjpeg_gives_the_cpu_paths_pixels():
 
 
 def test_the_gpu_pool_decodes_jpegs_with_nvjpeg_and_embeds_as_the_cpu_does(ray_session, tmp_path):
-    from popray.ingest import sha256_file
+    from popray.storage import sha256_file
 
     items = []
     for name in ("chelsea", "coffee", "astronaut", "rocket"):

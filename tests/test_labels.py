@@ -361,7 +361,7 @@ def test_a_score_that_ties_with_a_threshold_is_not_above_it():
     the reference test on a fresh clone); the class rule treats that as the tie it is."""
     import duckdb
 
-    from popray.labels import sql_text
+    from popray.store import sql_text
 
     con = duckdb.connect()
     con.execute(sql_text("ties_macro"))
