@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +17,7 @@ import pyarrow as pa
 from popray import store
 from popray.config import LabelConfig
 from popray.labels import label_tables
+from popray.records import MediaItem
 from popray.storage import LOCAL_FILES
 from popray.tables import SCHEMAS, US_PER_DAY
 
@@ -110,7 +112,7 @@ def _time(fn, repeat: int) -> dict:
     return {"best_s": round(min(times), 3), "label_rows": rows}
 
 
-def _sample_media(input_dir: Path) -> tuple[list[dict], list[dict]]:
+def _sample_media(input_dir: Path) -> tuple[list[MediaItem], list[MediaItem]]:
     """Readable images and videos of an export (planted corrupt files left out)."""
     import json
 
@@ -123,25 +125,20 @@ def _sample_media(input_dir: Path) -> tuple[list[dict], list[dict]]:
     media = [
         m for m in ingest(input_dir).tables["media"].to_pylist() if m["media_id"] not in corrupt
     ]
-    items = [
-        {
-            "media_id": m["media_id"],
-            "sha256": m["sha256"],
-            "kind": m["media_type"],
-            "path": str(input_dir.resolve() / m["path"]),  # Ray workers run elsewhere
-            "thumb": "",
-        }
+    items = [  # absolute paths: Ray workers run elsewhere; no thumbnails
+        MediaItem.of_media(
+            m | {"path": str(input_dir.resolve() / m["path"]), "thumbnail_path": None}
+        )
         for m in media
     ]
-    return [i for i in items if i["kind"] == "image"], [i for i in items if i["kind"] == "video"]
+    return [i for i in items if i.kind == "image"], [i for i in items if i.kind == "video"]
 
 
-def _repeat(items: list[dict], n: int) -> list[dict]:
-    out = [dict(items[i % len(items)], media_id=f"b{i}") for i in range(n)]
-    return out
+def _repeat(items: list[MediaItem], n: int) -> list[MediaItem]:
+    return [replace(items[i % len(items)], media_id=f"b{i}") for i in range(n)]
 
 
-def plain_loop_rate(images: list[dict], cfg) -> float:
+def plain_loop_rate(images: list[MediaItem], cfg) -> float:
     """Images/s of a single-process loop: PIL decode + resize + forward, same batch size."""
     from popray import decode
     from popray.embed import Embedder
@@ -150,22 +147,22 @@ def plain_loop_rate(images: list[dict], cfg) -> float:
     embedder = Embedder(cfg)
     for i in range(0, len(images), cfg.batch_size):
         chunk = images[i : i + cfg.batch_size]
-        pixels = np.stack([decode.resize(decode.load_image(Path(it["path"]))) for it in chunk])
+        pixels = np.stack([decode.resize(decode.load_image(Path(it.path))) for it in chunk])
         embedder.embed_frames(pixels)
     return len(images) / (time.perf_counter() - start)
 
 
-def pipeline_rate(images: list[dict], cfg) -> float:
+def pipeline_rate(images: list[MediaItem], cfg) -> float:
     """Images/s of popray's Ray Data pipeline (decode tasks + model actor pool)."""
     from popray.embed import run_pipeline
 
     start = time.perf_counter()
     results = run_pipeline(images, cfg, LOCAL_FILES)
-    assert all(not r["error"] for r in results), [r["error"] for r in results if r["error"]]
+    assert all(not r.error for r in results), [r.error for r in results if r.error]
     return len(images) / (time.perf_counter() - start)
 
 
-def video_sampling_seconds(videos: list[dict], cfg) -> tuple[float, float, int]:
+def video_sampling_seconds(videos: list[MediaItem], cfg) -> tuple[float, float, int]:
     """Seconds per video: popray's decode step (15 sampled frames) vs ray.data.read_videos
     (every frame), both as Ray Data jobs over the same files."""
     import ray
@@ -174,25 +171,25 @@ def video_sampling_seconds(videos: list[dict], cfg) -> tuple[float, float, int]:
 
     start = time.perf_counter()
     n = (
-        ray.data.from_items(videos, override_num_blocks=max(1, len(videos) // 2))
+        ray.data.from_items([v.row() for v in videos], override_num_blocks=max(1, len(videos) // 2))
         .map_batches(decode_batch, fn_kwargs={"cfg": cfg, "export": LOCAL_FILES}, batch_size=2)
         .count()
     )
     popray_s = (time.perf_counter() - start) / len(videos)
     assert n == len(videos)
     start = time.perf_counter()
-    frames = ray.data.read_videos([v["path"] for v in videos]).count()
+    frames = ray.data.read_videos([v.path for v in videos]).count()
     ray_s = (time.perf_counter() - start) / len(videos)
     return popray_s, ray_s, frames
 
 
-def decode_rate_one_core(images: list[dict]) -> float:
+def decode_rate_one_core(images: list[MediaItem]) -> float:
     """Images/s of decode + resize on one core (PIL)."""
     from popray import decode
 
     start = time.perf_counter()
     for it in images:
-        decode.resize(decode.load_image(Path(it["path"])))
+        decode.resize(decode.load_image(Path(it.path)))
     return len(images) / (time.perf_counter() - start)
 
 
@@ -213,13 +210,12 @@ def forward_rate(cfg, n: int = 2048) -> float:
 PHONE_DURATIONS_S = (10, 20, 30, 45, 60, 90)
 
 
-def realistic_videos(folder: Path, size: tuple[int, int] = (720, 1280)) -> list[dict]:
+def realistic_videos(folder: Path, size: tuple[int, int] = (720, 1280)) -> list[MediaItem]:
     """Portrait H.264 videos like a phone's (720×1280, 30 fps), one per duration in
     PHONE_DURATIONS_S (feed videos and reels run 10-90 s), made once and kept."""
     from fractions import Fraction
 
     from popray.sample_media import write_video
-    from popray.storage import sha256_file
 
     folder = folder.resolve()  # absolute: the Ray workers run in other folders
     folder.mkdir(parents=True, exist_ok=True)
@@ -231,15 +227,7 @@ def realistic_videos(folder: Path, size: tuple[int, int] = (720, 1280)) -> list[
             tmp = path.with_suffix(".tmp.mp4")
             write_video(tmp, rng, "coffee", float(seconds), Fraction(30), size)
             tmp.rename(path)
-        items.append(
-            {
-                "media_id": f"v{seconds}",
-                "sha256": sha256_file(path),
-                "kind": "video",
-                "path": str(path),
-                "thumb": "",
-            }
-        )
+        items.append(MediaItem.of_file(f"v{seconds}", path, "video"))
     return items
 
 
@@ -369,7 +357,7 @@ def bench_train(out: Path, cfg=None, backbone: str = "efficientnet_lite0") -> li
     cells, _ = plan_cells(datasets, cfg)
     specs = trial_specs(cfg, cells)
     start = time.perf_counter()
-    train_s = [run_trial(spec, datasets[spec.k], cfg)[0]["train_s"] for spec in specs]
+    train_s = [run_trial(spec, datasets[spec.k], cfg)[0].summary()["train_s"] for spec in specs]
     plain = time.perf_counter() - start
     rows = [
         {

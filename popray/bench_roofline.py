@@ -22,15 +22,15 @@ from pathlib import Path
 
 import numpy as np
 
+from popray.records import MediaItem
+
 PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "hubble_deep_field", "immunohistochemistry")
 
 
-def photos_1080(folder: Path, n: int) -> list[dict]:
+def photos_1080(folder: Path, n: int) -> list[MediaItem]:
     """`n` 1080x1350 JPEGs from the bundled photos (made once, kept), as embed items."""
     import skimage.data
     from PIL import Image, ImageOps
-
-    from popray.storage import sha256_file
 
     folder = folder.resolve()  # absolute: the Ray workers run in other folders
     folder.mkdir(parents=True, exist_ok=True)
@@ -46,19 +46,11 @@ def photos_1080(folder: Path, n: int) -> list[dict]:
             tmp = path.with_suffix(".tmp")
             photo.resize((1080, 1350), Image.Resampling.BICUBIC).save(tmp, "JPEG", quality=90)
             tmp.rename(path)
-        items.append(
-            {
-                "media_id": f"p{i}",
-                "sha256": sha256_file(path),
-                "kind": "image",
-                "path": str(path),
-                "thumb": "",
-            }
-        )
+        items.append(MediaItem.of_file(f"p{i}", path))
     return items
 
 
-def breakdown(images: list[dict], cfg) -> dict:
+def breakdown(images: list[MediaItem], cfg) -> dict:
     """Milliseconds per image of each step of the embedding of `images` (cfg.views
     augmented views each), one step at a time in this process."""
     import pyarrow.parquet as pq
@@ -80,12 +72,12 @@ def breakdown(images: list[dict], cfg) -> dict:
 
     stacks = []
     for it in images:
-        data = timed("read", Path(it["path"]).read_bytes)
+        data = timed("read", Path(it.path).read_bytes)
         image = timed("decode", decode.load_image, data, cfg.max_image_pixels, decode.DRAFT)
         base = timed("resize", decode.resize, image)
         views = [base]
         for v in range(1, cfg.views + 1):
-            p = decode.view_params(decode.view_rng(cfg.seed, it["sha256"], v), cfg.augment)
+            p = decode.view_params(decode.view_rng(cfg.seed, it.sha256, v), cfg.augment)
             views.append(timed("views", decode.augmented_view, base, p))
         stacks.append(np.stack(views))
     frames = np.concatenate(stacks)

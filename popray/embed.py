@@ -41,6 +41,7 @@ from popray.embed_write import (
     write_block,
 )
 from popray.errors import DecodeError
+from popray.records import Embedded, MediaItem
 from popray.storage import Location, check_cluster_reach, sha256_bytes
 from popray.store import input_dir_of
 from popray.tables import SCHEMAS
@@ -301,18 +302,17 @@ def pool_size(cfg: EmbedConfig, cluster_gpus: int, cluster_cpus: int) -> tuple[b
 
 
 def run_pipeline(
-    items: list[dict],
+    items: list[MediaItem],
     cfg: EmbedConfig,
     export: Location,
     staging: Location | None = None,
     keys: dict[str, str] | None = None,
 ) -> list[dict]:
-    """Decode and embed `items` (media_id, sha256, kind, path, thumb: paths relative to
-    `export`) on Ray Data.
+    """Decode and embed `items` (paths relative to `export`) on Ray Data.
 
-    Returns one dict per item: media_id, sha256, kind, meta, error, embeddings; with
-    `staging`, the embedding rows (preprocessing `keys`) are written there by the cluster
-    (`embed_write.write_block`) and only media_id, sha256, kind and error come back.
+    Returns one `Embedded` per item, with its embeddings; with `staging`, the embedding
+    rows (preprocessing `keys`) are written there by the cluster
+    (`embed_write.write_block`) and only the status comes back (no meta, no vectors).
     """
     import ray
     from ray.data import ActorPoolStrategy, TaskPoolStrategy
@@ -322,10 +322,10 @@ def run_pipeline(
     use_gpu, actors = pool_size(cfg, int(resources.get("GPU", 0)), int(resources.get("CPU", 1)))
     # An actor call should carry about `batch_size` frames: images bring 1 + views each,
     # videos 15-16, so the number of media per call follows the mix.
-    frames = sum(1 + cfg.views if i["kind"] == "image" else decode.N_FRAMES + 1 for i in items)
+    frames = sum(1 + cfg.views if i.kind == "image" else decode.N_FRAMES + 1 for i in items)
     rows_per_call = max(1, round(cfg.batch_size * len(items) / max(1, frames)))
     n_blocks = max(1, min(-(-len(items) // ITEMS_PER_BLOCK), 2_000))
-    ds = ray.data.from_items(items, override_num_blocks=n_blocks)
+    ds = ray.data.from_items([i.row() for i in items], override_num_blocks=n_blocks)
     # Decode tasks ask for less CPU than the model actor: besides packing two light decode
     # tasks on a core, equal requests would let Ray Data fuse decoding into the actor,
     # serialising decode and forward pass on CPU-only machines.
@@ -358,7 +358,7 @@ def run_pipeline(
     results = []
     for batch in ds.iter_batches(batch_size=256, batch_format="numpy"):
         for i in range(len(batch["media_id"])):
-            results.append({k: batch[k][i] for k in columns})
+            results.append(Embedded.from_row({k: batch[k][i] for k in columns}))
     return results
 
 
@@ -445,21 +445,14 @@ def run_embed(out: Path, cfg: EmbedConfig, storage: Location | None = None) -> E
     }
     failed = _cached_failures(out, cfg)
     todo = [m for m in media if m["media_id"] not in excluded]
-    need: dict[str, dict] = {}
+    need: dict[str, MediaItem] = {}
     for m in todo:
         sha = m["sha256"]
         if sha in done[m["media_type"]] or sha in failed or sha in need:
             continue
-        need[sha] = {
-            "media_id": m["media_id"],
-            "sha256": sha,
-            "kind": m["media_type"],
-            "path": m["path"],
-            "thumb": m["thumbnail_path"] or "",
-            "part": part_of(cfg.backbone, m["profile_id"]),
-        }
+        need[sha] = MediaItem.of_media(m, part_of(cfg.backbone, m["profile_id"]))
     # one profile's items side by side: the cluster stages few files per profile part
-    need = dict(sorted(need.items(), key=lambda item: item[1]["part"]))
+    need = dict(sorted(need.items(), key=lambda item: item[1].part))
     root = storage or Location.parse(out)
     staging = root.child(f"{STAGING}{datetime.now(UTC):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:8]}")
     if need:
@@ -469,13 +462,13 @@ def run_embed(out: Path, cfg: EmbedConfig, storage: Location | None = None) -> E
         sweep_staging(root)
     try:
         results = run_pipeline(list(need.values()), cfg, export, staging, keys) if need else []
-        got = {r["sha256"] for r in results}
+        got = {r.sha256 for r in results}
         if got != set(need):  # never lose an item silently
             raise RuntimeError(
                 f"embedding returned {len(got)} of {len(need)} items; missing: "
                 f"{sorted(set(need) - got)[:5]}"
             )
-        new_failed = {r["sha256"]: str(r["error"]) for r in results if r["error"]}
+        new_failed = {r.sha256: r.error for r in results if r.error}
         failed |= new_failed
         staged = staging if need else None  # nothing new: no calls to the storage
         assembling = time.perf_counter()
@@ -488,7 +481,7 @@ def run_embed(out: Path, cfg: EmbedConfig, storage: Location | None = None) -> E
                 if m["media_type"] == kind and m["sha256"] not in failed
             ]
             parts = staged.child(kind) if staged else None
-            owner = {sha: item["part"] for sha, item in need.items() if item["kind"] == kind}
+            owner = {sha: item.part for sha, item in need.items() if item.kind == kind}
             done_parts = assemble(
                 out, name, cfg.backbone, all_schemas[kind], keys[kind], parts, current, owner
             )

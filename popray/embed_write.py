@@ -39,6 +39,7 @@ import pyarrow.parquet as pq
 
 from popray import decode, store
 from popray.config import EmbedConfig
+from popray.models import model_input
 from popray.storage import Location, put_file
 from popray.tables import embeddings_image_schema, embeddings_video_schema
 
@@ -106,7 +107,7 @@ def video_table(items: list[dict], cfg: EmbedConfig, key: str, width: int) -> pa
         "n_frames_total": pa.array([m["n_frames_total"] for m in metas], pa.int64()),
         "frame_times_s": _vectors(times),
         "frames": _vectors(frames, decode.N_FRAMES),
-        "pooled": _vectors(frames.max(axis=1)),
+        "pooled": _vectors(model_input("vector", "video", frames)),  # what vector models eat
         "thumbnail": _vectors(thumbs),
         "thumbnail_source": pa.array([m["thumbnail_source"] for m in metas], pa.string()),
     }

@@ -38,6 +38,7 @@ from popray import decode, store
 from popray.backbones import Backbone, create_backbone
 from popray.errors import ConfigError, DecodeError, MissingError
 from popray.final import load_final
+from popray.records import ModelCard
 from popray.storage import Location
 from popray.tables import EXPLANATIONS
 
@@ -111,16 +112,18 @@ def overlay(image: Image.Image, heat: np.ndarray, alpha: float = 0.45) -> Image.
     return Image.blend(image, heat_rgb, alpha)
 
 
-def _image_models(out: Path, k: int | None, profile: str | None, scheme: str | None) -> list:
+def _image_models(
+    out: Path, k: int | None, profile: str | None, scheme: str | None
+) -> list[ModelCard]:
     """The saved image models to explain (the smallest k, or k): of `profile`, or of
     every profile."""
     from popray.final import saved_models
 
     models = saved_models(out, profile, scheme, every_profile=profile is None)
-    images = [m for m in models if m["model"] == "image" and k in (None, m["k"])]
+    images = [m for m in models if m.model == "image" and k in (None, m.k)]
     picked = {}
-    for m in sorted(images, key=lambda m: -m["k"]):  # the smallest k wins
-        picked[m["profile_id"]] = m
+    for m in sorted(images, key=lambda m: -m.k):  # the smallest k wins
+        picked[m.profile_id] = m
     if not picked:
         raise MissingError(
             f"{out}: no saved image model{'' if k is None else f' for k={k}'}; run `popray train`"
@@ -160,17 +163,17 @@ def _samples(
     ]
 
 
-def _extremes(out: Path, spec: dict, n: int) -> list[dict]:
+def _extremes(out: Path, card: ModelCard, n: int) -> list[dict]:
     """The profile's `n` highest- and `n` lowest-scored validated images (out-of-fold
     scores of its image model, schemas/sql/scored_images.sql), as explain jobs."""
     from popray.store import sql_text
 
     if n <= 0 or not store.has_table(out, "predictions"):
         return []
-    params = {"profile": spec["profile_id"], "scheme": spec["scheme"], "k": spec["k"]}
+    params = {"profile": card.profile_id, "scheme": card.scheme, "k": card.k}
     con = store.connect(out)
     try:
-        sql = con.sql(sql_text("scored_images"), params=params | {"backbone": spec["backbone"]})
+        sql = con.sql(sql_text("scored_images"), params=params | {"backbone": card.backbone})
         rows = sql.to_arrow_table().to_pylist()
     finally:
         con.close()
@@ -205,27 +208,27 @@ def run_explain(
     the backbone once."""
     from popray.store import input_dir_of
 
-    specs = _image_models(out, k, profile, scheme)
-    if media and len(specs) > 1:
-        raise ConfigError(f"{out}: models of {len(specs)} profiles; choose one with --profile")
-    k = specs[0]["k"]
+    cards = _image_models(out, k, profile, scheme)
+    if media and len(cards) > 1:
+        raise ConfigError(f"{out}: models of {len(cards)} profiles; choose one with --profile")
+    k = cards[0].k
     folder = out / EXPLAIN_DIR / f"k{k}"
     folder.mkdir(parents=True, exist_ok=True)
     before = _last_rows(out, f"k{k}")
     files = [_file_job(Path(p)) for p in media or []]  # read here: the driver's own files
     kept: dict[str, list[dict]] = {}
     todo = []
-    for spec in specs:
-        jobs = _samples(out, spec["profile_id"], spec["scheme"], k, per_class)
-        jobs += _extremes(out, spec, extremes)
-        unit = None if files else _unit(spec, weights, jobs)
-        old = before.get(spec["profile_id"], [])
+    for card in cards:
+        jobs = _samples(out, card.profile_id, card.scheme, k, per_class)
+        jobs += _extremes(out, card, extremes)
+        unit = None if files else _unit(card, weights, jobs)
+        old = before.get(card.profile_id, [])
         if unit and old and all(_still_there(out, r, unit) for r in old):
-            kept[spec["profile_id"]] = old
+            kept[card.profile_id] = old
         else:
-            todo.append(_Profile(spec, jobs + files, unit))
+            todo.append(_Profile(card, jobs + files, unit))
     done = _explain_all(out, todo, weights, folder, input_dir_of(out))
-    rows = [r for spec in specs for r in (kept | done)[spec["profile_id"]]]
+    rows = [r for card in cards for r in (kept | done)[card.profile_id]]
     table = pa.Table.from_pylist(rows, schema=EXPLANATIONS)
     store.write_table(out, "explanations", table, part=f"k{k}")
     store.refresh_views(out)
@@ -242,7 +245,7 @@ def run_explain(
 class _Profile:
     """One profile's Grad-CAM work: its saved image model, the images, and its unit."""
 
-    spec: dict  # its row of table `models`
+    card: ModelCard
     jobs: list[dict]
     unit: str | None  # None: never taken over (--media files)
 
@@ -256,12 +259,10 @@ def _file_job(path: Path) -> dict:
         return job | {"error": str(exc)}
 
 
-def _unit(spec: dict, weights: str | None, jobs: list[dict]) -> str:
+def _unit(card: ModelCard, weights: str | None, jobs: list[dict]) -> str:
     """What a profile's heatmaps depend on: its model (path and creation time), the
     backbone weights and the images picked."""
-    text = json.dumps(
-        [FORMAT, spec["path"], str(spec["created_at"]), weights, jobs], sort_keys=True
-    )
+    text = json.dumps([FORMAT, card.path, str(card.created_at), weights, jobs], sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
@@ -294,16 +295,16 @@ def _explain_all(
         return {}
     ensure_ray()
     done = {}
-    for backbone in sorted({p.spec["backbone"] for p in todo}):
-        mine = [p for p in todo if p.spec["backbone"] == backbone]
+    for backbone in sorted({p.card.backbone for p in todo}):
+        mine = [p for p in todo if p.card.backbone == backbone]
         pool = ActorPool(_actors(backbone, weights, len(mine)))
 
         def submit(actor, work: _Profile):
-            head, _ = load_final(out, work.spec["path"])
-            return actor.explain.remote(head, work.spec["k"], work.jobs, export)
+            head, _ = load_final(out, work.card.path)
+            return actor.explain.remote(head, work.card.k, work.jobs, export)
 
         for work, results in zip(mine, pool.map(submit, mine), strict=True):
-            done[work.spec["profile_id"]] = [
+            done[work.card.profile_id] = [
                 _row(out, work, job, result, folder, export)
                 for job, result in zip(work.jobs, results, strict=True)
             ]
@@ -357,8 +358,8 @@ class GradCam:
 
 def _row(out: Path, work: _Profile, job: dict, result, folder: Path, export: Location) -> dict:
     """One row of `explanations`: its heatmap written, or the error that prevented it."""
-    spec = work.spec
-    row = {"k": spec["k"], "model_path": spec["path"], "profile_id": spec["profile_id"]}
+    card = work.card
+    row = {"k": card.k, "model_path": card.path, "profile_id": card.profile_id}
     row |= {n: v for n, v in job.items() if n not in ("bytes", "error")} | {"unit": work.unit}
     if job["picked"] != "file":  # a path inside the export
         row["file"] = export.display(job["file"])

@@ -38,6 +38,7 @@ from popray.dataset import Dataset
 from popray.errors import ConfigError, MissingError
 from popray.folds import all_data
 from popray.models import REGISTRY, create_model
+from popray.records import ModelCard
 from popray.tables import MODELS
 from popray.train import fit_all
 from popray.units import FORMAT
@@ -285,7 +286,7 @@ def saved_models(
     profile: str | None = None,
     scheme: str | None = None,
     every_profile: bool = False,
-) -> list[dict]:
+) -> list[ModelCard]:
     """The rows of `models` that can score a bare media file (embeddings only, no context
     features) for one profile (or, `every_profile`, all of them; the cross-profile models,
     profile POOLED, only when named) and one label scheme: the one there is, or the one
@@ -295,9 +296,9 @@ def saved_models(
     if not has_models(out):
         raise MissingError(f"{out}: no trained models; run `popray train` first")
     models = [  # the cross-profile models only when asked for by name
-        m
-        for m in store.read_table(out, "models").to_pylist()
-        if m["features"] == "embedding" and (m["profile_id"] != POOLED or profile == POOLED)
+        card
+        for card in map(ModelCard.from_row, store.read_table(out, "models").to_pylist())
+        if card.features == "embedding" and (card.profile_id != POOLED or profile == POOLED)
     ]
     if not models:
         raise MissingError(
@@ -308,12 +309,12 @@ def saved_models(
     if not every_profile:
         choices.append(("profile_id", profile, "--profile"))
     for field, wanted, flag in choices:
-        present = sorted({m[field] for m in models})
+        present = sorted({getattr(m, field) for m in models})
         if wanted is None and len(present) > 1:
             raise ConfigError(f"{out}: models for several {field}s {present}: choose with {flag}")
         if wanted is not None and wanted not in present:
             raise MissingError(f"{out}: no models for {field} {wanted!r}; trained: {present}")
-        models = [m for m in models if m[field] == (wanted or present[0])]
+        models = [m for m in models if getattr(m, field) == (wanted or present[0])]
     return models
 
 

@@ -12,8 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from popray.dataset import Dataset
-from popray.models import REGISTRY
-from popray.tables import N_FRAMES
+from popray.models import REGISTRY, InputKind, model_input
 from popray.train import FoldData
 
 
@@ -71,34 +70,23 @@ def split(ds: Dataset, model: str, seed: int, n_splits: int, k: int | None = Non
     return make_folds(model, seed, images, videos, n_splits, k)
 
 
-def _arrays(ds: Dataset, media_type: str, kind: str) -> tuple[list[str], np.ndarray, np.ndarray]:
-    """(ids, x, y) of one media type as `kind`: 'views' (all image views), 'vector'
-    (an image's own embedding or a video's pooled one) or 'sequence' (15 frames; an
-    image becomes a static 15-frame sequence)."""
+def _arrays(
+    ds: Dataset, media_type: str, kind: InputKind
+) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """(ids, x, y) of one media type as a model eats it (`models.model_input`). A video's
+    `vector` is its stored `pooled` column, which is `model_input`'s, computed when the
+    row was written: the dataset need not hold every frame for it."""
     if media_type == "image":
-        x = {
-            "views": ds.image_views,
-            "vector": ds.image_views[:, 0],
-            "sequence": np.repeat(ds.image_views[:, None, 0], N_FRAMES, axis=1),
-        }[kind]
-        return ds.image_ids, x, ds.image_y
+        return ds.image_ids, model_input(kind, "image", ds.image_views), ds.image_y
     x = ds.video_frames if kind == "sequence" else ds.video_pooled
     return ds.video_ids, x, ds.video_y
-
-
-def _kinds(model: str) -> tuple[str, str]:
-    """How the model sees its own media in training, and the other type's extra items."""
-    spec = REGISTRY[model]
-    if spec.input == "sequence":
-        return "sequence", "sequence"
-    return ("views" if spec.validate_on == "image" else "vector"), "vector"
 
 
 def fold_data(ds: Dataset, model: str, fold: Fold) -> FoldData:
     """The arrays of one fold: the model's own media split by `fold`, plus the other
     media type's items (mixed models) in training only."""
     spec = REGISTRY[model]
-    own_kind, extra_kind = _kinds(model)
+    own_kind, extra_kind = spec.trains_on
     ids, x, y = _arrays(ds, spec.validate_on, own_kind)
     index = {media_id: i for i, media_id in enumerate(ids)}
     train = np.array([index[m] for m in fold.train], dtype=np.int64)
@@ -118,7 +106,7 @@ def fold_data(ds: Dataset, model: str, fold: Fold) -> FoldData:
 def all_data(ds: Dataset, model: str) -> tuple[np.ndarray, np.ndarray, bool]:
     """Every item a final model trains on: (x, y, x has a views axis)."""
     spec = REGISTRY[model]
-    own_kind, extra_kind = _kinds(model)
+    own_kind, extra_kind = spec.trains_on
     _, x, y = _arrays(ds, spec.validate_on, own_kind)
     if spec.train_extra != "none":
         other = "video" if spec.validate_on == "image" else "image"
@@ -130,6 +118,6 @@ def all_data(ds: Dataset, model: str) -> tuple[np.ndarray, np.ndarray, bool]:
 def scoring_data(ds: Dataset, model: str) -> tuple[list[str], np.ndarray, np.ndarray]:
     """The items `model` is validated on, as it scores them: (ids, x, y), an image by its
     own embedding (view 0), a video as the model sees it."""
-    own_kind, _ = _kinds(model)
-    ids, x, y = _arrays(ds, REGISTRY[model].validate_on, own_kind)
-    return ids, (x[:, 0] if own_kind == "views" else x), y
+    spec = REGISTRY[model]
+    ids, x, y = _arrays(ds, spec.validate_on, spec.scores_as)
+    return ids, x, y

@@ -44,7 +44,7 @@ import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -65,6 +65,7 @@ from popray.final import MODELS_DIR, prune, train_final
 from popray.folds import fold_data, split
 from popray.metrics_parallel import metrics_by_cell
 from popray.pooled import PROFILE_GROUPED, trains_on_every_profile
+from popray.records import FoldResult, TrialResult
 from popray.storage import Location, check_cluster_reach
 from popray.tables import MODELS, PREDICTIONS, TRIALS, TS
 from popray.timelines import Timeline, build_timelines
@@ -89,18 +90,19 @@ def run_trial(
     cfg: GridConfig,
     device: str = "cpu",
     timelines: dict[str, Timeline] | None = None,
-) -> tuple:
+) -> tuple[TrialResult, pa.Table]:
     """Train one (model, k, seed, fold) for each profile of the trial (walk_forward: each
-    usable window of each profile): returns (metrics: one entry per profile and fold
-    under "profiles" and their summary, predictions table)."""
-    per_profile, tables = [], []
+    usable window of each profile): returns (its result: one `FoldResult` per profile and
+    fold or window, its predictions table)."""
+    per_profile: list[FoldResult] = []
+    tables = []
     for profile in spec.profiles:
         own = ds.for_profile(profile)
         if spec.protocol == WALK_FORWARD:
             entries, windows = run_windows(
-                spec.model, spec.k, spec.seed, own, timelines[profile], cfg, device
+                spec.model, spec.k, spec.seed, own, timelines[profile], cfg, device, profile
             )
-            per_profile += [{"profile_id": profile} | e for e in entries]
+            per_profile += entries
             tables += [w.append_column("profile_id", pa.array([profile] * len(w))) for w in windows]
             continue
         fold = split(own, spec.model, spec.seed, cfg.folds)[spec.fold]
@@ -108,16 +110,16 @@ def run_trial(
         start = time.perf_counter()
         result = fit_fold(spec.model, spec.k, data, cfg.train, seed=spec.seed, device=device)
         per_profile.append(
-            {
-                "profile_id": profile,
-                "fold": spec.fold,
-                "best_epoch": result.best_epoch,
-                "val_accuracy": result.val_accuracy,
-                "n_train": len(fold.train),
-                "n_extra": len(fold.extra_train),
-                "n_val": len(fold.val),
-                "train_s": time.perf_counter() - start,
-            }
+            FoldResult(
+                profile,
+                spec.fold,
+                result.best_epoch,
+                result.val_accuracy,
+                len(fold.train),
+                len(fold.extra_train),
+                len(fold.val),
+                time.perf_counter() - start,
+            )
         )
         proba = result.val_proba.astype(np.float32)
         tables.append(
@@ -133,15 +135,7 @@ def run_trial(
                 }
             )
         )
-    metrics = {
-        "val_accuracy": float(np.mean([p["val_accuracy"] for p in per_profile])),
-        "best_epoch": int(np.median([p["best_epoch"] for p in per_profile])),
-        "train_s": float(sum(p["train_s"] for p in per_profile)),
-        "n_profiles": len(per_profile),
-        "finished_at": time.time(),
-        "profiles": per_profile,
-    }
-    return metrics, pa.concat_tables(tables)
+    return TrialResult(tuple(per_profile), time.time()), pa.concat_tables(tables)
 
 
 @dataclass(frozen=True)
@@ -157,27 +151,26 @@ class Stamp:
 
 
 def _rows(
-    spec: TrialSpec, ds: Dataset, metrics: dict, predictions: pa.Table, stamp: Stamp
+    spec: TrialSpec, ds: Dataset, result: TrialResult, predictions: pa.Table, stamp: Stamp
 ) -> tuple[pa.Table, pa.Table]:
     """A trial's rows of tables `trials` (one per profile and fold or window) and
     `predictions`, built where it trained, so that the driver only concatenates them."""
     cell = {"scheme": ds.scheme, "backbone": stamp.backbone, "features": ds.features} | {
         name: getattr(spec, name) for name in ("protocol", "model", "k", "seed")
     }
-    finished = datetime.fromtimestamp(metrics["finished_at"], UTC)
+    finished = datetime.fromtimestamp(result.finished_at, UTC)
     trials = [
         cell
-        | {name: entry[name] for name in TRIALS.names if name in entry}
-        | {name: _ts(entry.get(name)) for name in ("cut_at", "window_end")}
+        | {name: value for name, value in entry.row().items() if name in TRIALS.names}
         | {
             "epochs": stamp.epochs,
             "finished_at": finished,
             "engine": stamp.engine,
             "trial": spec.name,
             "grid": stamp.grid,
-            "unit": stamp.units[(entry["profile_id"], spec.k)],
+            "unit": stamp.units[(entry.profile_id, spec.k)],
         }
-        for entry in metrics["profiles"]
+        for entry in result.profiles
     ]
     for column, value in cell.items():
         predictions = predictions.append_column(column, pa.repeat(value, predictions.num_rows))
@@ -187,7 +180,7 @@ def _rows(
     )
 
 
-def _write(folder: Location, metrics: dict, trials: pa.Table, predictions: pa.Table) -> None:
+def _write(folder: Location, result: TrialResult, trials: pa.Table, predictions: pa.Table) -> None:
     """A trial's result, from the node that trained it: its rows of `trials` and
     `predictions` (trials.arrow, predictions.arrow), then metrics.json, written under
     a temporary name and moved into place (one PUT on object storage, a rename on disk):
@@ -202,14 +195,14 @@ def _write(folder: Location, metrics: dict, trials: pa.Table, predictions: pa.Ta
             writer.write_table(table)
     tmp = folder.path(f".{METRICS_FILE}-{uuid.uuid4().hex}.tmp")
     with fs.open_output_stream(tmp) as stream:
-        stream.write(json.dumps(metrics).encode())
+        stream.write(result.to_json())
     fs.move(tmp, folder.path(METRICS_FILE))
 
 
-def _read(folder: Location) -> dict | None:
-    """The metrics of a finished trial; None when it has not finished."""
+def _read(folder: Location) -> TrialResult | None:
+    """The result of a finished trial; None when it has not finished."""
     try:
-        return json.loads(folder.read_bytes(METRICS_FILE))
+        return TrialResult.from_json(folder.read_bytes(METRICS_FILE))
     except FileNotFoundError:
         return None
 
@@ -240,10 +233,10 @@ def _train_worker(config: dict) -> None:
     device = str(ray.train.torch.get_device())
     data, timelines = ray.get(config["data"])
     spec = TrialSpec(**config["spec"])
-    metrics, predictions = run_trial(spec, data, cfg, device, timelines)
-    trials, predictions = _rows(spec, data, metrics, predictions, config["stamp"])
-    _write(Location(config["result"]), metrics, trials, predictions)
-    ray.train.report(_summary(metrics))
+    result, predictions = run_trial(spec, data, cfg, device, timelines)
+    trials, predictions = _rows(spec, data, result, predictions, config["stamp"])
+    _write(Location(config["result"]), result, trials, predictions)
+    ray.train.report(result.summary())
 
 
 def _with_ray_train(
@@ -300,25 +293,19 @@ def _trial(
     grid already finished it."""
     spec = specs[config["trial"]]
     folder = results.child(spec.name)
-    metrics = _read(folder)
-    if metrics is None:
+    result = _read(folder)
+    if result is None:
         own = (timelines or {}).get(spec.k) if spec.protocol == WALK_FORWARD else None
         ds = datasets[spec.k]
         if cfg.engine == "in_process":
             _trial_setup(cfg)
             device = "cuda" if cfg.gpus_per_trial > 0 else "cpu"
-            metrics, predictions = run_trial(spec, ds, cfg, device, own)
-            _write(folder, metrics, *_rows(spec, ds, metrics, predictions, stamp))
+            result, predictions = run_trial(spec, ds, cfg, device, own)
+            _write(folder, result, *_rows(spec, ds, result, predictions, stamp))
         else:
             _with_ray_train(spec, ds, own, cfg, root, folder, stamp)
-            metrics = _read(folder)
-    tune.report(_summary(metrics))  # finished before: reported again, nothing trained
-
-
-def _summary(metrics: dict) -> dict:
-    """What a trial reports to Tune: the flat numbers (the per-profile list stays in the
-    trial's result folder)."""
-    return {name: value for name, value in metrics.items() if name != "profiles"}
+            result = _read(folder)
+    tune.report(result.summary())  # finished before: reported again, nothing trained
 
 
 def fingerprint(cfg: GridConfig, backbone: str, cells: list[Cell], units: dict) -> str:
@@ -495,11 +482,6 @@ def _collect(results, results_dir: Location, specs: list[TrialSpec]):
         pa.concat_tables([trials for trials, _ in found]),
         pa.concat_tables([predictions for _, predictions in found]),
     )
-
-
-def _ts(us: int | None) -> datetime | None:
-    """A walk-forward bound (µs since the epoch, as stored in a trial's metrics.json)."""
-    return None if us is None else datetime(1970, 1, 1, tzinfo=UTC) + timedelta(microseconds=us)
 
 
 @dataclass

@@ -39,6 +39,7 @@ from torch import nn
 
 from popray.errors import ConfigError
 from popray.gru import CpuTrainedGru
+from popray.tables import N_FRAMES
 
 DROPOUT = 0.2
 
@@ -148,6 +149,48 @@ class ModelSpec:
     validate_on: Literal["image", "video"]
     train_extra: Literal["none", "images_as_static_videos", "images"]
     learner: Literal["torch", "gbdt"] = "torch"  # gbdt: fitted once, no epochs
+
+    @property
+    def trains_on(self) -> tuple[InputKind, InputKind]:
+        """How it sees its own media type in training (an image model: every augmented
+        view), and the other type's extra items (`train_extra`)."""
+        if self.input == "sequence":
+            return "sequence", "sequence"
+        return ("views" if self.validate_on == "image" else "vector"), "vector"
+
+    @property
+    def scores_as(self) -> InputKind:
+        """How it sees an item it scores: an image by its own embedding (view 0)."""
+        own = self.trains_on[0]
+        return "vector" if own == "views" else own
+
+
+InputKind = Literal["views", "vector", "sequence"]
+
+
+def model_input(kind: InputKind, media_type: str, embeddings: np.ndarray) -> np.ndarray:
+    """A batch of items as a model eats them (`ModelSpec.trains_on`, `scores_as`), from
+    their embeddings: images (n, views, width), view 0 the photo itself; videos
+    (n, frames, width), the N_FRAMES sampled frames first (a thumbnail may follow).
+
+    - `views`: every view of an image (training rows);
+    - `vector`: an image's own embedding; a video's frames max-pooled over time;
+    - `sequence`: a video's N_FRAMES frames; an image as a static N_FRAMES sequence.
+
+    Training, walk-forward, final models and predict all go through here (a video's
+    `pooled` column is this function's `vector`, computed once when its row is written)."""
+    if media_type == "image":
+        if kind == "views":
+            return embeddings
+        if kind == "vector":
+            return embeddings[:, 0]
+        return np.repeat(embeddings[:, None, 0], N_FRAMES, axis=1)
+    frames = embeddings[:, :N_FRAMES]
+    if kind == "sequence":
+        return frames
+    if kind == "vector":
+        return frames.max(axis=1)
+    raise ValueError(f"a video has no {kind!r} input")
 
 
 REGISTRY: dict[str, ModelSpec] = {

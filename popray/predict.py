@@ -28,8 +28,9 @@ from popray import store
 from popray.config import KFOLD, EmbedConfig
 from popray.errors import MissingError
 from popray.final import POOLED, has_models, load_final, saved_models
-from popray.models import REGISTRY
-from popray.storage import LOCAL_FILES, sha256_file
+from popray.models import REGISTRY, model_input
+from popray.records import MediaItem, ModelCard
+from popray.storage import LOCAL_FILES
 from popray.tables import PREDICTIONS_NEW
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp"}
@@ -52,7 +53,7 @@ def candidate_files(paths: list[Path]) -> list[Path]:
 
 def choose_models(
     out: Path, k: int | None, profile: str | None = None, scheme: str | None = None
-) -> tuple[dict, dict | None]:
+) -> tuple[ModelCard, ModelCard | None]:
     """The profile's best final image model and its best video model (highest accuracy
     in the stratified folds, the protocol the final models' epochs come from) for k
     (default: the largest k with a saved image model). A profile with no model of its own
@@ -60,23 +61,23 @@ def choose_models(
     if profile not in (None, POOLED) and not has_models(out, profile) and has_models(out, POOLED):
         profile = POOLED  # a profile without history: the cross-profile models
     models = saved_models(out, profile, scheme)
-    ks = sorted({m["k"] for m in models if REGISTRY[m["model"]].validate_on == "image"})
+    ks = sorted({m.k for m in models if REGISTRY[m.model].validate_on == "image"})
     if not ks or (k is not None and k not in ks):
         raise MissingError(f"{out}: no saved image model for k={k or 'any'}; trained: {ks}")
     k = k if k is not None else ks[-1]
-    mine = [m for m in models if m["k"] == k]
-    first = next(m for m in mine if REGISTRY[m["model"]].validate_on == "image")
+    mine = [m for m in models if m.k == k]
+    first = next(m for m in mine if REGISTRY[m.model].validate_on == "image")
     metrics = store.read_table(out, "metrics").to_pylist()
     accuracy = {
         m["model"]: m["accuracy_mean"]
         for m in metrics
         if (m["k"], m["profile_id"], m["scheme"], m["backbone"], m["features"], m["protocol"])
-        == (k, first["profile_id"], first["scheme"], first["backbone"], "embedding", KFOLD)
+        == (k, first.profile_id, first.scheme, first.backbone, "embedding", KFOLD)
     }
 
-    def best(media_type: str) -> dict | None:
-        of_type = [m for m in mine if REGISTRY[m["model"]].validate_on == media_type]
-        return max(of_type, key=lambda m: accuracy.get(m["model"], -1.0), default=None)
+    def best(media_type: str) -> ModelCard | None:
+        of_type = [m for m in mine if REGISTRY[m.model].validate_on == media_type]
+        return max(of_type, key=lambda m: accuracy.get(m.model, -1.0), default=None)
 
     image, video = best("image"), best("video")
     return image, video
@@ -89,12 +90,9 @@ def _score(net: torch.nn.Module, x: np.ndarray) -> np.ndarray:
 
 
 def _model_input(model: str, embeddings: np.ndarray) -> np.ndarray:
-    """What a model eats from a decoded item's embeddings (image models: view 0; video
-    models: the 15 frame embeddings, or their max for the vector ones)."""
-    if REGISTRY[model].validate_on == "image":  # image, gbdt
-        return embeddings[0]
-    frames = embeddings[:15]
-    return frames.max(axis=0) if REGISTRY[model].input == "vector" else frames
+    """What a model eats from one decoded item's embeddings, as when it was validated."""
+    spec = REGISTRY[model]
+    return model_input(spec.scores_as, spec.validate_on, embeddings[None])[0]
 
 
 def run_predict(
@@ -111,11 +109,11 @@ def run_predict(
     from popray.embed import run_pipeline
     from popray.explain import Explainer, overlay
 
-    image_spec, video_spec = choose_models(out, k, profile, scheme)
+    image_card, video_card = choose_models(out, k, profile, scheme)
     nets = {}
-    for spec in (image_spec, video_spec):
-        if spec is not None:
-            nets[spec["model"]] = (load_final(out, spec["path"])[0], spec)
+    for card in (image_card, video_card):
+        if card is not None:
+            nets[card.model] = load_final(out, card.path)[0]
     items, rows = [], []
     for i, path in enumerate(candidate_files(paths)):
         suffix = path.suffix.lower()
@@ -125,27 +123,18 @@ def run_predict(
         row = {"file": str(path), "media_type": kind, "error": None}
         if kind is None:
             row["error"] = f"not an image ({sorted(IMAGE_SUFFIXES)}) or a video file"
-        elif kind == "video" and video_spec is None:
-            row["error"] = f"no video model was trained for k={image_spec['k']}"
+        elif kind == "video" and video_card is None:
+            row["error"] = f"no video model was trained for k={image_card.k}"
         elif not path.is_file():
             row["error"] = "file not found"
         else:
-            items.append(
-                {
-                    "media_id": str(i),
-                    "sha256": sha256_file(path),
-                    "kind": kind,
-                    "path": str(path),
-                    "thumb": "",
-                }
-            )
+            items.append(MediaItem.of_file(str(i), path, kind))
         rows.append(row)
-    cfg = EmbedConfig(backbone=image_spec["backbone"], weights=weights, views=0)
-    results = {r["media_id"]: r for r in run_pipeline(items, cfg, LOCAL_FILES)} if items else {}
+    cfg = EmbedConfig(backbone=image_card.backbone, weights=weights, views=0)
+    results = {r.media_id: r for r in run_pipeline(items, cfg, LOCAL_FILES)} if items else {}
     explainer = (  # the gradient-boosted baseline has no gradients: no Grad-CAM
-        Explainer.load(out, image_spec["path"], weights)
-        if any(i["kind"] == "image" for i in items)
-        and REGISTRY[image_spec["model"]].learner == "torch"
+        Explainer.load(out, image_card.path, weights)
+        if any(i.kind == "image" for i in items) and REGISTRY[image_card.model].learner == "torch"
         else None
     )
     folder = out / PREDICT_DIR  # may be a link into the published run: empty it, keep it
@@ -153,26 +142,25 @@ def run_predict(
     for old in folder.iterdir():  # the table is replaced below: so are the heatmaps it lists
         shutil.rmtree(old) if old.is_dir() else old.unlink()
     for item in items:
-        row = rows[int(item["media_id"])]
-        result = results[item["media_id"]]
-        if result["error"]:
-            row["error"] = str(result["error"])
+        row = rows[int(item.media_id)]
+        result = results[item.media_id]
+        if result.error:
+            row["error"] = result.error
             continue
-        spec = image_spec if item["kind"] == "image" else video_spec
-        net = nets[spec["model"]][0]
-        proba = _score(net, _model_input(spec["model"], np.asarray(result["embeddings"])))
+        card = image_card if item.kind == "image" else video_card
+        proba = _score(nets[card.model], _model_input(card.model, np.asarray(result.embeddings)))
         row |= {
-            "profile_id": spec["profile_id"],
-            "for_profile": profile or spec["profile_id"],
-            "model": spec["model"],
-            "k": spec["k"],
+            "profile_id": card.profile_id,
+            "for_profile": profile or card.profile_id,
+            "model": card.model,
+            "k": card.k,
             "pred": int(proba.argmax()),
             "proba": proba.astype(np.float32).tolist(),
-            "score": float(proba @ np.arange(spec["k"]) / (spec["k"] - 1)),
+            "score": float(proba @ np.arange(card.k) / (card.k - 1)),
         }
-        if item["kind"] == "image" and explainer is not None:
-            _, heat, image = explainer.explain(Path(item["path"]))
-            target = folder / f"{int(item['media_id']):04d}-{Path(item['path']).stem[:60]}.png"
+        if item.kind == "image" and explainer is not None:
+            _, heat, image = explainer.explain(Path(item.path))
+            target = folder / f"{int(item.media_id):04d}-{Path(item.path).stem[:60]}.png"
             overlay(image, heat).save(target)
             row["gradcam"] = str(target.relative_to(out))
     order = sorted(

@@ -42,6 +42,7 @@ from popray.config import GridConfig, WalkForwardConfig
 from popray.dataset import Dataset
 from popray.folds import Fold, fold_data
 from popray.models import REGISTRY
+from popray.records import FoldResult
 from popray.tables import TS
 from popray.timelines import NO_CLASS, Timeline
 from popray.train import fit_all, fit_fold
@@ -69,23 +70,38 @@ def usable_windows(tl: Timeline, media_type: str, k: int, cfg: WalkForwardConfig
 
 
 def run_windows(
-    model: str, k: int, seed: int, own: Dataset, tl: Timeline, cfg: GridConfig, device: str
-) -> tuple[list[dict], list[pa.Table]]:
-    """Train and score every usable window of one profile (see the module docstring):
-    (one trials entry per window, the windows' predictions)."""
+    model: str,
+    k: int,
+    seed: int,
+    own: Dataset,
+    tl: Timeline,
+    cfg: GridConfig,
+    device: str,
+    profile: str,
+) -> tuple[list[FoldResult], list[pa.Table]]:
+    """Train and score every usable window of `profile` (its own items, `own`; see the
+    module docstring): (one result per window, the windows' predictions)."""
     entries, tables = [], []
     ready = usable_windows(tl, REGISTRY[model].validate_on, k, cfg.walk_forward)
     for window in range(tl.windows):
         if ready[window]:
-            entry, table = _window(model, k, seed, own, tl, window, cfg, device)
+            entry, table = _window(model, k, seed, own, tl, window, cfg, device, profile)
             entries.append(entry)
             tables.append(table)
     return entries, tables
 
 
 def _window(
-    model: str, k: int, seed: int, own: Dataset, tl: Timeline, window: int, cfg: GridConfig, device
-) -> tuple[dict, pa.Table]:
+    model: str,
+    k: int,
+    seed: int,
+    own: Dataset,
+    tl: Timeline,
+    window: int,
+    cfg: GridConfig,
+    device: str,
+    profile: str,
+) -> tuple[FoldResult, pa.Table]:
     spec = REGISTRY[model]
     media_type = spec.validate_on
     other = "video" if media_type == "image" else "image"
@@ -109,17 +125,18 @@ def _window(
         proba = torch.softmax(net(x), dim=1).numpy().astype(np.float32)
     pred = proba.argmax(axis=1)
     cut_at, window_end = int(tl.bounds[window]), int(tl.bounds[window + 1])
-    entry = {
-        "fold": window,
-        "cut_at": cut_at,
-        "window_end": window_end,
-        "best_epoch": picked.best_epoch,
-        "val_accuracy": float((pred == scored.y_val).mean()),
-        "n_train": len(train),
-        "n_extra": len(extra),
-        "n_val": len(test),
-        "train_s": time.perf_counter() - start,
-    }
+    entry = FoldResult(
+        profile,
+        window,
+        picked.best_epoch,
+        float((pred == scored.y_val).mean()),
+        len(train),
+        len(extra),
+        len(test),
+        time.perf_counter() - start,
+        cut_at,
+        window_end,
+    )
     table = pa.table(
         {
             "media_id": pa.array(list(ids[test]), pa.string()),

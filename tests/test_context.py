@@ -133,4 +133,4 @@ def test_the_grid_trains_with_context_and_keeps_both_results(trained, tmp_path):
     from popray.final import saved_models
 
     picked = saved_models(out, scheme="por_rolling")
-    assert picked and all(m["features"] == "embedding" for m in picked)
+    assert picked and all(m.features == "embedding" for m in picked)

@@ -16,7 +16,8 @@ from PIL import Image
 from popray import decode, decode_device
 from popray.config import AugmentConfig, EmbedConfig
 from popray.embed import decode_batch, run_pipeline
-from popray.storage import LOCAL_FILES, sha256_bytes, sha256_file
+from popray.records import MediaItem
+from popray.storage import LOCAL_FILES, sha256_bytes
 
 PHOTOS = ("chelsea", "coffee", "astronaut")
 LIMIT = 50_000_000
@@ -102,16 +103,13 @@ def files(tmp_path_factory) -> dict[str, Path]:
     return paths
 
 
-def _items(files: dict[str, Path]) -> list[dict]:
-    return [
-        {"media_id": n, "sha256": sha256_file(p), "kind": "image", "path": str(p), "thumb": ""}
-        for n, p in files.items()
-    ]
+def _items(files: dict[str, Path]) -> list[MediaItem]:
+    return [MediaItem.of_file(n, p) for n, p in files.items()]
 
 
 def test_decode_tasks_pass_device_jpegs_on_as_bytes(files):
     items = _items(files)
-    batch = {k: np.array([i[k] for i in items]) for k in items[0]}
+    batch = {k: np.array([i.row()[k] for i in items]) for k in items[0].row()}
     cfg = EmbedConfig(views=2)
     out = decode_batch(batch, cfg, LOCAL_FILES, jpeg_to_actor=True)
     got = {
@@ -133,7 +131,7 @@ def test_the_pipeline_embeds_the_same_with_jpegs_decoded_in_the_actor(ray_sessio
     items = _items(files)
     runs = {
         where: {
-            r["media_id"]: r
+            r.media_id: r
             for r in run_pipeline(
                 items, EmbedConfig(views=2, device="cpu", decode_jpeg_on=where), LOCAL_FILES
             )
@@ -143,11 +141,11 @@ def test_the_pipeline_embeds_the_same_with_jpegs_decoded_in_the_actor(ray_sessio
     tasks, actor = runs["tasks"], runs["actor"]
     assert set(tasks) == set(actor) == set(files)  # every item, once
     for name in files:
-        assert str(tasks[name]["error"]) == str(actor[name]["error"]), name
-    assert str(actor["truncated"]["error"]).startswith("cannot decode")
-    assert str(actor["lossless_sof"]["error"]).startswith("cannot decode")
+        assert tasks[name].error == actor[name].error, name
+    assert actor["truncated"].error.startswith("cannot decode")
+    assert actor["lossless_sof"].error.startswith("cannot decode")
     for name in ("chelsea", "coffee", "rocket_png", "rotated"):
-        a, b = np.asarray(tasks[name]["embeddings"]), np.asarray(actor[name]["embeddings"])
+        a, b = np.asarray(tasks[name].embeddings), np.asarray(actor[name].embeddings)
         assert a.shape == b.shape == (3, 1280), name
         cosine = (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
         assert cosine.min() >= 0.99, (name, cosine)

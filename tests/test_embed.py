@@ -103,7 +103,7 @@ def test_new_media_only_are_embedded_and_changed_files_are_caught(
         embed, "run_pipeline", lambda items, *rest: seen.extend(items) or real(items, *rest)
     )
     report = embed.run_embed(out2, embed_cfg)
-    assert [i["media_id"] for i in seen] == ["mnew"] and report.embedded == 1
+    assert [i.media_id for i in seen] == ["mnew"] and report.embedded == 1
     # a file edited after ingest is caught by its hash, not embedded under the old key
     (inp2 / path).write_bytes((inp2 / path).read_bytes() + b"x")
     for part, path in parts_of(out2, "embeddings_image", "efficientnet_lite0").items():
@@ -136,7 +136,7 @@ def test_the_cluster_writes_the_rows_and_only_statuses_reach_the_driver(
 ):
     """With a staging folder the pipeline's last tasks write the embedding rows as
     Parquet; the driver gets back (media_id, sha256, kind, error) per item, no vectors."""
-    from popray.embed_write import STATUS
+    from popray.records import MediaItem
     from popray.storage import Location
     from popray.store import input_dir_of
 
@@ -147,21 +147,12 @@ def test_the_cluster_writes_the_rows_and_only_statuses_reach_the_driver(
     video = next(m for m in videos if m["media_id"] not in tiny_truth["corrupt_media"])
     corrupt = next(m for m in videos if m["media_id"] in tiny_truth["corrupt_media"])
     chosen = [*images, video, corrupt]
-    items = [
-        {
-            "media_id": m["media_id"],
-            "sha256": m["sha256"],
-            "kind": m["media_type"],
-            "path": m["path"],
-            "thumb": m["thumbnail_path"] or "",
-        }
-        for m in chosen
-    ]
+    items = [MediaItem.of_media(m) for m in chosen]
     keys = {"image": embed.image_key(embed_cfg), "video": embed.video_key(embed_cfg)}
     staging = Location.parse(tmp_path / "staging")
     results = embed.run_pipeline(items, embed_cfg, input_dir_of(out), staging, keys)
-    assert all(set(r) == set(STATUS) for r in results)
-    errors = {r["media_id"]: r["error"] for r in results}
+    assert all(r.meta is None and r.embeddings is None for r in results)  # no vectors back
+    errors = {r.media_id: r.error for r in results}
     assert set(errors) == {m["media_id"] for m in chosen}
     assert [i for i, e in errors.items() if e] == [corrupt["media_id"]]
     for kind, name, col in (

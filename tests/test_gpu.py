@@ -9,6 +9,7 @@ from PIL import Image
 from popray import decode
 from popray.config import EmbedConfig
 from popray.embed import Embedder, run_pipeline
+from popray.records import MediaItem
 from popray.storage import LOCAL_FILES
 
 pytestmark = pytest.mark.gpu
@@ -30,21 +31,16 @@ def test_gpu_embeddings_match_cpu_and_still_see_a_cat(tmp_path):
 def test_actor_pool_runs_on_the_gpu(ray_session, tmp_path):
     import ray
 
-    from popray.storage import sha256_file
-
     assert ray.cluster_resources().get("GPU", 0) >= 1
     images = []
     for name in ("chelsea", "coffee", "astronaut", "rocket"):
         path = tmp_path / f"{name}.jpg"
         Image.fromarray(getattr(skimage.data, name)()).convert("RGB").save(path)
         images.append(path)
-    items = [
-        {"media_id": p.stem, "sha256": sha256_file(p), "kind": "image", "path": str(p), "thumb": ""}
-        for p in images
-    ]
+    items = [MediaItem.of_file(p.stem, p) for p in images]
     results = run_pipeline(items, EmbedConfig(views=2, device="auto"), LOCAL_FILES)
-    assert sorted(r["media_id"] for r in results) == sorted(p.stem for p in images)
-    assert all(not r["error"] and np.asarray(r["embeddings"]).shape == (3, 1280) for r in results)
+    assert sorted(r.media_id for r in results) == sorted(p.stem for p in images)
+    assert all(not r.error and np.asarray(r.embeddings).shape == (3, 1280) for r in results)
 
 
 def test_nvjpeg_gives_the_cpu_paths_pixels():
@@ -71,27 +67,17 @@ def test_nvjpeg_gives_the_cpu_paths_pixels():
 
 
 def test_the_gpu_pool_decodes_jpegs_with_nvjpeg_and_embeds_as_the_cpu_does(ray_session, tmp_path):
-    from popray.storage import sha256_file
-
     items = []
     for name in ("chelsea", "coffee", "astronaut", "rocket"):
         path = tmp_path / f"{name}.jpg"
         photo = Image.fromarray(getattr(skimage.data, name)()).convert("RGB")
         photo.resize((1080, 1350)).save(path, quality=90)
-        items.append(
-            {
-                "media_id": name,
-                "sha256": sha256_file(path),
-                "kind": "image",
-                "path": str(path),
-                "thumb": "",
-            }
-        )
+        items.append(MediaItem.of_file(name, path))
     gpu = run_pipeline(items, EmbedConfig(views=2, device="cuda"), LOCAL_FILES)  # auto: actor
     cpu = run_pipeline(items, EmbedConfig(views=2, device="cpu"), LOCAL_FILES)  # auto: tasks
-    by_id = {r["media_id"]: np.asarray(r["embeddings"]) for r in cpu}
+    by_id = {r.media_id: np.asarray(r.embeddings) for r in cpu}
     for r in gpu:
-        a, b = np.asarray(r["embeddings"]), by_id[r["media_id"]]
-        assert not r["error"] and a.shape == b.shape == (3, 1280)
+        a, b = np.asarray(r.embeddings), by_id[r.media_id]
+        assert not r.error and a.shape == b.shape == (3, 1280)
         cosine = (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
-        assert cosine.min() >= 0.99, (r["media_id"], cosine)
+        assert cosine.min() >= 0.99, (r.media_id, cosine)

@@ -98,3 +98,27 @@ def test_the_gradient_boosted_baseline_runs_through_grid_final_models_and_predic
     assert ranked["a.jpg"]["model"] == "gbdt" and ranked["a.jpg"]["gradcam"] is None
     assert ranked["clip.mp4"]["model"] == "gbdt_video"
     assert ranked["a.jpg"]["score"] == pytest.approx(ranked["a.jpg"]["proba"][1])
+
+
+def test_every_model_scores_a_new_item_as_its_folds_validated_one():
+    """Training and serving build a model's input in one place (`models.model_input`): a
+    decoded candidate (a video with its thumbnail's embedding after the 15 frames) gives
+    each model the same input as the same item in the validation folds."""
+    import numpy as np
+
+    from popray.dataset import Dataset
+    from popray.folds import scoring_data
+    from popray.models import REGISTRY
+    from popray.predict import _model_input
+
+    rng = np.random.default_rng(0)
+    views, frames = rng.normal(size=(4, 3, 8)), rng.normal(size=(5, 15, 8))
+    thumbs = rng.normal(size=(5, 8)) + 9.0  # larger than any frame: a max would show it
+    ids = [f"i{n}" for n in range(4)], [f"v{n}" for n in range(5)]
+    y = np.array([0, 1, 0, 1]), np.array([0, 1, 0, 1, 1])
+    ds = Dataset(ids[0], ids[0], views, y[0], ids[1], ids[1], frames, frames.max(axis=1), y[1])
+    for model, spec in REGISTRY.items():
+        _, x, _ = scoring_data(ds, model)
+        for i in range(len(x)):
+            decoded = views[i] if spec.validate_on == "image" else np.vstack([frames[i], thumbs[i]])
+            assert np.array_equal(_model_input(model, decoded), x[i]), (model, i)

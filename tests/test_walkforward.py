@@ -130,9 +130,9 @@ GRID = GridConfig(models=["image"], seeds=[0], train=TrainConfig(epochs=4))
 
 def test_each_window_trains_on_the_past_and_scores_its_own_items():
     ds, tl = _toy()
-    entries, tables = run_windows("image", 2, 0, ds, tl, GRID, "cpu")
-    assert [e["fold"] for e in entries] == [0, 1]
-    assert [e["n_train"] for e in entries] == [30, 35]  # an expanding window
+    entries, tables = run_windows("image", 2, 0, ds, tl, GRID, "cpu", "p")
+    assert [e.fold for e in entries] == [0, 1]
+    assert [e.n_train for e in entries] == [30, 35]  # an expanding window
     scored = [t["media_id"].to_pylist() for t in tables]
     assert scored == [[f"m{i:02d}" for i in range(30, 35)], [f"m{i:02d}" for i in range(35, 40)]]
     assert [t["cut_at"][0].cast(pa.int64()).as_py() for t in tables] == [30 * DAY, 35 * DAY]
@@ -142,7 +142,7 @@ def test_the_scored_window_never_picks_the_model():
     """The epoch count comes from the latest training items, not from the window: the
     window's own labels can change without changing a single prediction."""
     ds, tl = _toy()
-    _, before = run_windows("image", 2, 0, ds, tl, GRID, "cpu")
+    _, before = run_windows("image", 2, 0, ds, tl, GRID, "cpu", "p")
     flipped = Timeline(
         tl.bounds,
         tl.image_t,
@@ -152,7 +152,7 @@ def test_the_scored_window_never_picks_the_model():
         np.where(tl.image_t >= tl.bounds[0], 1 - tl.image_truth, tl.image_truth),
         tl.video_truth,
     )
-    _, after = run_windows("image", 2, 0, ds, flipped, GRID, "cpu")
+    _, after = run_windows("image", 2, 0, ds, flipped, GRID, "cpu", "p")
     for b, a in zip(before, after, strict=True):
         assert b["proba"].to_pylist() == a["proba"].to_pylist()
         assert b["label"].to_pylist() != a["label"].to_pylist()
