@@ -249,7 +249,12 @@ class Embedder:
                     errors[i] = got
                 else:
                     embeddings[i] = got
-        return batch | {"embeddings": _objects(embeddings), "error": np.array(errors)}
+        device = np.array([self.device.type] * len(errors))  # what did the forward passes
+        return batch | {
+            "embeddings": _objects(embeddings),
+            "error": np.array(errors),
+            "device": device,
+        }
 
 
 @dataclass
@@ -260,6 +265,7 @@ class EmbedReport:
     excluded: int = 0
     seconds: float = 0.0
     new_reasons: dict[str, str] = field(default_factory=dict)
+    devices: tuple[str, ...] = ()  # where the forward passes ran ("cpu", "cuda")
     parts: Assembled = field(default_factory=Assembled)  # the tables' parts, both tables
     assemble_s: float = 0.0  # assembling the tables' parts (part of `seconds`)
 
@@ -274,7 +280,8 @@ class EmbedReport:
             )
         return (
             f"embedded {self.embedded} media, quarantined {self.quarantined}, reused "
-            f"{self.reused}, skipped {self.excluded} excluded, in {self.seconds:.1f} s{parts}"
+            f"{self.reused}, skipped {self.excluded} excluded, in {self.seconds:.1f} s"
+            f"{' on ' + ' and '.join(self.devices) if self.devices else ''}{parts}"
         )
 
 
@@ -346,7 +353,7 @@ def run_pipeline(
         num_gpus=1 / cfg.actors_per_gpu if use_gpu else 0,
         num_cpus=1,
     )
-    columns = ("media_id", "sha256", "kind", "meta", "error", "embeddings")
+    columns = ("media_id", "sha256", "kind", "meta", "error", "device", "embeddings")
     if staging is not None:
         ds = ds.map_batches(
             write_block,
@@ -530,6 +537,7 @@ def run_embed(out: Path, cfg: EmbedConfig, storage: Location | None = None) -> E
         new_reasons={
             m["media_id"]: new_failed[m["sha256"]] for m in todo if m["sha256"] in new_failed
         },
+        devices=tuple(sorted({r.device for r in results})),
         parts=all_parts,
         assemble_s=assemble_s,
     )

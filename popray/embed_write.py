@@ -43,7 +43,7 @@ from popray.models import model_input
 from popray.storage import Location, put_file
 from popray.tables import embeddings_image_schema, embeddings_video_schema
 
-STATUS = ("media_id", "sha256", "kind", "error")  # what comes back to the driver per item
+STATUS = ("media_id", "sha256", "kind", "error", "device")  # what comes back per item
 BATCH_ROWS = 128  # rows per record batch while assembling (<= 10 MB of video embeddings)
 LOCAL = pafs.LocalFileSystem()
 WRITERS = max(1, min(8, os.cpu_count() or 1))  # parts built at once on the driver's node

@@ -61,14 +61,16 @@ class MediaItem:
 @dataclass(frozen=True)
 class Embedded:
     """What the embedding pipeline returns for one item. `error` is "" when it was
-    embedded, else why not (for quarantine). `meta` (JSON text: a video's sampling) and
-    `embeddings` (frames × width) come back only when the driver asked for the vectors;
-    when the cluster wrote the rows itself, both are None."""
+    embedded, else why not (for quarantine); `device` is where its forward pass ran
+    ("cpu", "cuda"). `meta` (JSON text: a video's sampling) and `embeddings`
+    (frames × width) come back only when the driver asked for the vectors; when the
+    cluster wrote the rows itself, both are None."""
 
     media_id: str
     sha256: str
     kind: MediaKind
     error: str
+    device: str
     meta: str | None = None
     embeddings: Any = None  # numpy array (frames, width)
 
@@ -79,6 +81,7 @@ class Embedded:
             str(row["sha256"]),
             str(row["kind"]),  # type: ignore[arg-type]  # written from a MediaItem
             str(row["error"] or ""),
+            str(row["device"]),
             None if row.get("meta") is None else str(row["meta"]),
             row.get("embeddings"),
         )

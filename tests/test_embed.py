@@ -152,6 +152,7 @@ def test_the_cluster_writes_the_rows_and_only_statuses_reach_the_driver(
     staging = Location.parse(tmp_path / "staging")
     results = embed.run_pipeline(items, embed_cfg, input_dir_of(out), staging, keys)
     assert all(r.meta is None and r.embeddings is None for r in results)  # no vectors back
+    assert {r.device for r in results} == {"cpu"}  # the forward passes' device, reported
     errors = {r.media_id: r.error for r in results}
     assert set(errors) == {m["media_id"] for m in chosen}
     assert [i for i, e in errors.items() if e] == [corrupt["media_id"]]

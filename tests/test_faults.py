@@ -76,6 +76,9 @@ def test_injection_attempts_in_ids_are_quarantined_and_touch_nothing(tiny_input,
     hostile = "x'); DROP TABLE posts; --"
     posts[2]["profile_id"] = hostile
     posts[3]["post_id"] = "p' OR '1'='1"
+    # free text is valid input: it must reach the tables verbatim, through every query
+    kept = posts[5]["post_id"]
+    posts[5]["caption"] = "it's $1 '); DELETE FROM labels; -- \\'"
     with (inp / "posts.csv").open("w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=list(posts[0]))
         writer.writeheader()
@@ -95,3 +98,17 @@ def test_injection_attempts_in_ids_are_quarantined_and_touch_nothing(tiny_input,
         ("posts.csv", 4, "post_id"),
     }
     assert n_posts == len(posts) - 2 - 3  # the two hostile rows, and the sample's 3 bad post rows
+    from popray.config import LabelConfig
+    from popray.labels import run_label
+
+    labels = run_label(out, LabelConfig())
+    con = store.connect(out)
+    try:
+        caption = con.sql(
+            "SELECT caption FROM posts WHERE post_id = $p", params={"p": kept}
+        ).fetchall()
+        labelled = con.sql("SELECT count(DISTINCT post_id) FROM labels").fetchall()[0][0]
+    finally:
+        con.close()
+    assert caption == [(posts[5]["caption"],)]
+    assert labels.num_rows > 0 and labelled == n_posts  # every valid post, the captioned one too

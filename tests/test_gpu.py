@@ -41,6 +41,7 @@ def test_actor_pool_runs_on_the_gpu(ray_session, tmp_path):
     results = run_pipeline(items, EmbedConfig(views=2, device="auto"), LOCAL_FILES)
     assert sorted(r.media_id for r in results) == sorted(p.stem for p in images)
     assert all(not r.error and np.asarray(r.embeddings).shape == (3, 1280) for r in results)
+    assert {r.device for r in results} == {"cuda"}  # the actor's forward passes ran on the GPU
 
 
 def test_nvjpeg_gives_the_cpu_paths_pixels():
@@ -78,6 +79,6 @@ def test_the_gpu_pool_decodes_jpegs_with_nvjpeg_and_embeds_as_the_cpu_does(ray_s
     by_id = {r.media_id: np.asarray(r.embeddings) for r in cpu}
     for r in gpu:
         a, b = np.asarray(r.embeddings), by_id[r.media_id]
-        assert not r.error and a.shape == b.shape == (3, 1280)
+        assert not r.error and a.shape == b.shape == (3, 1280) and r.device == "cuda"
         cosine = (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
         assert cosine.min() >= 0.99, (r.media_id, cosine)

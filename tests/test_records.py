@@ -61,5 +61,6 @@ def test_media_items_from_the_media_table_and_back_from_the_pipeline():
     }
     with pytest.raises(ValueError, match="kind 'gif'"):
         MediaItem.of_media(media | {"media_type": "gif"})
-    back = Embedded.from_row({"media_id": "m1", "sha256": "ab", "kind": "video", "error": None})
-    assert back == Embedded("m1", "ab", "video", "") and back.embeddings is None
+    row = {"media_id": "m1", "sha256": "ab", "kind": "video", "error": None, "device": "cpu"}
+    back = Embedded.from_row(row)
+    assert back == Embedded("m1", "ab", "video", "", "cpu") and back.embeddings is None
