@@ -16,7 +16,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from popray.config import KFOLD, WALK_FORWARD, GridConfig
+from popray.config import KFOLD, WALK_FORWARD, GridConfig, ModelName, Protocol
 from popray.dataset import ONE_PROFILE, Dataset
 from popray.folds import check_classes
 from popray.models import REGISTRY
@@ -30,21 +30,21 @@ class Cell(NamedTuple):
     """A cell of the grid: a (model, k), the profiles whose data can fill it, and how it
     is validated."""
 
-    model: str
+    model: ModelName
     k: int
     profiles: tuple[str, ...]
-    protocol: str = KFOLD
+    protocol: Protocol = KFOLD
 
 
 @dataclass(frozen=True)
 class TrialSpec:
-    model: str
+    model: ModelName
     k: int
     seed: int
     fold: int  # walk_forward: 0 (one trial trains every window)
     profiles: tuple[str, ...] = (ONE_PROFILE,)
     shard: int = 0
-    protocol: str = KFOLD
+    protocol: Protocol = KFOLD
 
     def __post_init__(self) -> None:  # a list after a round trip through Tune's config
         object.__setattr__(self, "profiles", tuple(self.profiles))
@@ -129,7 +129,7 @@ def plan_cells(
 
 
 def _walk_forward_ready(
-    model: str, k: int, windows: dict[str, np.ndarray], cfg: GridConfig, skipped
+    model: ModelName, k: int, windows: dict[str, np.ndarray], cfg: GridConfig, skipped
 ) -> list[str]:
     """The profiles with at least one usable walk-forward window for (model, k)
     (`windows`: profile -> which of its windows are usable); a line in `skipped` for each

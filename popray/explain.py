@@ -36,6 +36,7 @@ from torch import nn
 
 from popray import decode, store
 from popray.backbones import Backbone, create_backbone
+from popray.config import Scheme
 from popray.errors import ConfigError, DecodeError, MissingError
 from popray.final import load_final
 from popray.records import ModelCard
@@ -113,7 +114,7 @@ def overlay(image: Image.Image, heat: np.ndarray, alpha: float = 0.45) -> Image.
 
 
 def _image_models(
-    out: Path, k: int | None, profile: str | None, scheme: str | None
+    out: Path, k: int | None, profile: str | None, scheme: Scheme | None
 ) -> list[ModelCard]:
     """The saved image models to explain (the smallest k, or k): of `profile`, or of
     every profile."""
@@ -132,7 +133,7 @@ def _image_models(
 
 
 def _samples(
-    out: Path, profile: str, scheme: str, k: int, per_class: int, seed: int = 0
+    out: Path, profile: str, scheme: Scheme, k: int, per_class: int, seed: int = 0
 ) -> list[dict]:
     """`per_class` labelled images of each class (of the model's profile and scheme),
     drawn with a fixed seed, as explain jobs."""
@@ -193,7 +194,7 @@ def run_explain(
     media: list[Path] | None = None,
     weights: str | None = None,
     profile: str | None = None,
-    scheme: str | None = None,
+    scheme: Scheme | None = None,
     extremes: int = 3,
     echo: Callable[[str], None] | None = None,
 ) -> pa.Table:

@@ -33,7 +33,7 @@ import torch
 from torch import nn
 
 from popray.cells import Cell
-from popray.config import GridConfig, TrainConfig
+from popray.config import GridConfig, ModelName, Protocol, Scheme, TrainConfig
 from popray.dataset import Dataset
 from popray.errors import ConfigError, MissingError
 from popray.folds import all_data
@@ -47,7 +47,7 @@ MODELS_DIR = "models"
 POOLED = "*"  # the profile_id of the cross-profile models (popray.pooled)
 
 
-def _items(ds: Dataset, model: str) -> pa.Table:
+def _items(ds: Dataset, model: ModelName) -> pa.Table:
     """The media a final model trains on, in the row order of `folds.all_data`."""
     parts = [("image", ds.image_ids, ds.image_sha256, ds.image_y)]
     video = ("video", ds.video_ids, ds.video_sha256, ds.video_y)
@@ -71,7 +71,7 @@ def _items(ds: Dataset, model: str) -> pa.Table:
     )
 
 
-def _epochs(trials: pa.Table, model: str, k: int, profile: str, protocol: str) -> int:
+def _epochs(trials: pa.Table, model: ModelName, k: int, profile: str, protocol: Protocol) -> int:
     """The median best epoch of this profile's grid trials of (model, k) in `protocol`."""
     mine = trials.filter(
         pc.and_(
@@ -106,7 +106,7 @@ def _save(folder: Path, net: nn.Module, meta: dict, items: pa.Table) -> None:
     os.replace(tmp, folder)
 
 
-def identity(ds: Dataset, backbone: str, model: str, profile: str) -> tuple[pa.Table, str]:
+def identity(ds: Dataset, backbone: str, model: ModelName, profile: str) -> tuple[pa.Table, str]:
     """(the items a final model of `profile` trains on, its snapshot: a hash of the
     training code's format, backbone, labels, features, profile and items, which names and
     reuses its folder)."""
@@ -119,7 +119,7 @@ def identity(ds: Dataset, backbone: str, model: str, profile: str) -> tuple[pa.T
     return items, snapshot
 
 
-def folder_name(model: str, k: int, snapshot: str) -> str:
+def folder_name(model: ModelName, k: int, snapshot: str) -> str:
     return f"{model}-k{k}-{snapshot[:12]}"
 
 
@@ -152,7 +152,7 @@ def model_row(meta: dict, items: pa.Table, features: str) -> dict:
 
 
 def base_meta(
-    ds: Dataset, backbone: str, model: str, k: int, profile: str, snapshot: str, train_cfg
+    ds: Dataset, backbone: str, model: ModelName, k: int, profile: str, snapshot: str, train_cfg
 ) -> dict:
     """What every final model's `model.json` records (its width is added once trained)."""
     return {
@@ -170,7 +170,9 @@ def base_meta(
 
 
 @ray.remote
-def _fit_final(ds: Dataset, model: str, k: int, train_cfg, threads: int) -> tuple[nn.Module, int]:
+def _fit_final(
+    ds: Dataset, model: ModelName, k: int, train_cfg, threads: int
+) -> tuple[nn.Module, int]:
     """A Ray task: one final model trained on all of `ds` (one profile's items); the
     trained network (on the CPU) and its input width come back to the driver."""
     torch.set_num_threads(threads)
@@ -284,7 +286,7 @@ def has_models(out: Path, profile: str | None = None) -> bool:
 def saved_models(
     out: Path,
     profile: str | None = None,
-    scheme: str | None = None,
+    scheme: Scheme | None = None,
     every_profile: bool = False,
 ) -> list[ModelCard]:
     """The rows of `models` that can score a bare media file (embeddings only, no context

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from popray.config import ModelName
 from popray.dataset import Dataset
 from popray.models import REGISTRY, InputKind, model_input
 from popray.train import FoldData
@@ -25,7 +26,7 @@ class Fold:
 
 
 def make_folds(
-    model: str,
+    model: ModelName,
     seed: int,
     images: tuple[list[str], np.ndarray],
     videos: tuple[list[str], np.ndarray],
@@ -64,7 +65,9 @@ def check_classes(
         )
 
 
-def split(ds: Dataset, model: str, seed: int, n_splits: int, k: int | None = None) -> list[Fold]:
+def split(
+    ds: Dataset, model: ModelName, seed: int, n_splits: int, k: int | None = None
+) -> list[Fold]:
     """`make_folds` over a loaded dataset."""
     images, videos = (ds.image_ids, ds.image_y), (ds.video_ids, ds.video_y)
     return make_folds(model, seed, images, videos, n_splits, k)
@@ -82,7 +85,7 @@ def _arrays(
     return ds.video_ids, x, ds.video_y
 
 
-def fold_data(ds: Dataset, model: str, fold: Fold) -> FoldData:
+def fold_data(ds: Dataset, model: ModelName, fold: Fold) -> FoldData:
     """The arrays of one fold: the model's own media split by `fold`, plus the other
     media type's items (mixed models) in training only."""
     spec = REGISTRY[model]
@@ -103,7 +106,7 @@ def fold_data(ds: Dataset, model: str, fold: Fold) -> FoldData:
     return FoldData(x_train, y_train, x_val, y[val], train_views=own_kind == "views")
 
 
-def all_data(ds: Dataset, model: str) -> tuple[np.ndarray, np.ndarray, bool]:
+def all_data(ds: Dataset, model: ModelName) -> tuple[np.ndarray, np.ndarray, bool]:
     """Every item a final model trains on: (x, y, x has a views axis)."""
     spec = REGISTRY[model]
     own_kind, extra_kind = spec.trains_on
@@ -115,7 +118,7 @@ def all_data(ds: Dataset, model: str) -> tuple[np.ndarray, np.ndarray, bool]:
     return x, y, own_kind == "views"
 
 
-def scoring_data(ds: Dataset, model: str) -> tuple[list[str], np.ndarray, np.ndarray]:
+def scoring_data(ds: Dataset, model: ModelName) -> tuple[list[str], np.ndarray, np.ndarray]:
     """The items `model` is validated on, as it scores them: (ids, x, y), an image by its
     own embedding (view 0), a video as the model sees it."""
     spec = REGISTRY[model]

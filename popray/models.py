@@ -37,6 +37,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from popray.config import ModelName
 from popray.errors import ConfigError
 from popray.gru import CpuTrainedGru
 from popray.tables import N_FRAMES
@@ -144,7 +145,7 @@ class GbdtModel(nn.Module):
 class ModelSpec:
     """What a model eats, what it is trained and validated on, and how it learns."""
 
-    name: str
+    name: ModelName
     input: Literal["vector", "sequence"]
     validate_on: Literal["image", "video"]
     train_extra: Literal["none", "images_as_static_videos", "images"]
@@ -193,7 +194,7 @@ def model_input(kind: InputKind, media_type: str, embeddings: np.ndarray) -> np.
     raise ValueError(f"a video has no {kind!r} input")
 
 
-REGISTRY: dict[str, ModelSpec] = {
+REGISTRY: dict[ModelName, ModelSpec] = {
     "image": ModelSpec("image", "vector", "image", "none"),
     "video": ModelSpec("video", "sequence", "video", "none"),
     "image_to_video": ModelSpec("image_to_video", "sequence", "video", "images_as_static_videos"),
@@ -204,7 +205,7 @@ REGISTRY: dict[str, ModelSpec] = {
 PAPER_MODELS = ("image", "video", "image_to_video", "video_to_image")
 
 
-def create_model(name: str, k: int, width: int = 1280) -> nn.Module:
+def create_model(name: ModelName, k: int, width: int = 1280) -> nn.Module:
     """A fresh, randomly initialised classifier `name` with k classes."""
     if name not in REGISTRY:
         raise ConfigError(f"unknown model {name!r}; choose from {sorted(REGISTRY)}")

@@ -25,7 +25,7 @@ import pyarrow as pa
 import torch
 
 from popray import store
-from popray.config import KFOLD, EmbedConfig
+from popray.config import KFOLD, EmbedConfig, ModelName, Scheme
 from popray.errors import MissingError
 from popray.final import POOLED, has_models, load_final, saved_models
 from popray.models import REGISTRY, model_input
@@ -52,7 +52,7 @@ def candidate_files(paths: list[Path]) -> list[Path]:
 
 
 def choose_models(
-    out: Path, k: int | None, profile: str | None = None, scheme: str | None = None
+    out: Path, k: int | None, profile: str | None = None, scheme: Scheme | None = None
 ) -> tuple[ModelCard, ModelCard | None]:
     """The profile's best final image model and its best video model (highest accuracy
     in the stratified folds, the protocol the final models' epochs come from) for k
@@ -89,7 +89,7 @@ def _score(net: torch.nn.Module, x: np.ndarray) -> np.ndarray:
         return torch.softmax(net(x), 1)[0].numpy()
 
 
-def _model_input(model: str, embeddings: np.ndarray) -> np.ndarray:
+def _model_input(model: ModelName, embeddings: np.ndarray) -> np.ndarray:
     """What a model eats from one decoded item's embeddings, as when it was validated."""
     spec = REGISTRY[model]
     return model_input(spec.scores_as, spec.validate_on, embeddings[None])[0]
@@ -101,7 +101,7 @@ def run_predict(
     k: int | None = None,
     weights: str | None = None,
     profile: str | None = None,
-    scheme: str | None = None,
+    scheme: Scheme | None = None,
 ) -> pa.Table:
     """Score, explain and rank candidate media files with the models of one profile (and
     label scheme); writes table `predictions_new`. `weights`: the backbone weights the

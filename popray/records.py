@@ -14,6 +14,8 @@ from typing import Any, Literal
 
 import numpy as np
 
+from popray.config import ModelName, Scheme
+
 MediaKind = Literal["image", "video"]
 MEDIA_KINDS: tuple[MediaKind, ...] = ("image", "video")
 
@@ -158,10 +160,10 @@ class ModelCard:
     folder `final.load_final` reads; `profile_id` is `final.POOLED` for the cross-profile
     models."""
 
-    scheme: str
+    scheme: Scheme
     backbone: str
     features: str  # "embedding" | "embedding+context"
-    model: str
+    model: ModelName
     k: int
     profile_id: str
     epochs: int

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from popray.config import TrainConfig
+from popray.config import ModelName, TrainConfig
 from popray.models import REGISTRY, create_model
 
 __all__ = ["FoldData", "FoldResult", "TrainConfig", "fit_all", "fit_fold"]
@@ -48,7 +48,9 @@ class FoldResult:
 class _Trainer:
     """A fresh model, its optimiser and the epoch loop shared by fit_fold and fit_all."""
 
-    def __init__(self, model_name: str, k: int, width: int, cfg: TrainConfig, seed: int, device):
+    def __init__(
+        self, model_name: ModelName, k: int, width: int, cfg: TrainConfig, seed: int, device
+    ):
         torch.manual_seed(seed)
         self.rng = np.random.default_rng(seed)
         self.device = torch.device(device)
@@ -77,7 +79,7 @@ class _Trainer:
 
 
 def _fit_gbdt(
-    model_name: str, k: int, x: np.ndarray, y: np.ndarray, seed: int, views: bool
+    model_name: ModelName, k: int, x: np.ndarray, y: np.ndarray, seed: int, views: bool
 ) -> nn.Module:
     """A gradient-boosted baseline fitted on every row (each image view its own row)."""
     if views:
@@ -87,7 +89,7 @@ def _fit_gbdt(
 
 
 def fit_fold(
-    model_name: str, k: int, data: FoldData, cfg: TrainConfig, seed: int, device: str = "cpu"
+    model_name: ModelName, k: int, data: FoldData, cfg: TrainConfig, seed: int, device: str = "cpu"
 ) -> FoldResult:
     """Train `model_name` on one fold and keep its best epoch (see the module docstring)."""
     if REGISTRY[model_name].learner == "gbdt":
@@ -117,7 +119,7 @@ def fit_fold(
 
 
 def fit_all(
-    model_name: str,
+    model_name: ModelName,
     k: int,
     x: np.ndarray,
     y: np.ndarray,

@@ -38,7 +38,7 @@ import numpy as np
 import pyarrow as pa
 import torch
 
-from popray.config import GridConfig, WalkForwardConfig
+from popray.config import GridConfig, ModelName, WalkForwardConfig
 from popray.dataset import Dataset
 from popray.folds import Fold, fold_data
 from popray.models import REGISTRY
@@ -48,7 +48,7 @@ from popray.timelines import NO_CLASS, Timeline
 from popray.train import fit_all, fit_fold
 
 
-def usable(tl: Timeline, model: str, k: int, window: int, cfg: WalkForwardConfig) -> bool:
+def usable(tl: Timeline, model: ModelName, k: int, window: int, cfg: WalkForwardConfig) -> bool:
     """A window is trained when it has items to score and `min_train_per_class` training
     items of every class (of the model's own media type)."""
     return bool(usable_windows(tl, REGISTRY[model].validate_on, k, cfg)[window])
@@ -70,7 +70,7 @@ def usable_windows(tl: Timeline, media_type: str, k: int, cfg: WalkForwardConfig
 
 
 def run_windows(
-    model: str,
+    model: ModelName,
     k: int,
     seed: int,
     own: Dataset,
@@ -92,7 +92,7 @@ def run_windows(
 
 
 def _window(
-    model: str,
+    model: ModelName,
     k: int,
     seed: int,
     own: Dataset,
