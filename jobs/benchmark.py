@@ -24,7 +24,7 @@ import json
 import os
 from pathlib import Path
 
-from popray.bench import bench_labels, bench_labels_out
+from popray.tools.bench import bench_labels, bench_labels_out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -98,12 +98,12 @@ def main(argv: list[str] | None = None) -> int:
     gbd.add_argument("--model", default="gbdt", choices=["gbdt", "gbdt_video"])
     args = parser.parse_args(argv)
     if args.what == "gbdt":
-        from popray.bench_gbdt import bench_gbdt
+        from popray.tools.bench_gbdt import bench_gbdt
 
         for row in bench_gbdt(args.out, args.backbone, args.k, model=args.model):
             print(json.dumps(row), flush=True)
     if args.what == "memory":
-        from popray.bench_memory import driver_memory, memory_text
+        from popray.tools.bench_memory import driver_memory, memory_text
 
         rows = driver_memory(args.images, args.root.resolve(), checkout=args.code)
         for row in rows:
@@ -112,59 +112,59 @@ def main(argv: list[str] | None = None) -> int:
     if args.what == "costs":
         from dataclasses import asdict
 
-        from popray.plan import costs_from_run
+        from popray.tools.plan import costs_from_run
 
         costs = costs_from_run(args.out, args.cpus)
         if args.save:
             costs.save(args.save)
         print(json.dumps({"bench": "costs"} | asdict(costs)), flush=True)
     if args.what == "profiles":
-        from popray.bench_scale import bench_profiles
+        from popray.tools.bench_scale import bench_profiles
 
         for row in bench_profiles(args.profiles, args.posts, args.seeds):
             print(json.dumps(row), flush=True)
     if args.what == "step":
-        from popray.bench_step import bench_step
+        from popray.tools.bench_step import bench_step
 
         for row in bench_step(args.repeats, args.steps):
             print(json.dumps(row), flush=True)
     if args.what == "driver":
-        from popray.bench_driver import bench_train_driver
+        from popray.tools.bench_driver import bench_train_driver
 
         row = bench_train_driver(args.profiles, args.posts, args.seeds, args.repeats, args.work)
         print(json.dumps(row), flush=True)
     if args.what == "nightly":
-        from popray.bench_nightly import bench_nightly
+        from popray.tools.bench_nightly import bench_nightly
 
         print(json.dumps(bench_nightly(args.work, args.profiles, args.posts)), flush=True)
     if args.what == "publish":
-        from popray.bench_publish import bench_publish
+        from popray.tools.bench_publish import bench_publish
 
         print(json.dumps(bench_publish(args.out, args.work)), flush=True)
     if args.what == "assemble":
-        from popray.bench_publish import bench_assemble
+        from popray.tools.bench_publish import bench_assemble
 
         print(
             json.dumps(bench_assemble(args.work, args.items, args.profiles, args.like, args.tasks)),
             flush=True,
         )
     if args.what == "send":
-        from popray.bench_publish import bench_send
+        from popray.tools.bench_publish import bench_send
 
         print(json.dumps(bench_send(args.out)), flush=True)
     if args.what == "train":
-        from popray.bench import bench_train
+        from popray.tools.bench import bench_train
 
         for row in bench_train(args.out):
             print(json.dumps(row), flush=True)
     if args.what == "dedup":
-        from popray.bench import bench_dedup
+        from popray.tools.bench import bench_dedup
 
         for n in args.items:
             print(json.dumps(bench_dedup(n)), flush=True)
     if args.what == "embed":
-        from popray.bench import bench_embed
         from popray.config import EmbedConfig
+        from popray.tools.bench import bench_embed
 
         cfg = EmbedConfig(
             batch_size=args.batch_size, device=args.device, decode_jpeg_on=args.decode_jpeg_on

@@ -16,7 +16,7 @@ from __future__ import annotations
 import html
 from pathlib import Path
 
-from popray.models import REGISTRY
+from popray.training.models import REGISTRY
 
 KFOLD, WALK_FORWARD, GROUPED = "stratified_kfold", "walk_forward", "profile_grouped"
 SIGNIFICANCE = 0.05
@@ -121,7 +121,7 @@ def _rho(r: dict | None) -> str:
 def new_profiles(rows: list[dict], cross: list[dict]) -> str:
     """For a profile without history: the cross-profile models on profiles they never
     saw, and from what history a profile's own model does better."""
-    from popray.pooled import by_history, crossover
+    from popray.training.pooled import by_history, crossover
 
     grouped = [r for r in rows if r["protocol"] == GROUPED and r["profile_id"] is None]
     if not grouped:
@@ -197,7 +197,7 @@ def candidates(rows: list[dict], img) -> str:
 
 def history_table(cross: list[dict]) -> str:
     """The cross-profile models against each profile's own, by history length."""
-    from popray.pooled import by_history
+    from popray.training.pooled import by_history
 
     if not cross:
         return ""

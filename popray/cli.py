@@ -21,9 +21,9 @@ from typing import Annotated, Any, NoReturn
 
 import typer
 
-from popray import store
 from popray.config import StageConfig, configure, run_config
 from popray.errors import ConfigError, PoprayError
+from popray.io import store
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 
@@ -91,7 +91,7 @@ def sample(
     ] = 1,
 ) -> None:
     """Write a realistic sample profile export (images, H.264 videos, metadata)."""
-    from popray.sample import generate, generate_many, profile_specs, spec_for
+    from popray.tools.sample import generate, generate_many, profile_specs, spec_for
 
     start = time.perf_counter()
     if profiles > 1:
@@ -239,8 +239,8 @@ def train(
 ) -> None:
     """Run the validation grid (model x k x seed x fold, and the walk-forward windows) on
     Ray Tune, then final models."""
-    from popray.grid import run_train
     from popray.pipeline import quiet_tune
+    from popray.train import run_train
 
     cfg = configure(
         config,
@@ -327,8 +327,8 @@ def predict(
 ) -> None:
     """Rank new candidate images/videos by predicted popularity for one profile (with
     Grad-CAM per image)."""
-    from popray.final import POOLED
     from popray.predict import run_predict
+    from popray.training.final import POOLED
 
     cfg = configure(config, {"embed.weights": weights, "label.scheme": scheme})
     with store.exclusive(out, "predict"):
@@ -389,7 +389,7 @@ def sql(
     query: Annotated[str, typer.Argument(help="one SQL statement")],
 ) -> None:
     """Run a read-only SQL query over the output views and print the result as a table."""
-    from popray.remote import open_outputs
+    from popray.io.remote import open_outputs
 
     con = open_outputs(out)
     try:
@@ -431,8 +431,8 @@ def run(
 ) -> None:
     """Run the whole job: ingest -> label -> embed -> dedup -> train -> explain ->
     figures -> report."""
+    from popray.io.storage import Location
     from popray.pipeline import run_job
-    from popray.storage import Location
     from popray.summary import summary_text
 
     cfg = run_config(config, input, out, publish_to, storage)
@@ -470,12 +470,12 @@ def plan(
 ) -> None:
     """Expected wall time per stage, and the bottleneck, of a full run of that size (or,
     with --against OUT, of that run's size, beside what each stage took)."""
-    from popray.plan import UnitCosts, plan_text
-    from popray.plan import plan as make_plan
+    from popray.tools.plan import UnitCosts, plan_text
+    from popray.tools.plan import plan as make_plan
 
     unit = UnitCosts.load(costs) if costs else UnitCosts()
     if against is not None:
-        from popray.plan_check import check_run, check_text
+        from popray.tools.plan_check import check_run, check_text
 
         checks = check_run(against, unit, cpus, gpus)
         typer.echo(f"{against}: planned on {cpus} cores, {gpus} GPUs, costs from {unit.source}")
@@ -494,7 +494,7 @@ def plan(
 @command
 def schemas(check: Annotated[bool, typer.Option(help="only check, write nothing")] = False) -> None:
     """Regenerate (or check) the JSON/Arrow schema files under schemas/."""
-    from popray.schemas_export import stale_schemas, write_schemas
+    from popray.io.schemas_export import stale_schemas, write_schemas
 
     if check:
         stale = stale_schemas()

@@ -23,7 +23,7 @@ from pydantic import (
 )
 
 from popray.errors import ConfigError
-from popray.storage import Location
+from popray.io.storage import Location
 
 
 class _Config(BaseModel):

@@ -26,10 +26,10 @@ import pyarrow.compute as pc
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
-from popray import store
 from popray.config import DedupConfig
-from popray.dataset import Rows, embedding_rows, part_files
-from popray.tables import SCHEMAS
+from popray.io import store
+from popray.io.tables import SCHEMAS
+from popray.training.dataset import Rows, embedding_rows, part_files
 
 
 @dataclass
@@ -178,7 +178,7 @@ def _items(keys: pa.Table, vectors: np.ndarray, kind: str) -> Items:
 def _keys(out: Path, backbone: str) -> list[tuple]:
     """Per media type: its embeddings' part files, the column compared, and the keys of
     its items (dedup_images.sql / dedup_videos.sql), in (profile, media_id) order."""
-    from popray.store import sql_text
+    from popray.io.store import sql_text
 
     found = []
     con = store.connect(out)

@@ -27,10 +27,15 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from popray import decode, store
 from popray.cluster import ensure_ray
 from popray.config import EmbedConfig
-from popray.embed_write import (
+from popray.errors import DecodeError
+from popray.io import store
+from popray.io.storage import Location, check_cluster_reach, sha256_bytes
+from popray.io.store import input_dir_of
+from popray.io.tables import SCHEMAS
+from popray.media import decode
+from popray.media.embed_write import (
     STATUS,
     Assembled,
     assemble,
@@ -40,11 +45,7 @@ from popray.embed_write import (
     staged_width,
     write_block,
 )
-from popray.errors import DecodeError
 from popray.records import Embedded, MediaItem
-from popray.storage import Location, check_cluster_reach, sha256_bytes
-from popray.store import input_dir_of
-from popray.tables import SCHEMAS
 
 if TYPE_CHECKING:
     import torch
@@ -152,7 +153,7 @@ class Embedder:
     def __init__(self, cfg: EmbedConfig) -> None:
         import torch
 
-        from popray.backbones import create_backbone
+        from popray.media.backbones import create_backbone
 
         self.torch = torch
         want_cuda = cfg.device == "cuda" or (cfg.device == "auto" and torch.cuda.is_available())
@@ -197,7 +198,7 @@ class Embedder:
         """Decode JPEGs on the device, make their views there, embed them: per file its
         (1 + views, width) embeddings, or the reason it could not be decoded (a file the
         device refuses is decoded on this actor's CPU, as the decode tasks would)."""
-        from popray import decode_device
+        from popray.media import decode_device
 
         cfg = self.cfg
         with self.torch.inference_mode():
@@ -409,7 +410,7 @@ def _width(cfg: EmbedConfig, out: Path, staging: Location | None) -> int:
     for name, column in (("embeddings_image", "embedding"), ("embeddings_video", "pooled")):
         for path in parts_of(out, name, cfg.backbone).values():
             return pq.read_schema(path).field(column).type.list_size
-    from popray.backbones import create_backbone
+    from popray.media.backbones import create_backbone
 
     return create_backbone(cfg.backbone, "random").width
 

@@ -34,14 +34,15 @@ from PIL import Image
 from ray.util import ActorPool
 from torch import nn
 
-from popray import decode, store
-from popray.backbones import Backbone, create_backbone
 from popray.config import Scheme
 from popray.errors import ConfigError, DecodeError, MissingError
-from popray.final import load_final
+from popray.io import store
+from popray.io.storage import Location
+from popray.io.tables import EXPLANATIONS
+from popray.media import decode
+from popray.media.backbones import Backbone, create_backbone
 from popray.records import ModelCard
-from popray.storage import Location
-from popray.tables import EXPLANATIONS
+from popray.training.final import load_final
 
 EXPLAIN_DIR = "explain"
 FORMAT = 1  # of a profile's explain unit: bumped when what a heatmap shows changes
@@ -118,7 +119,7 @@ def _image_models(
 ) -> list[ModelCard]:
     """The saved image models to explain (the smallest k, or k): of `profile`, or of
     every profile."""
-    from popray.final import saved_models
+    from popray.training.final import saved_models
 
     models = saved_models(out, profile, scheme, every_profile=profile is None)
     images = [m for m in models if m.model == "image" and k in (None, m.k)]
@@ -167,7 +168,7 @@ def _samples(
 def _extremes(out: Path, card: ModelCard, n: int) -> list[dict]:
     """The profile's `n` highest- and `n` lowest-scored validated images (out-of-fold
     scores of its image model, schemas/sql/scored_images.sql), as explain jobs."""
-    from popray.store import sql_text
+    from popray.io.store import sql_text
 
     if n <= 0 or not store.has_table(out, "predictions"):
         return []
@@ -207,7 +208,7 @@ def run_explain(
     model, the images picked and the weights) is unchanged and its heatmaps are there;
     the other profiles go to a pool of Grad-CAM actors (`GradCam`), each of which builds
     the backbone once."""
-    from popray.store import input_dir_of
+    from popray.io.store import input_dir_of
 
     cards = _image_models(out, k, profile, scheme)
     if media and len(cards) > 1:

@@ -17,9 +17,10 @@ from matplotlib.figure import Figure
 from matplotlib.offsetbox import AnnotationBbox, OffsetImage
 from PIL import Image
 
-from popray import decode, store
 from popray.errors import MissingError
-from popray.models import REGISTRY
+from popray.io import store
+from popray.media import decode
+from popray.training.models import REGISTRY
 
 FIG_DIR = "figures"
 # Every figure, in reading order, with the caption the report shows under it.
@@ -176,7 +177,7 @@ def nn_histogram(out: Path, threshold: float) -> Path:
 
 def closest_pairs(out: Path, threshold: float, n: int = 8) -> Path:
     """Contact sheet of the n closest image pairs, to check the threshold by eye."""
-    from popray.store import input_dir_of
+    from popray.io.store import input_dir_of
 
     sql = """SELECT d.media_id, d.nn_media_id, d.distance, a.path AS a, b.path AS b
              FROM nn_distances d JOIN media a ON a.media_id = d.media_id
@@ -242,7 +243,7 @@ def tsne_map(
     points (paper Fig. 4)."""
     from sklearn.manifold import TSNE
 
-    from popray.store import input_dir_of
+    from popray.io.store import input_dir_of
 
     rows, total = tsne_rows(out, k, backbone, scheme, points, seed)
     if len(rows) < 5:

@@ -27,14 +27,14 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 from pydantic import BaseModel, ValidationError
 
-from popray import storage, store
-from popray.contract import (
+from popray.errors import InputError, StorageError
+from popray.io import storage, store
+from popray.io.contract import (
     INPUTS,
     REQUIRED_INPUTS,
 )
-from popray.errors import InputError, StorageError
-from popray.storage import Location, sha256_bytes
-from popray.tables import SCHEMAS
+from popray.io.storage import Location, sha256_bytes
+from popray.io.tables import SCHEMAS
 
 log = logging.getLogger(__name__)
 FORMATS = (".csv", ".jsonl", ".parquet")

@@ -15,9 +15,9 @@ from pathlib import Path
 import duckdb
 import pyarrow as pa
 
-from popray import store
 from popray.config import LabelConfig
-from popray.tables import LABELS, US_PER_DAY
+from popray.io import store
+from popray.io.tables import LABELS, US_PER_DAY
 
 
 def _scheme_queries(config: LabelConfig) -> list[tuple[str, dict]]:

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 from popray.config import RunConfig
 from popray.errors import NothingToTrain, PoprayError, StorageError
-from popray.storage import Location
+from popray.io.storage import Location
 
 Echo = Callable[[str], None]
 
@@ -62,11 +62,11 @@ def run_stages(cfg: RunConfig, echo: Echo = print) -> dict[str, float | dict[str
     from popray.embed import run_embed
     from popray.explain import run_explain
     from popray.figures import run_figures
-    from popray.grid import run_train
     from popray.ingest import run_ingest
     from popray.labels import run_label
-    from popray.plan import TIMINGS_FILE
     from popray.report import write_report
+    from popray.tools.plan import TIMINGS_FILE
+    from popray.train import run_train
 
     timed = _Timings()
     with timed.stage("ray_start"):
@@ -125,8 +125,8 @@ class JobResult:
 def run_job(cfg: RunConfig, echo: Echo = print) -> JobResult:
     """The whole run: one writer on OUT (and on the published location), the published
     run pulled first when there is one, the stages in a staged run folder, then the push."""
-    from popray import lease, remote, store
-    from popray.publish import staged_run
+    from popray.io import lease, remote, store
+    from popray.io.publish import staged_run
 
     start = time.perf_counter()
     target = Location.parse(cfg.publish_to) if cfg.publish_to else None

@@ -11,7 +11,7 @@ Grad-CAM heatmap per image, and its rank by score. Classes are relative to the p
 own media of the same type, as in training. A file that cannot be read gets its error
 and the rest are still ranked. Table `predictions_new` holds the latest ranking. A
 profile with no models of its own (`--profile NEW`) is ranked by the cross-profile
-models (`popray.pooled`), and its rows say so (profile_id "*").
+models (`popray.training.pooled`), and its rows say so (profile_id "*").
 """
 
 from __future__ import annotations
@@ -24,14 +24,14 @@ import numpy as np
 import pyarrow as pa
 import torch
 
-from popray import store
 from popray.config import KFOLD, EmbedConfig, ModelName, Scheme
 from popray.errors import MissingError
-from popray.final import POOLED, has_models, load_final, saved_models
-from popray.models import REGISTRY, model_input
+from popray.io import store
+from popray.io.storage import LOCAL_FILES
+from popray.io.tables import PREDICTIONS_NEW
 from popray.records import MediaItem, ModelCard
-from popray.storage import LOCAL_FILES
-from popray.tables import PREDICTIONS_NEW
+from popray.training.final import POOLED, has_models, load_final, saved_models
+from popray.training.models import REGISTRY, model_input
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp"}
 VIDEO_SUFFIXES = {".mp4", ".mov", ".m4v", ".mkv", ".webm", ".avi"}

@@ -40,7 +40,7 @@ class MediaItem:
     @classmethod
     def of_file(cls, media_id: str, path: Path, kind: MediaKind = "image") -> MediaItem:
         """A file on this machine (read with `storage.LOCAL_FILES`), hashed now."""
-        from popray.storage import sha256_file
+        from popray.io.storage import sha256_file
 
         return cls(media_id, sha256_file(path), kind, str(path))
 

@@ -20,10 +20,11 @@ import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 
-from popray import answer, store
+from popray import answer
 from popray.figures import CAPTIONS, FIG_DIR
-from popray.models import REGISTRY
+from popray.io import store
 from popray.summary import sections
+from popray.training.models import REGISTRY
 
 REPORT_DIR = "report"
 TREND = "por_over_time"  # the figure shown at the top

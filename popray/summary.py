@@ -6,8 +6,8 @@ from pathlib import Path
 
 import duckdb
 
-from popray import store
 from popray.errors import MissingError
+from popray.io import store
 
 SUMMARY_QUERIES = {
     "inputs": """

@@ -1,139 +1,292 @@
-"""Training: one fold the paper's way (the function every grid trial calls, paper 4.2, 5.2),
-and one model on all the data (the final models saved for prediction).
+"""The train stage (`popray train`): the grid on Ray Tune (`popray.training.tune`), its
+metrics, the cross-profile models and the final models, for the profiles whose data
+changed; the others' rows and models are taken over from the last run
+(`popray.training.units`).
 
-Adam (lr 1e-3), cross-entropy, 15 epochs; after each epoch the model is scored on the
-validation fold and the weights of the epoch with the best validation accuracy (the
-earliest, on ties) are kept, with their validation probabilities. For the image model
-the training items carry several precomputed augmented views and each epoch samples
-one view per item, so augmentation costs no backbone pass. The gradient-boosted
-baselines (`gbdt`, `gbdt_video`) have no epochs: they are fitted once (every image view a
-row) and report epoch 1.
+    popray train --out out          # 4 models x k {2, 3} x seeds {0, 1, 2} x 5 folds
+                                    # + 4 models x k x seeds x (6 windows, one trial)
 """
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
-import numpy as np
-import torch
-from torch import nn
+import pyarrow as pa
 
-from popray.config import ModelName, TrainConfig
-from popray.models import REGISTRY, create_model
-
-__all__ = ["FoldData", "FoldResult", "TrainConfig", "fit_all", "fit_fold"]
+from popray.cluster import ensure_ray
+from popray.config import KFOLD, WALK_FORWARD, GridConfig, LabelConfig
+from popray.errors import NothingToTrain
+from popray.io import store
+from popray.io.storage import Location
+from popray.io.tables import MODELS, PREDICTIONS, TRIALS
+from popray.training import pooled_keep
+from popray.training.cells import Cell, plan_cells
+from popray.training.dataset import Dataset, TrainingKeys, load_keys
+from popray.training.evaluate import ranking_targets, recent_baseline
+from popray.training.final import MODELS_DIR, prune, train_final
+from popray.training.metrics_parallel import metrics_by_cell
+from popray.training.pooled import PROFILE_GROUPED, trains_on_every_profile
+from popray.training.timelines import build_timelines
+from popray.training.tune import GridResult, grid_root, run_grid
+from popray.training.units import Reuse, published, remaining, unit_keys
 
 
 @dataclass
-class FoldData:
-    """One fold. x_train is (n, width), (n, views, width) when `train_views`, or
-    (n, 15, width) for the sequence models; x_val has no views axis."""
+class TrainReport:
+    grid: GridResult
+    metrics: pa.Table
+    models: pa.Table | None
+    skipped: list[str]  # (model, k) cells without enough data, and why
+    seconds: float
+    cross_profile: pa.Table | None = None  # popray.training.pooled: pooled against own, by history
+    profiles_trained: int = 0  # profiles with at least one cell trained by this run
+    profiles_reused: int = 0  # profiles whose every cell was taken over (popray.training.units)
+    models_reused: int = 0  # final models saved before from the same data and settings
+    items_read: int = 0  # items whose embeddings the stage read (the others were reused)
+    # seconds per phase: the driver's own work (load, plan, collect, metrics) apart from
+    # the phases where it waits on the cluster (timelines, grid, pooled, final): for
+    # `popray plan`
+    phases: dict[str, float] = field(default_factory=dict)
 
-    x_train: np.ndarray
-    y_train: np.ndarray
-    x_val: np.ndarray
-    y_val: np.ndarray
-    train_views: bool = False
+    def line(self) -> str:
+        n = self.grid.trials.num_rows
+        reused = f" ({self.grid.reused} reused from an earlier run)" if self.grid.reused else ""
+        saved = ""
+        if self.models:
+            saved = f"; {self.models.num_rows} final models saved ({self.models_reused} reused)"
+        profiles = f"; profiles: {self.profiles_trained} recomputed, {self.profiles_reused} reused"
+        read = f"; embeddings read for {self.items_read} items"
+        return f"grid: {n} trials{reused} in {self.seconds:.1f} s{saved}{profiles}{read}"
+
+    def text(self) -> str:
+        """The metrics, then the cross-profile comparison (when there is one)."""
+        from popray.training.evaluate import metrics_text
+        from popray.training.pooled import cross_profile_text
+
+        parts = [metrics_text(self.metrics)]
+        if self.cross_profile is not None and self.cross_profile.num_rows:
+            parts.append(cross_profile_text(self.cross_profile))
+        return "\n\n".join(parts)
+
+
+def run_train(
+    out: Path,
+    cfg: GridConfig,
+    labels: LabelConfig,
+    backbone: str,
+    echo: Callable[[str], None] = lambda line: None,
+    storage: Location | None = None,
+) -> TrainReport:
+    """The train stage: grid -> tables trials, predictions, metrics -> final models; the
+    classes are those of `labels.scheme`; `storage`: where the grid keeps its state."""
+    start = time.perf_counter()
+    clock = _Clock()
+    ks = cfg.k or labels.k
+
+    ensure_ray()  # the embeddings go to the object store as they are read: not the driver's
+    keys = load_keys(out, backbone, ks, labels.scheme, cfg.context_features)
+    # ids, classes and shapes first: which profiles train is known before any embedding
+    # is read, and only theirs are (a nightly run reuses the others)
+    datasets = keys.datasets(remote=True, profiles=())
+    timelines = None
+    previous = recent_baseline(out, labels.scheme)
+    recent = {(p, k, m): c for (k, m), c in previous.items() for p in (KFOLD, PROFILE_GROUPED)}
+    ranked_kfold = ranking_targets(store.read_table(out, "labels"), labels.scheme)
+    targets = {(p, k, m): v for (k, m), v in ranked_kfold.items() for p in (KFOLD, PROFILE_GROUPED)}
+    clock.lap("load")
+    if WALK_FORWARD in cfg.protocols:
+        timelines, forward, ranked = build_timelines(out, datasets, labels, cfg.walk_forward)
+        clock.lap("timelines")  # Ray tasks: the driver slices the export and merges
+        recent |= {(WALK_FORWARD, k, m): c for (k, m), c in forward.items()}
+        targets |= {(WALK_FORWARD, k, m): v for (k, m), v in ranked.items()}
+    cells, skipped = plan_cells(datasets, cfg, timelines)
+    _echo_skipped(out, skipped, echo)
+    if not cells:
+        raise NothingToTrain("nothing to train: " + "; ".join(skipped))
+    part = f"{labels.scheme}-{backbone}" + ("-context" if cfg.context_features else "")
+    units = unit_keys(cfg, datasets, backbone, timelines)
+    reuse = published(out, part, units, cfg.seeds, cfg.protocols)
+    todo = remaining(cells, reuse)
+    decision = pooled_keep.decide(out, part, cfg, backbone, datasets, units)
+    if decision.line:
+        echo(decision.line)
+    clock.lap("plan")
+    # trained again, the cross-profile models learn from every profile's items
+    everyone = not decision.keep and trains_on_every_profile(cfg, datasets)
+    datasets = keys.datasets(remote=True, profiles=None if everyone else _profiles(todo))
+    read = _Read(keys, _items_read(datasets))
+    clock.lap("load")
+    grid = _grid_with_reuse(
+        out, datasets, cfg, backbone, echo, todo, timelines, storage, reuse, units
+    )
+    clock.lap("grid")
+    clock.phases["grid"] -= grid.collect_s
+    clock.phases["collect"] = grid.collect_s
+    pooled, pooled_units = _pooled(out, datasets, cfg, backbone, ranked_kfold, echo, decision, part)
+    clock.lap("pooled")
+    predictions = pa.concat_tables([grid.predictions, *pooled.predictions])
+    waited: list[float] = []
+    metrics = metrics_by_cell(predictions, recent, targets, waited)
+    store.write_table(out, "trials", grid.trials, part=part)
+    store.write_table(out, "predictions", predictions, part=part)
+    store.write_table(out, "metrics", metrics, part=part)
+    store.write_table(out, "cross_profile", pooled.cross_profile, part=part)
+    clock.lap("metrics")
+    clock.phases["metrics"] -= sum(waited)
+    clock.phases["metrics_tasks"] = sum(waited)  # the cluster scoring the cells
+    models, models_reused = None, 0
+    if cfg.final_models:
+        echo("training the final models on all the data")
+        models, models_reused = train_final(
+            out, datasets, cfg, grid.trials, metrics, backbone, cells, read.more
+        )
+        models = pa.concat_tables([models, pa.Table.from_pylist(pooled.models, schema=MODELS)])
+        store.write_table(out, "models", models, part=part)
+        prune(out, store.read_table(out, "models"))
+    if pooled_units is not None:  # last: it says the rows above are those of trained models
+        store.write_table(out, "pooled_units", pooled_units, part=part)
+    clock.lap("final")
+    store.refresh_views(out)
+    name = grid.experiment.display().rsplit("/", 1)[1] if grid.experiment else None
+    root = grid_root(out, storage)
+    for stale in root.names():  # finished: older grids (and their results) are not needed
+        if stale not in {name, f"{name}.results"}:
+            root.child(stale).delete()
+    trained, profiles = _profiles(todo), _profiles(cells)
+    return TrainReport(
+        grid,
+        metrics,
+        models,
+        skipped,
+        time.perf_counter() - start,
+        pooled.cross_profile,
+        profiles_trained=len(trained),
+        profiles_reused=len(profiles - trained),
+        models_reused=models_reused,
+        items_read=read.items,
+        phases=clock.phases,
+    )
+
+
+SKIPPED_FILE = "train_skipped.txt"  # in OUT: every cell the grid skipped, and why
+SKIPPED_SHOWN = 20  # reasons printed; at 1,000 profiles of 40 posts there are ~15,000
+
+
+def _echo_skipped(out: Path, skipped: list[str], echo: Callable[[str], None]) -> None:
+    """Print the first reasons and count the rest; OUT keeps them all."""
+    (out / SKIPPED_FILE).write_text("".join(f"{reason}\n" for reason in skipped))
+    for reason in skipped[:SKIPPED_SHOWN]:
+        echo(f"skipped {reason}")
+    if len(skipped) > SKIPPED_SHOWN:
+        rest = len(skipped) - SKIPPED_SHOWN
+        echo(f"skipped {rest} more cells: all {len(skipped)} reasons in {out / SKIPPED_FILE}")
+
+
+class _Clock:
+    """Seconds per phase of the train stage, each lap ending one."""
+
+    def __init__(self) -> None:
+        self.phases: dict[str, float] = {}
+        self._last = time.perf_counter()
+
+    def lap(self, name: str) -> None:
+        now = time.perf_counter()
+        self.phases[name] = self.phases.get(name, 0.0) + now - self._last
+        self._last = now
+
+
+def _grid_with_reuse(
+    out: Path,
+    datasets: dict[int, Dataset],
+    cfg: GridConfig,
+    backbone: str,
+    echo: Callable[[str], None],
+    todo: list[Cell],
+    timelines,
+    storage: Location | None,
+    reuse: Reuse,
+    units: dict,
+) -> GridResult:
+    """The grid over the cells left to train (on those profiles' data only), with the
+    rows taken over from the published run beside its own."""
+    if not reuse.cells:
+        return run_grid(out, datasets, cfg, backbone, echo, todo, timelines, storage, units)
+    old_trials = reuse.trials.cast(TRIALS)
+    old_predictions = reuse.predictions.select(PREDICTIONS.names).cast(PREDICTIONS)
+    taken = len(old_trials.select(["grid", "trial"]).group_by(["grid", "trial"]).aggregate([]))
+    if not todo:
+        echo(f"grid: every profile unchanged, {taken} trials taken over from the published run")
+        return GridResult(old_trials, old_predictions, None, False, taken)
+    names = {k: sorted({p for c in todo if c.k == k for p in c.profiles}) for k in datasets}
+    mine = {k: ds.for_profiles(names[k], remote=True) for k, ds in datasets.items() if names[k]}
+    grid = run_grid(out, mine, cfg, backbone, echo, todo, _only(timelines, names), storage, units)
+    return GridResult(
+        pa.concat_tables([old_trials, grid.trials]),
+        pa.concat_tables([old_predictions, grid.predictions]),
+        grid.experiment,
+        grid.resumed,
+        grid.reused + taken,
+        grid.collect_s,
+    )
+
+
+def _only(timelines, names: dict[int, list[str]]):
+    """The walk-forward timelines of the profiles in `names` (k -> profiles)."""
+    if timelines is None:
+        return None
+    return {
+        k: {p: per[p] for p in names.get(k, [])} for k, per in timelines.items() if names.get(k)
+    }
+
+
+def _profiles(cells: list[Cell]) -> set[str]:
+    return {p for c in cells for p in c.profiles}
+
+
+def _items_read(datasets: dict[int, Dataset]) -> int:
+    """How many items' embeddings are read in `datasets` (each item once over the ks)."""
+    return len({m for ds in datasets.values() for m in ds.read_ids()})
 
 
 @dataclass
-class FoldResult:
-    best_epoch: int  # 1-based
-    val_accuracy: float
-    val_proba: np.ndarray  # (n_val, k), from the kept weights
-    history: list[float] = field(default_factory=list)  # validation accuracy per epoch
-    state_dict: dict | None = None
+class _Read:
+    """The train stage's reads of the embeddings: the first one's count, and `more`, for
+    the final models of profiles that were not read (their saved model is gone)."""
+
+    keys: TrainingKeys
+    items: int
+
+    def more(self, profiles: set[str]) -> dict[int, Dataset]:
+        datasets = self.keys.datasets(remote=True, profiles=profiles)
+        self.items += _items_read(datasets)
+        return datasets
 
 
-class _Trainer:
-    """A fresh model, its optimiser and the epoch loop shared by fit_fold and fit_all."""
+def _pooled(
+    out: Path,
+    datasets,
+    cfg: GridConfig,
+    backbone: str,
+    ranked: dict,
+    echo,
+    decision: pooled_keep.Decision,
+    part: str,
+):
+    """The cross-profile models (popray.training.pooled) over the grid's datasets: the published
+    ones kept while few items changed since they were trained (popray.training.pooled_keep
+    decided, before the read)."""
+    from popray.training.pooled import run_pooled
 
-    def __init__(
-        self, model_name: ModelName, k: int, width: int, cfg: TrainConfig, seed: int, device
-    ):
-        torch.manual_seed(seed)
-        self.rng = np.random.default_rng(seed)
-        self.device = torch.device(device)
-        self.model = create_model(model_name, k, width).to(self.device)
-        # fused: one kernel for every parameter's update; on a GRU trial's CPU step 0.78x
-        # the time of the per-tensor loop, with the same updates to float rounding
-        self.optimiser = torch.optim.Adam(self.model.parameters(), lr=cfg.lr, fused=True)
-        self.loss_fn = nn.CrossEntropyLoss()
-        self.batch_size = cfg.batch_size
-
-    def epoch(self, x: np.ndarray, y: torch.Tensor, views: bool) -> None:
-        self.model.train()
-        if views:  # one random view of each item this epoch
-            pick = self.rng.integers(0, x.shape[1], len(x))
-            x = x[np.arange(len(x)), pick]
-        x = torch.as_tensor(x, dtype=torch.float32, device=self.device)
-        order = torch.as_tensor(self.rng.permutation(len(x)), device=self.device)
-        for start in range(0, len(order), self.batch_size):
-            batch = order[start : start + self.batch_size]
-            self.optimiser.zero_grad()
-            self.loss_fn(self.model(x[batch]), y[batch]).backward()
-            self.optimiser.step()
-
-    def labels(self, y: np.ndarray) -> torch.Tensor:
-        return torch.as_tensor(y, dtype=torch.long, device=self.device)
-
-
-def _fit_gbdt(
-    model_name: ModelName, k: int, x: np.ndarray, y: np.ndarray, seed: int, views: bool
-) -> nn.Module:
-    """A gradient-boosted baseline fitted on every row (each image view its own row)."""
-    if views:
-        n, n_views = x.shape[:2]
-        x, y = x.reshape(n * n_views, -1), np.repeat(y, n_views)
-    return create_model(model_name, k, x.shape[-1]).fit(x, y, seed).eval()
-
-
-def fit_fold(
-    model_name: ModelName, k: int, data: FoldData, cfg: TrainConfig, seed: int, device: str = "cpu"
-) -> FoldResult:
-    """Train `model_name` on one fold and keep its best epoch (see the module docstring)."""
-    if REGISTRY[model_name].learner == "gbdt":
-        net = _fit_gbdt(model_name, k, data.x_train, data.y_train, seed, data.train_views)
-        with torch.inference_mode():
-            x_val = torch.as_tensor(data.x_val, dtype=torch.float32)
-            proba = torch.softmax(net(x_val), dim=1).numpy()
-        accuracy = float((proba.argmax(axis=1) == data.y_val).mean())
-        return FoldResult(1, accuracy, proba, [accuracy], state_dict=net.state_dict())
-    trainer = _Trainer(model_name, k, data.x_val.shape[-1], cfg, seed, device)
-    y_train = trainer.labels(data.y_train)
-    x_val = torch.as_tensor(data.x_val, dtype=torch.float32, device=trainer.device)
-    best: FoldResult | None = None
-    history = []
-    for epoch in range(1, cfg.epochs + 1):
-        trainer.epoch(data.x_train, y_train, data.train_views)
-        trainer.model.eval()
-        with torch.inference_mode():
-            proba = torch.softmax(trainer.model(x_val), dim=1).float().cpu().numpy()
-        accuracy = float((proba.argmax(axis=1) == data.y_val).mean())
-        history.append(accuracy)
-        if best is None or accuracy > best.val_accuracy:
-            state = {k: v.detach().cpu().clone() for k, v in trainer.model.state_dict().items()}
-            best = FoldResult(epoch, accuracy, proba, state_dict=state)
-    best.history = history
-    return best
-
-
-def fit_all(
-    model_name: ModelName,
-    k: int,
-    x: np.ndarray,
-    y: np.ndarray,
-    cfg: TrainConfig,
-    seed: int,
-    train_views: bool = False,
-    device: str = "cpu",
-) -> nn.Module:
-    """Train `model_name` on every item for `cfg.epochs` epochs (no validation left to
-    pick an epoch: the caller passes the grid's typical best epoch); returns it in eval mode."""
-    if REGISTRY[model_name].learner == "gbdt":
-        return _fit_gbdt(model_name, k, x, y, seed, train_views)
-    trainer = _Trainer(model_name, k, x.shape[-1], cfg, seed, device)
-    y_t = trainer.labels(y)
-    for _ in range(cfg.epochs):
-        trainer.epoch(x, y_t, train_views)
-    return trainer.model.eval().cpu()
+    if decision.keep:  # its `pooled_units` stay as they are: what the models were trained on
+        return pooled_keep.kept(out, part, datasets), None
+    labels = store.read_table(out, "labels").select(["media_id", "published_at"])
+    ids, published = labels["media_id"].to_pylist(), labels["published_at"].to_pylist()
+    times = dict(zip(ids, published, strict=True))
+    result = run_pooled(out / MODELS_DIR, datasets, cfg, backbone, times, ranked, echo)
+    for reason in result.skipped:
+        echo(reason)
+    trained = result.models or any(t.num_rows for t in result.predictions)
+    return result, decision.record if trained else decision.record.slice(0, 0)  # none to keep

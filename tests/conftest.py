@@ -38,7 +38,7 @@ def _unchanged(root: Path) -> Iterator[Path]:
 @pytest.fixture(scope="session")
 def tiny_input(tmp_path_factory) -> Iterator[Path]:
     """A tiny sample export (36 posts, real images and H.264 videos, planted faults)."""
-    from popray.sample import generate, spec_for
+    from popray.tools.sample import generate, spec_for
 
     root = tmp_path_factory.mktemp("tiny_input")
     generate(root, spec_for("tiny", seed=0))
@@ -130,8 +130,8 @@ def trained(embedded, tmp_path_factory) -> Iterator[Path]:
 
     from popray.config import DedupConfig, GridConfig, LabelConfig, TrainConfig
     from popray.dedup import run_dedup
-    from popray.grid import run_train
     from popray.labels import run_label
+    from popray.train import run_train
 
     out = tmp_path_factory.mktemp("trained") / "out"
     shutil.copytree(embedded[1], out)
@@ -148,7 +148,7 @@ def s3_uri():
     on loopback, with test credentials in the environment for the session."""
     from moto.server import ThreadedMotoServer
 
-    from popray import storage
+    from popray.io import storage
 
     with pytest.MonkeyPatch.context() as env:
         for name, value in (

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from popray.config import GridConfig, TrainConfig
-from popray.dataset import Dataset
+from popray.training.dataset import Dataset
 
 WIDTH = 16
 
@@ -93,7 +93,7 @@ class InterruptAfter:
 if __name__ == "__main__":
     import ray
 
-    from popray.grid import run_grid
+    from popray.training.tune import run_grid
 
     out, n, sig = Path(sys.argv[1]), int(sys.argv[2]), getattr(signal, f"SIG{sys.argv[3]}")
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)

@@ -73,7 +73,7 @@ def source_tree(target: Path) -> Path:
 
 def upload(local: Path, uri: str):
     """Copy an export's regular files to storage at `uri` (object stores have no links)."""
-    from popray.storage import Location
+    from popray.io.storage import Location
 
     loc = Location.parse(uri)
     for p in sorted(local.rglob("*")):

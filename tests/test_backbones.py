@@ -4,11 +4,11 @@ import skimage.data
 import torch
 from PIL import Image
 
-from popray import decode
-from popray.backbones import create_backbone
 from popray.config import EmbedConfig
 from popray.embed import Embedder
 from popray.errors import WeightsError
+from popray.media import decode
+from popray.media.backbones import create_backbone
 
 CAT_CLASSES = range(281, 286)  # tabby, tiger cat, Persian, Siamese, Egyptian cat
 ESPRESSO = 967

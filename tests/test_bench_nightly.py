@@ -7,8 +7,8 @@ import shutil
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from popray.bench_nightly import NEW_POSTS, add_posts, compare
 from popray.ingest import ingest
+from popray.tools.bench_nightly import NEW_POSTS, add_posts, compare
 
 
 def test_new_posts_are_valid_later_posts_with_media_of_their_own(tiny_input, tmp_path):

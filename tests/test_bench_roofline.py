@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from PIL import Image
 
-from popray.bench_roofline import limit, photos_1080
+from popray.tools.bench_roofline import limit, photos_1080
 
 
 def test_the_limit_shares_the_cores_on_cpu_and_overlaps_on_gpu():

@@ -90,7 +90,7 @@ def test_a_second_writer_on_the_same_out_refuses_and_a_dead_holder_frees_it(tmp_
     os.kill(holder.pid, signal.SIGKILL)  # a crash: the kernel drops the lock
     holder.wait()
     time.sleep(0.1)
-    from popray import store
+    from popray.io import store
 
     with store.exclusive(tmp_path, "label"):
         pass

@@ -7,7 +7,7 @@ import pytest
 
 from popray.config import UNSET, RunConfig, StageConfig, configure, run_config
 from popray.errors import ConfigError
-from popray.storage import Location
+from popray.io.storage import Location
 
 Q = "?endpoint_override=h:9&scheme=http"  # no region lookup: nothing leaves this machine
 

@@ -11,11 +11,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
 
-from popray import store
 from popray.config import LabelConfig
-from popray.dataset import CONTEXT_FEATURES
+from popray.io import store
+from popray.io.store import sql_text
 from popray.labels import run_label
-from popray.store import sql_text
+from popray.training.dataset import CONTEXT_FEATURES
 
 
 def _features(out) -> dict[str, list[float]]:
@@ -97,7 +97,7 @@ def test_no_feature_reads_the_items_own_or_later_posts(labelled, tmp_path):
 
 
 def test_context_widens_every_vector(trained):
-    from popray.dataset import load_dataset
+    from popray.training.dataset import load_dataset
 
     plain = load_dataset(trained, "efficientnet_lite0", 2)
     wide = load_dataset(trained, "efficientnet_lite0", 2, context=True)
@@ -111,8 +111,8 @@ def test_context_widens_every_vector(trained):
 
 def test_the_grid_trains_with_context_and_keeps_both_results(trained, tmp_path):
     from popray.config import GridConfig, LabelConfig, TrainConfig
-    from popray.final import load_final
-    from popray.grid import run_train
+    from popray.train import run_train
+    from popray.training.final import load_final
 
     out = tmp_path / "out"
     shutil.copytree(trained, out)
@@ -130,7 +130,7 @@ def test_the_grid_trains_with_context_and_keeps_both_results(trained, tmp_path):
     with pytest.raises(ValueError, match="context features"):
         load_final(out, wide["path"])
     # predict and explain pick among the models that can: the plain ones
-    from popray.final import saved_models
+    from popray.training.final import saved_models
 
     picked = saved_models(out, scheme="por_rolling")
     assert picked and all(m.features == "embedding" for m in picked)

@@ -4,8 +4,8 @@ import pytest
 from pydantic import ValidationError
 
 from popray.config import LabelConfig, RunConfig, load_config
-from popray.contract import FollowerRow, MediaRow, PostRow
-from popray.schemas_export import stale_schemas
+from popray.io.contract import FollowerRow, MediaRow, PostRow
+from popray.io.schemas_export import stale_schemas
 
 POST = {
     "profile_id": "brand",

@@ -4,11 +4,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from popray import store
 from popray.config import DedupConfig, LabelConfig
-from popray.dataset import load_dataset
 from popray.dedup import run_dedup
+from popray.io import store
 from popray.labels import run_label
+from popray.training.dataset import load_dataset
 
 
 @pytest.fixture(scope="module")
@@ -70,8 +70,8 @@ def test_a_remote_dataset_keeps_its_arrays_in_the_object_store_and_gathers_the_s
     store (Rows), a few row groups a chunk: row groups of 5 rows and chunks of at least 7
     here, so a profile spans several chunks. What it gathers (one profile, a subset kept
     remote, the whole) equals the arrays loaded locally."""
-    import popray.dataset as dataset
-    from popray.dataset import Rows
+    import popray.training.dataset as dataset
+    from popray.training.dataset import Rows
 
     out = tmp_path / "out"
     shutil.copytree(ready, out)
@@ -101,7 +101,7 @@ def test_a_remote_dataset_keeps_its_arrays_in_the_object_store_and_gathers_the_s
 
 @pytest.mark.parametrize("remote", [False, True])
 def test_several_ks_read_each_embedding_row_once_and_equal_one_k_at_a_time(ready, remote):
-    from popray.dataset import load_datasets
+    from popray.training.dataset import load_datasets
 
     both = load_datasets(ready, "efficientnet_lite0", [2, 3, 2], remote=remote)
     assert sorted(both) == [2, 3]
@@ -117,7 +117,7 @@ def test_several_ks_read_each_embedding_row_once_and_equal_one_k_at_a_time(ready
 
 
 def test_several_ks_are_read_in_one_pass(ready, monkeypatch):
-    import popray.dataset as dataset
+    import popray.training.dataset as dataset
 
     read: list[int] = []
     pick = dataset._pick
@@ -158,7 +158,7 @@ def test_the_dataset_does_not_depend_on_how_the_embedding_rows_are_stored(
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    import popray.dataset as dataset
+    import popray.training.dataset as dataset
 
     expected = load_dataset(ready, "efficientnet_lite0", k=2)
     out = tmp_path / "out"
@@ -214,7 +214,7 @@ def test_under_ray_client_the_driver_reads_and_puts_the_rows(ready, monkeypatch,
     same result."""
     from ray.util.client import ray as client
 
-    import popray.dataset as dataset
+    import popray.training.dataset as dataset
 
     expected = load_dataset(ready, "efficientnet_lite0", k=2)
     monkeypatch.setattr(client, "is_connected", lambda: True)
@@ -231,7 +231,7 @@ def test_on_a_cluster_of_several_nodes_the_tasks_get_the_files_bytes(
     """With nodes besides the driver's, the read tasks may run where OUT's files are not:
     the driver sends each part file's bytes (once per file, however many chunks read it),
     the tasks never open a path, and the arrays are the same."""
-    import popray.dataset as dataset
+    import popray.training.dataset as dataset
 
     out = tmp_path / "out"
     shutil.copytree(ready, out)
@@ -280,7 +280,7 @@ def test_only_the_profiles_asked_for_are_read(ready, ray_session):
     """The train stage first learns which profiles it trains, then reads only their
     embedding rows: the others' items are there (ids, classes, shapes), their rows are
     not, and touching them is an error, never a silent zero."""
-    from popray.dataset import NotRead, load_keys
+    from popray.training.dataset import NotRead, load_keys
 
     keys = load_keys(ready, "efficientnet_lite0", [2, 3])
     expected = keys.datasets()

@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from popray import decode
 from popray.config import AugmentConfig
 from popray.errors import DecodeError, WorkerStartError
+from popray.media import decode
 
 
 def write_counter_video(path, n_frames, fps, size=(64, 48)):

@@ -1,4 +1,4 @@
-"""JPEG decoding in the model actor (popray.decode_device), run here with the CPU as the
+"""JPEG decoding in the model actor (popray.media.decode_device), run here with the CPU as the
 device (libjpeg through torchvision), against popray's CPU path (PIL in the decode
 tasks). tests/test_gpu.py runs the same comparison with nvJPEG where CUDA exists."""
 
@@ -13,11 +13,11 @@ import skimage.data
 import torch
 from PIL import Image
 
-from popray import decode, decode_device
 from popray.config import AugmentConfig, EmbedConfig
 from popray.embed import decode_batch, run_pipeline
+from popray.io.storage import LOCAL_FILES, sha256_bytes
+from popray.media import decode, decode_device
 from popray.records import MediaItem
-from popray.storage import LOCAL_FILES, sha256_bytes
 
 PHOTOS = ("chelsea", "coffee", "astronaut")
 LIMIT = 50_000_000

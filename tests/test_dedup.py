@@ -4,9 +4,9 @@ import numpy as np
 import pyarrow.compute as pc
 import pytest
 
-from popray import store
 from popray.config import DedupConfig
 from popray.dedup import Items, dedup_items, run_dedup
+from popray.io import store
 
 CFG = DedupConfig(threshold=1.5)
 
@@ -126,9 +126,9 @@ def test_tasks_per_profile_and_media_type_keep_every_item_and_number_groups_apar
     and its vectors in the object store: however the read chunks split the rows, every
     item comes out once, in its own profile, with its own vector, and group ids never
     repeat across profiles."""
-    from popray import dataset
-    from popray.bench_scale import BACKBONE, synthetic_out
     from popray.dedup import _units
+    from popray.tools.bench_scale import BACKBONE, synthetic_out
+    from popray.training import dataset
 
     synthetic_out(tmp_path, profiles=4, posts=12)
     whole = {(p, k): keys["media_id"].to_pylist() for p, k, keys, _ in _units(tmp_path, BACKBONE)}
@@ -173,7 +173,7 @@ def test_a_rerun_recomputes_only_the_changed_units_and_equals_a_fresh_dedup(
     import pyarrow as pa
 
     from popray import dedup
-    from popray.bench_scale import BACKBONE, synthetic_out
+    from popray.tools.bench_scale import BACKBONE, synthetic_out
 
     out = tmp_path / "out"
     synthetic_out(out, profiles=4, posts=12)

@@ -5,9 +5,10 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
-from popray import embed, store
-from popray.embed_write import parts_of
+from popray import embed
 from popray.ingest import run_ingest
+from popray.io import store
+from popray.media.embed_write import parts_of
 
 
 def test_every_media_embedded_or_quarantined_exactly_once(embedded, tiny_truth):
@@ -136,9 +137,9 @@ def test_the_cluster_writes_the_rows_and_only_statuses_reach_the_driver(
 ):
     """With a staging folder the pipeline's last tasks write the embedding rows as
     Parquet; the driver gets back (media_id, sha256, kind, error) per item, no vectors."""
+    from popray.io.storage import Location
+    from popray.io.store import input_dir_of
     from popray.records import MediaItem
-    from popray.storage import Location
-    from popray.store import input_dir_of
 
     _, out, _ = embedded
     media = store.read_table(out, "media").to_pylist()
@@ -181,7 +182,7 @@ def test_embedding_tables_keep_each_vector_in_its_row():
     import json
 
     from popray.config import EmbedConfig
-    from popray.embed_write import image_table, video_table
+    from popray.media.embed_write import image_table, video_table
 
     cfg, rng = EmbedConfig(views=2), np.random.default_rng(0)
     images = [

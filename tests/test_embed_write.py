@@ -5,10 +5,10 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from popray import store
 from popray.config import EmbedConfig
-from popray.embed_write import assemble, image_table, part_of, parts_of, schemas
-from popray.storage import Location
+from popray.io import store
+from popray.io.storage import Location
+from popray.media.embed_write import assemble, image_table, part_of, parts_of, schemas
 
 CFG = EmbedConfig(views=1)
 KEY, WIDTH, NAME, BACKBONE = "key", 4, "embeddings_image", "bb"

@@ -3,10 +3,10 @@ import pytest
 import torch
 from PIL import Image
 
-from popray import store
-from popray.backbones import create_backbone
 from popray.explain import Explainer, FullNetwork, overlay, run_explain
-from popray.models import create_model
+from popray.io import store
+from popray.media.backbones import create_backbone
+from popray.training.models import create_model
 
 
 def _manual_gradcam(network: FullNetwork, x: torch.Tensor) -> np.ndarray:

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from popray import store
 from popray.ingest import run_ingest
+from popray.io import store
 
 
 def _processes_named(text: str) -> list[int]:

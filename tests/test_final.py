@@ -4,11 +4,11 @@ import torch
 from grid_helpers import DATASETS
 
 from popray.config import GridConfig, TrainConfig
-from popray.evaluate import compute_metrics
-from popray.final import load_final, prune, train_final
-from popray.folds import all_data
-from popray.tables import PREDICTIONS, TRIALS
-from popray.train import fit_all
+from popray.io.tables import PREDICTIONS, TRIALS
+from popray.training.evaluate import compute_metrics
+from popray.training.final import load_final, prune, train_final
+from popray.training.fit import fit_all
+from popray.training.folds import all_data
 
 
 def _grid_tables(models, best_epochs):

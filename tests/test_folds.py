@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from popray.folds import make_folds
+from popray.training.folds import make_folds
 
 
 def _data(seed=0):
@@ -53,7 +53,7 @@ def test_seeds_shuffle_differently_and_too_few_items_is_an_error():
 def test_fold_arrays_put_extra_media_in_training_only():
     from grid_helpers import synthetic
 
-    from popray.folds import all_data, fold_data, split
+    from popray.training.folds import all_data, fold_data, split
 
     ds = synthetic(2, n_images=20, n_videos=15)
     for model, own, shape in [

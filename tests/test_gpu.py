@@ -6,11 +6,11 @@ import skimage.data
 import torch
 from PIL import Image
 
-from popray import decode
 from popray.config import EmbedConfig
 from popray.embed import Embedder, run_pipeline
+from popray.io.storage import LOCAL_FILES
+from popray.media import decode
 from popray.records import MediaItem
-from popray.storage import LOCAL_FILES
 
 pytestmark = pytest.mark.gpu
 
@@ -48,9 +48,9 @@ def test_nvjpeg_gives_the_cpu_paths_pixels():
     """nvJPEG decode, resize and views on the GPU against PIL on the CPU."""
     import io
 
-    from popray import decode_device
     from popray.config import AugmentConfig
-    from popray.storage import sha256_bytes
+    from popray.io.storage import sha256_bytes
+    from popray.media import decode_device
 
     aug, cuda = AugmentConfig(), torch.device("cuda")
     for name in ("chelsea", "coffee", "astronaut"):

@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 from grid_helpers import DATASETS, GRID, RESUMABLE, several, synthetic
 
-from popray.cells import MAX_TRIALS, Cell, plan_cells, shard_size, trial_specs
-from popray.folds import split
-from popray.grid import run_grid
+from popray.training.cells import MAX_TRIALS, Cell, plan_cells, shard_size, trial_specs
+from popray.training.folds import split
+from popray.training.tune import run_grid
 
 HELPER = Path(__file__).with_name("grid_helpers.py")
 
@@ -140,10 +140,10 @@ def test_popray_train_on_the_sample_writes_queryable_tables(embedded, tmp_path):
 
     from typer.testing import CliRunner
 
-    from popray import store
     from popray.cli import app
     from popray.config import DedupConfig, LabelConfig
     from popray.dedup import run_dedup
+    from popray.io import store
     from popray.labels import run_label
 
     out = tmp_path / "out"
@@ -176,10 +176,10 @@ def test_the_grid_learns_the_configured_scheme_and_says_which(trained, tmp_path)
     and cells a scheme cannot fill are skipped with the reason."""
     import shutil
 
-    from popray import store
     from popray.config import GridConfig, LabelConfig, TrainConfig
     from popray.errors import NothingToTrain
-    from popray.grid import run_train
+    from popray.io import store
+    from popray.train import run_train
 
     out = tmp_path / "out"
     shutil.copytree(trained, out)

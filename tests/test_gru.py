@@ -4,8 +4,8 @@ import pytest
 import torch
 from torch import nn
 
-from popray.gru import CpuTrainedGru
-from popray.models import create_model
+from popray.training.gru import CpuTrainedGru
+from popray.training.models import create_model
 
 
 @pytest.mark.parametrize(

@@ -6,13 +6,13 @@ import shutil
 import pytest
 from PIL import Image
 
-from popray import store
 from popray.config import DedupConfig, GridConfig, LabelConfig, TrainConfig
 from popray.dedup import run_dedup
 from popray.embed import run_embed
-from popray.grid import run_train
 from popray.ingest import run_ingest
+from popray.io import store
 from popray.labels import run_label
+from popray.train import run_train
 
 TABLES_BY_MEDIA = (
     "media",

@@ -6,9 +6,9 @@ import shutil
 import pyarrow.parquet as pq
 import pytest
 
-from popray import store
 from popray.errors import InputError
 from popray.ingest import ingest
+from popray.io import store
 
 SOURCES = {
     "posts.csv": "posts",

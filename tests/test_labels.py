@@ -10,10 +10,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from popray import store
 from popray.config import SCHEMES, LabelConfig
+from popray.io import store
+from popray.io.tables import SCHEMAS
 from popray.labels import label_tables
-from popray.tables import SCHEMAS
 
 T0 = datetime(2020, 1, 1, tzinfo=UTC)
 US = 1_000_000
@@ -361,7 +361,7 @@ def test_a_score_that_ties_with_a_threshold_is_not_above_it():
     the reference test on a fresh clone); the class rule treats that as the tie it is."""
     import duckdb
 
-    from popray.store import sql_text
+    from popray.io.store import sql_text
 
     con = duckdb.connect()
     con.execute(sql_text("ties_macro"))

@@ -1,4 +1,4 @@
-"""The writer lease of a work folder on object storage (popray/lease.py), on a real S3 API:
+"""The writer lease of a work folder on object storage (popray/io/lease.py), on a real S3 API:
 moto's server on loopback (fixture `s3_uri`), which enforces If-None-Match / If-Match."""
 
 from __future__ import annotations
@@ -9,11 +9,11 @@ import time
 import pytest
 from typer.testing import CliRunner
 
-from popray import lease
 from popray.cli import app
 from popray.config import RunConfig, scratch_for
 from popray.errors import LeaseLost, LockedError, StorageError
-from popray.storage import Location
+from popray.io import lease
+from popray.io.storage import Location
 
 
 def _lock(uri: str) -> dict | None:

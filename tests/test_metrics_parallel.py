@@ -4,9 +4,9 @@ in one piece, row for row and bit for bit."""
 import numpy as np
 import pyarrow as pa
 
-from popray import metrics_parallel
-from popray.evaluate import compute_metrics
-from popray.tables import PREDICTIONS
+from popray.io.tables import PREDICTIONS
+from popray.training import metrics_parallel
+from popray.training.evaluate import compute_metrics
 
 
 def _predictions(rng):

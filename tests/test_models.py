@@ -1,7 +1,14 @@
 import pytest
 import torch
 
-from popray.models import DROPOUT, PAPER_MODELS, REGISTRY, CnnRnn, SequenceDropout, create_model
+from popray.training.models import (
+    DROPOUT,
+    PAPER_MODELS,
+    REGISTRY,
+    CnnRnn,
+    SequenceDropout,
+    create_model,
+)
 
 
 def test_first_gru_has_the_papers_30960_parameters():
@@ -44,7 +51,7 @@ def test_unknown_model_and_bad_k_are_errors():
 def test_the_gradient_boosted_baseline_fits_scores_and_survives_a_save(name, tmp_path):
     import numpy as np
 
-    from popray.train import FoldData, TrainConfig, fit_all, fit_fold
+    from popray.training.fit import FoldData, TrainConfig, fit_all, fit_fold
 
     assert set(REGISTRY) - set(PAPER_MODELS) == {"gbdt", "gbdt_video"}
     rng = np.random.default_rng(0)
@@ -71,7 +78,7 @@ def test_the_gradient_boosted_baseline_can_skip_the_pca():
     """`jobs.benchmark gbdt` compares the PCA the model uses with the raw embedding."""
     import numpy as np
 
-    from popray.models import PCA_COMPONENTS, GbdtModel
+    from popray.training.models import PCA_COMPONENTS, GbdtModel
 
     rng = np.random.default_rng(1)
     x = rng.normal(size=(60, 50)).astype(np.float32)

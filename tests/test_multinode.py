@@ -13,8 +13,8 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
-from popray import remote, store
-from popray.storage import Location
+from popray.io import remote, store
+from popray.io.storage import Location
 
 pytestmark = pytest.mark.slow
 WHY_NOT = multinode.available()

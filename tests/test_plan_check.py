@@ -8,9 +8,9 @@ import duckdb
 import pytest
 from typer.testing import CliRunner
 
-from popray import store
-from popray.plan import TIMINGS_FILE, UnitCosts, plan
-from popray.plan_check import SPANS, check_run, check_text
+from popray.io import store
+from popray.tools.plan import TIMINGS_FILE, UnitCosts, plan
+from popray.tools.plan_check import SPANS, check_run, check_text
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""The cross-profile model (popray/pooled.py): profile-grouped folds, the history
+"""The cross-profile model (popray/training/pooled.py): profile-grouped folds, the history
 comparison, the final model saved as profile "*", and predict's fallback to it."""
 
 from __future__ import annotations
@@ -13,9 +13,9 @@ import pytest
 from grid_helpers import WIDTH, several, synthetic
 
 from popray.config import GridConfig, LabelConfig, TrainConfig
-from popray.dataset import Dataset
-from popray.final import POOLED
-from popray.pooled import (
+from popray.training.dataset import Dataset
+from popray.training.final import POOLED
+from popray.training.pooled import (
     HISTORIES,
     PROFILE_GROUPED,
     capped,
@@ -201,10 +201,10 @@ def five(ray_session, tmp_path_factory):
     from popray.config import DedupConfig, EmbedConfig
     from popray.dedup import run_dedup
     from popray.embed import run_embed
-    from popray.grid import run_train
     from popray.ingest import run_ingest
     from popray.labels import run_label
-    from popray.sample import generate_many, profile_specs
+    from popray.tools.sample import generate_many, profile_specs
+    from popray.train import run_train
 
     root = tmp_path_factory.mktemp("five")
     specs = [  # few, short videos: the models here are image models
@@ -234,14 +234,14 @@ FIVE_LABELS = LabelConfig(k=[2], scheme="por_global")
 
 
 def test_train_adds_the_pooled_rows_to_predictions_metrics_and_models(five):
-    from popray import store
+    from popray.io import store
 
     _, out, report, lines = five
     assert any(line.startswith("cross-profile image k=2: 5 profiles") for line in lines)
     grouped = store.query(
         out, "SELECT * FROM predictions WHERE protocol = 'profile_grouped'"
     ).to_pylist()
-    from popray.dataset import load_dataset
+    from popray.training.dataset import load_dataset
 
     ds = load_dataset(out, "mobilenetv3_small_050", 2, "por_global")  # what the grid trains on
     expected = dict(zip(ds.image_ids, ds.image_profile, strict=True))
@@ -267,8 +267,8 @@ def test_train_adds_the_pooled_rows_to_predictions_metrics_and_models(five):
 def test_predict_falls_back_to_the_pooled_model_for_a_profile_without_one(five):
     from typer.testing import CliRunner
 
-    from popray import store
     from popray.cli import app
+    from popray.io import store
 
     root, out, _, _ = five
     candidate = sorted((root / "input" / "media").glob("*.jpg"))[0]
@@ -290,7 +290,7 @@ def test_predict_falls_back_to_the_pooled_model_for_a_profile_without_one(five):
 def _pooled_rows(out) -> tuple:
     """The cross-profile rows of a run: its profile-grouped predictions, its models of
     profile `*` and its `cross_profile` rows."""
-    from popray import store
+    from popray.io import store
 
     grouped = store.query(
         out, "SELECT * FROM predictions WHERE protocol = 'profile_grouped' ORDER BY media_id"
@@ -300,16 +300,17 @@ def _pooled_rows(out) -> tuple:
 
 
 def test_a_rerun_keeps_the_cross_profile_models_until_enough_items_changed(five, tmp_path):
-    """popray/pooled_keep.py: an unchanged rerun keeps the published cross-profile models
+    """popray/training/pooled_keep.py: an unchanged rerun keeps the published cross-profile models
     and their rows (nothing trained); once a profile holding more than 5% of the items
     changed, they are trained again; a higher limit keeps them; so does age, up to its
     limit."""
     import shutil
 
-    from popray import pooled_keep, store
-    from popray.dataset import load_datasets
-    from popray.grid import run_train
-    from popray.units import unit_keys
+    from popray.io import store
+    from popray.train import run_train
+    from popray.training import pooled_keep
+    from popray.training.dataset import load_datasets
+    from popray.training.units import unit_keys
 
     _, out, _, _ = five
     copy = tmp_path / "out"
@@ -376,7 +377,7 @@ def test_the_train_stage_reads_every_profile_when_the_pooled_models_would_train(
     """The train stage reads the embeddings before the cross-profile models run, so it
     must count profiles as they do: every profile with labelled items, not only those
     with cells of their own (with 14 posts, 164 of 200 sample profiles had none)."""
-    from popray.pooled import MIN_PROFILES, profiles_of, trains_on_every_profile
+    from popray.training.pooled import MIN_PROFILES, profiles_of, trains_on_every_profile
 
     grid = GridConfig()
     enough, short = {2: several(2, MIN_PROFILES)}, {2: several(2, MIN_PROFILES - 1)}

@@ -4,8 +4,8 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
-from popray import store
 from popray.cli import app
+from popray.io import store
 from popray.predict import candidate_files, run_predict
 
 
@@ -69,7 +69,7 @@ def test_the_gradient_boosted_baseline_runs_through_grid_final_models_and_predic
     windows) as the paper's models, metrics with the ranking columns, final models saved,
     and predict scoring with them (no Grad-CAM: trees have no gradients)."""
     from popray.config import GridConfig, LabelConfig, TrainConfig
-    from popray.grid import run_train
+    from popray.train import run_train
 
     cfg = GridConfig(  # 2 folds: the tiny sample has too few videos for 5
         models=["gbdt", "gbdt_video"], seeds=[0], folds=2, train=TrainConfig(epochs=2)
@@ -106,10 +106,10 @@ def test_every_model_scores_a_new_item_as_its_folds_validated_one():
     each model the same input as the same item in the validation folds."""
     import numpy as np
 
-    from popray.dataset import Dataset
-    from popray.folds import scoring_data
-    from popray.models import REGISTRY
     from popray.predict import _model_input
+    from popray.training.dataset import Dataset
+    from popray.training.folds import scoring_data
+    from popray.training.models import REGISTRY
 
     rng = np.random.default_rng(0)
     views, frames = rng.normal(size=(4, 3, 8)), rng.normal(size=(5, 15, 8))

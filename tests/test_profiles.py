@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import pytest
 
-from popray import store
 from popray.config import DedupConfig, EmbedConfig, GridConfig, LabelConfig, TrainConfig
-from popray.grid import SKIPPED_FILE, SKIPPED_SHOWN, _echo_skipped
+from popray.io import store
+from popray.train import SKIPPED_FILE, SKIPPED_SHOWN, _echo_skipped
 
 BACKBONE = "mobilenetv3_small_050"
 WIDTH = 1024
@@ -20,10 +20,10 @@ WIDTH = 1024
 def many(ray_session, tmp_path_factory):
     from popray.dedup import run_dedup
     from popray.embed import run_embed
-    from popray.grid import run_train
     from popray.ingest import run_ingest
     from popray.labels import run_label
-    from popray.sample import generate_many, profile_specs
+    from popray.tools.sample import generate_many, profile_specs
+    from popray.train import run_train
 
     root = tmp_path_factory.mktemp("many")
     truth = generate_many(root / "input", profile_specs(3, seed=1, posts=30))
@@ -100,7 +100,7 @@ def test_metrics_per_profile_and_pooled(many):
 def test_final_models_per_profile_follow_the_backbone_width(many):
     import json
 
-    from popray.dataset import load_dataset
+    from popray.training.dataset import load_dataset
 
     out, truth, *_ = many
     assert load_dataset(out, BACKBONE, 2).image_views.shape[-1] == WIDTH

@@ -3,9 +3,9 @@
 import pytest
 from typer.testing import CliRunner
 
-from popray import store
 from popray.cli import app
-from popray.publish import ENTRIES, current
+from popray.io import store
+from popray.io.publish import ENTRIES, current
 
 runner = CliRunner()
 
@@ -19,7 +19,7 @@ def test_runs_publish_atomically_and_a_failed_run_leaves_the_last_one(
     ray_session, tiny_input, tmp_path, monkeypatch, s3_uri
 ):
     """Locally (one symlink switch) and on object storage (`publish_to`: CURRENT last)."""
-    from popray import remote
+    from popray.io import remote
 
     uri = s3_uri("runs-test")
     cfg = tmp_path / "run.yaml"
@@ -45,12 +45,12 @@ def test_runs_publish_atomically_and_a_failed_run_leaves_the_last_one(
     assert there.exit_code == 0 and there.output == here.output and "5" in there.output
 
     # a run that fails half-way (after labels and embeddings, in training) publishes nothing
-    import popray.grid
+    import popray.train
 
     def boom(*args, **kwargs):
         raise RuntimeError("training machine lost")
 
-    monkeypatch.setattr(popray.grid, "run_train", boom)
+    monkeypatch.setattr(popray.train, "run_train", boom)
     failed = _run(cfg)
     assert failed.exit_code != 0 and "training machine lost" in repr(failed.exception)
     assert current(out) == a and store.read_table(out, "labels").equals(labels_a)

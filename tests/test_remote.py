@@ -7,8 +7,8 @@ import shutil
 
 import pytest
 
-from popray import remote, storage, store
-from popray.publish import current, staged_run
+from popray.io import remote, storage, store
+from popray.io.publish import current, staged_run
 
 
 def _run(out, tiny_out, change=None):

@@ -42,7 +42,7 @@ def test_figures_of_stages_not_run_are_skipped(tiny_out, tmp_path):
 def _heatmaps(out) -> int:
     """Grad-CAM images in the report: one per class (per_class=1) and the highest- and
     lowest-scored three."""
-    from popray import store
+    from popray.io import store
 
     rows = store.query(out, "SELECT picked FROM explanations WHERE path IS NOT NULL")
     picked = rows["picked"].to_pylist()
@@ -120,10 +120,10 @@ def test_report_renders_in_a_real_browser(reported, tmp_path):
 def test_the_tsne_map_shows_a_bounded_sample_that_stays_stable(tmp_path):
     """t-SNE runs on at most `points` items, picked by a hash of the media id: the same
     items on every run, and an item in the sample of N stays in it when items are added."""
-    from popray.bench_scale import BACKBONE, synthetic_out
     from popray.config import LabelConfig
     from popray.figures import tsne_rows
     from popray.labels import run_label
+    from popray.tools.bench_scale import BACKBONE, synthetic_out
 
     synthetic_out(tmp_path, profiles=3, posts=20)
     run_label(tmp_path, LabelConfig())

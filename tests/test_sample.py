@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from PIL import Image, ImageOps
 
-from popray import sample, sample_media
-from popray.sample import SampleSpec, generate, spec_for
+from popray.tools import sample, sample_media
+from popray.tools.sample import SampleSpec, generate, spec_for
 
 
 def _digest(root):
@@ -35,7 +35,7 @@ def test_same_seed_same_bytes_across_processes(tiny_input, tmp_path):
     """A fresh process whose malloc fills every new block with a byte pattern
     (MALLOC_PERTURB_): a read of memory nobody initialised shows up as different bytes."""
     again = tmp_path / "again"
-    code = "import sys; from popray.sample import generate, spec_for; "
+    code = "import sys; from popray.tools.sample import generate, spec_for; "
     code += "generate(sys.argv[1], spec_for('tiny', seed=0))"
     env = os.environ | {"MALLOC_PERTURB_": "165"}
     subprocess.run([sys.executable, "-c", code, str(again)], env=env, check=True)

@@ -1,4 +1,4 @@
-"""popray.scores: each vectorised score, over many units at once, equals its scipy or
+"""popray.training.scores: each vectorised score, over many units at once, equals its scipy or
 scikit-learn counterpart run on each unit's rows alone (random data with many ties)."""
 
 import numpy as np
@@ -6,7 +6,7 @@ import pytest
 from scipy.stats import binomtest, rankdata, spearmanr
 from sklearn.metrics import confusion_matrix, f1_score, top_k_accuracy_score
 
-from popray import scores
+from popray.training import scores
 
 
 def _units(rng, n_units=40, most=12):

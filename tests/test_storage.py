@@ -8,10 +8,11 @@ import pyarrow.fs as pafs
 import pytest
 from multinode import upload
 
-from popray import embed, store
+from popray import embed
 from popray.errors import InputError, StorageError
 from popray.ingest import ingest
-from popray.storage import Location, check_cluster_reach
+from popray.io import store
+from popray.io.storage import Location, check_cluster_reach
 
 
 @pytest.fixture(scope="module")

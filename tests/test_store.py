@@ -2,8 +2,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from popray import store
-from popray.tables import embeddings_video_schema
+from popray.io import store
+from popray.io.tables import embeddings_video_schema
 
 
 def test_row_groups_of_wide_rows_stay_small(tmp_path, monkeypatch):

@@ -6,20 +6,26 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from popray import store
 from popray.config import DedupConfig, LabelConfig, WalkForwardConfig
-from popray.tables import EXCLUDED
-from popray.timelines import NO_CLASS, TABLES, build_timelines, labels_as_of, profile_groups
+from popray.io import store
+from popray.io.tables import EXCLUDED
+from popray.training.timelines import (
+    NO_CLASS,
+    TABLES,
+    build_timelines,
+    labels_as_of,
+    profile_groups,
+)
 
 
 @pytest.fixture(scope="module")
 def grouped_out(tmp_path_factory, ray_session):
     """5 synthetic profiles of 150 posts, a third of two profiles' media excluded,
     labelled and de-duplicated, with their training keys for k = 2 and 3."""
-    from popray.bench_scale import BACKBONE, synthetic_out
-    from popray.dataset import load_datasets
     from popray.dedup import run_dedup
     from popray.labels import run_label
+    from popray.tools.bench_scale import BACKBONE, synthetic_out
+    from popray.training.dataset import load_datasets
 
     out = tmp_path_factory.mktemp("timelines")
     synthetic_out(out, profiles=5, posts=150)
@@ -42,8 +48,8 @@ def grouped_out(tmp_path_factory, ray_session):
 
 
 def test_profiles_are_cut_into_runs_of_posts_each_profile_whole():
-    from popray.plan import LABEL_TASK_POSTS
-    from popray.timelines import POSTS_PER_TASK
+    from popray.tools.plan import LABEL_TASK_POSTS
+    from popray.training.timelines import POSTS_PER_TASK
 
     assert LABEL_TASK_POSTS == POSTS_PER_TASK  # the plan's copy
     posts = pa.table({"profile_id": ["b", "a", "a", "c", "b", "a", "d"]})

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from popray.train import FoldData, TrainConfig, fit_fold
+from popray.training.fit import FoldData, TrainConfig, fit_fold
 
 
 def _blobs(n, k, width, seed, views=None, seq=None):
@@ -31,7 +31,7 @@ def test_learns_a_separable_problem_and_keeps_the_best_epoch(model, shape):
     # the kept weights are the ones that produced the kept probabilities
     import torch
 
-    from popray.models import create_model
+    from popray.training.models import create_model
 
     again = create_model(model, 3, 16)
     again.load_state_dict(result.state_dict)

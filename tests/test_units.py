@@ -10,9 +10,9 @@ import shutil
 
 import pytest
 
-from popray import store
 from popray.config import DedupConfig, EmbedConfig, GridConfig, LabelConfig, TrainConfig
-from popray.units import unit_keys
+from popray.io import store
+from popray.training.units import unit_keys
 
 BACKBONE = "mobilenetv3_small_050"
 LABELS = LabelConfig(k=[2], scheme="por_global")
@@ -22,9 +22,9 @@ GRID = GridConfig(models=["image"], seeds=[0], train=TrainConfig(epochs=2))
 def _stages(inp, out, lines):
     from popray.dedup import run_dedup
     from popray.embed import run_embed
-    from popray.grid import run_train
     from popray.ingest import run_ingest
     from popray.labels import run_label
+    from popray.train import run_train
 
     run_ingest(inp, out)
     run_label(out, LABELS)
@@ -35,7 +35,7 @@ def _stages(inp, out, lines):
 
 def _items(out) -> dict[str, int]:
     """profile -> its training items (images and videos)."""
-    from popray.dataset import load_keys
+    from popray.training.dataset import load_keys
 
     ds = load_keys(out, BACKBONE, LABELS.k, LABELS.scheme).datasets()[LABELS.k[0]]
     return {p: sum(map(len, ds.rows_of(p))) for p in ds.profiles()}
@@ -49,7 +49,7 @@ def _by_profile(table, profile):
 
 @pytest.mark.slow
 def test_a_change_to_one_profile_recomputes_only_that_profile(ray_session, tmp_path):
-    from popray.sample import generate_many, profile_specs
+    from popray.tools.sample import generate_many, profile_specs
 
     inp, out = tmp_path / "input", tmp_path / "out"
     short = dict(max_video_s=4.0, video_share=0.15)  # the videos' decode is not under test

@@ -7,11 +7,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
 
-from popray import store
 from popray.config import SCHEMES, GridConfig, LabelConfig, TrainConfig, WalkForwardConfig
-from popray.dataset import Dataset
-from popray.timelines import NO_CLASS, Timeline, labels_as_of
-from popray.walkforward import run_windows, usable, usable_windows
+from popray.io import store
+from popray.training.dataset import Dataset
+from popray.training.timelines import NO_CLASS, Timeline, labels_as_of
+from popray.training.walkforward import run_windows, usable, usable_windows
 
 DAY = 86_400_000_000
 

@@ -1,0 +1,399 @@
+"""Benchmarks (measured, never asserted in tests): `python -m jobs.benchmark labels ...`.
+
+`labels`: time the labelling SQL on a synthetic multi-profile table of N posts (one
+image per post, ~25% videos, a follower point every 7 days), and on an ingested OUT.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+
+from popray.config import LabelConfig
+from popray.io import store
+from popray.io.storage import LOCAL_FILES
+from popray.io.tables import SCHEMAS, US_PER_DAY
+from popray.labels import label_tables
+from popray.records import MediaItem
+
+EPOCH_2018_US = 1_514_764_800_000_000
+
+
+def synthetic_tables(n_posts: int, posts_per_profile: int, seed: int = 0) -> dict[str, pa.Table]:
+    """Ingest-shaped tables for n_posts posts spread over profiles (no media files)."""
+    rng = np.random.default_rng(seed)
+    n_profiles = max(1, n_posts // posts_per_profile)
+    profile = np.repeat(np.arange(n_profiles), posts_per_profile)[:n_posts]
+    if len(profile) < n_posts:
+        profile = np.concatenate([profile, np.full(n_posts - len(profile), n_profiles - 1)])
+    span_days = 5 * 365
+    t_us = EPOCH_2018_US + (rng.uniform(0, span_days, n_posts) * US_PER_DAY).astype(np.int64)
+    pid = np.char.add("prof", profile.astype(str))
+    post_id = np.char.add("p", np.arange(n_posts).astype(str))
+    ts = pa.array(t_us, pa.timestamp("us", tz="UTC"))
+    n = pa.array(np.zeros(n_posts, dtype=np.int64))
+    posts = pa.table(
+        {
+            "profile_id": pid,
+            "post_id": post_id,
+            "published_at": ts,
+            "likes": rng.integers(10, 50_000, n_posts),
+            "comments": rng.integers(0, 500, n_posts),
+            "post_type": np.where(rng.random(n_posts) < 0.25, "video", "image"),
+            "caption": pa.nulls(n_posts, pa.string()),
+            "n_hashtags": pa.nulls(n_posts, pa.int32()),
+            "source_row": n,
+        }
+    )
+    media = pa.table(
+        {
+            "media_id": np.char.add("m", np.arange(n_posts).astype(str)),
+            "post_id": post_id,
+            "profile_id": pid,
+            "position": np.zeros(n_posts, dtype=np.int32),
+            "media_type": posts.column("post_type"),
+            "path": np.full(n_posts, "x"),
+            "thumbnail_path": pa.nulls(n_posts, pa.string()),
+            "sha256": np.full(n_posts, "0"),
+            "size_bytes": n,
+            "source_row": n,
+        }
+    )
+    days = np.arange(60, span_days, 7)
+    f_prof = np.repeat(np.arange(n_profiles), len(days))
+    f_days = np.tile(days, n_profiles)
+    followers = pa.table(
+        {
+            "profile_id": np.char.add("prof", f_prof.astype(str)),
+            "at": pa.array(
+                EPOCH_2018_US + f_days.astype(np.int64) * US_PER_DAY, pa.timestamp("us", tz="UTC")
+            ),
+            "followers": (1000 + f_days * rng.uniform(5, 50, len(f_days))).astype(np.int64),
+            "source_row": pa.array(np.zeros(len(f_days), dtype=np.int64)),
+        }
+    )
+    return {
+        "posts": posts.cast(SCHEMAS["posts"]),
+        "media": media.cast(SCHEMAS["media"]),
+        "followers": followers.cast(SCHEMAS["followers"]),
+        "excluded": SCHEMAS["excluded"].empty_table(),
+    }
+
+
+def bench_labels(n_posts: int, posts_per_profile: int, repeat: int = 3) -> dict:
+    """Best-of-`repeat` wall time of the labelling SQL on a synthetic table."""
+    tables = synthetic_tables(n_posts, posts_per_profile)
+    return _time(lambda: label_tables(**tables, config=LabelConfig()), repeat) | {
+        "posts": n_posts,
+        "posts_per_profile": posts_per_profile,
+    }
+
+
+def bench_labels_out(out: Path, repeat: int = 3) -> dict:
+    """Best-of-`repeat` wall time of labelling an ingested OUT (e.g. the paper-size sample)."""
+    tables = {n: store.read_table(out, n) for n in ("posts", "media", "followers", "excluded")}
+    return _time(lambda: label_tables(**tables, config=LabelConfig()), repeat) | {
+        "posts": tables["posts"].num_rows,
+        "media": tables["media"].num_rows,
+    }
+
+
+def _time(fn, repeat: int) -> dict:
+    times, rows = [], 0
+    for _ in range(repeat):
+        start = time.perf_counter()
+        rows = fn().num_rows
+        times.append(time.perf_counter() - start)
+    return {"best_s": round(min(times), 3), "label_rows": rows}
+
+
+def _sample_media(input_dir: Path) -> tuple[list[MediaItem], list[MediaItem]]:
+    """Readable images and videos of an export (planted corrupt files left out)."""
+    import json
+
+    from popray.ingest import ingest
+
+    truth_file = input_dir / "sample_truth.json"
+    corrupt = (
+        set(json.loads(truth_file.read_text())["corrupt_media"]) if truth_file.exists() else set()
+    )
+    media = [
+        m for m in ingest(input_dir).tables["media"].to_pylist() if m["media_id"] not in corrupt
+    ]
+    items = [  # absolute paths: Ray workers run elsewhere; no thumbnails
+        MediaItem.of_media(
+            m | {"path": str(input_dir.resolve() / m["path"]), "thumbnail_path": None}
+        )
+        for m in media
+    ]
+    return [i for i in items if i.kind == "image"], [i for i in items if i.kind == "video"]
+
+
+def _repeat(items: list[MediaItem], n: int) -> list[MediaItem]:
+    return [replace(items[i % len(items)], media_id=f"b{i}") for i in range(n)]
+
+
+def plain_loop_rate(images: list[MediaItem], cfg) -> float:
+    """Images/s of a single-process loop: PIL decode + resize + forward, same batch size."""
+    from popray.embed import Embedder
+    from popray.media import decode
+
+    start = time.perf_counter()
+    embedder = Embedder(cfg)
+    for i in range(0, len(images), cfg.batch_size):
+        chunk = images[i : i + cfg.batch_size]
+        pixels = np.stack([decode.resize(decode.load_image(Path(it.path))) for it in chunk])
+        embedder.embed_frames(pixels)
+    return len(images) / (time.perf_counter() - start)
+
+
+def pipeline_rate(images: list[MediaItem], cfg) -> float:
+    """Images/s of popray's Ray Data pipeline (decode tasks + model actor pool)."""
+    from popray.embed import run_pipeline
+
+    start = time.perf_counter()
+    results = run_pipeline(images, cfg, LOCAL_FILES)
+    assert all(not r.error for r in results), [r.error for r in results if r.error]
+    return len(images) / (time.perf_counter() - start)
+
+
+def video_sampling_seconds(videos: list[MediaItem], cfg) -> tuple[float, float, int]:
+    """Seconds per video: popray's decode step (15 sampled frames) vs ray.data.read_videos
+    (every frame), both as Ray Data jobs over the same files."""
+    import ray
+
+    from popray.embed import decode_batch
+
+    start = time.perf_counter()
+    n = (
+        ray.data.from_items([v.row() for v in videos], override_num_blocks=max(1, len(videos) // 2))
+        .map_batches(decode_batch, fn_kwargs={"cfg": cfg, "export": LOCAL_FILES}, batch_size=2)
+        .count()
+    )
+    popray_s = (time.perf_counter() - start) / len(videos)
+    assert n == len(videos)
+    start = time.perf_counter()
+    frames = ray.data.read_videos([v.path for v in videos]).count()
+    ray_s = (time.perf_counter() - start) / len(videos)
+    return popray_s, ray_s, frames
+
+
+def decode_rate_one_core(images: list[MediaItem]) -> float:
+    """Images/s of decode + resize on one core (PIL)."""
+    from popray.media import decode
+
+    start = time.perf_counter()
+    for it in images:
+        decode.resize(decode.load_image(Path(it.path)))
+    return len(images) / (time.perf_counter() - start)
+
+
+def forward_rate(cfg, n: int = 2048) -> float:
+    """Images/s of the backbone alone on already-decoded frames (host memory in, features out)."""
+    from popray.embed import Embedder
+
+    embedder = Embedder(cfg)
+    frames = np.random.default_rng(0).integers(0, 255, (n, 224, 224, 3), dtype=np.uint8)
+    embedder.embed_frames(frames[: cfg.batch_size * 2])  # warm-up (cuDNN autotune, ...)
+    start = time.perf_counter()
+    embedder.embed_frames(frames)
+    if embedder.device.type == "cuda":
+        embedder.torch.cuda.synchronize()
+    return n / (time.perf_counter() - start)
+
+
+PHONE_DURATIONS_S = (10, 20, 30, 45, 60, 90)
+
+
+def realistic_videos(folder: Path, size: tuple[int, int] = (720, 1280)) -> list[MediaItem]:
+    """Portrait H.264 videos like a phone's (720×1280, 30 fps), one per duration in
+    PHONE_DURATIONS_S (feed videos and reels run 10-90 s), made once and kept."""
+    from fractions import Fraction
+
+    from popray.tools.sample_media import write_video
+
+    folder = folder.resolve()  # absolute: the Ray workers run in other folders
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(42)
+    items = []
+    for seconds in PHONE_DURATIONS_S:
+        path = folder / f"phone_{seconds:03d}s.mp4"
+        if not path.exists():
+            tmp = path.with_suffix(".tmp.mp4")
+            write_video(tmp, rng, "coffee", float(seconds), Fraction(30), size)
+            tmp.rename(path)
+        items.append(MediaItem.of_file(f"v{seconds}", path, "video"))
+    return items
+
+
+def bench_embed(
+    input_dir: Path,
+    n_images: int,
+    n_videos: int,
+    cfg,
+    video_dir: Path | None = None,
+    photos: int = 0,
+    photo_dir: Path = Path("bench-photos"),
+) -> Iterator[dict]:
+    """The embedding benchmarks, in one run on the same files (one dict each): the
+    pipeline against a plain loop, videos against read_videos, the roofline (limit and
+    per-step breakdown, popray/tools/bench_roofline.py), and `photos` 1080x1350 JPEGs."""
+    import os
+
+    from popray.cluster import ensure_ray
+
+    images, videos = _sample_media(input_dir)
+    images = _repeat(images, n_images)
+    cfg0 = cfg.model_copy(update={"views": 0})
+    ensure_ray()
+    pipeline_rate(images[: 2 * cfg.batch_size], cfg0)  # start Ray Data's workers once
+    plain = plain_loop_rate(images, cfg0)
+    pipe = pipeline_rate(images, cfg0)
+    yield (
+        {
+            "bench": "embed_images",
+            "images": len(images),
+            "batch_size": cfg.batch_size,
+            "plain_loop_img_s": round(plain, 2),
+            "pipeline_img_s": round(pipe, 2),
+            "ratio": round(pipe / plain, 3),
+        }
+    )
+    video_sets = {"sample_videos": _repeat(videos, n_videos) if videos else []}
+    if video_dir is not None:
+        phone = realistic_videos(video_dir)
+        video_sets["phone_720x1280_10-90s"] = phone
+        for v in phone:
+            video_sets[f"phone_720x1280_{v['media_id'][1:]}s"] = [v] * 4
+    for name, vids in video_sets.items():
+        if not vids:
+            continue
+        popray_s, ray_s, frames = video_sampling_seconds(vids, cfg0)
+        yield (
+            {
+                "bench": "video_sampling",
+                "videos": name,
+                "n": len(vids),
+                "popray_s_per_video": round(popray_s, 3),
+                "read_videos_s_per_video": round(ray_s, 3),
+                "read_videos_frames": frames,
+                "speedup": round(ray_s / popray_s, 2),
+            }
+        )
+    from popray.tools.bench_roofline import bench_photos, breakdown, limit
+
+    cores = os.cpu_count() or 1
+    one_core = decode_rate_one_core(images[:200])
+    fwd = forward_rate(cfg0)
+    gpu = _device_name() != "cpu"
+    bound = limit(one_core, fwd, cores, gpu)
+    yield (
+        {
+            "bench": "bounds",
+            "device": _device_name(),
+            "cores": cores,
+            "decode_img_s_one_core": round(one_core, 1),
+            "decode_img_s_all_cores": round(one_core * cores, 1),
+            "forward_only_img_s": round(fwd, 1),
+            "pipeline_vs_lower_bound": round(pipe / min(fwd, one_core * cores), 3),
+            "limit_img_s": round(bound, 1),  # decode and forward sharing the cores (CPU)
+            "pipeline_vs_limit": round(pipe / bound, 3),
+        }
+        | breakdown(images[:64], cfg0)
+    )
+    if photos:
+        yield from bench_photos(photo_dir, photos, cfg, fwd, cores, gpu)
+
+
+def _device_name() -> str:
+    import torch
+
+    return torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu"
+
+
+def bench_dedup(n_items: int, width: int = 1280, seed: int = 0) -> dict:
+    """Seconds to find near-duplicates among n items of one profile and media type
+    (synthetic embeddings in 200 clusters; exact distances, computed in chunks)."""
+    from popray.config import DedupConfig
+    from popray.dedup import Items, dedup_items
+
+    rng = np.random.default_rng(seed)
+    centers = rng.normal(0, 0.6, (200, width)).astype(np.float32)
+    vectors = centers[rng.integers(0, 200, n_items)]
+    vectors += rng.normal(0, 0.2, vectors.shape).astype(np.float32)
+    items = Items(
+        [f"m{i}" for i in range(n_items)], vectors, np.arange(n_items), np.ones(n_items, bool)
+    )
+    start = time.perf_counter()
+    dups, _ = dedup_items(items, 5.5, DedupConfig())
+    return {
+        "bench": "dedup",
+        "items": n_items,
+        "seconds": round(time.perf_counter() - start, 2),
+        "groups": len({d["group_id"] for d in dups}),
+    }
+
+
+def bench_train(out: Path, cfg=None, backbone: str = "efficientnet_lite0") -> list[dict]:
+    """The default grid on Ray Tune against the same trainings one after another in a
+    plain process (same `run_trial`, torch on all cores); then the `ray_train` engine on a
+    few trials, for its per-trial cost. `out` must hold labels, embeddings and dedup."""
+    import tempfile
+
+    import ray
+
+    from popray.config import GridConfig
+    from popray.training.cells import plan_cells, trial_specs
+    from popray.training.dataset import load_dataset
+    from popray.training.tune import run_grid, run_trial
+
+    cfg = cfg or GridConfig()
+    datasets = {k: load_dataset(out, backbone, k) for k in LabelConfig().k}
+    cells, _ = plan_cells(datasets, cfg)
+    specs = trial_specs(cfg, cells)
+    start = time.perf_counter()
+    train_s = [run_trial(spec, datasets[spec.k], cfg)[0].summary()["train_s"] for spec in specs]
+    plain = time.perf_counter() - start
+    rows = [
+        {
+            "bench": "train_plain_loop",
+            "trials": len(specs),
+            "seconds": round(plain, 2),
+            "train_s_sum": round(sum(train_s), 2),
+        }
+    ]
+    start = time.perf_counter()
+    ray.init(include_dashboard=False, log_to_driver=False)
+    ray_start = time.perf_counter() - start
+    for engine, subset in (("in_process", None), ("ray_train", 6)):
+        run_cfg = cfg.model_copy(update={"engine": engine})
+        picked = cells if subset is None else cells[:1]
+        if subset is not None:
+            run_cfg = run_cfg.model_copy(update={"seeds": cfg.seeds[:1]})
+        with tempfile.TemporaryDirectory() as tmp:
+            start = time.perf_counter()
+            grid = run_grid(Path(tmp), datasets, run_cfg, backbone, cells=picked)
+            wall = time.perf_counter() - start
+        n = grid.trials.num_rows
+        row = {
+            "bench": f"train_grid_{engine}",
+            "trials": n,
+            "seconds": round(wall, 2),
+            "train_s_sum": round(float(grid.trials["train_s"].to_numpy().sum()), 2),
+            "ray_start_s": round(ray_start, 2),
+        }
+        if engine == "in_process":
+            row["vs_plain_loop"] = round(wall / plain, 3)
+            slots = int(ray.cluster_resources()["CPU"] // cfg.cpus_per_trial)
+            # wall time each trial held a slot beyond its own training
+            row["overhead_per_trial_s"] = round((wall * slots - row["train_s_sum"]) / n, 3)
+        else:
+            row["seconds_per_trial"] = round(wall / n, 2)
+        rows.append(row)
+    ray.shutdown()
+    return rows

@@ -1,0 +1,490 @@
+"""Scores of the grid (paper 5.2): per (protocol, model, k), a seed's accuracy pools the
+validation predictions of its 5 folds (walk-forward: of its windows); the table reports
+mean and std (ddof 0) over seeds, top-2 accuracy for k >= 3, macro-F1, the row-
+normalised confusion matrix (mean and std over seeds), the expected calibration error
+and, against guessing, two baselines on the same items — always the commonest class, and
+the class of the profile's previous item of the same type ("recent PoR") — with a one-
+sided exact binomial test of the model's mean accuracy against the better of the two (n
+= the items; seeds are not independent samples, so they are averaged, not pooled), and
+the paper's number.
+
+Ranking (what "which of these should we post?" needs): Spearman's ρ between each
+validated item's expected class (Σ p·c) and its continuous score for the scheme
+(`labels.rank_score`: PoR, residual, ..., for por_rolling the PoR over its window's
+median), with a one-sided p-value for ρ > 0, and the precision in the top fifth (of each
+profile's items ranked in its top 20%, the share in the top class), for the model and for
+the recent-PoR baseline (the previous item's score) on the same items. A row over several
+profiles ranks within each profile: ρ of the items' within-profile rank percentiles,
+pooled (for one profile, exactly Spearman's ρ), and the top fifth of each profile.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import duckdb
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from popray.io import store
+from popray.io.tables import METRICS
+from popray.training import scores
+from popray.training.models import REGISTRY
+
+# Viola et al. 2021, Table 1 (their private profile; rolling PoR classes).
+PAPER_ACCURACY = {
+    ("image", 2): 0.72,
+    ("image", 3): 0.54,
+    ("video", 2): 0.70,
+    ("video", 3): 0.53,
+    ("image_to_video", 2): 0.70,
+    ("image_to_video", 3): 0.54,
+    ("video_to_image", 2): 0.71,
+    ("video_to_image", 3): 0.54,
+}
+KEY = ("scheme", "backbone", "features", "protocol", "model", "k")
+
+
+def expected_calibration_error(y: np.ndarray, proba: np.ndarray, bins: int = 10) -> float:
+    """Mean |accuracy - confidence| over equal-width confidence bins, weighted by size."""
+    proba = np.asarray(proba, np.float64)
+    right = np.asarray(y) == proba.argmax(axis=1)
+    one = np.zeros(len(right), np.int64)
+    return float(scores.calibration_error(one, right, proba.max(axis=1), 1, bins)[0])
+
+
+def recent_baseline(out: Path, scheme: str) -> dict[tuple[int, str], int | None]:
+    """(k, media_id) -> the class of the profile's previous item of the same media type
+    (schemas/sql/baseline_recent.sql)."""
+    from popray.io.store import sql_text
+
+    con = store.connect(out)
+    try:
+        rows = con.sql(sql_text("baseline_recent"), params={"scheme": scheme}).fetchall()
+    finally:
+        con.close()
+    return {(k, media_id): cls for media_id, k, cls in rows}
+
+
+def over_labels(labels: pa.Table, name: str, scheme: str) -> list[tuple]:
+    """The rows of `schemas/sql/<name>.sql` run over `labels` (as the view `labels`)."""
+    from popray.io.store import sql_text
+
+    con = duckdb.connect()
+    try:
+        con.register("labels", labels)
+        return con.sql(sql_text(name), params={"scheme": scheme}).fetchall()
+    finally:
+        con.close()
+
+
+def recent_classes(labels: pa.Table, scheme: str) -> dict[tuple[int, str], int | None]:
+    """(k, media_id) -> the recent-PoR baseline's class over `labels`
+    (schemas/sql/baseline_recent.sql)."""
+    rows = over_labels(labels, "baseline_recent", scheme)
+    return {(k, media_id): cls for media_id, k, cls in rows}
+
+
+def ranking_targets(
+    labels: pa.Table, scheme: str
+) -> dict[tuple[int, str], tuple[float | None, float | None]]:
+    """(k, media_id) -> (the item's rank_score, the recent-PoR baseline's guess of it: the
+    previous item's rank_score or None) over `labels` (schemas/sql/ranking_targets.sql)."""
+    rows = over_labels(labels, "ranking_targets", scheme)
+    return {(k, media_id): (score, recent) for media_id, k, score, recent in rows}
+
+
+expected_score = scores.expected_score
+
+
+def _codes(labels: np.ndarray) -> np.ndarray:
+    return scores.dense(np.asarray(labels))[1]
+
+
+def within_profile(values: np.ndarray, profiles: np.ndarray) -> np.ndarray:
+    """Each value's percentile among its own profile's values (average ranks for ties, in
+    [0, 1]; 0.5 for a profile with one item)."""
+    return scores.percentiles(np.asarray(values, np.float64), _codes(profiles))
+
+
+def spearman(
+    pred: np.ndarray, target: np.ndarray, profiles: np.ndarray
+) -> tuple[float | None, float | None]:
+    """(ρ, one-sided p-value for ρ > 0) ranking within each profile (see the module's doc);
+    (None, None) when either side is constant or there are fewer than 3 items."""
+    one = np.zeros(len(pred), np.int64)
+    rho, p = scores.spearman(
+        np.asarray(pred, np.float64), np.asarray(target, np.float64), one, _codes(profiles), 1
+    )
+    return _num(rho[0]), _num(p[0])
+
+
+def top_precision(
+    pred: np.ndarray, top: np.ndarray, profiles: np.ndarray, ids: np.ndarray
+) -> float | None:
+    """Of each profile's items ranked in its top fifth by `pred` (at least one; ties by
+    media_id), the share with `top` set (in the top class), pooled over profiles."""
+    one = np.zeros(len(pred), np.int64)
+    values = np.asarray(pred, np.float64)
+    top = np.asarray(top, bool)
+    found = scores.top_precision(values, top, one, _codes(profiles), _codes(ids), 1)
+    return _num(found[0]) if len(pred) else None
+
+
+def _num(value) -> float | None:
+    return None if value is None or np.isnan(value) else float(value)
+
+
+RANKING_COLUMNS = (
+    "spearman_mean",
+    "spearman_std",
+    "spearman_p_value",
+    "top20_precision_mean",
+    "top20_precision_std",
+    "top_class_share",
+    "recent_spearman",
+    "recent_top20_precision",
+)
+
+
+def compute_metrics(
+    predictions: pa.Table, recent: dict | None = None, targets: dict | None = None
+) -> pa.Table:
+    """The `metrics` table from the `predictions` table of one or more grids: one row per
+    (scheme, backbone, features, protocol, model, k, profile), and one with profile_id
+    NULL pooling every profile's validation items. `recent` maps (protocol, k, media_id)
+    to the recent-PoR baseline's class (None: no earlier item); `targets` maps it to the
+    item's (rank_score, recent-PoR guess of it) for the ranking columns (None: left out).
+
+    Every row's scores come from flat arrays at once (popray.training.scores): the rows are taken
+    twice, once under their profile's group and once under their cell's pooled group."""
+    if predictions.num_rows == 0:
+        return METRICS.empty_table()
+    rows = _Rows.of(predictions, recent, targets)
+    with np.errstate(divide="ignore", invalid="ignore"):  # 0 / 0 is NaN: no value, null
+        table = pa.concat_tables([_metrics_of_k(rows, k) for k in np.unique(rows.k).tolist()])
+    order = pc.sort_indices(table, [("_cell", "ascending"), ("_profile", "ascending")])
+    return table.take(order).drop_columns(["_cell", "_profile"])
+
+
+@dataclass
+class _Rows:
+    """The predictions as flat arrays: dense codes, in sort order, for the cell (KEY),
+    profile, seed and media item; each row's baseline class and ranking target (NaN:
+    none; None: the mapping was not given)."""
+
+    cells: list[tuple]
+    profiles: list[str]
+    media_ids: list[str]
+    cell: np.ndarray
+    profile: np.ndarray
+    seed: np.ndarray
+    media: np.ndarray
+    k: np.ndarray
+    label: np.ndarray
+    proba: pa.ChunkedArray
+    recent: np.ndarray | None
+    score: np.ndarray | None
+    guess: np.ndarray | None
+
+    @classmethod
+    def of(cls, t: pa.Table, recent: dict | None, targets: dict | None) -> _Rows:
+        cells, cell = _cell_codes(t)
+        profiles, profile = _sorted_codes(t["profile_id"])
+        media_ids, media = _sorted_codes(t["media_id"])
+        seed = scores.dense(t["seed"].to_numpy())[1]
+        k = np.array([c[KEY.index("k")] for c in cells])[cell]
+        keys = _lookup_keys(cells, cell, media_ids, media)
+        score = guess = None
+        if targets is not None:
+            found = _lookup(targets, keys)
+            score = np.array([np.nan if f is None or f[0] is None else f[0] for f in found])
+            guess = np.array([np.nan if f is None or f[1] is None else f[1] for f in found])
+        base = None if recent is None else _lookup(recent, keys)
+        return cls(
+            cells,
+            profiles,
+            media_ids,
+            cell,
+            profile,
+            seed,
+            media,
+            k,
+            t["label"].to_numpy(),
+            t["proba"],
+            None if base is None else np.array([np.nan if b is None else b for b in base]),
+            score,
+            guess,
+        )
+
+
+def _sorted_codes(column: pa.ChunkedArray) -> tuple[list, np.ndarray]:
+    """(the distinct values, sorted; each row's index among them)."""
+    encoded = column.combine_chunks().dictionary_encode()
+    names = encoded.dictionary.to_pylist()
+    order = sorted(range(len(names)), key=names.__getitem__)
+    rank = np.empty(len(names), np.int64)
+    rank[order] = np.arange(len(names))
+    return [names[i] for i in order], rank[encoded.indices.to_numpy()]
+
+
+def _cell_codes(t: pa.Table) -> tuple[list[tuple], np.ndarray]:
+    """(the distinct KEY tuples, sorted; each row's index among them)."""
+    combined = np.zeros(t.num_rows, np.int64)
+    names = []
+    for column in KEY:
+        values, codes = _sorted_codes(t[column])
+        combined = combined * len(values) + codes
+        names.append(values)
+    distinct, cell = scores.dense(combined)  # mixed radix: sorted as the tuples are
+    cells = []
+    for code in distinct.tolist():
+        parts = []
+        for values in reversed(names):
+            code, at = divmod(code, len(values))
+            parts.append(values[at])
+        cells.append(tuple(reversed(parts)))
+    return cells, cell
+
+
+def _lookup_keys(cells, cell, media_ids, media) -> tuple[np.ndarray, list[tuple]]:
+    """(each row's index into the distinct (protocol, k, media_id) keys, those keys)."""
+    pairs = [(c[KEY.index("protocol")], c[KEY.index("k")]) for c in cells]
+    distinct_pairs = sorted(set(pairs))
+    pair_of_cell = np.array([distinct_pairs.index(p) for p in pairs])
+    m = len(media_ids)
+    distinct, at = scores.dense(pair_of_cell[cell] * m + media)
+    return at, [(*distinct_pairs[d // m], media_ids[d % m]) for d in distinct.tolist()]
+
+
+def _lookup(mapping: dict, keys: tuple[np.ndarray, list[tuple]]) -> list:
+    """`mapping` looked up once per distinct key, spread over the rows."""
+    at, distinct = keys
+    found = [mapping.get(key) for key in distinct]
+    return [found[i] for i in at.tolist()]
+
+
+def _metrics_of_k(r: _Rows, k: int) -> dict[str, np.ndarray]:
+    """The metrics columns of the groups of the cells with `k` classes, unsorted, with
+    their sort keys (_cell, _profile: -1 pooled)."""
+    at = np.flatnonzero(r.k == k)
+    n = len(at)
+    n_profiles = len(r.profiles)
+    cell, profile = r.cell[at], r.profile[at]
+    own_keys, own = scores.dense(cell * n_profiles + profile)
+    pooled_keys, pooled = scores.dense(cell)
+    n_groups = len(own_keys) + len(pooled_keys)
+    twice = np.concatenate([np.arange(n), np.arange(n)])  # the rows, under both groups
+    rows = at[twice]
+    group = np.concatenate([own, len(own_keys) + pooled])
+    group_cell = np.concatenate([own_keys // n_profiles, pooled_keys])
+    group_profile = np.concatenate([own_keys % n_profiles, np.full(len(pooled_keys), -1)])
+    proba = r.proba.take(pa.array(at)).combine_chunks().flatten().to_numpy()
+    proba = proba.astype(np.float64).reshape(n, k)[twice]
+    y, seed, media = r.label[rows], r.seed[rows], r.media[rows]
+
+    n_seeds = int(r.seed.max()) + 1
+    unit_keys, unit = scores.dense(group * n_seeds + seed)
+    unit_group = unit_keys // n_seeds
+    n_units = len(unit_keys)
+    per_seed = scores.classification(unit, y, proba, n_units)
+    cols = {"_cell": group_cell, "_profile": group_profile}
+    cols["n_seeds"] = np.bincount(unit_group, minlength=n_groups)
+    for name in ("accuracy", "top2", "macro_f1", "ece"):
+        mean, std = scores.over_units(per_seed[name], unit_group, n_groups)
+        cols[f"{name}_mean"], cols[f"{name}_std"] = mean, std
+    cols["confusion_mean"], cols["confusion_std"] = scores.over_units(
+        per_seed["confusion"], unit_group, n_groups
+    )
+
+    # the first seed's rows (in the order they came) stand for the group's items
+    by_group = np.argsort(group, kind="stable")
+    first = by_group[np.searchsorted(group[by_group], np.arange(n_groups))]
+    f = seed == seed[first][group]
+    seg_keys, seg = scores.dense(group * n_profiles + r.profile[rows])
+    seg_group = seg_keys // n_profiles
+    n_first = scores.sums(group[f], n_groups)
+    cols["n_items"] = np.bincount(
+        scores.dense(group[f] * len(r.media_ids) + media[f])[0] // len(r.media_ids),
+        minlength=n_groups,
+    )
+    # majority baseline: each profile's own commonest class (pooled: summed over profiles)
+    counts = np.bincount(seg[f] * k + y[f], minlength=len(seg_keys) * k).reshape(-1, k)
+    commonest = counts.argmax(axis=1)
+    majority = scores.sums(seg_group, n_groups, counts.max(axis=1)) / n_first
+    cols["majority_accuracy"] = majority
+    recent_accuracy = np.full(n_groups, np.nan)
+    if r.recent is not None:
+        guess = r.recent[rows][f]
+        guess = np.where(np.isnan(guess), commonest[seg[f]], guess)
+        recent_accuracy = scores.sums(group[f], n_groups, guess == y[f]) / n_first
+    cols["recent_accuracy"] = recent_accuracy
+    best = np.minimum(np.maximum(majority, np.nan_to_num(recent_accuracy)), 1.0)
+    hits = np.rint(cols["accuracy_mean"] * n_first)
+    cols["p_value"] = scores.binomial_greater(hits, n_first, best)
+    cols |= _ranking_of_k(r, k, rows, group, unit, unit_group, seg, f, proba, n_groups)
+    return _table_of(r, k, cols)
+
+
+def _ranking_of_k(r: _Rows, k, rows, group, unit, unit_group, seg, f, proba, n_groups) -> dict:
+    """The ranking columns (NaN where there is nothing to rank) of `_metrics_of_k`'s
+    groups: over the first seed's items with a target, every seed scored on them."""
+    nan = np.full(n_groups, np.nan)
+    if r.score is None:
+        return dict.fromkeys(RANKING_COLUMNS, nan)
+    n_units = len(unit_group)
+    score, media, y = r.score[rows], r.media[rows], r.label[rows]
+    item = group * len(r.media_ids) + media
+    t = f & ~np.isnan(score)  # the items ranked
+    q = np.isin(item, item[t])  # every seed's rows of those items
+    n_profiles = len(r.profiles)
+    seg_q = scores.dense(unit[q] * n_profiles + r.profile[rows][q])[1]
+    expected = scores.expected_score(proba[q])
+    top_q = y[q] == k - 1
+    rho, _ = scores.spearman(expected, score[q], unit[q], seg_q, n_units)
+    precision = scores.top_precision(expected, top_q, unit[q], seg_q, media[q], n_units)
+    cols = {}
+    cols["spearman_mean"], cols["spearman_std"] = _over_valid(rho, unit_group, n_groups)
+    cols["top20_precision_mean"], cols["top20_precision_std"] = _over_valid(
+        precision, unit_group, n_groups
+    )
+    items, which = scores.dense(item[q])
+    mean = np.round(scores.sums(which, len(items), expected) / scores.sums(which, len(items)), 6)
+    seg_t, group_t = seg[t], group[t]
+    mean_t = mean[np.searchsorted(items, item[t])]
+    cols["spearman_p_value"] = scores.spearman(mean_t, score[t], group_t, seg_t, n_groups)[1]
+    n_t = scores.sums(group_t, n_groups)
+    cols["top_class_share"] = scores.sums(group_t, n_groups, y[t] == k - 1) / n_t
+    # the recent-PoR baseline: the previous item's score; none: the profile's median guess
+    guess = r.guess[rows][t]
+    median = scores.segment_medians(guess, seg_t, int(seg.max()) + 1)
+    guess = np.where(np.isnan(guess), np.nan_to_num(median[seg_t], nan=0.0), guess)
+    cols["recent_spearman"] = scores.spearman(guess, score[t], group_t, seg_t, n_groups)[0]
+    cols["recent_top20_precision"] = scores.top_precision(
+        guess, y[t] == k - 1, group_t, seg_t, media[t], n_groups
+    )
+    none = n_t == 0
+    return {name: np.where(none, np.nan, values) for name, values in cols.items()}
+
+
+def _over_valid(values: np.ndarray, unit_group: np.ndarray, n_groups: int) -> tuple:
+    """(mean, std) over each group's units where `values` is not NaN; NaN without any."""
+    ok = ~np.isnan(values)
+    mean, std = scores.over_units(values[ok], unit_group[ok], n_groups)
+    return mean, std
+
+
+def _table_of(r: _Rows, k: int, cols: dict[str, np.ndarray]) -> pa.Table:
+    """The `metrics` rows of `_metrics_of_k`'s groups (NaN: null), with the sort keys."""
+    cells = [dict(zip(KEY, r.cells[c], strict=True)) for c in cols["_cell"].tolist()]
+    out: dict[str, pa.Array | list] = {n: [c[n] for c in cells] for n in KEY}
+    out["profile_id"] = [None if p < 0 else r.profiles[p] for p in cols["_profile"].tolist()]
+    out["validated_on"] = [REGISTRY[c["model"]].validate_on for c in cells]
+    # the paper's numbers are for its own scheme and protocol only
+    out["paper_accuracy"] = [
+        PAPER_ACCURACY.get((c["model"], k))
+        if (c["scheme"], c["protocol"]) == ("por_rolling", "stratified_kfold")
+        else None
+        for c in cells
+    ]
+    for name, values in cols.items():
+        if name.startswith("confusion"):
+            out[name] = _matrices(values)
+        elif name not in out:
+            out[name] = pa.array(values, from_pandas=True)  # NaN -> null
+    schema = METRICS.append(pa.field("_cell", pa.int64())).append(pa.field("_profile", pa.int64()))
+    return pa.table({f.name: out[f.name] for f in schema}).cast(schema)
+
+
+def _matrices(values: np.ndarray) -> pa.Array:
+    """(n, k, k) as a list<list<float64>> array."""
+    n, k, _ = values.shape
+    inner = pa.ListArray.from_arrays(np.arange(0, n * k * k + 1, k), values.reshape(-1))
+    return pa.ListArray.from_arrays(np.arange(0, n * k + 1, k), inner)
+
+
+PROTOCOL_TITLES = {
+    "stratified_kfold": "stratified 5-fold (the paper's protocol: past and future posts mixed)",
+    "walk_forward": "walk-forward (trained before each cut, scored on the next window)",
+    "profile_grouped": "cross-profile model, scored only on profiles it never saw "
+    "(GroupKFold over profiles; one seed)",
+}
+
+
+def metrics_text(metrics: pa.Table) -> str:
+    """The metrics pooled over profiles in the paper's layout, one block per protocol: one
+    row per model, one column per k."""
+    everything = metrics.to_pylist()
+    rows = [r for r in everything if r["profile_id"] is None]  # pooled over profiles
+    protocols = [p for p in PROTOCOL_TITLES if any(r["protocol"] == p for r in rows)]
+    blocks = [_protocol_text([r for r in rows if r["protocol"] == p]) for p in protocols]
+    # the grid's rows say what was trained (the cross-profile model has one seed)
+    first = next((r for r in rows if r["protocol"] != "profile_grouped"), rows[0] if rows else {})
+    lines = [
+        f"labels {first.get('scheme')}, backbone {first.get('backbone')}, "
+        f"features {first.get('features')}, "
+        f"{first.get('n_seeds')} seed(s); n = items validated on (images or videos)"
+    ]
+    profiles = sorted({r["profile_id"] for r in everything if r["profile_id"] is not None})
+    if len(profiles) > 1:
+        lines.append(
+            f"{len(profiles)} profiles, each with its own folds and models; pooled above, "
+            "per profile in `metrics` (profile_id)"
+        )
+    return "\n\n".join([*blocks, "\n".join(lines)])
+
+
+def _protocol_text(rows: list[dict]) -> str:
+    ks = sorted({r["k"] for r in rows})
+    by_cell = {(r["model"], r["k"]): r for r in rows}
+    models = [m for m in REGISTRY if any((m, k) in by_cell for k in ks)]
+    width = 34
+    lines = [
+        PROTOCOL_TITLES[rows[0]["protocol"]],
+        "accuracy, mean ± std over seeds [paper] (majority class; top-2 for k ≥ 3)",
+        f"{'model':<16}" + "".join(f"{'k=' + str(k):<{width}}" for k in ks),
+    ]
+    for model in models:
+        cells = []
+        for k in ks:
+            r = by_cell.get((model, k))
+            if r is None:
+                cells.append(f"{'-':<{width}}")
+                continue
+            paper = f" [{r['paper_accuracy']:.2f}]" if r["paper_accuracy"] is not None else ""
+            extra = f"; top-2 {r['top2_mean']:.2f}" if r["top2_mean"] is not None else ""
+            text = (
+                f"{r['accuracy_mean']:.2f} ± {r['accuracy_std']:.2f}{paper} "
+                f"({r['majority_accuracy']:.2f}{extra})"
+            )
+            cells.append(f"{text:<{width}}")
+        n = max(by_cell[(model, k)]["n_items"] for k in ks if (model, k) in by_cell)
+        lines.append(f"{model:<16}" + "".join(cells) + f" n={n}")
+    if any(r["spearman_mean"] is not None or r["top20_precision_mean"] is not None for r in rows):
+        lines += [
+            "ranking within each profile: Spearman ρ [recent-PoR baseline] (p, ρ > 0); "
+            "top-20% precision [baseline; random]",
+            f"{'model':<16}" + "".join(f"{'k=' + str(k):<46}" for k in ks),
+            *(
+                f"{model:<16}"
+                + "".join(f"{_ranking_text(by_cell.get((model, k))):<46}" for k in ks)
+                for model in models
+            ),
+        ]
+    return "\n".join(lines)
+
+
+def _ranking_text(r: dict | None) -> str:
+    def num(value: float | None, fmt: str = ".2f") -> str:
+        return "-" if value is None else format(value, fmt)
+
+    if r is None:
+        return "-"
+    return (
+        f"ρ {num(r['spearman_mean'])} [{num(r['recent_spearman'])}] "
+        f"(p {num(r['spearman_p_value'], '.2g')}); "
+        f"{num(r['top20_precision_mean'])} [{num(r['recent_top20_precision'])}; "
+        f"{num(r['top_class_share'])}]"
+    )

@@ -1,0 +1,347 @@
+"""Final models: after the grid, each (profile, model, k) trained once on all its data and
+saved for prediction, with everything needed to trust and reuse it.
+
+    OUT/models/<model>-k<k>-<snapshot>/model.pt     the classifier's state dict
+                                       model.json    profile, model, k, width, scheme, backbone,
+                                                     epochs, optimiser, snapshot, metrics
+                                       items.parquet the media (id, sha256, class) it saw
+
+No data are left to pick an epoch, so a final model trains for the median best epoch of
+its grid trials (the stratified folds', or the walk-forward windows' when only those
+ran). A folder is written under a temporary name and renamed into place; the `models`
+table then points at the new folders, and folders it no longer names are removed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+import ray
+import torch
+from torch import nn
+
+from popray.config import GridConfig, ModelName, Protocol, Scheme, TrainConfig
+from popray.errors import ConfigError, MissingError
+from popray.io.tables import MODELS
+from popray.records import ModelCard
+from popray.training.cells import Cell
+from popray.training.dataset import Dataset
+from popray.training.fit import fit_all
+from popray.training.folds import all_data
+from popray.training.models import REGISTRY, create_model
+from popray.training.units import FORMAT
+
+MODELS_DIR = "models"
+POOLED = "*"  # the profile_id of the cross-profile models (popray.training.pooled)
+
+
+def _items(ds: Dataset, model: ModelName) -> pa.Table:
+    """The media a final model trains on, in the row order of `folds.all_data`."""
+    parts = [("image", ds.image_ids, ds.image_sha256, ds.image_y)]
+    video = ("video", ds.video_ids, ds.video_sha256, ds.video_y)
+    if REGISTRY[model].validate_on == "video":
+        parts = [video] + (parts if REGISTRY[model].train_extra != "none" else [])
+    rows = [
+        {"media_id": m, "media_type": t, "sha256": s, "label": int(y)}
+        for t, ids, shas, ys in parts
+        for m, s, y in zip(ids, shas, ys, strict=True)
+    ]
+    return pa.Table.from_pylist(
+        rows,
+        schema=pa.schema(
+            [
+                ("media_id", pa.string()),
+                ("media_type", pa.string()),
+                ("sha256", pa.string()),
+                ("label", pa.int32()),
+            ]
+        ),
+    )
+
+
+def _epochs(trials: pa.Table, model: ModelName, k: int, profile: str, protocol: Protocol) -> int:
+    """The median best epoch of this profile's grid trials of (model, k) in `protocol`."""
+    mine = trials.filter(
+        pc.and_(
+            pc.and_(pc.equal(trials["model"], model), pc.equal(trials["k"], k)),
+            pc.and_(
+                pc.equal(trials["profile_id"], profile), pc.equal(trials["protocol"], protocol)
+            ),
+        )
+    )
+    return max(1, round(float(np.median(mine["best_epoch"].to_numpy()))))
+
+
+def saved(folder: Path, snapshot: str, train_cfg) -> dict | None:
+    """The metadata of a model already saved from the same data and settings, if any."""
+    meta_file = folder / "model.json"
+    if not meta_file.exists():
+        return None
+    meta = json.loads(meta_file.read_text())
+    same = meta["snapshot"] == snapshot and meta["train"] == train_cfg.model_dump()
+    return meta if same else None
+
+
+def _save(folder: Path, net: nn.Module, meta: dict, items: pa.Table) -> None:
+    """Write a model folder under a temporary name, then rename it into place."""
+    tmp = folder.parent / f".{folder.name}-{uuid.uuid4().hex}.tmp"
+    tmp.mkdir()
+    torch.save(net.state_dict(), tmp / "model.pt")
+    (tmp / "model.json").write_text(json.dumps(meta, indent=2))
+    pq.write_table(items, tmp / "items.parquet")
+    if folder.exists():
+        shutil.rmtree(folder)
+    os.replace(tmp, folder)
+
+
+def identity(ds: Dataset, backbone: str, model: ModelName, profile: str) -> tuple[pa.Table, str]:
+    """(the items a final model of `profile` trains on, its snapshot: a hash of the
+    training code's format, backbone, labels, features, profile and items, which names and
+    reuses its folder)."""
+    items = _items(ds, model)
+    snapshot = hashlib.sha256(
+        json.dumps(
+            [FORMAT, backbone, ds.scheme, ds.context, profile, items.to_pylist()], sort_keys=True
+        ).encode()
+    ).hexdigest()
+    return items, snapshot
+
+
+def folder_name(model: ModelName, k: int, snapshot: str) -> str:
+    return f"{model}-k{k}-{snapshot[:12]}"
+
+
+def save_model(root: Path, net: nn.Module, items: pa.Table, meta: dict) -> dict:
+    """Save a freshly trained final model (`meta`: what `model.json` records, less the
+    time) under its snapshot's name; returns the full metadata."""
+    meta = meta | {"created_at": datetime.now(UTC).isoformat()}
+    _save(root / folder_name(meta["model"], meta["k"], meta["snapshot"]), net, meta, items)
+    return meta
+
+
+def model_row(meta: dict, items: pa.Table, features: str) -> dict:
+    """The `models` row of a saved final model."""
+    n = {c["values"]: c["counts"] for c in pc.value_counts(items["media_type"]).to_pylist()}
+    return {
+        "profile_id": meta["profile_id"],
+        "features": features,
+        "scheme": meta["scheme"],
+        "backbone": meta["backbone"],
+        "model": meta["model"],
+        "k": meta["k"],
+        "epochs": meta["epochs"],
+        "seed": meta["seed"],
+        "n_images": n.get("image", 0),
+        "n_videos": n.get("video", 0),
+        "snapshot": meta["snapshot"],
+        "path": f"{MODELS_DIR}/{folder_name(meta['model'], meta['k'], meta['snapshot'])}",
+        "created_at": datetime.fromisoformat(meta["created_at"]),
+    }
+
+
+def base_meta(
+    ds: Dataset, backbone: str, model: ModelName, k: int, profile: str, snapshot: str, train_cfg
+) -> dict:
+    """What every final model's `model.json` records (its width is added once trained)."""
+    return {
+        "profile_id": profile,
+        "context_features": ds.context,
+        "model": model,
+        "k": k,
+        "scheme": ds.scheme,
+        "backbone": backbone,
+        "epochs": train_cfg.epochs,
+        "seed": 0,
+        "train": train_cfg.model_dump(),
+        "snapshot": snapshot,
+    }
+
+
+@ray.remote
+def _fit_final(
+    ds: Dataset, model: ModelName, k: int, train_cfg, threads: int
+) -> tuple[nn.Module, int]:
+    """A Ray task: one final model trained on all of `ds` (one profile's items); the
+    trained network (on the CPU) and its input width come back to the driver."""
+    torch.set_num_threads(threads)
+    x, y, views = all_data(ds.local(), model)
+    return fit_all(model, k, x, y, train_cfg, seed=0, train_views=views), int(x.shape[-1])
+
+
+@dataclass
+class _Job:
+    """A final model to train: its profile's items, what `model.json` will record (less
+    its width), and the settings it trains with."""
+
+    ds: Dataset
+    items: pa.Table
+    meta: dict
+    train_cfg: TrainConfig
+
+
+def train_final(
+    out: Path,
+    datasets: dict[int, Dataset],
+    cfg: GridConfig,
+    trials: pa.Table,
+    metrics: pa.Table,
+    backbone: str,
+    cells: list[Cell] | None = None,
+    read: Callable[[set[str]], dict[int, Dataset]] | None = None,
+) -> tuple[pa.Table, int]:
+    """Train, save and list (table `models`) one final model per (profile, model, k) of
+    `cells` (cells.Cell; default: all) of one protocol (the stratified folds when they
+    ran), as Ray tasks (`grid.cpus_per_trial` and `gpus_per_trial` each); a model already
+    saved from the same items, labels and settings is reused. `read`: the datasets with
+    the given profiles' embeddings read, for the models to train whose profiles
+    `datasets` did not read (`Dataset.complete`). Returns the table and how many models
+    were reused."""
+    root = out / MODELS_DIR
+    root.mkdir(parents=True, exist_ok=True)
+    protocols = set(trials["protocol"].to_pylist())
+    protocol = "stratified_kfold" if "stratified_kfold" in protocols else min(protocols)
+    accuracy = {
+        (r["model"], r["k"], r["profile_id"]): r["accuracy_mean"]
+        for r in metrics.to_pylist()
+        if r["protocol"] == protocol
+    }
+    if cells is None:
+        cells = [
+            Cell(m, k, tuple(d.profiles()), protocol)
+            for m in cfg.models
+            for k, d in datasets.items()
+        ]
+    rows, jobs = [], []
+    for model, k, profiles, _ in (c for c in cells if c.protocol == protocol):
+        for profile in profiles:
+            ds = datasets[k].for_profile(profile, remote=True)  # the task gathers it
+            items, snapshot = identity(ds, backbone, model, profile)
+            epochs = _epochs(trials, model, k, profile, protocol)
+            train_cfg = cfg.train.model_copy(update={"epochs": epochs})
+            meta = saved(root / folder_name(model, k, snapshot), snapshot, train_cfg)
+            if meta is not None:  # saved before from the same data and settings
+                rows.append(model_row(meta, items, ds.features))
+                continue
+            meta = base_meta(ds, backbone, model, k, profile, snapshot, train_cfg)
+            meta["grid_accuracy_mean"] = accuracy.get((model, k, profile))
+            jobs.append(_Job(ds, items, meta, train_cfg))
+    reused = len(rows)
+    unread = {job.meta["profile_id"] for job in jobs if not job.ds.complete}
+    if unread and read is not None:
+        more = read(unread)
+        for job in jobs:
+            if job.meta["profile_id"] in unread:
+                job.ds = more[job.meta["k"]].for_profile(job.meta["profile_id"], remote=True)
+    rows += _train_jobs(root, jobs, cfg)
+    return pa.Table.from_pylist(rows, schema=MODELS), reused
+
+
+def _train_jobs(root: Path, jobs: list[_Job], cfg: GridConfig) -> list[dict]:
+    """Train `jobs` as Ray tasks, at most twice as many in flight as the cluster has slots
+    (the driver holds only those profiles' data), and save each model as it comes back."""
+    threads = max(1, int(cfg.cpus_per_trial))
+    fit = _fit_final.options(num_cpus=cfg.cpus_per_trial, num_gpus=cfg.gpus_per_trial)
+    slots = max(1, int(ray.cluster_resources().get("CPU", 1) // cfg.cpus_per_trial)) if jobs else 1
+    pending: dict[ray.ObjectRef, _Job] = {}
+    rows = []
+
+    def save_next() -> None:
+        (ref,), _ = ray.wait(list(pending), num_returns=1)
+        job = pending.pop(ref)
+        net, width = ray.get(ref)
+        meta = save_model(root, net, job.items, job.meta | {"width": width})
+        rows.append(model_row(meta, job.items, job.ds.features))
+
+    for job in jobs:
+        model, k = job.meta["model"], job.meta["k"]
+        pending[fit.remote(job.ds, model, k, job.train_cfg, threads)] = job
+        if len(pending) >= 2 * slots:
+            save_next()
+    while pending:
+        save_next()
+    return rows
+
+
+def has_models(out: Path, profile: str | None = None) -> bool:
+    """Whether OUT has final models (of `profile`, when given)."""
+    from popray.io import store
+
+    if not store.has_table(out, "models"):
+        return False
+    return profile is None or profile in store.read_table(out, "models")["profile_id"].to_pylist()
+
+
+def saved_models(
+    out: Path,
+    profile: str | None = None,
+    scheme: Scheme | None = None,
+    every_profile: bool = False,
+) -> list[ModelCard]:
+    """The rows of `models` that can score a bare media file (embeddings only, no context
+    features) for one profile (or, `every_profile`, all of them; the cross-profile models,
+    profile POOLED, only when named) and one label scheme: the one there is, or the one
+    named (an error lists the choices when there are several)."""
+    from popray.io import store
+
+    if not has_models(out):
+        raise MissingError(f"{out}: no trained models; run `popray train` first")
+    models = [  # the cross-profile models only when asked for by name
+        card
+        for card in map(ModelCard.from_row, store.read_table(out, "models").to_pylist())
+        if card.features == "embedding" and (card.profile_id != POOLED or profile == POOLED)
+    ]
+    if not models:
+        raise MissingError(
+            f"{out}: only models trained with context features, which need a post's "
+            "metadata; train without --context to score bare files"
+        )
+    choices = [("scheme", scheme, "--scheme")]
+    if not every_profile:
+        choices.append(("profile_id", profile, "--profile"))
+    for field, wanted, flag in choices:
+        present = sorted({getattr(m, field) for m in models})
+        if wanted is None and len(present) > 1:
+            raise ConfigError(f"{out}: models for several {field}s {present}: choose with {flag}")
+        if wanted is not None and wanted not in present:
+            raise MissingError(f"{out}: no models for {field} {wanted!r}; trained: {present}")
+        models = [m for m in models if getattr(m, field) == (wanted or present[0])]
+    return models
+
+
+def prune(out: Path, models: pa.Table) -> None:
+    """Remove model folders (and leftovers of interrupted writes) the table does not name."""
+    keep = {Path(p).name for p in models["path"].to_pylist()}
+    root = out / MODELS_DIR
+    for folder in root.iterdir() if root.exists() else ():
+        if folder.name not in keep:
+            shutil.rmtree(folder)
+
+
+def load_final(out: Path, folder: str) -> tuple[nn.Module, dict]:
+    """A saved final model (eval mode) and its metadata, from its `models.path`."""
+    path = out / folder
+    meta_file = path / "model.json"
+    if not meta_file.exists():
+        raise MissingError(f"{path}: no saved model here; run `popray train`")
+    meta = json.loads(meta_file.read_text())
+    if meta.get("context_features"):
+        raise ConfigError(
+            f"{path}: this model was trained with context features (grid.context_features); "
+            "scoring a bare media file would need its post's metadata, which predict and "
+            "explain do not take yet: train without context features for them"
+        )
+    net = create_model(meta["model"], meta["k"], meta["width"])
+    net.load_state_dict(torch.load(path / "model.pt", weights_only=True))
+    return net.eval(), meta

@@ -1,0 +1,334 @@
+"""Walk-forward timelines: every profile's classes as known at each cut and as settled
+after each window, computed on the cluster.
+
+`popray train` with the walk_forward protocol calls `build_timelines`; see
+popray.training.walkforward for what a cut's models may know. Each window needs the export
+labelled twice (as it stood at the window's cut, and half a label window after its end):
+2 x `cuts` labellings of the whole export. Every label scheme is computed per profile
+(schemas/sql/labels_*.sql: PARTITION BY / GROUP BY profile_id), so the profiles are
+split into groups of about `POSTS_PER_TASK` posts, and a Ray task labels each group's
+slice of the export at every cut; the driver only slices the tables and merges the
+groups' small results.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import duckdb
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from popray.config import LabelConfig, WalkForwardConfig
+from popray.errors import ConfigError
+from popray.io import store
+from popray.io.tables import TS, US_PER_DAY
+from popray.labels import label_tables
+from popray.training.dataset import Dataset
+from popray.training.evaluate import ranking_targets, recent_classes
+
+NO_CLASS = -1
+# posts per labelling task: 12 labellings of 20,000 posts take a few seconds of a core
+POSTS_PER_TASK = 20_000
+TABLES = ("posts", "media", "followers", "excluded")
+
+# The export as it stood at each profile's cut (view as_of: profile_id, t).
+POSTS_AS_OF = "SELECT p.* FROM posts p JOIN as_of a USING (profile_id) WHERE p.published_at < a.t"
+FOLLOWERS_AS_OF = 'SELECT f.* FROM followers f JOIN as_of a USING (profile_id) WHERE f."at" < a.t'
+
+
+@dataclass
+class Timeline:
+    """One profile's windows for one (scheme, k): window i is [bounds[i], bounds[i + 1])
+    (microseconds since the epoch); `*_class[i]` is each item's class as known at the
+    cut bounds[i], `*_truth[i]` as settled after window i (NO_CLASS: none, e.g. not yet
+    published); rows as in the profile's Dataset."""
+
+    bounds: np.ndarray  # (cuts + 1,) int64
+    image_t: np.ndarray  # (n_images,) int64 publication times
+    video_t: np.ndarray
+    image_class: np.ndarray  # (cuts, n_images) int64
+    video_class: np.ndarray
+    image_truth: np.ndarray  # (cuts, n_images) int64
+    video_truth: np.ndarray
+
+    @property
+    def windows(self) -> int:
+        return len(self.bounds) - 1
+
+    def rows(self, media_type: str, window: int) -> tuple[np.ndarray, np.ndarray]:
+        """(training rows: published before the cut with a class then, in time order;
+        evaluation rows: published in the window with a settled class)."""
+        image = media_type == "image"
+        t = self.image_t if image else self.video_t
+        cls, truth = (
+            (self.image_class, self.image_truth) if image else (self.video_class, self.video_truth)
+        )
+        start, stop = self.bounds[window], self.bounds[window + 1]
+        train = np.flatnonzero((t < start) & (cls[window] != NO_CLASS))
+        train = train[np.argsort(t[train], kind="stable")]
+        test = np.flatnonzero((t >= start) & (t < stop) & (truth[window] != NO_CLASS))
+        return train, test
+
+
+def _bounds(posts: pa.Table, cfg: WalkForwardConfig) -> dict[str, np.ndarray]:
+    """profile -> its window bounds (midnights UTC): the last window ends at the end of the
+    day of the profile's last post."""
+    con = duckdb.connect()
+    try:
+        con.register("posts", posts)
+        ends = con.sql(
+            "SELECT profile_id, (epoch_us(max(published_at)) // $day + 1) * $day "
+            "FROM posts GROUP BY profile_id",
+            params={"day": US_PER_DAY},
+        ).fetchall()
+    finally:
+        con.close()
+    horizon = round(cfg.horizon_days * US_PER_DAY)
+    steps = np.arange(cfg.cuts, -1, -1, dtype=np.int64)
+    return {profile: end - steps * horizon for profile, end in ends}
+
+
+def labels_as_of(tables: dict[str, pa.Table], as_of: dict[str, int], config: LabelConfig):
+    """The `labels` rows of `config.scheme` computed from the export as it stood at each
+    profile's time `as_of` (µs): posts published and follower counts dated before it."""
+    con = duckdb.connect()
+    try:
+        con.register("posts", tables["posts"])
+        con.register("followers", tables["followers"])
+        cut = pa.table(
+            {
+                "profile_id": pa.array(list(as_of), pa.string()),
+                "t": pa.array(list(as_of.values()), pa.int64()).cast(TS),
+            }
+        )
+        con.register("as_of", cut)
+        posts = con.sql(POSTS_AS_OF).to_arrow_table()
+        followers = con.sql(FOLLOWERS_AS_OF).to_arrow_table()
+    finally:
+        con.close()
+    return label_tables(
+        posts, tables["media"], followers, tables["excluded"], config, only=config.scheme
+    )
+
+
+@dataclass(frozen=True)
+class _Items:
+    """One k's training items of a group of profiles, as in its Dataset (ids and owners,
+    in the Dataset's order; no arrays)."""
+
+    image_ids: list[str]
+    image_profile: list[str]
+    video_ids: list[str]
+    video_profile: list[str]
+
+    def rows(self) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        """profile -> (its image rows, its video rows), the profiles sorted."""
+        rows: dict[str, tuple[list[int], list[int]]] = {}
+        for side, owners in enumerate((self.image_profile, self.video_profile)):
+            for i, profile in enumerate(owners):
+                rows.setdefault(profile, ([], []))[side].append(i)
+        return {p: tuple(np.asarray(r, np.int64) for r in rows[p]) for p in sorted(rows)}
+
+
+Timelines = dict[int, dict[str, Timeline]]
+
+
+def build_timelines(
+    out: Path,
+    datasets: dict[int, Dataset],
+    labels: LabelConfig,
+    cfg: WalkForwardConfig,
+    posts_per_task: int = POSTS_PER_TASK,
+) -> tuple[Timelines, dict[tuple[int, str], int | None], dict]:
+    """Every profile's windows for each k of `datasets` (two labellings of the export per
+    window: at its cut, and settled after it), and, from the settled labels, the recent-PoR
+    baseline of each scored item and its ranking targets: ((k -> profile -> Timeline),
+    (k, media_id) -> class, (k, media_id) -> (rank_score, recent guess)).
+
+    A Ray task per group of profiles of about `posts_per_task` posts labels its slice of
+    the export (see the module docstring); any grouping gives the same result."""
+    import ray
+
+    if labels.scheme == "residual" and labels.keep_extremes is not None:
+        raise ConfigError(
+            "walk_forward: residual with keep_extremes keeps only the items that are extreme "
+            "over the whole history, a choice made with later posts; use stratified_kfold"
+        )
+    tables = {n: store.read_table(out, n) for n in TABLES}
+    groups = profile_groups(tables["posts"], posts_per_task)
+    task = ray.remote(_group_timelines).options(num_cpus=1)
+    parts = zip(_split_tables(tables, groups), _split_items(datasets, groups), strict=True)
+    refs = [task.remote(part, items, labels, cfg) for part, items in parts]
+    timelines: Timelines = {k: {} for k in sorted(datasets)}
+    recent: dict[tuple[int, str], int | None] = {}
+    targets: dict[tuple[int, str], tuple] = {}
+    for ref in refs:  # in group order: the profiles stay sorted
+        part_timelines, part_recent, part_targets = ray.get(ref)
+        for k, per in part_timelines.items():
+            timelines[k].update(per)
+        recent |= part_recent
+        targets |= part_targets
+    return timelines, recent, targets
+
+
+def profile_groups(posts: pa.Table, posts_per_task: int) -> list[list[str]]:
+    """The profiles of `posts`, sorted, cut into runs of at least `posts_per_task` posts
+    (the last run: the rest)."""
+    counts = posts.group_by("profile_id").aggregate([("profile_id", "count")])
+    counts = counts.sort_by("profile_id")
+    groups: list[list[str]] = [[]]
+    size = 0
+    for profile, n in zip(
+        counts["profile_id"].to_pylist(), counts["profile_id_count"].to_pylist(), strict=True
+    ):
+        if size >= posts_per_task:
+            groups.append([])
+            size = 0
+        groups[-1].append(profile)
+        size += n
+    return [g for g in groups if g]
+
+
+def _group_of(values: pa.Array | pa.ChunkedArray, groups: list[list[str]]) -> np.ndarray:
+    """The group of each profile in `values` (-1: in no group)."""
+    profiles = pa.array([p for g in groups for p in g], pa.string())
+    first = np.cumsum([0, *(len(g) for g in groups)])[:-1]
+    at = pc.fill_null(pc.index_in(values, value_set=profiles), -1).to_numpy()
+    return np.where(at >= 0, np.searchsorted(first, at, side="right") - 1, -1)
+
+
+def _by_group(group: np.ndarray, n: int) -> list[np.ndarray]:
+    """The rows of each group 0..n-1, ascending."""
+    keep = np.flatnonzero(group >= 0)
+    order = keep[np.argsort(group[keep], kind="stable")]
+    bounds = np.cumsum(np.bincount(group[keep], minlength=n))[:-1]
+    return np.split(order, bounds)
+
+
+def _split_tables(tables: dict[str, pa.Table], groups: list[list[str]]) -> list[dict]:
+    """Each group's slice of the export tables (a profile's rows stay whole: excluded
+    media go with their media's profile)."""
+    media_group = _group_of(tables["media"]["profile_id"], groups)
+    at = pc.fill_null(
+        pc.index_in(tables["excluded"]["media_id"], value_set=tables["media"]["media_id"]), -1
+    ).to_numpy()
+    excluded_group = np.full(len(at), -1, np.int64)
+    excluded_group[at >= 0] = media_group[at[at >= 0]]
+    owner = {
+        "posts": _group_of(tables["posts"]["profile_id"], groups),
+        "media": media_group,
+        "followers": _group_of(tables["followers"]["profile_id"], groups),
+        "excluded": excluded_group,
+    }
+    rows = {name: _by_group(owner[name], len(groups)) for name in TABLES}
+    return [{name: tables[name].take(rows[name][g]) for name in TABLES} for g in range(len(groups))]
+
+
+def _split_items(datasets: dict[int, Dataset], groups: list[list[str]]) -> list[dict]:
+    """Each group's training items, per k."""
+    parts: list[dict[int, _Items]] = [{} for _ in groups]
+    for k, ds in datasets.items():
+        sides = []
+        for ids, owners in ((ds.image_ids, ds.image_profile), (ds.video_ids, ds.video_profile)):
+            rows = _by_group(_group_of(pa.array(owners, pa.string()), groups), len(groups))
+            ids_, owners_ = np.asarray(ids, dtype=object), np.asarray(owners, dtype=object)
+            sides.append([(ids_[r].tolist(), owners_[r].tolist()) for r in rows])
+        for g, ((img, img_p), (vid, vid_p)) in enumerate(zip(*sides, strict=True)):
+            parts[g][k] = _Items(img, img_p, vid, vid_p)
+    return parts
+
+
+def _group_timelines(
+    tables: dict[str, pa.Table],
+    items: dict[int, _Items],
+    labels: LabelConfig,
+    cfg: WalkForwardConfig,
+) -> tuple[Timelines, dict, dict]:
+    """`build_timelines` for one group of profiles: `tables`, their slice of the export;
+    `items`, their training items per k."""
+    bounds = _bounds(tables["posts"], cfg)
+    published = _published(tables)
+    settle = round(labels.window_days * US_PER_DAY / 2)
+    ks = sorted(items)
+    # classes per k for every item (all the group's profiles at once): [kind][side] lists
+    known = {k: {"class": ([], []), "truth": ([], [])} for k in ks}
+    recent: dict[tuple[int, str], int | None] = {}
+    targets: dict[tuple[int, str], tuple] = {}
+    for window in range(cfg.cuts):
+        for kind, shift, bound in (("class", 0, window), ("truth", settle, window + 1)):
+            as_of = {profile: int(b[bound]) + shift for profile, b in bounds.items()}
+            current = labels_as_of(tables, as_of, labels)
+            mine = current.filter(pc.equal(current["scheme"], labels.scheme))
+            _record(known, kind, mine, items)
+            if kind == "truth":  # the window's items, judged like the models: settled labels
+                inside = _inside(mine, bounds, published, window)
+                baseline = recent_classes(mine, labels.scheme)
+                recent |= {key: c for key, c in baseline.items() if key[1] in inside}
+                ranked = ranking_targets(mine, labels.scheme)
+                targets |= {key: v for key, v in ranked.items() if key[1] in inside}
+    timelines: Timelines = {}
+    for k in ks:
+        arrays = {key: np.stack(known[k][key[0]][key[1]]) for key in _KEYS}
+        image_t = np.array([published[m] for m in items[k].image_ids], np.int64)
+        video_t = np.array([published[m] for m in items[k].video_ids], np.int64)
+        timelines[k] = {
+            profile: Timeline(
+                bounds[profile],
+                image_t[img],
+                video_t[vid],
+                arrays["class", 0][:, img],
+                arrays["class", 1][:, vid],
+                arrays["truth", 0][:, img],
+                arrays["truth", 1][:, vid],
+            )
+            for profile, (img, vid) in items[k].rows().items()
+        }
+    return timelines, recent, targets
+
+
+_KEYS = [(kind, side) for kind in ("class", "truth") for side in (0, 1)]
+
+
+def _record(known: dict, kind: str, mine: pa.Table, items: dict[int, _Items]) -> None:
+    """Append each item's class in the labels `mine` (NO_CLASS: none) to `known`."""
+    classes = dict(
+        zip(
+            zip(mine["k"].to_pylist(), mine["media_id"].to_pylist(), strict=True),
+            mine["class"].to_pylist(),
+            strict=True,
+        )
+    )
+    for k, its in items.items():
+        for side, ids in enumerate((its.image_ids, its.video_ids)):
+            row = [classes.get((k, m)) for m in ids]
+            known[k][kind][side].append(
+                np.array([NO_CLASS if c is None else c for c in row], np.int64)
+            )
+
+
+def _inside(mine: pa.Table, bounds: dict, published: dict, window: int) -> set[str]:
+    """The media of `mine` published inside window `window` of their profile."""
+    return {
+        m
+        for m, profile in zip(
+            mine["media_id"].to_pylist(), mine["profile_id"].to_pylist(), strict=True
+        )
+        if bounds[profile][window] <= published[m] < bounds[profile][window + 1]
+    }
+
+
+def _published(tables: dict[str, pa.Table]) -> dict[str, int]:
+    """media_id -> its post's publication time (µs)."""
+    con = duckdb.connect()
+    try:
+        con.register("posts", tables["posts"])
+        con.register("media", tables["media"])
+        rows = con.sql(
+            "SELECT m.media_id, epoch_us(p.published_at) FROM media m JOIN posts p USING (post_id)"
+        ).fetchall()
+    finally:
+        con.close()
+    return dict(rows)
