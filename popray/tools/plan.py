@@ -30,7 +30,7 @@ FOLLOWER_ROWS_PER_POST = 0.57
 # the export labelled at each walk-forward cut and once settled after each window
 WALK_FORWARD_LABELLINGS = 2 * WalkForwardConfig().cuts
 LABEL_TASK_POSTS = 20_000  # timelines.POSTS_PER_TASK (not imported: it would load torch)
-GPU_FRAMES_PER_S = 10_000  # lite0 forward, bf16, one H100 (README: 10,300-15,900)
+GPU_FRAMES_PER_S = 10_000  # lite0 forward, bf16, one H100 (tools/README.md: 10,300-15,900)
 WIDTH = 1280  # the embedding's floats (lite0, B0)
 VIDEO_VECTORS = 17  # a video's row: 15 frames, their max, the thumbnail
 DRIVER_LINK_MB_S = 1250.0  # the driver node's network: 10 GbE (assumed, not measured)

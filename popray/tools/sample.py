@@ -3,7 +3,7 @@ history of one profile, so popray ships its own).
 
     popray sample --out data/demo --size demo --seed 7
 
-The planted signal (documented in the README, recorded in `sample_truth.json`):
+The planted signal (documented in tools/README.md, recorded in `sample_truth.json`):
     ln PoR = ln 0.08 - 0.35 ln(f(t) / f(t_0))      # PoR falls as followers grow
              + mean subject effect of the post's media (SUBJECT_EFFECTS)
              + ln 0.69 if the post contains a video    # image-only posts ~45% better

@@ -14,7 +14,7 @@ trains with `train.fit_fold` and keeps the best epoch's validation predictions. 
 data go to the object store once (`tune.with_parameters`).
 
 Engines: `in_process` trains inside the Tune trial (the heads are tiny: a Ray Train
-worker group per trial would cost more than the training, see README); `ray_train`
+worker group per trial would cost more than the training, see training/README.md); `ray_train`
 launches a one-worker TorchTrainer from inside the trial, for GPU workers.
 
 The grid keeps its state on storage every node reaches (`grid_root`: `<storage>/grid`,
