@@ -33,7 +33,6 @@ from popray.errors import DecodeError
 from popray.io import store
 from popray.io.storage import Location, check_cluster_reach, sha256_bytes
 from popray.io.store import input_dir_of
-from popray.io.tables import SCHEMAS
 from popray.media import decode
 from popray.media.embed_write import (
     STATUS,
@@ -45,7 +44,7 @@ from popray.media.embed_write import (
     staged_width,
     write_block,
 )
-from popray.records import Embedded, MediaItem
+from popray.records import Embedded, MediaItem, QuarantineEntry, quarantine_table
 
 if TYPE_CHECKING:
     import torch
@@ -499,32 +498,32 @@ def run_embed(out: Path, cfg: EmbedConfig, storage: Location | None = None) -> E
         if need:
             staging.delete()
     quarantine = [
-        {
-            "stage": "embed",
-            "source": "media",
-            "row": m["source_row"],
-            "field": "path",
-            "value": m["path"],
-            "reason": failed[m["sha256"]],
-            "profile_id": m["profile_id"],
-            "post_id": m["post_id"],
-            "media_id": m["media_id"],
-            "path": m["path"],
-            "record": json.dumps(
+        QuarantineEntry(
+            "embed",
+            "media",
+            m["source_row"],
+            failed[m["sha256"]],
+            field="path",
+            value=m["path"],
+            profile_id=m["profile_id"],
+            post_id=m["post_id"],
+            media_id=m["media_id"],
+            path=m["path"],
+            record=json.dumps(
                 {
                     "sha256": m["sha256"],
                     "backbone": cfg.backbone,
                     "preprocess": keys[m["media_type"]],
                 }
             ),
-        }
+        )
         for m in todo
         if m["sha256"] in failed
     ]
     store.write_table(
         out,
         "quarantine",
-        pa.Table.from_pylist(quarantine, schema=SCHEMAS["quarantine"]),
+        quarantine_table(quarantine),
         part=f"embed-{cfg.backbone}",
     )
     store.refresh_views(out)

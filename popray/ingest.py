@@ -35,6 +35,7 @@ from popray.io.contract import (
 )
 from popray.io.storage import Location, sha256_bytes
 from popray.io.tables import SCHEMAS
+from popray.records import QuarantineEntry, quarantine_table
 
 log = logging.getLogger(__name__)
 FORMATS = (".csv", ".jsonl", ".parquet")
@@ -44,15 +45,13 @@ FORMATS = (".csv", ".jsonl", ".parquet")
 class Quarantine:
     """Rows that could not be used, in the `quarantine` table's shape."""
 
-    rows: list[dict[str, Any]] = field(default_factory=list)
+    rows: list[QuarantineEntry] = field(default_factory=list)
 
     def add(self, source: str, row: int | None, reason: str, **extra: Any) -> None:
-        entry = dict.fromkeys(SCHEMAS["quarantine"].names)
-        entry.update(stage="ingest", source=source, row=row, reason=reason, **extra)
-        self.rows.append(entry)
+        self.rows.append(QuarantineEntry("ingest", source, row, reason, **extra))
 
     def table(self) -> pa.Table:
-        return pa.Table.from_pylist(self.rows, schema=SCHEMAS["quarantine"])
+        return quarantine_table(self.rows)
 
 
 @dataclass
@@ -202,7 +201,7 @@ def validate_rows(
 
 def _validate_chunk(
     rows: list[tuple[int, dict | str]], source: str, name: str, model: type[BaseModel]
-) -> tuple[pa.Table, list[dict]]:
+) -> tuple[pa.Table, list[QuarantineEntry]]:
     """Validate one chunk of input `name`: its valid rows as a table (with
     `source_row`), and its quarantine entries. Runs in the driver or as a Ray task."""
     quarantine = Quarantine()

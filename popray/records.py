@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
+import pyarrow as pa
 
 from popray.config import ModelName, Scheme
 
@@ -177,3 +178,30 @@ class ModelCard:
     @classmethod
     def from_row(cls, row: dict[str, Any]) -> ModelCard:
         return cls(**row)
+
+
+@dataclass(frozen=True)
+class QuarantineEntry:
+    """An input row, or a media file, that could not be used: one row of table
+    `quarantine`. `source` is the file (`posts.csv`, ...) or table, `row` its row number,
+    `field`/`value` what was wrong with it and `reason` why; `record` is the row itself
+    (JSON, cut at 2,000 characters) or, from embedding, what the failure was keyed by."""
+
+    stage: Literal["ingest", "embed"]
+    source: str
+    row: int | None
+    reason: str
+    field: str | None = None
+    value: str | None = None
+    profile_id: str | None = None
+    post_id: str | None = None
+    media_id: str | None = None
+    path: str | None = None
+    record: str | None = None
+
+
+def quarantine_table(entries: list[QuarantineEntry]) -> pa.Table:
+    """Entries as table `quarantine` (its schema)."""
+    from popray.io.tables import SCHEMAS
+
+    return pa.Table.from_pylist([asdict(e) for e in entries], schema=SCHEMAS["quarantine"])
