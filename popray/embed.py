@@ -446,20 +446,9 @@ def run_embed(out: Path, cfg: EmbedConfig, storage: Location | None = None) -> E
     media = store.read_table(out, "media").to_pylist()
     excluded = set(store.read_table(out, "excluded")["media_id"].to_pylist())
     keys = {"image": image_key(cfg), "video": video_key(cfg)}
-    done = {
-        "image": _done(out, "embeddings_image", cfg.backbone, keys["image"]),
-        "video": _done(out, "embeddings_video", cfg.backbone, keys["video"]),
-    }
     failed = _cached_failures(out, cfg)
     todo = [m for m in media if m["media_id"] not in excluded]
-    need: dict[str, MediaItem] = {}
-    for m in todo:
-        sha = m["sha256"]
-        if sha in done[m["media_type"]] or sha in failed or sha in need:
-            continue
-        need[sha] = MediaItem.of_media(m, part_of(cfg.backbone, m["profile_id"]))
-    # one profile's items side by side: the cluster stages few files per profile part
-    need = dict(sorted(need.items(), key=lambda item: item[1].part))
+    need = _to_embed(out, cfg, keys, todo, failed)
     root = storage or Location.parse(out)
     staging = root.child(f"{STAGING}{datetime.now(UTC):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:8]}")
     if need:
@@ -477,60 +466,21 @@ def run_embed(out: Path, cfg: EmbedConfig, storage: Location | None = None) -> E
             )
         new_failed = {r.sha256: r.error for r in results if r.error}
         failed |= new_failed
-        staged = staging if need else None  # nothing new: no calls to the storage
         assembling = time.perf_counter()
-        all_parts = Assembled()
-        all_schemas = schemas(_width(cfg, out, staged))
-        for kind, name in (("image", "embeddings_image"), ("video", "embeddings_video")):
-            current = [
-                (m["media_id"], m["sha256"], m["profile_id"])
-                for m in todo
-                if m["media_type"] == kind and m["sha256"] not in failed
-            ]
-            parts = staged.child(kind) if staged else None
-            owner = {sha: item.part for sha, item in need.items() if item.kind == kind}
-            done_parts = assemble(
-                out, name, cfg.backbone, all_schemas[kind], keys[kind], parts, current, owner
-            )
-            all_parts = all_parts + done_parts
+        all_parts = _assemble_tables(out, cfg, keys, todo, failed, need, staging if need else None)
         assemble_s = time.perf_counter() - assembling
     finally:
         if need:
             staging.delete()
     quarantine = [
-        QuarantineEntry(
-            "embed",
-            "media",
-            m["source_row"],
-            failed[m["sha256"]],
-            field="path",
-            value=m["path"],
-            profile_id=m["profile_id"],
-            post_id=m["post_id"],
-            media_id=m["media_id"],
-            path=m["path"],
-            record=json.dumps(
-                {
-                    "sha256": m["sha256"],
-                    "backbone": cfg.backbone,
-                    "preprocess": keys[m["media_type"]],
-                }
-            ),
-        )
-        for m in todo
-        if m["sha256"] in failed
+        _quarantined(m, failed[m["sha256"]], cfg, keys) for m in todo if m["sha256"] in failed
     ]
-    store.write_table(
-        out,
-        "quarantine",
-        quarantine_table(quarantine),
-        part=f"embed-{cfg.backbone}",
-    )
+    store.write_table(out, "quarantine", quarantine_table(quarantine), part=f"embed-{cfg.backbone}")
     store.refresh_views(out)
-    n_new = sum(1 for m in todo if m["sha256"] in need)
+    new = [m for m in todo if m["sha256"] in need]
     report = EmbedReport(
-        reused=len(todo) - n_new,
-        embedded=sum(1 for m in todo if m["sha256"] in need and m["sha256"] not in new_failed),
+        reused=len(todo) - len(new),
+        embedded=sum(1 for m in new if m["sha256"] not in new_failed),
         quarantined=sum(1 for m in todo if m["sha256"] in new_failed),
         excluded=len(media) - len(todo),
         seconds=time.perf_counter() - start,
@@ -543,3 +493,70 @@ def run_embed(out: Path, cfg: EmbedConfig, storage: Location | None = None) -> E
     )
     log.info(report.line())
     return report
+
+
+def _to_embed(
+    out: Path, cfg: EmbedConfig, keys: dict[str, str], todo: list[dict], failed: dict[str, str]
+) -> dict[str, MediaItem]:
+    """sha256 -> item, for the items no earlier run embedded (or failed on for good) with
+    this backbone and preprocessing; one profile's items side by side, so that the
+    cluster stages few files per profile part."""
+    done = {
+        "image": _done(out, "embeddings_image", cfg.backbone, keys["image"]),
+        "video": _done(out, "embeddings_video", cfg.backbone, keys["video"]),
+    }
+    need: dict[str, MediaItem] = {}
+    for m in todo:
+        sha = m["sha256"]
+        if sha in done[m["media_type"]] or sha in failed or sha in need:
+            continue
+        need[sha] = MediaItem.of_media(m, part_of(cfg.backbone, m["profile_id"]))
+    return dict(sorted(need.items(), key=lambda item: item[1].part))
+
+
+def _assemble_tables(
+    out: Path,
+    cfg: EmbedConfig,
+    keys: dict[str, str],
+    todo: list[dict],
+    failed: dict[str, str],
+    need: dict[str, MediaItem],
+    staged: Location | None,
+) -> Assembled:
+    """Both embedding tables' parts, from the earlier rows and the rows the cluster
+    staged (`staged`: None when nothing new was embedded: no calls to the storage)."""
+    all_parts = Assembled()
+    all_schemas = schemas(_width(cfg, out, staged))
+    for kind, name in (("image", "embeddings_image"), ("video", "embeddings_video")):
+        current = [
+            (m["media_id"], m["sha256"], m["profile_id"])
+            for m in todo
+            if m["media_type"] == kind and m["sha256"] not in failed
+        ]
+        parts = staged.child(kind) if staged else None
+        owner = {sha: item.part for sha, item in need.items() if item.kind == kind}
+        done_parts = assemble(
+            out, name, cfg.backbone, all_schemas[kind], keys[kind], parts, current, owner
+        )
+        all_parts = all_parts + done_parts
+    return all_parts
+
+
+def _quarantined(m: dict, reason: str, cfg: EmbedConfig, keys: dict[str, str]) -> QuarantineEntry:
+    """A media row that could not be embedded, keyed by what its failure depends on (a
+    rerun with the same bytes, backbone and preprocessing takes the reason over)."""
+    return QuarantineEntry(
+        "embed",
+        "media",
+        m["source_row"],
+        reason,
+        field="path",
+        value=m["path"],
+        profile_id=m["profile_id"],
+        post_id=m["post_id"],
+        media_id=m["media_id"],
+        path=m["path"],
+        record=json.dumps(
+            {"sha256": m["sha256"], "backbone": cfg.backbone, "preprocess": keys[m["media_type"]]}
+        ),
+    )

@@ -114,22 +114,7 @@ def run_predict(
     for card in (image_card, video_card):
         if card is not None:
             nets[card.model] = load_final(out, card.path)[0]
-    items, rows = [], []
-    for i, path in enumerate(candidate_files(paths)):
-        suffix = path.suffix.lower()
-        kind = (
-            "image" if suffix in IMAGE_SUFFIXES else "video" if suffix in VIDEO_SUFFIXES else None
-        )
-        row = {"file": str(path), "media_type": kind, "error": None}
-        if kind is None:
-            row["error"] = f"not an image ({sorted(IMAGE_SUFFIXES)}) or a video file"
-        elif kind == "video" and video_card is None:
-            row["error"] = f"no video model was trained for k={image_card.k}"
-        elif not path.is_file():
-            row["error"] = "file not found"
-        else:
-            items.append(MediaItem.of_file(str(i), path, kind))
-        rows.append(row)
+    items, rows = _candidates(candidate_files(paths), image_card, video_card)
     cfg = EmbedConfig(backbone=image_card.backbone, weights=weights, views=0)
     results = {r.media_id: r for r in run_pipeline(items, cfg, LOCAL_FILES)} if items else {}
     explainer = (  # the gradient-boosted baseline has no gradients: no Grad-CAM
@@ -163,6 +148,39 @@ def run_predict(
             target = folder / f"{int(item.media_id):04d}-{Path(item.path).stem[:60]}.png"
             overlay(image, heat).save(target)
             row["gradcam"] = str(target.relative_to(out))
+    table = _ranked(rows)
+    store.write_table(out, "predictions_new", table)
+    store.refresh_views(out)
+    return table
+
+
+def _candidates(
+    files: list[Path], image_card: ModelCard, video_card: ModelCard | None
+) -> tuple[list[MediaItem], list[dict]]:
+    """(the files to embed, one `predictions_new` row per file): a file that cannot be
+    scored keeps its row, with the reason in `error`."""
+    items, rows = [], []
+    for i, path in enumerate(files):
+        suffix = path.suffix.lower()
+        kind = (
+            "image" if suffix in IMAGE_SUFFIXES else "video" if suffix in VIDEO_SUFFIXES else None
+        )
+        row = {"file": str(path), "media_type": kind, "error": None}
+        if kind is None:
+            row["error"] = f"not an image ({sorted(IMAGE_SUFFIXES)}) or a video file"
+        elif kind == "video" and video_card is None:
+            row["error"] = f"no video model was trained for k={image_card.k}"
+        elif not path.is_file():
+            row["error"] = "file not found"
+        else:
+            items.append(MediaItem.of_file(str(i), path, kind))
+        rows.append(row)
+    return items, rows
+
+
+def _ranked(rows: list[dict]) -> pa.Table:
+    """The rows as table `predictions_new`, ranked by score (1 = the best; files that
+    could not be scored last, without a rank)."""
     order = sorted(
         (i for i, r in enumerate(rows) if r.get("score") is not None),
         key=lambda i: -rows[i]["score"],
@@ -170,9 +188,6 @@ def run_predict(
     for rank, i in enumerate(order, start=1):
         rows[i]["rank"] = rank
     now = datetime.now(UTC)
-    table = pa.Table.from_pylist(
+    return pa.Table.from_pylist(
         [r | {"predicted_at": now} for r in rows], schema=PREDICTIONS_NEW
     ).sort_by([("rank", "ascending")])
-    store.write_table(out, "predictions_new", table)
-    store.refresh_views(out)
-    return table
