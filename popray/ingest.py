@@ -434,8 +434,6 @@ def ingest(source: Location | Path | str, hash_workers: int = 8) -> IngestResult
     tables (nothing is written). Rows are validated in chunks (on Ray tasks for long
     files, `validate_file`); the checks across rows and files (duplicates, posts without
     follower history, media against posts and files, exclusions) run in DuckDB."""
-    import duckdb
-
     try:
         export = source if isinstance(source, Location) else Location.parse(source)
         export.check_folder()
@@ -454,6 +452,39 @@ def ingest(source: Location | Path | str, hash_workers: int = 8) -> IngestResult
             continue
         sources[name] = file
         valid[name], counts[name] = validate_file(export, file, name, quarantine)
+    kept = _cross_checks(export, valid, sources, counts, quarantine)
+    tables = {
+        "posts": _in_order(valid["posts"], kept.posts),
+        "media": _media_table(export, valid["media"], kept.media, hash_workers),
+        "followers": _in_order(valid["followers"], kept.followers),
+        "excluded": _in_order(valid["exclude"], kept.excluded),
+        "quarantine": quarantine.table(),
+    }
+    return IngestResult(tables=tables, input_rows={sources.get(k, k): v for k, v in counts.items()})
+
+
+@dataclass
+class _Kept:
+    """The source rows each input keeps after the checks across rows and files (media:
+    (row, its post's profile))."""
+
+    posts: list[int]
+    media: list[tuple[int, str]]
+    followers: list[int]
+    excluded: list[int]
+
+
+def _cross_checks(
+    export: Location,
+    valid: dict[str, pa.Table],
+    sources: dict[str, str],
+    counts: dict[str, int],
+    quarantine: Quarantine,
+) -> _Kept:
+    """The checks across rows and files, in DuckDB: duplicates (the first row wins),
+    posts of a profile without follower history, media against posts and files,
+    exclusions of unknown media; every row they reject goes to `quarantine`."""
+    import duckdb
 
     con = duckdb.connect()
     try:
@@ -484,33 +515,43 @@ def ingest(source: Location | Path | str, hash_workers: int = 8) -> IngestResult
         media_rows = _check_media(con, export, sources["media"], quarantine)
         excluded_rows: list[int] = []
         if counts["exclude"]:
-            source = sources["exclude"]
-            _duplicates(con, "exclude_v", "media_id", ("media_id",), source, "media_id", quarantine)
-            _keep_first(con, "exclude_v", "media_id", "exclude_kept")
             kept_media = _in_order(valid["media"], [n for n, _ in media_rows])
-            con.register("media_out", kept_media.select(["media_id"]))
-            unknown = con.sql(
-                "SELECT source_row, media_id FROM exclude_kept WHERE media_id NOT IN "
-                "(SELECT media_id FROM media_out) ORDER BY source_row"
-            ).fetchall()
-            for n, media_id in unknown:
-                reason = "media_id not among the valid media"
-                quarantine.add(
-                    source, n, reason, field="media_id", value=media_id, media_id=media_id
-                )
-            excluded_rows = _source_rows(
-                con,
-                "SELECT source_row FROM exclude_kept WHERE media_id IN "
-                "(SELECT media_id FROM media_out) ORDER BY source_row",
-            )
-        posts_rows = _source_rows(con, "SELECT source_row FROM posts_kept ORDER BY source_row")
-        follower_rows = _source_rows(
-            con, "SELECT source_row FROM followers_kept ORDER BY source_row"
+            excluded_rows = _check_exclusions(con, kept_media, sources["exclude"], quarantine)
+        return _Kept(
+            _source_rows(con, "SELECT source_row FROM posts_kept ORDER BY source_row"),
+            media_rows,
+            _source_rows(con, "SELECT source_row FROM followers_kept ORDER BY source_row"),
+            excluded_rows,
         )
     finally:
         con.close()
 
-    media = _in_order(valid["media"], [n for n, _ in media_rows])
+
+def _check_exclusions(con, kept_media: pa.Table, source: str, quarantine: Quarantine) -> list[int]:
+    """The exclusion rows kept: the first per media_id, naming a valid media item."""
+    _duplicates(con, "exclude_v", "media_id", ("media_id",), source, "media_id", quarantine)
+    _keep_first(con, "exclude_v", "media_id", "exclude_kept")
+    con.register("media_out", kept_media.select(["media_id"]))
+    unknown = con.sql(
+        "SELECT source_row, media_id FROM exclude_kept WHERE media_id NOT IN "
+        "(SELECT media_id FROM media_out) ORDER BY source_row"
+    ).fetchall()
+    for n, media_id in unknown:
+        reason = "media_id not among the valid media"
+        quarantine.add(source, n, reason, field="media_id", value=media_id, media_id=media_id)
+    return _source_rows(
+        con,
+        "SELECT source_row FROM exclude_kept WHERE media_id IN "
+        "(SELECT media_id FROM media_out) ORDER BY source_row",
+    )
+
+
+def _media_table(
+    export: Location, valid: pa.Table, media_rows: list[tuple[int, str]], hash_workers: int
+) -> pa.Table:
+    """The media kept, with their post's profile, their bytes' sha256 (hashed here, or
+    by Ray tasks where the files are on object storage) and their size."""
+    media = _in_order(valid, [n for n, _ in media_rows])
     rels = media["path"].to_pylist()
     if isinstance(export.fs, pafs.LocalFileSystem):
         hashes = _hash_local(export, rels, hash_workers)
@@ -525,14 +566,7 @@ def ingest(source: Location | Path | str, hash_workers: int = 8) -> IngestResult
     ):
         i = schema.get_field_index(column)
         media = media.set_column(i, schema.field(i), pa.array(values, schema.field(i).type))
-    tables = {
-        "posts": _in_order(valid["posts"], posts_rows),
-        "media": media,
-        "followers": _in_order(valid["followers"], follower_rows),
-        "excluded": _in_order(valid["exclude"], excluded_rows),
-        "quarantine": quarantine.table(),
-    }
-    return IngestResult(tables=tables, input_rows={sources.get(k, k): v for k, v in counts.items()})
+    return media
 
 
 def _to_table(name: str, rows: list[dict]) -> pa.Table:
