@@ -92,10 +92,7 @@ def run_train(
     # is read, and only theirs are (a nightly run reuses the others)
     datasets = keys.datasets(remote=True, profiles=())
     timelines = None
-    previous = recent_baseline(out, labels.scheme)
-    recent = {(p, k, m): c for (k, m), c in previous.items() for p in (KFOLD, PROFILE_GROUPED)}
-    ranked_kfold = ranking_targets(store.read_table(out, "labels"), labels.scheme)
-    targets = {(p, k, m): v for (k, m), v in ranked_kfold.items() for p in (KFOLD, PROFILE_GROUPED)}
+    recent, targets, ranked_kfold = _baselines(out, labels.scheme)
     clock.lap("load")
     if WALK_FORWARD in cfg.protocols:
         timelines, forward, ranked = build_timelines(out, datasets, labels, cfg.walk_forward)
@@ -127,13 +124,8 @@ def run_train(
     clock.phases["collect"] = grid.collect_s
     pooled, pooled_units = _pooled(out, datasets, cfg, backbone, ranked_kfold, echo, decision, part)
     clock.lap("pooled")
-    predictions = pa.concat_tables([grid.predictions, *pooled.predictions])
     waited: list[float] = []
-    metrics = metrics_by_cell(predictions, recent, targets, waited)
-    store.write_table(out, "trials", grid.trials, part=part)
-    store.write_table(out, "predictions", predictions, part=part)
-    store.write_table(out, "metrics", metrics, part=part)
-    store.write_table(out, "cross_profile", pooled.cross_profile, part=part)
+    metrics = _write_results(out, part, grid, pooled, recent, targets, waited)
     clock.lap("metrics")
     clock.phases["metrics"] -= sum(waited)
     clock.phases["metrics_tasks"] = sum(waited)  # the cluster scoring the cells
@@ -143,18 +135,12 @@ def run_train(
         models, models_reused = train_final(
             out, datasets, cfg, grid.trials, metrics, backbone, cells, read.more
         )
-        models = pa.concat_tables([models, pa.Table.from_pylist(pooled.models, schema=MODELS)])
-        store.write_table(out, "models", models, part=part)
-        prune(out, store.read_table(out, "models"))
+        models = _write_models(out, part, models, pooled.models)
     if pooled_units is not None:  # last: it says the rows above are those of trained models
         store.write_table(out, "pooled_units", pooled_units, part=part)
     clock.lap("final")
     store.refresh_views(out)
-    name = grid.experiment.display().rsplit("/", 1)[1] if grid.experiment else None
-    root = grid_root(out, storage)
-    for stale in root.names():  # finished: older grids (and their results) are not needed
-        if stale not in {name, f"{name}.results"}:
-            root.child(stale).delete()
+    _drop_other_grids(grid_root(out, storage), grid)
     trained, profiles = _profiles(todo), _profiles(cells)
     return TrainReport(
         grid,
@@ -169,6 +155,48 @@ def run_train(
         items_read=read.items,
         phases=clock.phases,
     )
+
+
+def _baselines(out: Path, scheme: str) -> tuple[dict, dict, dict]:
+    """What the stratified and cross-profile metrics compare with: (each profile's most
+    recent class by (protocol, k, media type), the ranking targets by the same key, the
+    ranking targets by (k, media type)); the walk-forward's are added by the timelines."""
+    previous = recent_baseline(out, scheme)
+    recent = {(p, k, m): c for (k, m), c in previous.items() for p in (KFOLD, PROFILE_GROUPED)}
+    ranked_kfold = ranking_targets(store.read_table(out, "labels"), scheme)
+    targets = {(p, k, m): v for (k, m), v in ranked_kfold.items() for p in (KFOLD, PROFILE_GROUPED)}
+    return recent, targets, ranked_kfold
+
+
+def _write_results(
+    out: Path, part: str, grid: GridResult, pooled, recent: dict, targets: dict, waited: list
+) -> pa.Table:
+    """Tables trials, predictions, metrics (scored a Ray task per cell; `waited` gets the
+    time spent waiting on them) and cross_profile; returns the metrics."""
+    predictions = pa.concat_tables([grid.predictions, *pooled.predictions])
+    metrics = metrics_by_cell(predictions, recent, targets, waited)
+    store.write_table(out, "trials", grid.trials, part=part)
+    store.write_table(out, "predictions", predictions, part=part)
+    store.write_table(out, "metrics", metrics, part=part)
+    store.write_table(out, "cross_profile", pooled.cross_profile, part=part)
+    return metrics
+
+
+def _write_models(out: Path, part: str, models: pa.Table, pooled: list[dict]) -> pa.Table:
+    """Table models: the final models and the cross-profile ones; the folders of models
+    no row names any more are removed."""
+    models = pa.concat_tables([models, pa.Table.from_pylist(pooled, schema=MODELS)])
+    store.write_table(out, "models", models, part=part)
+    prune(out, store.read_table(out, "models"))
+    return models
+
+
+def _drop_other_grids(root: Location, grid: GridResult) -> None:
+    """Once the stage has finished, older grids (and their results) are not needed."""
+    name = grid.experiment.display().rsplit("/", 1)[1] if grid.experiment else None
+    for stale in root.names():
+        if stale not in {name, f"{name}.results"}:
+            root.child(stale).delete()
 
 
 SKIPPED_FILE = "train_skipped.txt"  # in OUT: every cell the grid skipped, and why
