@@ -1,3 +1,5 @@
+"""One training (popray.training.fit): fit_fold keeps the best epoch; views and seeds."""
+
 import numpy as np
 import pytest
 
