@@ -19,8 +19,8 @@ def test_the_limit_shares_the_cores_on_cpu_and_overlaps_on_gpu():
 
 def test_photos_are_instagram_sized_jpegs_and_all_different(tmp_path):
     items = photos_1080(tmp_path, 8)
-    assert len({i["sha256"] for i in items}) == 8
-    with Image.open(items[7]["path"]) as photo:
+    assert len({i.sha256 for i in items}) == 8
+    with Image.open(items[7].path) as photo:
         assert (photo.format, photo.size) == ("JPEG", (1080, 1350))
     again = photos_1080(tmp_path, 8)  # kept: not made twice
-    assert [i["sha256"] for i in again] == [i["sha256"] for i in items]
+    assert [i.sha256 for i in again] == [i.sha256 for i in items]

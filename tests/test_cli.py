@@ -71,7 +71,7 @@ def test_a_second_writer_on_the_same_out_refuses_and_a_dead_holder_frees_it(tmp_
         [
             sys.executable,
             "-c",
-            "import sys, time; from pathlib import Path; from popray import store\n"
+            "import sys, time; from pathlib import Path; from popray.io import store\n"
             f"with store.exclusive(Path({str(tmp_path)!r}), 'run'):\n"
             "    print('held', flush=True); time.sleep(60)",
         ],
