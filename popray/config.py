@@ -412,7 +412,11 @@ def configure(path: Path | None, options: dict[str, Any], run: bool = False) -> 
     `UNSET` removes what the file says. A file is always checked whole, as a `RunConfig`
     (every key known); without one, a stage command gets a `StageConfig`, and `run`
     (needing the input folder) a `RunConfig`."""
-    data = _read(path) if path is not None else {}
+    return _merged(_read(path) if path is not None else {}, path, options, run)
+
+
+def _merged(data: dict[str, Any], path: Path | None, options: dict[str, Any], run: bool):
+    """`configure` on the file's data already read."""
     for key, value in options.items():
         if value is None or value == []:
             continue
@@ -461,6 +465,7 @@ def run_config(
     then follows the new one."""
     if path is None and input_dir is None:
         raise ConfigError("give --config FILE or --input DIR")
+    file = _read(path) if path is not None else {}  # read once
     options: dict[str, Any] = {
         "input_dir": input_dir,
         "publish_to": publish_to,
@@ -468,15 +473,15 @@ def run_config(
     }
     if out and "://" in out:
         options |= {"work_dir": out, "out_dir": UNSET, "publish_to": publish_to or UNSET}
-        before = _read(path).get("work_dir") if path is not None else None
+        before = file.get("work_dir")
         if (
             before
             and not storage
-            and _read(path).get("storage") == (Location.parse(before).child("work").uri)
+            and file.get("storage") == Location.parse(before).child("work").uri
         ):
             options["storage"] = UNSET
     elif out:
         options["out_dir"] = Path(out)
-    cfg = configure(path, options, run=True)
+    cfg = _merged(file, path, options, run=True)
     assert isinstance(cfg, RunConfig)
     return cfg
