@@ -121,7 +121,7 @@ def _rho(r: dict | None) -> str:
 def new_profiles(rows: list[dict], cross: list[dict]) -> str:
     """For a profile without history: the cross-profile models on profiles they never
     saw, and from what history a profile's own model does better."""
-    from popray.training.pooled import by_history, crossover
+    from popray.training.pooled_text import by_history, crossover
 
     grouped = [r for r in rows if r["protocol"] == GROUPED and r["profile_id"] is None]
     if not grouped:
@@ -197,7 +197,7 @@ def candidates(rows: list[dict], img) -> str:
 
 def history_table(cross: list[dict]) -> str:
     """The cross-profile models against each profile's own, by history length."""
-    from popray.training.pooled import by_history
+    from popray.training.pooled_text import by_history
 
     if not cross:
         return ""

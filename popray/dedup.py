@@ -29,7 +29,8 @@ from scipy.sparse.csgraph import connected_components
 from popray.config import DedupConfig
 from popray.io import store
 from popray.io.tables import SCHEMAS
-from popray.training.dataset import Rows, embedding_rows, part_files
+from popray.training.embedding_read import embedding_rows, part_files
+from popray.training.object_rows import Rows
 
 
 @dataclass
@@ -200,7 +201,7 @@ def _units(
     """(profile, media type, its items' keys, their vectors in the object store), one
     (profile, media type) at a time, in profile order. DuckDB returns keys only (where
     each vector is stored); tasks on this node read the vectors into the object store
-    (`dataset.embedding_rows`), so the driver holds no vector. A unit that `reused`
+    (`embedding_read.embedding_rows`), so the driver holds no vector. A unit that `reused`
     (profile, media type, keys) accepts gets no vectors (None): none of its rows is read."""
     for kind, files, column, keys in _keys(out, backbone):
         spans = [(keys["profile_id"][lo].as_py(), lo, hi) for lo, hi in _runs(keys["profile_id"])]

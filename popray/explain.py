@@ -41,7 +41,7 @@ from popray.io.storage import Location
 from popray.io.tables import EXPLANATIONS
 from popray.media import decode
 from popray.media.backbones import Backbone, create_backbone
-from popray.records import ModelCard
+from popray.records import ExplainJob, Heatmap, ModelCard
 from popray.training.final import load_final
 
 EXPLAIN_DIR = "explain"
@@ -135,55 +135,33 @@ def _image_models(
 
 def _samples(
     out: Path, profile: str, scheme: Scheme, k: int, per_class: int, seed: int = 0
-) -> list[dict]:
+) -> list[ExplainJob]:
     """`per_class` labelled images of each class (of the model's profile and scheme),
     drawn with a fixed seed, as explain jobs."""
-    con = store.connect(out)
-    try:
-        rows = (
-            con.sql(
-                "SELECT l.media_id, l.class AS label, m.path FROM labels l "
-                "JOIN media m USING (media_id) WHERE l.k = $k AND l.scheme = $scheme "
-                "AND l.profile_id = $profile AND l.media_type = 'image' "
-                "AND l.class IS NOT NULL ORDER BY l.media_id",
-                params={"k": k, "scheme": scheme, "profile": profile},
-            )
-            .to_arrow_table()
-            .to_pylist()
-        )
-    finally:
-        con.close()
+    sql = store.sql_text("explain.class_samples")
+    rows = store.query(out, sql, k=k, scheme=scheme, profile=profile).to_pylist()
     rng = np.random.default_rng(seed)
     picked = []
     for label in range(k):
         mine = [r for r in rows if r["label"] == label]
         picked += [mine[i] for i in sorted(rng.permutation(len(mine))[:per_class])]
-    return [
-        {"media_id": r["media_id"], "label": r["label"], "file": r["path"]}
-        | {"picked": "class_sample", "score": None}
-        for r in picked
-    ]
+    return [ExplainJob(r["media_id"], r["label"], r["path"], "class_sample") for r in picked]
 
 
-def _extremes(out: Path, card: ModelCard, n: int) -> list[dict]:
+def _extremes(out: Path, card: ModelCard, n: int) -> list[ExplainJob]:
     """The profile's `n` highest- and `n` lowest-scored validated images (out-of-fold
-    scores of its image model, schemas/sql/scored_images.sql), as explain jobs."""
+    scores of its image model, popray/io/sql/scored_images.sql), as explain jobs."""
     from popray.io.store import sql_text
 
     if n <= 0 or not store.has_table(out, "predictions"):
         return []
     params = {"profile": card.profile_id, "scheme": card.scheme, "k": card.k}
-    con = store.connect(out)
-    try:
-        sql = con.sql(sql_text("scored_images"), params=params | {"backbone": card.backbone})
-        rows = sql.to_arrow_table().to_pylist()
-    finally:
-        con.close()
+    rows = store.query(out, sql_text("scored_images"), **params, backbone=card.backbone)
+    rows = rows.to_pylist()
     n = min(n, len(rows) // 2)  # the two ends never share an image
     ends = [("top", r) for r in rows[:n]] + [("bottom", r) for r in rows[len(rows) - n :]]
     return [
-        {"media_id": r["media_id"], "label": r["label"], "file": r["path"], "picked": picked}
-        | {"score": r["score"]}
+        ExplainJob(r["media_id"], r["label"], r["path"], picked, r["score"])  # type: ignore[arg-type]
         for picked, r in ends
     ]
 
@@ -248,23 +226,23 @@ class _Profile:
     """One profile's Grad-CAM work: its saved image model, the images, and its unit."""
 
     card: ModelCard
-    jobs: list[dict]
+    jobs: list[ExplainJob]
     unit: str | None  # None: never taken over (--media files)
 
 
-def _file_job(path: Path) -> dict:
+def _file_job(path: Path) -> ExplainJob:
     """A --media file as a job: its bytes (read here, where the file is), or why not."""
-    job = {"media_id": None, "label": None, "file": str(path), "picked": "file", "score": None}
     try:
-        return job | {"bytes": path.read_bytes()}
+        return ExplainJob(None, None, str(path), "file", data=path.read_bytes())
     except OSError as exc:
-        return job | {"error": str(exc)}
+        return ExplainJob(None, None, str(path), "file", error=str(exc))
 
 
-def _unit(card: ModelCard, weights: str | None, jobs: list[dict]) -> str:
+def _unit(card: ModelCard, weights: str | None, jobs: list[ExplainJob]) -> str:
     """What a profile's heatmaps depend on: its model (path and creation time), the
     backbone weights and the images picked."""
-    text = json.dumps([FORMAT, card.path, str(card.created_at), weights, jobs], sort_keys=True)
+    picked = [job.key() for job in jobs]
+    text = json.dumps([FORMAT, card.path, str(card.created_at), weights, picked], sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
@@ -338,42 +316,45 @@ class GradCam:
         self.backbone = create_backbone(backbone, weights)
         self.backbone.model.to(self.device)
 
-    def explain(self, head: nn.Module, k: int, jobs: list[dict], export: Location) -> list:
+    def explain(
+        self, head: nn.Module, k: int, jobs: list[ExplainJob], export: Location
+    ) -> list[Heatmap]:
         network = FullNetwork(self.backbone, head.to(self.device)).eval()
         explainer = Explainer(network, *self.backbone.pixel_stats(self.device), k)
-        results = []
-        for job in jobs:
-            if "error" in job:  # a --media file the driver could not read
-                results.append(job["error"])
-                continue
-            try:
-                source = job["bytes"] if "bytes" in job else export.read_bytes(job["file"])
-                proba, heat, image = explainer.explain(source)
-            except (DecodeError, OSError) as exc:
-                results.append(str(exc))
-                continue
-            png = io.BytesIO()
-            overlay(image, heat).save(png, format="PNG")
-            results.append((proba, png.getvalue()))
-        return results
+        return [_heatmap(explainer, job, export) for job in jobs]
 
 
-def _row(out: Path, work: _Profile, job: dict, result, folder: Path, export: Location) -> dict:
+def _heatmap(explainer: Explainer, job: ExplainJob, export: Location) -> Heatmap:
+    """One job's heatmap (in the actor), or why there is none."""
+    if job.error is not None:  # a --media file the driver could not read
+        return Heatmap(error=job.error)
+    try:
+        source = job.data if job.data is not None else export.read_bytes(job.file)
+        proba, heat, image = explainer.explain(source)
+    except (DecodeError, OSError) as exc:
+        return Heatmap(error=str(exc))
+    png = io.BytesIO()
+    overlay(image, heat).save(png, format="PNG")
+    return Heatmap(proba, png.getvalue())
+
+
+def _row(
+    out: Path, work: _Profile, job: ExplainJob, result: Heatmap, folder: Path, export: Location
+) -> dict:
     """One row of `explanations`: its heatmap written, or the error that prevented it."""
     card = work.card
     row = {"k": card.k, "model_path": card.path, "profile_id": card.profile_id}
-    row |= {n: v for n, v in job.items() if n not in ("bytes", "error")} | {"unit": work.unit}
-    if job["picked"] != "file":  # a path inside the export
-        row["file"] = export.display(job["file"])
-    if isinstance(result, str):
-        return row | {"pred": None, "proba": None, "path": None, "error": result}
-    proba, png = result
-    name = job["media_id"] or _file_name(Path(job["file"]))
+    row |= job.key() | {"unit": work.unit}
+    if job.picked != "file":  # a path inside the export
+        row["file"] = export.display(job.file)
+    if result.error is not None:
+        return row | {"pred": None, "proba": None, "path": None, "error": result.error}
+    name = job.media_id or _file_name(Path(job.file))
     target = folder / f"{name}.png"
-    target.write_bytes(png)
+    target.write_bytes(result.png)
     return row | {
-        "pred": int(proba.argmax()),
-        "proba": proba.astype(np.float32).tolist(),
+        "pred": int(result.proba.argmax()),
+        "proba": result.proba.astype(np.float32).tolist(),
         "path": str(target.relative_to(out)),
         "error": None,
     }

@@ -1,7 +1,7 @@
 """Labels: followers at post time, Popularity Rate and the popularity classes of every
 label scheme, in DuckDB SQL.
 
-The SQL lives in `schemas/sql/` (`followers_at_post.sql`, `label_items.sql`, one
+The SQL lives in `popray/io/sql/` (`followers_at_post.sql`, `label_items.sql`, one
 `labels_<scheme>.sql` per scheme); values are bound parameters. Writes table `labels`:
 one row per (media item, scheme, k) for every media item that is not excluded.
 

@@ -7,7 +7,6 @@ ingest -> label -> embed -> dedup -> train -> explain -> figures -> report
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import time
@@ -18,6 +17,7 @@ from dataclasses import dataclass
 from popray.config import RunConfig
 from popray.errors import NothingToTrain, PoprayError, StorageError
 from popray.io.storage import Location
+from popray.records import RunManifest
 
 Echo = Callable[[str], None]
 
@@ -31,10 +31,11 @@ def quiet_tune() -> None:
 
 
 class _Timings:
-    """Each stage's wall time, for OUT/timings.json (what `popray plan --against` reads)."""
+    """Each stage's wall time, as they run: the run's manifest (OUT/timings.json)."""
 
     def __init__(self) -> None:
-        self.times: dict[str, float | dict[str, float]] = {}
+        self.times: dict[str, float] = {}
+        self.phases: dict[str, float] = {}
 
     @contextmanager
     def stage(self, name: str) -> Iterator[None]:
@@ -42,21 +43,20 @@ class _Timings:
         yield
         self.times[name] = round(time.perf_counter() - start, 3)
 
+    def manifest(self) -> RunManifest:
+        return RunManifest(dict(self.times), dict(self.phases))
+
     def line(self) -> str:
-        shown = {
-            k: v
-            for k, v in self.times.items()
-            if isinstance(v, float) and not k.startswith("embed_")
-        }
+        shown = {k: v for k, v in self.times.items() if not k.startswith("embed_")}
         parts = [f"{k} {v:.1f} s" for k, v in shown.items()]
         at = list(shown).index("embed")
         parts[at] += f" (assembling the tables {self.times['embed_assemble']:.1f} s)"
         return "stage times: " + ", ".join(parts)
 
 
-def run_stages(cfg: RunConfig, echo: Echo = print) -> dict[str, float | dict[str, float]]:
+def run_stages(cfg: RunConfig, echo: Echo = print) -> RunManifest:
     """Every stage, in order, in `cfg.out_dir` (Ray started here unless it is already);
-    writes OUT/timings.json and returns the same timings."""
+    writes the run's manifest (its timings, OUT/timings.json) and returns it."""
     from popray.cluster import ensure_ray
     from popray.dedup import run_dedup
     from popray.embed import run_embed
@@ -65,7 +65,6 @@ def run_stages(cfg: RunConfig, echo: Echo = print) -> dict[str, float | dict[str
     from popray.ingest import run_ingest
     from popray.labels import run_label
     from popray.report import write_report
-    from popray.tools.plan import TIMINGS_FILE
     from popray.train import run_train
 
     timed = _Timings()
@@ -89,7 +88,7 @@ def run_stages(cfg: RunConfig, echo: Echo = print) -> dict[str, float | dict[str
             trained = run_train(
                 cfg.out_dir, cfg.grid, cfg.label, cfg.embed.backbone, echo, cfg.storage_location()
             )
-        timed.times["train_phases"] = {k: round(v, 3) for k, v in trained.phases.items()}
+        timed.phases = {k: round(v, 3) for k, v in trained.phases.items()}
         echo(trained.line())
         echo(trained.text())
         if cfg.grid.context_features:
@@ -108,9 +107,10 @@ def run_stages(cfg: RunConfig, echo: Echo = print) -> dict[str, float | dict[str
         run_figures(cfg.out_dir, cfg.embed.backbone, threshold, echo, cfg.label.scheme)
     with timed.stage("report"):
         write_report(cfg.out_dir)
-    (cfg.out_dir / TIMINGS_FILE).write_text(json.dumps(timed.times, indent=1))
+    manifest = timed.manifest()
+    manifest.write(cfg.out_dir)
     echo(timed.line())
-    return timed.times
+    return manifest
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,7 @@ from popray.config import ModelName, Scheme
 
 MediaKind = Literal["image", "video"]
 MEDIA_KINDS: tuple[MediaKind, ...] = ("image", "video")
+OTHER_KIND: dict[str, MediaKind] = {"image": "video", "video": "image"}
 
 
 @dataclass(frozen=True)
@@ -205,3 +206,100 @@ def quarantine_table(entries: list[QuarantineEntry]) -> pa.Table:
     from popray.io.tables import SCHEMAS
 
     return pa.Table.from_pylist([asdict(e) for e in entries], schema=SCHEMAS["quarantine"])
+
+
+ExplainPick = Literal["class_sample", "top", "bottom", "file"]
+
+
+@dataclass(frozen=True)
+class ExplainJob:
+    """One image for a Grad-CAM actor: picked as a class sample or as one of the profile's
+    highest/lowest-scored images (`file` a path inside the export, `score` its out-of-fold
+    score), or a --media file of the driver's (`picked` "file": its `data` read there, or
+    the `error` that prevented it)."""
+
+    media_id: str | None
+    label: int | None
+    file: str
+    picked: ExplainPick
+    score: float | None = None
+    data: bytes | None = None
+    error: str | None = None
+
+    def key(self) -> dict[str, Any]:
+        """Its columns of table `explanations` (what identifies the image, not its bytes)."""
+        return {n: getattr(self, n) for n in ("media_id", "label", "file", "picked", "score")}
+
+
+@dataclass(frozen=True)
+class Heatmap:
+    """What a Grad-CAM actor returns for one `ExplainJob`: the class probabilities and the
+    heatmap over the image (PNG bytes), or the error that prevented them."""
+
+    proba: Any = None  # numpy array (k,)
+    png: bytes | None = None
+    error: str | None = None
+
+
+INGEST_FILE = "ingest.json"
+TIMINGS_FILE = "timings.json"
+
+
+@dataclass(frozen=True)
+class IngestRecord:
+    """OUT/ingest.json: the export OUT was ingested from (a folder or a storage URI) and
+    its rows per input file. Every later stage finds the media files through it."""
+
+    input_dir: str
+    input_rows: dict[str, int]
+
+    def write(self, out: Path) -> None:
+        (out / INGEST_FILE).write_text(json.dumps(asdict(self), indent=2))
+
+    @classmethod
+    def read(cls, out: Path) -> IngestRecord:
+        from popray.errors import MissingError
+
+        path = out / INGEST_FILE
+        if not path.exists():
+            raise MissingError(f"{path} does not exist: run `popray ingest --out {out}` first")
+        raw = json.loads(path.read_text())
+        return cls(raw["input_dir"], raw.get("input_rows", {}))
+
+
+@dataclass(frozen=True)
+class RunManifest:
+    """OUT/timings.json: what a finished `popray run` records about itself, each stage's
+    wall time in seconds (`stages`, in run order; `embed_assemble*` are parts of embed's
+    time) and the train stage's phases (`train_phases`), as `popray plan --against`
+    reads them. Runs before a stage or phase was recorded simply lack it."""
+
+    stages: dict[str, float]
+    train_phases: dict[str, float]
+
+    def get(self, name: str, default: float | None = None) -> float | None:
+        return self.stages.get(name, default)
+
+    def phase(self, name: str, default: float = 0.0) -> float:
+        return self.train_phases.get(name, default)
+
+    def to_json(self) -> dict[str, Any]:
+        """The file's form: the stages flat, the phases under "train_phases"."""
+        out: dict[str, Any] = dict(self.stages)
+        if self.train_phases:
+            out["train_phases"] = dict(self.train_phases)
+        return out
+
+    def write(self, out: Path) -> None:
+        (out / TIMINGS_FILE).write_text(json.dumps(self.to_json(), indent=1))
+
+    @classmethod
+    def read(cls, out: Path) -> RunManifest:
+        from popray.errors import MissingError
+
+        path = out / TIMINGS_FILE
+        if not path.exists():
+            raise MissingError(f"{path}: missing; `popray run` writes it")
+        raw = json.loads(path.read_text())
+        phases = raw.pop("train_phases", {})
+        return cls({k: float(v) for k, v in raw.items()}, {k: float(v) for k, v in phases.items()})

@@ -21,8 +21,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from popray import answer
-from popray.figures import CAPTIONS, FIG_DIR
+from popray.figures import CAPTIONS
 from popray.io import store
+from popray.plots.common import FIG_DIR
 from popray.summary import sections
 from popray.training.models import REGISTRY
 
@@ -75,7 +76,7 @@ def _summary(con) -> str:
 def _metrics(con) -> str:
     """One table per (scheme, backbone, features) trained, pooled over profiles; then each
     profile's accuracy when there are several."""
-    everything = con.sql("SELECT * FROM metrics ORDER BY k").to_arrow_table().to_pylist()
+    everything = _rows(con, "metrics")
     pooled = [r for r in everything if r["profile_id"] is None]
 
     def key(r: dict) -> tuple:
@@ -204,14 +205,7 @@ def _metrics_table(rows: list[dict]) -> str:
 
 
 def _gradcam(con, out: Path) -> str:
-    rows = (
-        con.sql(
-            "SELECT * FROM explanations WHERE path IS NOT NULL AND picked IN ('class_sample', "
-            "'file') ORDER BY profile_id, label NULLS LAST, media_id"
-        )
-        .to_arrow_table()
-        .to_pylist()
-    )
+    rows = _rows(con, "heatmaps")
     figs = []
     for r in rows:
         proba = " ".join(f"{p:.2f}" for p in r["proba"])
@@ -245,8 +239,9 @@ def _figures(out: Path) -> str:
     return "".join(parts) or "<p>(none: run <code>popray figures</code>)</p>"
 
 
-def _rows(con, sql: str) -> list[dict]:
-    return con.sql(sql).to_arrow_table().to_pylist()
+def _rows(con, query: str) -> list[dict]:
+    """The rows of the named query `query` of popray/io/sql/report.sql."""
+    return con.sql(store.sql_text(f"report.{query}")).to_arrow_table().to_pylist()
 
 
 def _main_group(rows: list[dict]) -> list[dict]:
@@ -267,12 +262,12 @@ def _answers(con, out: Path, views: set[str]) -> list[tuple[str, str]]:
 
     found = []
     if "metrics" in views:
-        rows = _main_group(_rows(con, "SELECT * FROM metrics ORDER BY k"))
-        cross = _rows(con, "SELECT * FROM cross_profile") if "cross_profile" in views else []
+        rows = _main_group(_rows(con, "metrics"))
+        cross = _rows(con, "cross_profile") if "cross_profile" in views else []
         text = answer.ranking_table(rows) + answer.new_profiles(rows, cross)
         found.append(("How well popray ranks each profile's posts", text))
     if "explanations" in views:
-        explained = _rows(con, "SELECT * FROM explanations ORDER BY profile_id, score DESC")
+        explained = _rows(con, "explanations")
         found.append(("What works, and what does not", answer.extremes(explained, img)))
     trend = out / FIG_DIR / f"{TREND}.png"
     if trend.exists():
@@ -284,7 +279,7 @@ def _answers(con, out: Path, views: set[str]) -> list[tuple[str, str]]:
             )
         )
     if "predictions_new" in views:
-        ranked = _rows(con, "SELECT * FROM predictions_new ORDER BY rank NULLS LAST")
+        ranked = _rows(con, "ranked_candidates")
         found.append(("Candidates, ranked (latest popray predict)", answer.candidates(ranked, img)))
     return found
 
@@ -294,11 +289,11 @@ def write_report(out: Path) -> Path:
     first, then the details."""
     con = store.connect(out)
     try:
-        views = {r[0] for r in con.sql("SELECT view_name FROM duckdb_views()").fetchall()}
+        views = store.view_names(con)
         top = _answers(con, out, views)
         sections = [("Run summary", _summary(con))]
         if "metrics" in views:
-            cross = _rows(con, "SELECT * FROM cross_profile") if "cross_profile" in views else []
+            cross = _rows(con, "cross_profile") if "cross_profile" in views else []
             text = _metrics(con) + answer.history_table(cross)
             sections.append(("Validation: every model, k and protocol", text))
         sections.append(("Figures", _figures(out)))

@@ -23,13 +23,13 @@ from popray.io import store
 from popray.io.storage import Location
 from popray.io.tables import MODELS, PREDICTIONS, TRIALS
 from popray.training import pooled_keep
+from popray.training.baselines import ranking_targets, recent_baseline
 from popray.training.cells import Cell, plan_cells
-from popray.training.dataset import Dataset, TrainingKeys, load_keys
-from popray.training.evaluate import ranking_targets, recent_baseline
+from popray.training.dataset import TrainingKeys, TrainingSet, load_keys
 from popray.training.final import MODELS_DIR, prune, train_final
 from popray.training.metrics_parallel import metrics_by_cell
 from popray.training.pooled import PROFILE_GROUPED, trains_on_every_profile
-from popray.training.timelines import build_timelines
+from popray.training.timelines import Timelines, build_timelines
 from popray.training.tune import GridResult, grid_root, run_grid
 from popray.training.units import Reuse, published, remaining, unit_keys
 
@@ -63,8 +63,8 @@ class TrainReport:
 
     def text(self) -> str:
         """The metrics, then the cross-profile comparison (when there is one)."""
-        from popray.training.evaluate import metrics_text
-        from popray.training.pooled import cross_profile_text
+        from popray.training.metrics_text import metrics_text
+        from popray.training.pooled_text import cross_profile_text
 
         parts = [metrics_text(self.metrics)]
         if self.cross_profile is not None and self.cross_profile.num_rows:
@@ -84,48 +84,27 @@ def run_train(
     classes are those of `labels.scheme`; `storage`: where the grid keeps its state."""
     start = time.perf_counter()
     clock = _Clock()
-    ks = cfg.k or labels.k
-
     ensure_ray()  # the embeddings go to the object store as they are read: not the driver's
-    keys = load_keys(out, backbone, ks, labels.scheme, cfg.context_features)
-    # ids, classes and shapes first: which profiles train is known before any embedding
-    # is read, and only theirs are (a nightly run reuses the others)
-    datasets = keys.datasets(remote=True, profiles=())
-    timelines = None
-    recent, targets, ranked_kfold = _baselines(out, labels.scheme)
-    clock.lap("load")
-    if WALK_FORWARD in cfg.protocols:
-        timelines, forward, ranked = build_timelines(out, datasets, labels, cfg.walk_forward)
-        clock.lap("timelines")  # Ray tasks: the driver slices the export and merges
-        recent |= {(WALK_FORWARD, k, m): c for (k, m), c in forward.items()}
-        targets |= {(WALK_FORWARD, k, m): v for (k, m), v in ranked.items()}
-    cells, skipped = plan_cells(datasets, cfg, timelines)
-    _echo_skipped(out, skipped, echo)
-    if not cells:
-        raise NothingToTrain("nothing to train: " + "; ".join(skipped))
-    part = f"{labels.scheme}-{backbone}" + ("-context" if cfg.context_features else "")
-    units = unit_keys(cfg, datasets, backbone, timelines)
-    reuse = published(out, part, units, cfg.seeds, cfg.protocols)
-    todo = remaining(cells, reuse)
-    decision = pooled_keep.decide(out, part, cfg, backbone, datasets, units)
-    if decision.line:
-        echo(decision.line)
-    clock.lap("plan")
+    plan = _plan(out, cfg, labels, backbone, echo, clock)
+    todo, cells, datasets = plan.todo, plan.cells, plan.datasets
     # trained again, the cross-profile models learn from every profile's items
-    everyone = not decision.keep and trains_on_every_profile(cfg, datasets)
-    datasets = keys.datasets(remote=True, profiles=None if everyone else _profiles(todo))
-    read = _Read(keys, _items_read(datasets))
+    everyone = not plan.decision.keep and trains_on_every_profile(cfg, datasets)
+    datasets = plan.keys.datasets(remote=True, profiles=None if everyone else _profiles(todo))
+    read = _Read(plan.keys, _items_read(datasets))
     clock.lap("load")
     grid = _grid_with_reuse(
-        out, datasets, cfg, backbone, echo, todo, timelines, storage, reuse, units
+        out, datasets, cfg, backbone, echo, todo, plan.timelines, storage, plan.reuse, plan.units
     )
     clock.lap("grid")
     clock.phases["grid"] -= grid.collect_s
     clock.phases["collect"] = grid.collect_s
-    pooled, pooled_units = _pooled(out, datasets, cfg, backbone, ranked_kfold, echo, decision, part)
+    part = plan.part
+    pooled, pooled_units = _pooled(
+        out, datasets, cfg, backbone, plan.ranked_kfold, echo, plan.decision, part
+    )
     clock.lap("pooled")
     waited: list[float] = []
-    metrics = _write_results(out, part, grid, pooled, recent, targets, waited)
+    metrics = _write_results(out, part, grid, pooled, plan.recent, plan.targets, waited)
     clock.lap("metrics")
     clock.phases["metrics"] -= sum(waited)
     clock.phases["metrics_tasks"] = sum(waited)  # the cluster scoring the cells
@@ -146,7 +125,7 @@ def run_train(
         grid,
         metrics,
         models,
-        skipped,
+        plan.skipped,
         time.perf_counter() - start,
         pooled.cross_profile,
         profiles_trained=len(trained),
@@ -154,6 +133,76 @@ def run_train(
         models_reused=models_reused,
         items_read=read.items,
         phases=clock.phases,
+    )
+
+
+@dataclass
+class _Plan:
+    """What the train stage found before training: the data's keys (no embedding read
+    yet), the baselines and ranking targets, the walk-forward timelines, the cells to
+    train and why others cannot, and what the published run lets it take over."""
+
+    keys: TrainingKeys
+    datasets: dict[int, TrainingSet]
+    recent: dict
+    targets: dict
+    ranked_kfold: dict
+    timelines: Timelines | None
+    cells: list
+    skipped: list[str]
+    part: str
+    units: dict
+    reuse: Reuse
+    todo: list
+    decision: pooled_keep.Decision
+
+
+def _plan(
+    out: Path,
+    cfg: GridConfig,
+    labels: LabelConfig,
+    backbone: str,
+    echo: Callable[[str], None],
+    clock: _Clock,
+) -> _Plan:
+    """The train stage's plan (`_Plan`); raises NothingToTrain when no cell can train."""
+    keys = load_keys(out, backbone, cfg.k or labels.k, labels.scheme, cfg.context_features)
+    # ids, classes and shapes first: which profiles train is known before any embedding
+    # is read, and only theirs are (a nightly run reuses the others)
+    datasets = keys.datasets(remote=True, profiles=())
+    timelines = None
+    recent, targets, ranked_kfold = _baselines(out, labels.scheme)
+    clock.lap("load")
+    if WALK_FORWARD in cfg.protocols:
+        timelines, forward, ranked = build_timelines(out, datasets, labels, cfg.walk_forward)
+        clock.lap("timelines")  # Ray tasks: the driver slices the export and merges
+        recent |= {(WALK_FORWARD, k, m): c for (k, m), c in forward.items()}
+        targets |= {(WALK_FORWARD, k, m): v for (k, m), v in ranked.items()}
+    cells, skipped = plan_cells(datasets, cfg, timelines)
+    _echo_skipped(out, skipped, echo)
+    if not cells:
+        raise NothingToTrain("nothing to train: " + "; ".join(skipped))
+    part = f"{labels.scheme}-{backbone}" + ("-context" if cfg.context_features else "")
+    units = unit_keys(cfg, datasets, backbone, timelines)
+    reuse = published(out, part, units, cfg.seeds, cfg.protocols)
+    decision = pooled_keep.decide(out, part, cfg, backbone, datasets, units)
+    if decision.line:
+        echo(decision.line)
+    clock.lap("plan")
+    return _Plan(
+        keys,
+        datasets,
+        recent,
+        targets,
+        ranked_kfold,
+        timelines,
+        cells,
+        skipped,
+        part,
+        units,
+        reuse,
+        remaining(cells, reuse),
+        decision,
     )
 
 
@@ -228,7 +277,7 @@ class _Clock:
 
 def _grid_with_reuse(
     out: Path,
-    datasets: dict[int, Dataset],
+    datasets: dict[int, TrainingSet],
     cfg: GridConfig,
     backbone: str,
     echo: Callable[[str], None],
@@ -274,7 +323,7 @@ def _profiles(cells: list[Cell]) -> set[str]:
     return {p for c in cells for p in c.profiles}
 
 
-def _items_read(datasets: dict[int, Dataset]) -> int:
+def _items_read(datasets: dict[int, TrainingSet]) -> int:
     """How many items' embeddings are read in `datasets` (each item once over the ks)."""
     return len({m for ds in datasets.values() for m in ds.read_ids()})
 
@@ -287,7 +336,7 @@ class _Read:
     keys: TrainingKeys
     items: int
 
-    def more(self, profiles: set[str]) -> dict[int, Dataset]:
+    def more(self, profiles: set[str]) -> dict[int, TrainingSet]:
         datasets = self.keys.datasets(remote=True, profiles=profiles)
         self.items += _items_read(datasets)
         return datasets

@@ -14,52 +14,53 @@ from pathlib import Path
 import numpy as np
 
 from popray.config import GridConfig, TrainConfig
-from popray.training.dataset import Dataset
+from popray.training.dataset import Items, TrainingSet
 
 WIDTH = 16
 
 
-def synthetic(k: int, n_images: int = 45, n_videos: int = 30, seed: int = 0) -> Dataset:
+def synthetic(k: int, n_images: int = 45, n_videos: int = 30, seed: int = 0) -> TrainingSet:
     """Items whose embeddings sit around one centre per class (learnable, not trivial)."""
     rng = np.random.default_rng(seed + k)
     centres = rng.normal(0, 1, (k, WIDTH))
     yi, yv = np.arange(n_images) % k, np.arange(n_videos) % k
     views = centres[yi][:, None] + rng.normal(0, 1, (n_images, 3, WIDTH))
     frames = centres[yv][:, None] + rng.normal(0, 1, (n_videos, 15, WIDTH))
-    return Dataset(
-        image_ids=[f"img{i:03d}" for i in range(n_images)],
-        image_sha256=[f"{i:064x}" for i in range(n_images)],
-        image_views=views.astype(np.float32),
-        image_y=yi,
-        video_ids=[f"vid{i:03d}" for i in range(n_videos)],
-        video_sha256=[f"{i + 1000:064x}" for i in range(n_videos)],
-        video_frames=frames.astype(np.float32),
-        video_pooled=frames.max(axis=1).astype(np.float32),
-        video_y=yv,
+    return TrainingSet(
+        Items(
+            ids=[f"img{i:03d}" for i in range(n_images)],
+            sha256=[f"{i:064x}" for i in range(n_images)],
+            y=yi,
+            embeddings=views.astype(np.float32),
+        ),
+        Items(
+            ids=[f"vid{i:03d}" for i in range(n_videos)],
+            sha256=[f"{i + 1000:064x}" for i in range(n_videos)],
+            y=yv,
+            embeddings=frames.astype(np.float32),
+            pooled=frames.max(axis=1).astype(np.float32),
+        ),
     )
 
 
-def several(k: int, profiles: int) -> Dataset:
+def several(k: int, profiles: int) -> TrainingSet:
     """`profiles` synthetic profiles in one dataset (distinct ids, each learnable)."""
     parts = [synthetic(k, seed=10 * i) for i in range(profiles)]
     names = [f"prof{i}" for i in range(profiles)]
 
-    def ids(kind: str) -> list[str]:
-        return [f"{n}-{m}" for n, d in zip(names, parts, strict=True) for m in getattr(d, kind)]
+    def side(media_type: str) -> Items:
+        of = [(n, d.side(media_type)) for n, d in zip(names, parts, strict=True)]
+        pooled = [items.pooled for _, items in of if items.pooled is not None]
+        return Items(
+            ids=[f"{n}-{m}" for n, items in of for m in items.ids],
+            sha256=[f"{n}-{m}" for n, items in of for m in items.sha256],
+            y=np.concatenate([items.y for _, items in of]),
+            embeddings=np.concatenate([items.embeddings for _, items in of]),
+            pooled=np.concatenate(pooled) if pooled else None,
+            profile=[n for n, items in of for _ in items.ids],
+        )
 
-    return Dataset(
-        image_ids=ids("image_ids"),
-        image_sha256=ids("image_sha256"),
-        image_views=np.concatenate([d.image_views for d in parts]),
-        image_y=np.concatenate([d.image_y for d in parts]),
-        video_ids=ids("video_ids"),
-        video_sha256=ids("video_sha256"),
-        video_frames=np.concatenate([d.video_frames for d in parts]),
-        video_pooled=np.concatenate([d.video_pooled for d in parts]),
-        video_y=np.concatenate([d.video_y for d in parts]),
-        image_profile=[n for n, d in zip(names, parts, strict=True) for _ in d.image_ids],
-        video_profile=[n for n, d in zip(names, parts, strict=True) for _ in d.video_ids],
-    )
+    return TrainingSet(side("image"), side("video"))
 
 
 GRID = GridConfig(

@@ -5,7 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from popray.config import UNSET, RunConfig, StageConfig, configure, run_config
+from popray.config import RunConfig, StageConfig
+from popray.configure import UNSET, configure, run_config
 from popray.errors import ConfigError
 from popray.io.storage import Location
 

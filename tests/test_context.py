@@ -1,4 +1,4 @@
-"""Context features (schemas/sql/context_features.sql): what they are, and that none of
+"""Context features (popray/io/sql/context_features.sql): what they are, and that none of
 them reads the item's own post's popularity or any later post."""
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from popray.config import LabelConfig
 from popray.io import store
 from popray.io.store import sql_text
 from popray.labels import run_label
-from popray.training.dataset import CONTEXT_FEATURES
+from popray.training.embedding_read import CONTEXT_FEATURES
 
 
 def _features(out) -> dict[str, list[float]]:
@@ -101,12 +101,17 @@ def test_context_widens_every_vector(trained):
 
     plain = load_dataset(trained, "efficientnet_lite0", 2)
     wide = load_dataset(trained, "efficientnet_lite0", 2, context=True)
-    width = plain.image_views.shape[-1]
-    assert wide.image_views.shape == (*plain.image_views.shape[:-1], width + len(CONTEXT_FEATURES))
-    assert np.array_equal(wide.image_views[..., :width], plain.image_views)
+    width = plain.images.embeddings.shape[-1]
+    assert wide.images.embeddings.shape == (
+        *plain.images.embeddings.shape[:-1],
+        width + len(CONTEXT_FEATURES),
+    )
+    assert np.array_equal(wide.images.embeddings[..., :width], plain.images.embeddings)
     # every view of an image carries the same context
-    assert np.array_equal(wide.image_views[:, 0, width:], wide.image_views[:, -1, width:])
-    assert wide.video_frames.shape[-1] == wide.video_pooled.shape[-1] == width + 12
+    assert np.array_equal(
+        wide.images.embeddings[:, 0, width:], wide.images.embeddings[:, -1, width:]
+    )
+    assert wide.videos.embeddings.shape[-1] == wide.videos.pooled.shape[-1] == width + 12
 
 
 def test_the_grid_trains_with_context_and_keeps_both_results(trained, tmp_path):

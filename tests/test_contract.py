@@ -3,7 +3,8 @@ from datetime import UTC, datetime
 import pytest
 from pydantic import ValidationError
 
-from popray.config import LabelConfig, RunConfig, load_config
+from popray.config import LabelConfig, RunConfig
+from popray.configure import load_config
 from popray.io.contract import FollowerRow, MediaRow, PostRow
 from popray.io.schemas_export import stale_schemas
 

@@ -1,4 +1,5 @@
 import shutil
+from operator import attrgetter
 from pathlib import Path
 
 import numpy as np
@@ -8,7 +9,9 @@ from popray.config import DedupConfig, LabelConfig
 from popray.dedup import run_dedup
 from popray.io import store
 from popray.labels import run_label
-from popray.training.dataset import load_dataset
+from popray.training.dataset import load_dataset, load_datasets
+
+ARRAYS = ("images.embeddings", "videos.embeddings", "videos.pooled")  # a TrainingSet's
 
 
 @pytest.fixture(scope="module")
@@ -25,27 +28,27 @@ def test_dataset_holds_labelled_embedded_kept_media(ready, tiny_truth):
     removed = {
         d["media_id"] for d in store.read_table(ready, "duplicates").to_pylist() if not d["kept"]
     }
-    assert removed and not removed & set(data.image_ids + data.video_ids)
-    assert not set(tiny_truth["corrupt_media"]) & set(data.image_ids + data.video_ids)
-    assert data.image_views.shape == (len(data.image_ids), 3, 1280)  # view 0 + 2 views
-    assert data.video_frames.shape == (len(data.video_ids), 15, 1280)
-    assert np.allclose(data.video_pooled, data.video_frames.max(axis=1))
+    assert removed and not removed & set(data.images.ids + data.videos.ids)
+    assert not set(tiny_truth["corrupt_media"]) & set(data.images.ids + data.videos.ids)
+    assert data.images.embeddings.shape == (len(data.images.ids), 3, 1280)  # view 0 + 2 views
+    assert data.videos.embeddings.shape == (len(data.videos.ids), 15, 1280)
+    assert np.allclose(data.videos.pooled, data.videos.embeddings.max(axis=1))
     labels = {
         (r["media_id"]): r["class"]
         for r in store.read_table(ready, "labels").to_pylist()
         if r["k"] == 3 and r["scheme"] == "por_rolling"
     }
-    assert [labels[m] for m in data.image_ids] == data.image_y.tolist()
-    assert set(data.image_y.tolist()) <= {0, 1, 2}
+    assert [labels[m] for m in data.images.ids] == data.images.y.tolist()
+    assert set(data.images.y.tolist()) <= {0, 1, 2}
 
 
 def test_other_schemes_and_missing_stages(ready, tmp_path):
     rolling = load_dataset(ready, "efficientnet_lite0", k=2)
     global_ = load_dataset(ready, "efficientnet_lite0", k=2, scheme="por_global")
-    assert rolling.image_ids == global_.image_ids and global_.scheme == "por_global"
+    assert rolling.images.ids == global_.images.ids and global_.scheme == "por_global"
     labels = store.read_table(ready, "labels").to_pylist()
     glob = {r["media_id"]: r["class"] for r in labels if (r["k"], r["scheme"]) == (2, "por_global")}
-    assert [glob[m] for m in global_.video_ids] == global_.video_y.tolist()
+    assert [glob[m] for m in global_.videos.ids] == global_.videos.y.tolist()
     # a scheme that leaves items without a class (each type's first post has no
     # previous posts to compare with): those items are not trained on
     moving = load_dataset(ready, "efficientnet_lite0", k=2, scheme="likes_moving_average")
@@ -54,9 +57,9 @@ def test_other_schemes_and_missing_stages(ready, tmp_path):
         for r in labels
         if r["scheme"] == "likes_moving_average" and r["class"] is None
     }
-    assert unclassed & set(rolling.image_ids + rolling.video_ids)
-    assert set(moving.image_ids + moving.video_ids) == (
-        set(rolling.image_ids + rolling.video_ids) - unclassed
+    assert unclassed & set(rolling.images.ids + rolling.videos.ids)
+    assert set(moving.images.ids + moving.videos.ids) == (
+        set(rolling.images.ids + rolling.videos.ids) - unclassed
     )
     with pytest.raises(FileNotFoundError, match="popray label"):
         load_dataset(tmp_path, "efficientnet_lite0", k=2)
@@ -70,8 +73,8 @@ def test_a_remote_dataset_keeps_its_arrays_in_the_object_store_and_gathers_the_s
     store (Rows), a few row groups a chunk: row groups of 5 rows and chunks of at least 7
     here, so a profile spans several chunks. What it gathers (one profile, a subset kept
     remote, the whole) equals the arrays loaded locally."""
-    import popray.training.dataset as dataset
-    from popray.training.dataset import Rows
+    import popray.training.embedding_read as reader
+    from popray.training.object_rows import Rows
 
     out = tmp_path / "out"
     shutil.copytree(ready, out)
@@ -79,24 +82,24 @@ def test_a_remote_dataset_keeps_its_arrays_in_the_object_store_and_gathers_the_s
         table = store.read_table(out, name)
         everything = [("efficientnet_lite0.parquet", np.arange(table.num_rows))]
         _restore(store.table_dir(out, name), name, table, everything, row_group_size=5)
-    monkeypatch.setattr(dataset, "BATCH_ROWS", 7)
+    monkeypatch.setattr(reader, "BATCH_ROWS", 7)
     local = load_dataset(out, "efficientnet_lite0", k=2, context=context)
     remote = load_dataset(out, "efficientnet_lite0", k=2, context=context, remote=True)
-    assert isinstance(remote.image_views, Rows) and len(remote.image_views.refs) > 2
+    assert isinstance(remote.images.embeddings, Rows) and len(remote.images.embeddings.refs) > 2
     assert remote.remote and not local.remote
-    assert remote.image_views.shape == local.image_views.shape
-    assert remote.video_frames.shape == local.video_frames.shape
-    assert remote.image_ids == local.image_ids and remote.video_ids == local.video_ids
+    assert remote.images.embeddings.shape == local.images.embeddings.shape
+    assert remote.videos.embeddings.shape == local.videos.embeddings.shape
+    assert remote.images.ids == local.images.ids and remote.videos.ids == local.videos.ids
     every = remote.local()
-    for name in ("image_views", "video_frames", "video_pooled"):
-        assert np.array_equal(getattr(every, name), getattr(local, name)), name
-    rows = np.arange(1, len(local.image_ids), 3)
-    subset = remote.image_views.select(rows)
+    for name in ARRAYS:
+        assert np.array_equal(attrgetter(name)(every), attrgetter(name)(local)), name
+    rows = np.arange(1, len(local.images.ids), 3)
+    subset = remote.images.embeddings.select(rows)
     assert isinstance(subset, Rows) and len(subset) == len(rows)
-    assert np.array_equal(subset.take(np.array([0, 2])), local.image_views[rows[[0, 2]]])
+    assert np.array_equal(subset.take(np.array([0, 2])), local.images.embeddings[rows[[0, 2]]])
     profile = local.profiles()[0]
     kept = remote.for_profile(profile, remote=True)
-    assert kept.remote and np.array_equal(kept.local().image_views, local.image_views)
+    assert kept.remote and np.array_equal(kept.local().images.embeddings, local.images.embeddings)
 
 
 @pytest.mark.parametrize("remote", [False, True])
@@ -107,30 +110,30 @@ def test_several_ks_read_each_embedding_row_once_and_equal_one_k_at_a_time(ready
     assert sorted(both) == [2, 3]
     for k, data in both.items():
         alone = load_dataset(ready, "efficientnet_lite0", k)
-        assert data.image_ids == alone.image_ids and data.video_ids == alone.video_ids
-        assert np.array_equal(data.image_y, alone.image_y)
+        assert data.images.ids == alone.images.ids and data.videos.ids == alone.videos.ids
+        assert np.array_equal(data.images.y, alone.images.y)
         whole = data.local()
-        for name in ("image_views", "video_frames", "video_pooled"):
-            assert np.array_equal(getattr(whole, name), getattr(alone, name)), (k, name)
+        for name in ARRAYS:
+            assert np.array_equal(attrgetter(name)(whole), attrgetter(name)(alone)), (k, name)
     if remote:  # the ks share the chunks read
-        assert both[2].image_views.refs is both[3].image_views.refs
+        assert both[2].images.embeddings.refs is both[3].images.embeddings.refs
 
 
 def test_several_ks_are_read_in_one_pass(ready, monkeypatch):
-    import popray.training.dataset as dataset
+    import popray.training.embedding_read as reader
 
     read: list[int] = []
-    pick = dataset._pick
+    pick = reader._pick
 
     def counting(path, groups, rows, *rest):
         read.append(len(rows))
         return pick(path, groups, rows, *rest)
 
-    monkeypatch.setattr(dataset, "_pick", counting)
+    monkeypatch.setattr(reader, "_pick", counting)
 
     def rows_read(ks: list[int]) -> int:
         read.clear()
-        dataset.load_datasets(ready, "efficientnet_lite0", ks)
+        load_datasets(ready, "efficientnet_lite0", ks)
         return sum(read)
 
     two, three, both = rows_read([2]), rows_read([3]), rows_read([2, 3])
@@ -158,7 +161,7 @@ def test_the_dataset_does_not_depend_on_how_the_embedding_rows_are_stored(
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    import popray.training.dataset as dataset
+    import popray.training.embedding_read as reader
 
     expected = load_dataset(ready, "efficientnet_lite0", k=2)
     out = tmp_path / "out"
@@ -180,19 +183,19 @@ def test_the_dataset_does_not_depend_on_how_the_embedding_rows_are_stored(
         parts = [("a.parquet", rows[:half]), ("m.parquet", fake), ("z.parquet", rows[half:])]
         _restore(folder, name, both, parts, row_group_size=5)
         assert pc.all(pc.equal(store.read_table(out, name)["backbone"], "other")).as_py() is False
-    monkeypatch.setattr(dataset, "BATCH_ROWS", 7)
+    monkeypatch.setattr(reader, "BATCH_ROWS", 7)
     got = load_dataset(out, "efficientnet_lite0", k=2, remote=remote)
     assert got.remote == remote
-    assert got.image_ids == expected.image_ids and got.video_ids == expected.video_ids
-    assert got.image_sha256 == expected.image_sha256
-    assert np.array_equal(got.image_y, expected.image_y)
-    assert np.array_equal(got.video_y, expected.video_y)
-    for name in ("image_views", "video_frames", "video_pooled"):
-        assert got.__getattribute__(name).shape == getattr(expected, name).shape, name
-        assert np.array_equal(got.local().__getattribute__(name), getattr(expected, name)), name
+    assert got.images.ids == expected.images.ids and got.videos.ids == expected.videos.ids
+    assert got.images.sha256 == expected.images.sha256
+    assert np.array_equal(got.images.y, expected.images.y)
+    assert np.array_equal(got.videos.y, expected.videos.y)
+    for name in ARRAYS:
+        assert attrgetter(name)(got).shape == attrgetter(name)(expected).shape, name
+        assert np.array_equal(attrgetter(name)(got.local()), attrgetter(name)(expected)), name
     if remote:  # a gather in any order returns the rows in that order
         rows = np.array([5, 0, 3, 3])
-        assert np.array_equal(got.image_views.take(rows), expected.image_views[rows])
+        assert np.array_equal(got.images.embeddings.take(rows), expected.images.embeddings[rows])
 
 
 def test_views_of_unequal_count_are_refused(ready, tmp_path):
@@ -214,15 +217,15 @@ def test_under_ray_client_the_driver_reads_and_puts_the_rows(ready, monkeypatch,
     same result."""
     from ray.util.client import ray as client
 
-    import popray.training.dataset as dataset
+    import popray.training.embedding_read as reader
 
     expected = load_dataset(ready, "efficientnet_lite0", k=2)
     monkeypatch.setattr(client, "is_connected", lambda: True)
-    monkeypatch.setattr(dataset, "_pick", _refuse_in_task(dataset._pick))
+    monkeypatch.setattr(reader, "_pick", _refuse_in_task(reader._pick))
     got = load_dataset(ready, "efficientnet_lite0", k=2, remote=True)
     assert got.remote
-    for name in ("image_views", "video_frames", "video_pooled"):
-        assert np.array_equal(got.local().__getattribute__(name), getattr(expected, name)), name
+    for name in ARRAYS:
+        assert np.array_equal(attrgetter(name)(got.local()), attrgetter(name)(expected)), name
 
 
 def test_on_a_cluster_of_several_nodes_the_tasks_get_the_files_bytes(
@@ -231,7 +234,7 @@ def test_on_a_cluster_of_several_nodes_the_tasks_get_the_files_bytes(
     """With nodes besides the driver's, the read tasks may run where OUT's files are not:
     the driver sends each part file's bytes (once per file, however many chunks read it),
     the tasks never open a path, and the arrays are the same."""
-    import popray.training.dataset as dataset
+    import popray.training.embedding_read as reader
 
     out = tmp_path / "out"
     shutil.copytree(ready, out)
@@ -240,16 +243,16 @@ def test_on_a_cluster_of_several_nodes_the_tasks_get_the_files_bytes(
         everything = [("efficientnet_lite0.parquet", np.arange(table.num_rows))]
         _restore(store.table_dir(out, name), name, table, everything, row_group_size=5)
     expected = load_dataset(out, "efficientnet_lite0", k=2)
-    monkeypatch.setattr(dataset, "_ships", lambda: True)
-    monkeypatch.setattr(dataset, "BATCH_ROWS", 7)  # several chunks per file
-    monkeypatch.setattr(dataset, "_pick", _bytes_only(dataset._pick))
+    monkeypatch.setattr(reader, "_ships", lambda: True)
+    monkeypatch.setattr(reader, "BATCH_ROWS", 7)  # several chunks per file
+    monkeypatch.setattr(reader, "_pick", _bytes_only(reader._pick))
     read = []
     real = Path.read_bytes
     monkeypatch.setattr(Path, "read_bytes", lambda self: read.append(self) or real(self))
     got = load_dataset(out, "efficientnet_lite0", k=2, remote=True)
-    assert got.remote and len(got.image_views.refs) > 2
-    for name in ("image_views", "video_frames", "video_pooled"):
-        assert np.array_equal(getattr(got.local(), name), getattr(expected, name)), name
+    assert got.remote and len(got.images.embeddings.refs) > 2
+    for name in ARRAYS:
+        assert np.array_equal(attrgetter(name)(got.local()), attrgetter(name)(expected)), name
     parts = [p for p in read if p.suffix == ".parquet"]
     assert parts and len(parts) == len(set(parts))  # each file sent once
 
@@ -280,25 +283,28 @@ def test_only_the_profiles_asked_for_are_read(ready, ray_session):
     """The train stage first learns which profiles it trains, then reads only their
     embedding rows: the others' items are there (ids, classes, shapes), their rows are
     not, and touching them is an error, never a silent zero."""
-    from popray.training.dataset import NotRead, load_keys
+    from popray.training.dataset import load_keys
+    from popray.training.object_rows import NotRead
 
     keys = load_keys(ready, "efficientnet_lite0", [2, 3])
     expected = keys.datasets()
     (profile,) = expected[2].profiles()
     unread = keys.datasets(remote=True, profiles=())
     for k, ds in unread.items():
-        assert ds.image_views.refs == [] and ds.video_frames.refs == []  # no read task ran
-        assert ds.image_ids == expected[k].image_ids and ds.video_ids == expected[k].video_ids
-        assert ds.image_views.shape == expected[k].image_views.shape
-        assert ds.video_frames.shape == expected[k].video_frames.shape
+        assert (
+            ds.images.embeddings.refs == [] and ds.videos.embeddings.refs == []
+        )  # no read task ran
+        assert ds.images.ids == expected[k].images.ids and ds.videos.ids == expected[k].videos.ids
+        assert ds.images.embeddings.shape == expected[k].images.embeddings.shape
+        assert ds.videos.embeddings.shape == expected[k].videos.embeddings.shape
         assert not ds.complete and ds.read_ids() == []
         with pytest.raises(NotRead, match="were not read"):
             ds.for_profile(profile).local()
     mine = keys.datasets(remote=True, profiles={profile, "someone else"})
     for k, ds in mine.items():
-        assert ds.complete and sorted(ds.read_ids()) == sorted(ds.image_ids + ds.video_ids)
+        assert ds.complete and sorted(ds.read_ids()) == sorted(ds.images.ids + ds.videos.ids)
         whole = ds.local()
-        for name in ("image_views", "video_frames", "video_pooled"):
-            assert np.array_equal(getattr(whole, name), getattr(expected[k], name)), name
+        for name in ARRAYS:
+            assert np.array_equal(attrgetter(name)(whole), attrgetter(name)(expected[k])), name
     with pytest.raises(ValueError, match="remote"):
         keys.datasets(remote=False, profiles=())

@@ -14,9 +14,9 @@ import torch
 from PIL import Image
 
 from popray.config import AugmentConfig, EmbedConfig
-from popray.embed import decode_batch, run_pipeline
 from popray.io.storage import LOCAL_FILES, sha256_bytes
 from popray.media import decode, decode_device
+from popray.media.embed_pipeline import decode_batch, run_pipeline
 from popray.records import MediaItem
 
 PHOTOS = ("chelsea", "coffee", "astronaut")

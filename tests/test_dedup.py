@@ -128,11 +128,11 @@ def test_tasks_per_profile_and_media_type_keep_every_item_and_number_groups_apar
     repeat across profiles."""
     from popray.dedup import _units
     from popray.tools.bench_scale import BACKBONE, synthetic_out
-    from popray.training import dataset
+    from popray.training import embedding_read
 
     synthetic_out(tmp_path, profiles=4, posts=12)
     whole = {(p, k): keys["media_id"].to_pylist() for p, k, keys, _ in _units(tmp_path, BACKBONE)}
-    monkeypatch.setattr(dataset, "BATCH_ROWS", 5)
+    monkeypatch.setattr(embedding_read, "BATCH_ROWS", 5)
     units = list(_units(tmp_path, BACKBONE))
     small = {(p, k): keys["media_id"].to_pylist() for p, k, keys, _ in units}
     assert small == whole and len(whole) == 8  # 4 profiles x (images, videos)

@@ -8,6 +8,7 @@ import pytest
 from popray import embed
 from popray.ingest import run_ingest
 from popray.io import store
+from popray.media import embed_pipeline
 from popray.media.embed_write import parts_of
 
 
@@ -122,12 +123,15 @@ def test_gpu_actors_are_requested_before_any_gpu_node_exists():
 
     from popray.config import EmbedConfig
 
-    assert embed.pool_size(EmbedConfig(), cluster_gpus=0, cluster_cpus=8) == (False, 1)
-    assert embed.pool_size(EmbedConfig(), cluster_gpus=2, cluster_cpus=16) == (True, 8)
-    assert embed.pool_size(EmbedConfig(gpus=2), cluster_gpus=0, cluster_cpus=8) == (True, 8)
+    assert embed_pipeline.pool_size(EmbedConfig(), cluster_gpus=0, cluster_cpus=8) == (False, 1)
+    assert embed_pipeline.pool_size(EmbedConfig(), cluster_gpus=2, cluster_cpus=16) == (True, 8)
+    assert embed_pipeline.pool_size(EmbedConfig(gpus=2), cluster_gpus=0, cluster_cpus=8) == (
+        True,
+        8,
+    )
     cuda = EmbedConfig(device="cuda", actors_per_gpu=2)
-    assert embed.pool_size(cuda, cluster_gpus=0, cluster_cpus=8) == (True, 2)
-    assert embed.pool_size(EmbedConfig(gpus=1, actors=3), 0, 8) == (True, 3)
+    assert embed_pipeline.pool_size(cuda, cluster_gpus=0, cluster_cpus=8) == (True, 2)
+    assert embed_pipeline.pool_size(EmbedConfig(gpus=1, actors=3), 0, 8) == (True, 3)
     with pytest.raises(pydantic.ValidationError, match="device is cpu"):
         EmbedConfig(gpus=1, device="cpu")
 
@@ -149,9 +153,12 @@ def test_the_cluster_writes_the_rows_and_only_statuses_reach_the_driver(
     corrupt = next(m for m in videos if m["media_id"] in tiny_truth["corrupt_media"])
     chosen = [*images, video, corrupt]
     items = [MediaItem.of_media(m) for m in chosen]
-    keys = {"image": embed.image_key(embed_cfg), "video": embed.video_key(embed_cfg)}
+    keys = {
+        "image": embed_pipeline.image_key(embed_cfg),
+        "video": embed_pipeline.video_key(embed_cfg),
+    }
     staging = Location.parse(tmp_path / "staging")
-    results = embed.run_pipeline(items, embed_cfg, input_dir_of(out), staging, keys)
+    results = embed_pipeline.run_pipeline(items, embed_cfg, input_dir_of(out), staging, keys)
     assert all(r.meta is None and r.embeddings is None for r in results)  # no vectors back
     assert {r.device for r in results} == {"cpu"}  # the forward passes' device, reported
     errors = {r.media_id: r.error for r in results}

@@ -3,7 +3,8 @@ import pyarrow as pa
 import pytest
 
 from popray.io.tables import PREDICTIONS
-from popray.training.evaluate import PAPER_ACCURACY, compute_metrics, metrics_text
+from popray.training.evaluate import PAPER_ACCURACY, compute_metrics
+from popray.training.metrics_text import metrics_text
 
 
 def _predictions(rows):
@@ -120,7 +121,7 @@ def test_baselines_and_the_test_against_them():
 
 def test_recent_baseline_sql_is_the_previous_item_of_the_same_type(tiny_out):
     from popray.io import store
-    from popray.training.evaluate import recent_baseline
+    from popray.training.baselines import recent_baseline
 
     rows = store.read_table(tiny_out, "labels").to_pylist()
     for scheme, ks in (("por_rolling", (2, 3)), ("likes_moving_average", (2,))):
@@ -143,7 +144,7 @@ def test_recent_baseline_sql_is_the_previous_item_of_the_same_type(tiny_out):
 def test_spearman_matches_scipy_with_ties_and_ranks_within_profiles():
     from scipy.stats import spearmanr
 
-    from popray.training.evaluate import spearman, within_profile
+    from popray.training.ranking import spearman, within_profile
 
     pred = np.array([0.2, 1.0, 1.0, 0.4, 1.8, 0.4])  # ties in both
     score = np.array([0.1, 0.5, 0.3, 0.3, 0.9, 0.2])
@@ -172,7 +173,7 @@ def test_spearman_matches_scipy_with_ties_and_ranks_within_profiles():
 
 
 def test_top_fifth_precision_by_hand():
-    from popray.training.evaluate import top_precision
+    from popray.training.ranking import top_precision
 
     # profile a: 10 items, its top fifth (2) by pred are a9, a8 -> one in the top class;
     # profile b: 5 items, its top fifth (1) is b0 (the tie with b1 goes by media_id) -> hit

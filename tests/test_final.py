@@ -13,49 +13,18 @@ from popray.training.folds import all_data
 
 def _grid_tables(models, best_epochs):
     trials, preds = [], []
+    cell = {"scheme": "por_rolling", "backbone": "b", "features": "embedding"}
+    cell |= {"profile_id": "profile", "protocol": "stratified_kfold", "seed": 0}
+    finished = pa.scalar(0, pa.timestamp("us", tz="UTC")).as_py()
     for model in models:
         for k in DATASETS:
             for fold, epoch in enumerate(best_epochs):
-                trials.append(
-                    {
-                        "scheme": "por_rolling",
-                        "backbone": "b",
-                        "features": "embedding",
-                        "profile_id": "profile",
-                        "protocol": "stratified_kfold",
-                        "model": model,
-                        "k": k,
-                        "seed": 0,
-                        "fold": fold,
-                        "best_epoch": epoch,
-                        "val_accuracy": 0.5,
-                        "n_train": 1,
-                        "n_extra": 0,
-                        "n_val": 1,
-                        "epochs": 15,
-                        "train_s": 0.1,
-                        "finished_at": pa.scalar(0, pa.timestamp("us", tz="UTC")).as_py(),
-                        "engine": "in_process",
-                        "trial": "t",
-                    }
-                )
-            preds.append(
-                {
-                    "scheme": "por_rolling",
-                    "backbone": "b",
-                    "features": "embedding",
-                    "profile_id": "profile",
-                    "protocol": "stratified_kfold",
-                    "model": model,
-                    "k": k,
-                    "seed": 0,
-                    "fold": 0,
-                    "media_id": "x",
-                    "label": 0,
-                    "pred": 0,
-                    "proba": [1.0] + [0.0] * (k - 1),
-                }
-            )
+                trial = {"model": model, "k": k, "fold": fold, "best_epoch": epoch}
+                trial |= {"val_accuracy": 0.5, "n_train": 1, "n_extra": 0, "n_val": 1}
+                trial |= {"epochs": 15, "train_s": 0.1, "finished_at": finished}
+                trials.append(cell | trial | {"engine": "in_process", "trial": "t"})
+            pred = {"model": model, "k": k, "fold": 0, "media_id": "x", "label": 0, "pred": 0}
+            preds.append(cell | pred | {"proba": [1.0] + [0.0] * (k - 1)})
     return (
         pa.Table.from_pylist(trials, schema=TRIALS),
         compute_metrics(pa.Table.from_pylist(preds, schema=PREDICTIONS)),
@@ -76,8 +45,8 @@ def test_final_models_train_on_everything_save_and_load(ray_session, tmp_path, m
     for row in table.to_pylist():
         ds = DATASETS[row["k"]]
         mixed = model in ("image_to_video", "video_to_image")
-        assert row["n_images"] == (len(ds.image_ids) if model == "image" or mixed else 0)
-        assert row["n_videos"] == (0 if model == "image" else len(ds.video_ids))
+        assert row["n_images"] == (len(ds.images.ids) if model == "image" or mixed else 0)
+        assert row["n_videos"] == (0 if model == "image" else len(ds.videos.ids))
         net, meta = load_final(tmp_path, row["path"])
         assert meta["snapshot"] == row["snapshot"] and meta["epochs"] == 30
         # the saved weights are those of a training on all the data for the median epoch

@@ -73,7 +73,9 @@ def test_fold_arrays_put_extra_media_in_training_only():
             assert data.x_train.shape[1:] == shape and data.train_views == (model == "image")
             assert data.x_val.shape[1:] == (shape[1:] if model == "image" else shape)
         if model == "image_to_video":  # an image becomes 15 equal frames, labels follow
-            assert np.array_equal(data.x_train[-1], np.repeat(ds.image_views[None, -1, 0], 15, 0))
-            assert data.y_train[-1] == ds.image_y[-1]
+            assert np.array_equal(
+                data.x_train[-1], np.repeat(ds.images.embeddings[None, -1, 0], 15, 0)
+            )
+            assert data.y_train[-1] == ds.images.y[-1]
         x, y, views = all_data(ds, model)
         assert len(x) == len(y) == own + extra and views == (model == "image")

@@ -7,9 +7,9 @@ import torch
 from PIL import Image
 
 from popray.config import EmbedConfig
-from popray.embed import Embedder, run_pipeline
 from popray.io.storage import LOCAL_FILES
 from popray.media import decode
+from popray.media.embed_pipeline import Embedder, run_pipeline
 from popray.records import MediaItem
 
 pytestmark = pytest.mark.gpu

@@ -167,13 +167,13 @@ def test_sql_is_read_only(tiny_out):
 
 
 def test_validation_on_ray_tasks_gives_exactly_the_tables_of_the_driver(
-    tiny_input, tmp_path, monkeypatch
+    ray_session, tiny_input, tmp_path, monkeypatch
 ):
     """Long files are validated in chunks on Ray tasks: with chunks of 7 rows (and the
     parallel path from 10 rows on) every table, quarantine included, comes out equal to
     the driver's, row for row and in the same order, on an export with repeated posts,
     media and follower points and a second media item in a single post."""
-    import popray.ingest as ingest_module
+    import popray.io.rows as rows_module
 
     root = tmp_path / "export"
     shutil.copytree(tiny_input, root)
@@ -193,9 +193,13 @@ def test_validation_on_ray_tasks_gives_exactly_the_tables_of_the_driver(
         csv.DictWriter(fh, list(first)).writerow(extra)
 
     local = ingest(root)
-    monkeypatch.setattr(ingest_module, "PARALLEL_ROWS", 10)
-    monkeypatch.setattr(ingest_module, "CHUNK_ROWS", 7)
+    monkeypatch.setattr(rows_module, "PARALLEL_ROWS", 10)
+    monkeypatch.setattr(rows_module, "CHUNK_ROWS", 7)
+    chunked = []
+    chunks = rows_module._chunks
+    monkeypatch.setattr(rows_module, "_chunks", lambda *a: chunked.append(1) or chunks(*a))
     parallel = ingest(root)
+    assert len(chunked) == 3  # posts, media and followers went to Ray tasks
     assert local.input_rows == parallel.input_rows
     for name, table in local.tables.items():
         assert table.equals(parallel.tables[name]), name

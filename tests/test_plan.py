@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import json
-
 import pytest
+from plan_helpers import write_run
 
 from popray.tools.plan import (
     IMAGES_PER_POST,
@@ -98,13 +97,7 @@ def test_unit_costs_read_off_a_run(tmp_path, monkeypatch):
 
     out = tmp_path / "out"
     out.mkdir()
-    timings = {"ray_start": 3, "ingest": 1, "label": 0.5, "embed": 40, "dedup": 0.2}
-    timings |= {"train": 40, "explain": 4, "figures": 6, "report": 1}
-    # 13 s of the train stage: 2 s the read, 4 s the driver's own, 4 s cross-profile
-    # tasks, 3 s the walk-forward labelling tasks
-    timings["train_phases"] = {"load": 2, "plan": 1, "grid": 23, "collect": 2, "metrics": 1}
-    timings["train_phases"] |= {"pooled": 4, "final": 4, "timelines": 3}
-    (out / plan_module.TIMINGS_FILE).write_text(json.dumps(timings))
+    write_run(out, stages={"dedup": 0.2})
     tables = (
         "CREATE TABLE posts AS SELECT 'p' AS profile_id FROM range(100);"
         "CREATE TABLE media AS SELECT 1 FROM range(110);"
@@ -156,9 +149,8 @@ def test_unit_costs_read_off_a_run(tmp_path, monkeypatch):
     assert costs.assemble_vector_mb_core_s == UnitCosts.assemble_vector_mb_core_s  # none
     assert costs.assemble_write_mb_s == UnitCosts.assemble_write_mb_s
     # (and 1 s of the train stage waiting on the cells' metrics tasks, out of the grid)
-    timings["train_phases"]["metrics_tasks"] = 1
     recorded = {"embed_assemble": 4, "embed_assemble_core": 6, "embed_assemble_write": 0.5}
-    (out / plan_module.TIMINGS_FILE).write_text(json.dumps(timings | recorded))
+    write_run(out, stages={"dedup": 0.2} | recorded, phases={"metrics_tasks": 1})
     split = plan_module.costs_from_run(out, cpus=2)
     assert split.metrics_item_core_s == pytest.approx(1 * 2 / 70)
     assert split.grid_item_core_s == pytest.approx(26 * 0.75 * 2 / 70)

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import json
-
 import duckdb
 import pytest
+from plan_helpers import write_run
 from typer.testing import CliRunner
 
 from popray.io import store
-from popray.tools.plan import TIMINGS_FILE, UnitCosts, plan
+from popray.tools.plan import UnitCosts, plan
 from popray.tools.plan_check import SPANS, check_run, check_text
 
 
@@ -18,11 +17,7 @@ def run_out(tmp_path, monkeypatch):
     """An OUT whose run took known times: 4 profiles, 30 posts, 36 images, 9 videos."""
     out = tmp_path / "out"
     out.mkdir()
-    timings = {"ray_start": 3, "ingest": 1, "label": 0.5, "embed": 40, "dedup": 2}
-    timings |= {"train": 40, "explain": 4, "figures": 6, "report": 1}
-    timings["train_phases"] = {"load": 2, "plan": 1, "timelines": 3, "grid": 23, "collect": 2}
-    timings["train_phases"] |= {"metrics": 1, "pooled": 4, "final": 4}
-    (out / TIMINGS_FILE).write_text(json.dumps(timings))
+    write_run(out)
     con = duckdb.connect()
     con.sql(
         "CREATE TABLE posts AS SELECT 'p' || (i % 4) AS profile_id FROM range(30) t(i);"

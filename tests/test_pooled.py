@@ -13,20 +13,16 @@ import pytest
 from grid_helpers import WIDTH, several, synthetic
 
 from popray.config import GridConfig, LabelConfig, TrainConfig
-from popray.training.dataset import Dataset
+from popray.training.dataset import TrainingSet
 from popray.training.final import POOLED
-from popray.training.pooled import (
-    HISTORIES,
-    PROFILE_GROUPED,
-    capped,
-    history_folds,
-    profile_folds,
-    run_pooled,
-)
+from popray.training.pooled import PROFILE_GROUPED, run_pooled
+from popray.training.pooled_folds import HISTORIES, capped, history_folds, profile_folds
 
 
-def _owner(ds: Dataset) -> dict[str, str]:
-    return dict(zip(ds.image_ids + ds.video_ids, ds.image_profile + ds.video_profile, strict=True))
+def _owner(ds: TrainingSet) -> dict[str, str]:
+    return dict(
+        zip(ds.images.ids + ds.videos.ids, ds.images.profile + ds.videos.profile, strict=True)
+    )
 
 
 @pytest.mark.parametrize("model", ["image", "video", "video_to_image"])
@@ -35,7 +31,7 @@ def test_profile_folds_never_put_one_profile_in_training_and_validation(model):
     owner = _owner(ds)
     folds = profile_folds(ds, model, 5)
     validated = [m for f in folds for m in f.val]
-    own = ds.image_ids if model == "image" else ds.video_ids
+    own = ds.images.ids if model == "image" else ds.videos.ids
     assert sorted(validated) == sorted(own)  # every item validated exactly once
     for fold in folds:
         seen = {owner[m] for m in fold.train + fold.extra_train}
@@ -45,13 +41,13 @@ def test_profile_folds_never_put_one_profile_in_training_and_validation(model):
         assert bool(fold.extra_train) == (model == "video_to_image")
 
 
-def _times(ds: Dataset) -> dict[str, datetime]:
+def _times(ds: TrainingSet) -> dict[str, datetime]:
     """Publication times: within each profile, items in reverse id order (so that the
     latest are the lowest ids: time order is not id order)."""
     start = datetime(2024, 1, 1, tzinfo=UTC)
     return {
         m: start + timedelta(days=1000 - i)
-        for ids in (ds.image_ids, ds.video_ids)
+        for ids in (ds.images.ids, ds.videos.ids)
         for i, m in enumerate(ids)
     }
 
@@ -60,7 +56,7 @@ def test_history_folds_test_on_the_latest_fifth_and_train_on_what_came_just_befo
     ds = several(2, 5)
     times = _times(ds)
     curve = history_folds(ds, "image", "prof1", times)
-    mine = sorted((m for m in ds.image_ids if m.startswith("prof1-")), key=times.get)
+    mine = sorted((m for m in ds.images.ids if m.startswith("prof1-")), key=times.get)
     test = mine[-9:]  # 45 images: a fifth is 9
     assert [h for h, _ in curve] == [10, 20, 36]
     for h, fold in curve:
@@ -74,17 +70,17 @@ def test_history_folds_test_on_the_latest_fifth_and_train_on_what_came_just_befo
     assert HISTORIES[0] == 10
 
 
-def _shared(k: int, profiles: int, seed: int = 0) -> Dataset:
+def _shared(k: int, profiles: int, seed: int = 0) -> TrainingSet:
     """Profiles whose classes sit around the same centres: what one profile's items teach
     carries over to another's (as a planted visual effect does)."""
     ds = several(k, profiles)
     rng = np.random.default_rng(seed)
     centres = rng.normal(0, 1.5, (k, WIDTH))
-    views = centres[ds.image_y][:, None] + rng.normal(0, 1, ds.image_views.shape)
-    frames = centres[ds.video_y][:, None] + rng.normal(0, 1, ds.video_frames.shape)
-    ds.image_views = views.astype(np.float32)
-    ds.video_frames = frames.astype(np.float32)
-    ds.video_pooled = frames.max(axis=1).astype(np.float32)
+    views = centres[ds.images.y][:, None] + rng.normal(0, 1, ds.images.embeddings.shape)
+    frames = centres[ds.videos.y][:, None] + rng.normal(0, 1, ds.videos.embeddings.shape)
+    ds.images.embeddings = views.astype(np.float32)
+    ds.videos.embeddings = frames.astype(np.float32)
+    ds.videos.pooled = frames.max(axis=1).astype(np.float32)
     return ds
 
 
@@ -98,7 +94,7 @@ def test_the_pooled_model_scores_unseen_profiles_and_is_saved_as_profile_star(
     times = _times(ds)
     targets = {
         (2, m): (float(y) + 0.01 * i, None)
-        for ids, ys in ((ds.image_ids, ds.image_y), (ds.video_ids, ds.video_y))
+        for ids, ys in ((ds.images.ids, ds.images.y), (ds.videos.ids, ds.videos.y))
         for i, (m, y) in enumerate(zip(ids, ys, strict=True))
     }
     lines = []
@@ -109,7 +105,7 @@ def test_the_pooled_model_scores_unseen_profiles_and_is_saved_as_profile_star(
         rows = table.to_pylist()
         model = rows[0]["model"]
         assert {r["protocol"] for r in rows} == {PROFILE_GROUPED}
-        own = ds.image_ids if model == "image" else ds.video_ids
+        own = ds.images.ids if model == "image" else ds.videos.ids
         assert sorted(r["media_id"] for r in rows) == sorted(own)  # each item once
         assert all(r["profile_id"] == owner[r["media_id"]] for r in rows)
         # each fold held out whole profiles: a profile's items are all in one fold
@@ -134,7 +130,7 @@ def test_the_pooled_model_scores_unseen_profiles_and_is_saved_as_profile_star(
     models = {r["model"]: r for r in result.models}
     assert set(models) == {"image", "video"}
     assert {r["profile_id"] for r in models.values()} == {POOLED}
-    assert models["image"]["n_images"] == len(ds.image_ids)
+    assert models["image"]["n_images"] == len(ds.images.ids)
     assert (tmp_path / models["image"]["path"] / "model.pt").exists()
     # the same items and settings again: the saved final models are reused
     again = run_pooled(tmp_path / "models", {2: ds}, CFG, "net", times, targets)
@@ -170,7 +166,7 @@ def test_a_capped_pool_trains_on_the_cap_and_still_scores_every_item(ray_session
     cfg = CFG.model_copy(update={"pooled": ["image"], "pooled_max_items": 100})
     result = run_pooled(tmp_path / "models", {2: ds}, cfg, "net", _times(ds), {})
     (table,) = result.predictions
-    assert sorted(table["media_id"].to_pylist()) == sorted(ds.image_ids)  # all scored
+    assert sorted(table["media_id"].to_pylist()) == sorted(ds.images.ids)  # all scored
     (model,) = result.models
     assert model["n_images"] == 100
     import pyarrow.parquet as pq
@@ -244,8 +240,8 @@ def test_train_adds_the_pooled_rows_to_predictions_metrics_and_models(five):
     from popray.training.dataset import load_dataset
 
     ds = load_dataset(out, "mobilenetv3_small_050", 2, "por_global")  # what the grid trains on
-    expected = dict(zip(ds.image_ids, ds.image_profile, strict=True))
-    assert len(set(ds.image_profile)) == 5
+    expected = dict(zip(ds.images.ids, ds.images.profile, strict=True))
+    assert len(set(ds.images.profile)) == 5
     assert sorted(r["media_id"] for r in grouped) == sorted(expected)  # each once
     assert all(expected[r["media_id"]] == r["profile_id"] for r in grouped)
     metrics = store.query(
@@ -318,7 +314,7 @@ def test_a_rerun_keeps_the_cross_profile_models_until_enough_items_changed(five,
     part = f"por_global-{FIVE_BACKBONE}"
     record = store.read_table(copy, "pooled_units", part).to_pylist()
     datasets = load_datasets(copy, FIVE_BACKBONE, [2], "por_global")
-    assert sum(r["n_items"] for r in record) == len(datasets[2].image_ids + datasets[2].video_ids)
+    assert sum(r["n_items"] for r in record) == len(datasets[2].images.ids + datasets[2].videos.ids)
     assert len({r["profile_id"] for r in record}) == 5
     before = _pooled_rows(copy)
     assert before[0] and before[1] and before[2]

@@ -107,7 +107,7 @@ def test_every_model_scores_a_new_item_as_its_folds_validated_one():
     import numpy as np
 
     from popray.predict import _model_input
-    from popray.training.dataset import Dataset
+    from popray.training.dataset import Items, TrainingSet
     from popray.training.folds import scoring_data
     from popray.training.models import REGISTRY
 
@@ -116,7 +116,8 @@ def test_every_model_scores_a_new_item_as_its_folds_validated_one():
     thumbs = rng.normal(size=(5, 8)) + 9.0  # larger than any frame: a max would show it
     ids = [f"i{n}" for n in range(4)], [f"v{n}" for n in range(5)]
     y = np.array([0, 1, 0, 1]), np.array([0, 1, 0, 1, 1])
-    ds = Dataset(ids[0], ids[0], views, y[0], ids[1], ids[1], frames, frames.max(axis=1), y[1])
+    images = Items(ids[0], ids[0], y[0], views)
+    ds = TrainingSet(images, Items(ids[1], ids[1], y[1], frames, frames.max(axis=1)))
     for model, spec in REGISTRY.items():
         _, x, _ = scoring_data(ds, model)
         for i in range(len(x)):

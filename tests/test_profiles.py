@@ -103,7 +103,7 @@ def test_final_models_per_profile_follow_the_backbone_width(many):
     from popray.training.dataset import load_dataset
 
     out, truth, *_ = many
-    assert load_dataset(out, BACKBONE, 2).image_views.shape[-1] == WIDTH
+    assert load_dataset(out, BACKBONE, 2).images.embeddings.shape[-1] == WIDTH
     models = store.read_table(out, "models").to_pylist()
     images = [m for m in models if m["model"] == "image"]
     assert sorted(m["profile_id"] for m in images) == sorted(truth["profiles"])

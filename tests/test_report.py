@@ -121,8 +121,8 @@ def test_the_tsne_map_shows_a_bounded_sample_that_stays_stable(tmp_path):
     """t-SNE runs on at most `points` items, picked by a hash of the media id: the same
     items on every run, and an item in the sample of N stays in it when items are added."""
     from popray.config import LabelConfig
-    from popray.figures import tsne_rows
     from popray.labels import run_label
+    from popray.plots.data import tsne_rows
     from popray.tools.bench_scale import BACKBONE, synthetic_out
 
     synthetic_out(tmp_path, profiles=3, posts=20)

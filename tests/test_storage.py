@@ -8,11 +8,11 @@ import pyarrow.fs as pafs
 import pytest
 from multinode import upload
 
-from popray import embed
 from popray.errors import InputError, StorageError
 from popray.ingest import ingest
 from popray.io import store
 from popray.io.storage import Location, check_cluster_reach
+from popray.media import embed_pipeline
 
 
 @pytest.fixture(scope="module")
@@ -65,7 +65,7 @@ def test_decode_tasks_read_bytes_from_storage(s3_export, tiny_out, tiny_truth, e
         m for m in media if tiny_truth["corrupt_media"].get(m["media_id"]) == "garbage_mp4"
     )
     ids = [image["media_id"], video["media_id"], corrupt["media_id"]]
-    out = embed.decode_batch(_items(media, ids), embed_cfg, s3_export)
+    out = embed_pipeline.decode_batch(_items(media, ids), embed_cfg, s3_export)
     by_id = dict(zip(out["media_id"], zip(out["pixels"], out["error"], strict=True), strict=True))
     assert by_id[image["media_id"]][1] == "" and by_id[image["media_id"]][0].shape == (
         1 + embed_cfg.views,
@@ -87,10 +87,10 @@ def test_decode_tasks_read_bytes_from_storage(s3_export, tiny_out, tiny_truth, e
     moved.fs.delete_file(moved.path(image["path"]))
     with moved.fs.open_output_stream(moved.path(video["path"])) as s:
         s.write(b"not the video that was ingested")
-    out = embed.decode_batch(_items(media, ids[:2]), embed_cfg, moved)
+    out = embed_pipeline.decode_batch(_items(media, ids[:2]), embed_cfg, moved)
     errors = dict(zip(out["media_id"], out["error"], strict=True))
     assert errors[image["media_id"]] == "file not found"
-    assert errors[image["media_id"]].startswith(embed.TRANSIENT)  # not cached: retried
+    assert errors[image["media_id"]].startswith(embed_pipeline.TRANSIENT)  # not cached: retried
     assert "changed since ingest" in errors[video["media_id"]]
 
 

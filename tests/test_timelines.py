@@ -80,7 +80,7 @@ def test_any_grouping_of_the_profiles_gives_the_same_timelines(grouped_out):
             assert tl.video_truth.shape == (cfg.cuts, len(vid))
         classes = np.concatenate([tl.image_truth.ravel() for tl in one[k].values()])
         assert (classes != NO_CLASS).sum() > 100  # windows with settled classes to compare
-        assert not set(dropped) & set(datasets[k].image_ids + datasets[k].video_ids)
+        assert not set(dropped) & set(datasets[k].images.ids + datasets[k].videos.ids)
     assert recent_one == recent_many and len(recent_one) > 100
     assert targets_one == targets_many and len(targets_one) == len(recent_one)
 
@@ -99,9 +99,9 @@ def test_the_tasks_classes_are_those_of_the_whole_export_at_each_cut(grouped_out
         for k, per in timelines.items():
             for profile, tl in per.items():
                 img, vid = datasets[k].rows_of(profile)
-                ids = [datasets[k].image_ids[i] for i in img]
+                ids = [datasets[k].images.ids[i] for i in img]
                 expected = [NO_CLASS if want.get((k, m)) is None else want[k, m] for m in ids]
                 assert tl.image_class[window].tolist() == expected, (window, k, profile)
-                ids = [datasets[k].video_ids[i] for i in vid]
+                ids = [datasets[k].videos.ids[i] for i in vid]
                 expected = [NO_CLASS if want.get((k, m)) is None else want[k, m] for m in ids]
                 assert tl.video_class[window].tolist() == expected, (window, k, profile)

@@ -34,11 +34,11 @@ def test_every_item_is_predicted_once_per_seed_in_its_own_fold(ray_session, tmp_
         for k, ds in DATASETS.items():
             for seed in cfg.seeds:
                 mine = [r for r in rows if (r["model"], r["k"], r["seed"]) == (model, k, seed)]
-                own = ds.image_ids if model == "image" else ds.video_ids
+                own = ds.images.ids if model == "image" else ds.videos.ids
                 assert sorted(r["media_id"] for r in mine) == sorted(own)  # each exactly once
                 folds = split(ds, model, seed, cfg.folds)
                 assert all(r["media_id"] in folds[r["fold"]].val for r in mine)
-                y = dict(zip(own, (ds.image_y if model == "image" else ds.video_y), strict=True))
+                y = dict(zip(own, (ds.images.y if model == "image" else ds.videos.y), strict=True))
                 assert all(r["label"] == y[r["media_id"]] for r in mine)
                 assert all(np.isclose(sum(r["proba"]), 1, atol=1e-5) for r in mine)
                 assert all(r["pred"] == int(np.argmax(r["proba"])) for r in mine)
@@ -94,11 +94,11 @@ def test_profiles_train_apart_in_shared_trials(ray_session, tmp_path):
     for profile in ("prof0", "prof1", "prof2"):
         own = data[2].for_profile(profile)
         rows = [r for r in result.predictions.to_pylist() if r["profile_id"] == profile]
-        assert sorted(r["media_id"] for r in rows) == sorted(own.image_ids)
+        assert sorted(r["media_id"] for r in rows) == sorted(own.images.ids)
         folds = split(own, "image", 0, cfg.folds)  # the profile's own folds
         assert all(r["media_id"] in folds[r["fold"]].val for r in rows)
         assert {t["n_train"] + t["n_val"] for t in trials if t["profile_id"] == profile} == {
-            len(own.image_ids)
+            len(own.images.ids)
         }
 
 
@@ -126,7 +126,7 @@ def test_cells_without_enough_data_are_skipped_with_the_reason():
     assert len(skipped) == 2
     # one class only (a threshold no post reaches) is not a 2-class problem
     one = synthetic(2)
-    one.image_y = np.zeros_like(one.image_y)
+    one.images.y = np.zeros_like(one.images.y)
     cells, skipped = plan_cells({2: one}, GRID)
     assert cells == [Cell("video_to_image", 2, ("profile",))]
     assert skipped == [

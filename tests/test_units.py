@@ -151,10 +151,10 @@ def test_a_unit_follows_its_own_profile_only():
     ds = several(2, profiles=3)
     keys = unit_keys(GRID, {2: ds}, BACKBONE)
     assert len(set(keys.values())) == 3
-    y = ds.image_y.copy()
-    first = next(i for i, p in enumerate(ds.image_profile) if p == "prof1")
+    y = ds.images.y.copy()
+    first = next(i for i, p in enumerate(ds.images.profile) if p == "prof1")
     y[first] = 1 - y[first]
-    changed = unit_keys(GRID, {2: dataclasses.replace(ds, image_y=y)}, BACKBONE)
+    changed = unit_keys(GRID, {2: ds.with_classes(y, ds.videos.y)}, BACKBONE)
     assert changed[("prof1", 2)] != keys[("prof1", 2)]
     assert (
         changed[("prof0", 2)] == keys[("prof0", 2)] and changed[("prof2", 2)] == keys[("prof2", 2)]

@@ -9,7 +9,7 @@ import pytest
 
 from popray.config import SCHEMES, GridConfig, LabelConfig, TrainConfig, WalkForwardConfig
 from popray.io import store
-from popray.training.dataset import Dataset
+from popray.training.dataset import Items, TrainingSet
 from popray.training.timelines import NO_CLASS, Timeline, labels_as_of
 from popray.training.walkforward import run_windows, usable, usable_windows
 
@@ -93,22 +93,16 @@ def test_rolling_windows_near_the_cut_end_at_it(cut_setup, tiny_out):
     assert any(r["reference_n"] < full[(r["media_id"], r["k"])] for r in near)
 
 
-def _toy(seed: int = 0) -> tuple[Dataset, Timeline]:
+def _toy(seed: int = 0) -> tuple[TrainingSet, Timeline]:
     """40 images a day apart with a planted signal, two windows of 5 days at the end."""
     rng = np.random.default_rng(seed)
     n, width = 40, 8
     y = np.arange(n) % 2
     x = rng.normal(size=(n, 2, width)).astype(np.float32) + y[:, None, None] * 1.5
-    ds = Dataset(
-        image_ids=[f"m{i:02d}" for i in range(n)],
-        image_sha256=[f"s{i}" for i in range(n)],
-        image_views=x,
-        image_y=y,
-        video_ids=[],
-        video_sha256=[],
-        video_frames=np.zeros((0, 15, width), np.float32),
-        video_pooled=np.zeros((0, width), np.float32),
-        video_y=np.zeros(0, np.int64),
+    no_video = np.zeros((0, width), np.float32)
+    ds = TrainingSet(
+        Items([f"m{i:02d}" for i in range(n)], [f"s{i}" for i in range(n)], y, x),
+        Items([], [], np.zeros(0, np.int64), np.zeros((0, 15, width), np.float32), no_video),
     )
     t = np.arange(n, dtype=np.int64) * DAY
     bounds = np.array([30, 35, 40], np.int64) * DAY

@@ -12,7 +12,7 @@ first; `popray sql` and `connect()` do that for you.
 from __future__ import annotations
 
 import fcntl
-import json
+import functools
 import os
 import re
 import socket
@@ -20,7 +20,6 @@ import uuid
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
-from importlib.resources import files
 from pathlib import Path
 
 import duckdb
@@ -139,13 +138,8 @@ def refresh_views(out: Path) -> Path:
     try:
         con.execute("SET file_search_path = $p", {"p": str(out.resolve())})
         for name in SCHEMAS:  # identifiers only from this allow-list
-            if has_table(out, name):
-                con.execute(
-                    f'CREATE OR REPLACE VIEW "{name}" AS '
-                    f"SELECT * FROM read_parquet('tables/{name}/*.parquet')"
-                )
-            else:
-                con.execute(f'DROP VIEW IF EXISTS "{name}"')
+            ddl = "views.create" if has_table(out, name) else "views.drop"
+            con.execute(sql_text(ddl).format(name=name))
     finally:
         con.close()
     return db
@@ -167,11 +161,12 @@ def connect(out: Path) -> duckdb.DuckDBPyConnection:
     return con
 
 
-def query(out: Path, sql: str) -> pa.Table:
-    """Run one SQL statement against the views of OUT and return the result."""
+def query(out: Path, sql: str, **params) -> pa.Table:
+    """Run one SQL statement (with its $named `params`) against the views of OUT and
+    return the result."""
     con = connect(out)
     try:
-        return con.sql(sql).to_arrow_table()
+        return con.sql(sql, params=params or None).to_arrow_table()
     finally:
         con.close()
 
@@ -217,20 +212,60 @@ def exclusive(out: Path, what: str) -> Iterator[None]:
         handle.close()
 
 
-def sql_text(name: str) -> str:
-    """The text of `schemas/sql/<name>.sql`: from the installed package (`popray.schemas`),
-    or from the source tree when popray runs uninstalled (e.g. a `ray job submit
-    --working-dir .` upload, where `popray/` is importable but `popray.schemas` is not)."""
+def query_tables(name: str, tables: dict[str, pa.Table], **params) -> pa.Table:
+    """The rows of the named query `name` (see `sql_text`) over `tables`, each registered
+    under its key, on a DuckDB of its own."""
+    con = duckdb.connect()
     try:
-        root = files("popray.schemas")
-    except ModuleNotFoundError:
-        root = Path(__file__).resolve().parents[2] / "schemas"
-    return (root / "sql" / f"{name}.sql").read_text(encoding="utf-8")
+        for table_name, table in tables.items():
+            con.register(table_name, table)
+        return con.sql(sql_text(name), params=params or None).to_arrow_table()
+    finally:
+        con.close()
+
+
+def view_names(con: duckdb.DuckDBPyConnection) -> set[str]:
+    """The views a connection from `connect` has: the tables some stage has written."""
+    return {r[0] for r in con.sql(sql_text("views.existing")).fetchall()}
+
+
+def sql_text(name: str) -> str:
+    """A named query: the file `popray/io/sql/<name>.sql`, or for "<file>.<query>" the
+    query under the line `-- name: <query>` in `<file>.sql` (package data: the same
+    installed and in a `ray job submit --working-dir .` upload)."""
+    file, _, query = name.partition(".")
+    if not query:
+        return _sql_file(file)
+    try:
+        return sql_queries(file)[query]
+    except KeyError:
+        raise KeyError(f"{SQL_DIR / file}.sql has no query named {query!r}") from None
+
+
+def sql_queries(file: str) -> dict[str, str]:
+    """Every named query of `popray/io/sql/<file>.sql`, in file order: each starts at a line
+    `-- name: <query>`; the comment lines right below it describe it."""
+    named: dict[str, list[str]] = {}
+    lines: list[str] = []
+    for line in _sql_file(file).splitlines():
+        if line.startswith(NAME_MARK):
+            lines = named.setdefault(line[len(NAME_MARK) :].strip(), [])
+        else:
+            lines.append(line)
+    return {name: "\n".join(body).strip() for name, body in named.items()}
+
+
+@functools.cache
+def _sql_file(file: str) -> str:
+    return (SQL_DIR / f"{file}.sql").read_text(encoding="utf-8")
+
+
+SQL_DIR = Path(__file__).resolve().parent / "sql"
+NAME_MARK = "-- name:"
 
 
 def input_dir_of(out: Path) -> Location:
     """The export `out` was ingested from (recorded in OUT/ingest.json)."""
-    record = out / "ingest.json"
-    if not record.exists():
-        raise MissingError(f"{record} does not exist: run `popray ingest --out {out}` first")
-    return Location(json.loads(record.read_text())["input_dir"])
+    from popray.records import IngestRecord
+
+    return Location(IngestRecord.read(out).input_dir)

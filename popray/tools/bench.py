@@ -140,8 +140,8 @@ def _repeat(items: list[MediaItem], n: int) -> list[MediaItem]:
 
 def plain_loop_rate(images: list[MediaItem], cfg) -> float:
     """Images/s of a single-process loop: PIL decode + resize + forward, same batch size."""
-    from popray.embed import Embedder
     from popray.media import decode
+    from popray.media.embed_pipeline import Embedder
 
     start = time.perf_counter()
     embedder = Embedder(cfg)
@@ -154,7 +154,7 @@ def plain_loop_rate(images: list[MediaItem], cfg) -> float:
 
 def pipeline_rate(images: list[MediaItem], cfg) -> float:
     """Images/s of popray's Ray Data pipeline (decode tasks + model actor pool)."""
-    from popray.embed import run_pipeline
+    from popray.media.embed_pipeline import run_pipeline
 
     start = time.perf_counter()
     results = run_pipeline(images, cfg, LOCAL_FILES)
@@ -167,7 +167,7 @@ def video_sampling_seconds(videos: list[MediaItem], cfg) -> tuple[float, float, 
     (every frame), both as Ray Data jobs over the same files."""
     import ray
 
-    from popray.embed import decode_batch
+    from popray.media.embed_pipeline import decode_batch
 
     start = time.perf_counter()
     n = (
@@ -195,7 +195,7 @@ def decode_rate_one_core(images: list[MediaItem]) -> float:
 
 def forward_rate(cfg, n: int = 2048) -> float:
     """Images/s of the backbone alone on already-decoded frames (host memory in, features out)."""
-    from popray.embed import Embedder
+    from popray.media.embed_pipeline import Embedder
 
     embedder = Embedder(cfg)
     frames = np.random.default_rng(0).integers(0, 255, (n, 224, 224, 3), dtype=np.uint8)
@@ -350,7 +350,8 @@ def bench_train(out: Path, cfg=None, backbone: str = "efficientnet_lite0") -> li
     from popray.config import GridConfig
     from popray.training.cells import plan_cells, trial_specs
     from popray.training.dataset import load_dataset
-    from popray.training.tune import run_grid, run_trial
+    from popray.training.trials import run_trial
+    from popray.training.tune import run_grid
 
     cfg = cfg or GridConfig()
     datasets = {k: load_dataset(out, backbone, k) for k in LabelConfig().k}

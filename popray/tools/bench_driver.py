@@ -66,9 +66,9 @@ def bench_train_driver(profiles: int, posts: int, seeds: int, repeats: int, work
 def _phases(out: Path, cfg: GridConfig, labels: LabelConfig) -> dict[str, float]:
     """One pass of the driver's phases of `run_train`, on the finished OUT, as a first
     run would do them (nothing published is looked up)."""
+    from popray.training.baselines import ranking_targets, recent_baseline
     from popray.training.cells import plan_cells, trial_specs
     from popray.training.dataset import load_keys
-    from popray.training.evaluate import ranking_targets, recent_baseline
     from popray.training.metrics_parallel import metrics_by_cell
     from popray.training.pooled import PROFILE_GROUPED
     from popray.training.timelines import build_timelines

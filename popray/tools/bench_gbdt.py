@@ -15,10 +15,11 @@ import numpy as np
 import torch
 
 from popray.io import store
+from popray.training.baselines import ranking_targets
 from popray.training.dataset import load_dataset
-from popray.training.evaluate import expected_score, ranking_targets, spearman
 from popray.training.folds import fold_data, split
 from popray.training.models import PCA_COMPONENTS, GbdtModel
+from popray.training.ranking import expected_score, spearman
 
 
 def bench_gbdt(

@@ -206,7 +206,7 @@ def bench_assemble(
 
 def bench_send(out: Path) -> dict:
     """The driver's cost of sending OUT's embedding files to read tasks on other nodes
-    (`dataset._read` on a cluster): each file read and its bytes put in the object store
+    (`embedding_read._read` on a cluster): each file read and its bytes put in the object store
     (Ray started before the clock), per MB of the vectors it holds; twice, the second
     pass into an object store whose memory is mapped already, as it is once a driver
     has sent more than the store holds. Across a network the driver's link adds its own

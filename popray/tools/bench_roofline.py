@@ -56,8 +56,8 @@ def breakdown(images: list[MediaItem], cfg) -> dict:
     import pyarrow.parquet as pq
     import torch
 
-    from popray.embed import Embedder, image_key
     from popray.media import decode
+    from popray.media.embed_pipeline import Embedder, image_key
     from popray.media.embed_write import image_table
 
     embedder = Embedder(cfg)

@@ -211,7 +211,8 @@ def _driver(out: Path, profiles: int, posts: int, seeds: int, epochs: int) -> di
     # the trials' own training time by protocol: how the grid's cores split between them
     by = report.grid.trials.group_by("protocol").aggregate([("train_s", "sum")])
     trained = dict(zip(by["protocol"].to_pylist(), by["train_s_sum"].to_pylist(), strict=True))
-    items = store.query(out, "SELECT count(*) AS n FROM media")["n"][0].as_py()
+    [mix] = store.query(out, store.sql_text("plan.run_mix")).to_pylist()
+    items = mix["images"] + mix["videos"]  # the media files
     return {
         "bench": "profiles",
         "profiles": profiles,

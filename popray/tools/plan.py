@@ -20,7 +20,8 @@ from pathlib import Path
 
 from popray.config import GridConfig, WalkForwardConfig
 from popray.errors import ConfigError
-from popray.ingest import PARALLEL_ROWS
+from popray.io.rows import PARALLEL_ROWS
+from popray.records import RunManifest
 
 # What a profile's posts hold, on average (the sample generator's mix, close to the
 # paper's profile): images and videos per post, follower points per post.
@@ -87,7 +88,7 @@ class UnitCosts:
     # posts (2 cores, 2026-12-04), its 1 seed scaled to the default 3 (folds, windows,
     # collect and metrics x 3; final models and cross-profile models x 1).
     dedup_profile_s: float = 0.012  # core-s per profile: a task per (profile, media type)
-    # dedup's read of the vectors by tasks (dataset._read), core-s per item: on the
+    # dedup's read of the vectors by tasks (embedding_read._read), core-s per item: on the
     # benchmark's one node, 13.8 s at 1,000 profiles less its dedup tasks' 1,000 x 0.012
     # / 2 s, x 2 cores (2026-12-05, at 250ab55)
     dedup_read_item_core_s: float = 3.9e-4
@@ -107,11 +108,11 @@ class UnitCosts:
     # less
     grid_item_core_s: float = 0.126  # the paper's folds + final models, per item
     walk_forward_item_core_s: float = 0.199  # walk-forward trials, per item
-    # the training data read into the object store by tasks (dataset._read), core-s per
+    # the training data read into the object store by tasks (embedding_read._read), core-s per
     # item: on the benchmark's one node 6.95 s per 40,000 items (READ_PHASE; 250ab55),
     # x 2 cores; 13.9 s before both ks shared one read
     train_read_item_core_s: float = 3.5e-4
-    # the driver sending OUT's part files to read tasks on other nodes (dataset._read on
+    # the driver sending OUT's part files to read tasks on other nodes (embedding_read._read on
     # a cluster, once for dedup, once for train): reading each file and putting its
     # bytes in the object store, s per MB of vectors: `jobs.benchmark send` on the
     # 200-profile run (0.126 s for 139 MB) and on 100 parts (0.211 s for 256 MB), the
@@ -178,13 +179,103 @@ def plan(
     """Expected wall time of each stage of one full run (nothing reused); `walk_forward`:
     the grid's default second protocol too; `pooled_max_items`: grid.pooled_max_items;
     `mix`: images and videos per post."""
-    posts = profiles * posts_per_profile
-    images, videos = posts * mix[0], posts * mix[1]
-    items = images + videos
-    vector_mb = (images * (1 + costs.views) + videos * VIDEO_VECTORS) * WIDTH * 4 / 1e6
-    files = {"posts": posts, "media": items, "followers": posts * FOLLOWER_ROWS_PER_POST}
+    run = _Run(profiles, posts_per_profile, mix, cpus, gpus, costs.views)
+    labels, grid = _walk_forward(costs, run) if walk_forward else ([], [])
+    return [
+        *_ingest(costs, run),
+        Stage("labels", run.posts * costs.label_post_s, "DuckDB", "driver"),
+        *labels,
+        *_embedding(costs, run),
+        *_dedup(costs, run),
+        *_training(costs, run),
+        *grid,
+        _cross_profile(costs, run, pooled_max_items),
+        Stage("explain", profiles * costs.profile_s / cpus, f"Grad-CAM actors ({cpus} cores)"),
+        Stage(
+            "fixed", costs.fixed_s, "Ray start, figures (t-SNE: <= 3,000 items), report", "driver"
+        ),
+    ]
+
+
+@dataclass(frozen=True)
+class _Run:
+    """The run planned (its size) and the cluster it runs on."""
+
+    profiles: int
+    posts_per_profile: float
+    mix: tuple[float, float]  # images and videos per post
+    cpus: int
+    gpus: int
+    views: int
+
+    @property
+    def posts(self) -> float:
+        return self.profiles * self.posts_per_profile
+
+    @property
+    def images(self) -> float:
+        return self.posts * self.mix[0]
+
+    @property
+    def videos(self) -> float:
+        return self.posts * self.mix[1]
+
+    @property
+    def items(self) -> float:
+        return self.images + self.videos
+
+    @property
+    def vector_mb(self) -> float:
+        vectors = self.images * (1 + self.views) + self.videos * VIDEO_VECTORS
+        return vectors * WIDTH * 4 / 1e6
+
+
+def _ingest(costs: UnitCosts, run: _Run) -> list[Stage]:
+    files = {"posts": run.posts, "media": run.items}
+    files["followers"] = run.posts * FOLLOWER_ROWS_PER_POST
     rows = sum(files.values())
     on_tasks = sum(n for n in files.values() if n >= PARALLEL_ROWS)  # validated by tasks
+    return [
+        Stage(
+            "ingest",
+            rows * costs.ingest_parse_row_s
+            + (rows - on_tasks) * costs.ingest_validate_row_core_s
+            + run.items * costs.ingest_file_driver_s,
+            f"parsing, file checks{', validation' if on_tasks < rows else ''}",
+            "driver",
+        ),
+        Stage(
+            "ingest: tasks",
+            (
+                on_tasks * costs.ingest_validate_row_core_s
+                + run.items * costs.ingest_hash_file_core_s
+            )
+            / run.cpus,
+            f"validation of files >= {PARALLEL_ROWS:,} rows, sha256 of media ({run.cpus} cores)",
+        ),
+    ]
+
+
+def _walk_forward(costs: UnitCosts, run: _Run) -> tuple[list[Stage], list[Stage]]:
+    """(its labelling, after the labels; its grid, after the stratified grid)."""
+    labels = Stage(
+        "walk-forward labels",
+        max(run.posts / run.cpus, min(run.posts, LABEL_TASK_POSTS))  # no faster than one task
+        * costs.walk_forward_label_post_core_s
+        * WALK_FORWARD_LABELLINGS,
+        f"{WALK_FORWARD_LABELLINGS} labellings, a Ray task per group of profiles "
+        f"({run.cpus} cores)",
+    )
+    grid = Stage(
+        "walk-forward grid",
+        run.items * costs.walk_forward_item_core_s / run.cpus,
+        f"Tune trials ({run.cpus} cores); at most: windows short of training items are skipped",
+    )
+    return [labels], [grid]
+
+
+def _embedding(costs: UnitCosts, run: _Run) -> list[Stage]:
+    cpus, gpus, images, videos = run.cpus, run.gpus, run.images, run.videos
     if gpus:
         frames = images * (1 + costs.views) + videos * 16
         decode = (images * costs.decode_image_core_s + videos * costs.decode_video_core_s) / cpus
@@ -197,75 +288,53 @@ def plan(
     else:
         core_s = images * costs.image_core_s + videos * costs.video_core_s
         embed = Stage("decode + embed", core_s / cpus, f"CPU decode + forward ({cpus} cores)")
-    per_profile_pairs = ((posts_per_profile * mix[0]) ** 2 + (posts_per_profile * mix[1]) ** 2) / 2
-    forward = [
-        Stage(
-            "walk-forward labels",
-            max(posts / cpus, min(posts, LABEL_TASK_POSTS))  # no faster than one task
-            * costs.walk_forward_label_post_core_s
-            * WALK_FORWARD_LABELLINGS,
-            f"{WALK_FORWARD_LABELLINGS} labellings, a Ray task per group of profiles "
-            f"({cpus} cores)",
-        ),
-        Stage(
-            "walk-forward grid",
-            items * costs.walk_forward_item_core_s / cpus,
-            f"Tune trials ({cpus} cores); at most: windows short of training items are skipped",
-        ),
-    ]
-    pooled_cores = min(cpus, POOLED_BIG_TASKS)
-
-    def send(name: str) -> Stage:
-        return Stage(
-            name,
-            vector_mb * max(costs.send_mb_s, PART_BYTES / DRIVER_LINK_MB_S),
-            "the driver sending OUT's embedding files to tasks on other nodes (its network link)",
-            "driver",
-        )
-
-    cap = pooled_max_items or float("inf")
-    pooled_items = min(images, cap) + min(videos, cap)
     return [
-        Stage(
-            "ingest",
-            rows * costs.ingest_parse_row_s
-            + (rows - on_tasks) * costs.ingest_validate_row_core_s
-            + items * costs.ingest_file_driver_s,
-            f"parsing, file checks{', validation' if on_tasks < rows else ''}",
-            "driver",
-        ),
-        Stage(
-            "ingest: tasks",
-            (on_tasks * costs.ingest_validate_row_core_s + items * costs.ingest_hash_file_core_s)
-            / cpus,
-            f"validation of files >= {PARALLEL_ROWS:,} rows, sha256 of media ({cpus} cores)",
-        ),
-        Stage("labels", posts * costs.label_post_s, "DuckDB", "driver"),
-        *(forward[:1] if walk_forward else []),
         embed,
         Stage(
             "embed: assemble",
-            vector_mb * costs.assemble_vector_mb_core_s / cpus,
+            run.vector_mb * costs.assemble_vector_mb_core_s / cpus,
             f"a Ray task per written part of the embedding tables ({cpus} cores)",
         ),
         Stage(
             "embed: parts to OUT",
-            vector_mb * max(costs.assemble_write_mb_s, PART_BYTES / DRIVER_LINK_MB_S),
+            run.vector_mb * max(costs.assemble_write_mb_s, PART_BYTES / DRIVER_LINK_MB_S),
             "the driver writing each built part into OUT (its disk, or its network link)",
             "driver",
         ),
-        send("dedup: send"),
+    ]
+
+
+def _send(costs: UnitCosts, run: _Run, name: str) -> Stage:
+    return Stage(
+        name,
+        run.vector_mb * max(costs.send_mb_s, PART_BYTES / DRIVER_LINK_MB_S),
+        "the driver sending OUT's embedding files to tasks on other nodes (its network link)",
+        "driver",
+    )
+
+
+def _dedup(costs: UnitCosts, run: _Run) -> list[Stage]:
+    per_profile = run.posts_per_profile
+    pairs = ((per_profile * run.mix[0]) ** 2 + (per_profile * run.mix[1]) ** 2) / 2
+    return [
+        _send(costs, run, "dedup: send"),
         Stage(
             "dedup: read",
-            items * costs.dedup_read_item_core_s / cpus,
-            f"the vectors read from the files' bytes by tasks ({cpus} cores)",
+            run.items * costs.dedup_read_item_core_s / run.cpus,
+            f"the vectors read from the files' bytes by tasks ({run.cpus} cores)",
         ),
         Stage(
             "dedup",
-            profiles * (costs.dedup_profile_s + per_profile_pairs * costs.dedup_pair_s) / cpus,
-            f"a Ray task per (profile, media type) ({cpus} cores)",
+            run.profiles * (costs.dedup_profile_s + pairs * costs.dedup_pair_s) / run.cpus,
+            f"a Ray task per (profile, media type) ({run.cpus} cores)",
         ),
-        send("train: send"),
+    ]
+
+
+def _training(costs: UnitCosts, run: _Run) -> list[Stage]:
+    items, cpus = run.items, run.cpus
+    return [
+        _send(costs, run, "train: send"),
         Stage(
             "train: read",
             items * costs.train_read_item_core_s / cpus,
@@ -290,19 +359,20 @@ def plan(
             items * costs.grid_item_core_s / cpus,
             f"Tune trials, final-model tasks ({cpus} cores)",
         ),
-        *(forward[1:] if walk_forward else []),
-        Stage(
-            "cross-profile models",
-            pooled_items * costs.pooled_item_core_s / pooled_cores
-            + profiles * costs.pooled_profile_core_s / cpus,
-            f"fits on {_count(pooled_items)} items ({pooled_cores} at once), then a task "
-            f"per profile ({cpus} cores)",
-        ),
-        Stage("explain", profiles * costs.profile_s / cpus, f"Grad-CAM actors ({cpus} cores)"),
-        Stage(
-            "fixed", costs.fixed_s, "Ray start, figures (t-SNE: <= 3,000 items), report", "driver"
-        ),
     ]
+
+
+def _cross_profile(costs: UnitCosts, run: _Run, pooled_max_items: int | None) -> Stage:
+    cap = pooled_max_items or float("inf")
+    items = min(run.images, cap) + min(run.videos, cap)
+    cores = min(run.cpus, POOLED_BIG_TASKS)
+    return Stage(
+        "cross-profile models",
+        items * costs.pooled_item_core_s / cores
+        + run.profiles * costs.pooled_profile_core_s / run.cpus,
+        f"fits on {_count(items)} items ({cores} at once), then a task per profile "
+        f"({run.cpus} cores)",
+    )
 
 
 def plan_text(stages: list[Stage]) -> str:
@@ -333,104 +403,99 @@ def _human(seconds: float) -> str:
     return f"{seconds / 86400:.1f} d"
 
 
+def _embed_costs(run: RunManifest, images: float, videos: float, views: int, cpus: int) -> dict:
+    """The embed stage's unit costs: a frame's decode and forward pass, the assembly of the
+    tables' parts per MB of vectors (runs before its split was recorded: the defaults)."""
+    frames = images * (1 + views) + videos * 16
+    assemble = run.get("embed_assemble")  # runs before it was recorded: all in embed
+    vector_mb = (images * (1 + views) + videos * VIDEO_VECTORS) * WIDTH * 4 / 1e6
+    frame_core_s = (run.stages["embed"] - (assemble or 0.0)) * cpus / max(frames, 1)
+    return {
+        "assemble_vector_mb_core_s": run.stages["embed_assemble_core"] / max(vector_mb, 1e-9)
+        if "embed_assemble_core" in run.stages
+        else UnitCosts.assemble_vector_mb_core_s,
+        "assemble_write_mb_s": run.stages["embed_assemble_write"] / max(vector_mb, 1e-9)
+        if "embed_assemble_write" in run.stages
+        else UnitCosts.assemble_write_mb_s,
+        "image_core_s": frame_core_s * (1 + views),
+        "video_core_s": frame_core_s * 16,
+    }
+
+
+def _train_costs(
+    run: RunManifest, trained: float, forward_share: float, profiles: float, cpus: int
+) -> dict:
+    """The train stage's unit costs per trained item: the driver's own phases, the
+    cross-profile tasks, and the grid + final models (the rest), split between the two
+    protocols by their trials' time; runs before the phases were recorded count all as
+    grid."""
+    read = run.phase(READ_PHASE)
+    driver = sum(run.phase(name) for name in DRIVER_PHASES)
+    pooled = run.phase("pooled")
+    scoring = run.phase(METRICS_TASKS_PHASE)
+    grid = run.stages["train"] - read - driver - pooled - run.phase("timelines") - scoring
+    trained = max(trained, 1)
+    return {
+        "grid_item_core_s": grid * (1 - forward_share) * cpus / trained,
+        "walk_forward_item_core_s": grid * forward_share * cpus / trained,
+        "train_read_item_core_s": read * cpus / trained,
+        "train_driver_item_s": driver / trained,
+        "metrics_item_core_s": scoring * cpus / trained,
+        # a run under the cap: the fits train on every item; the profiles' own models are
+        # taken out at their default cost
+        "pooled_item_core_s": max(0.0, pooled - profiles * UnitCosts.pooled_profile_core_s / cpus)
+        * min(cpus, POOLED_BIG_TASKS)
+        / trained,
+    }
+
+
 def costs_from_run(out: Path, cpus: int) -> UnitCosts:
     """Unit costs from a finished `popray run` on OUT (its timings.json and tables), on a
     machine with `cpus` cores."""
     from popray.io import store
 
-    timings = json.loads((out / TIMINGS_FILE).read_text())
+    run = RunManifest.read(out)
     con = store.connect(out)
     try:
-
-        def one(sql: str) -> float:
-            return float(con.sql(sql).fetchall()[0][0] or 0)
-
-        posts = one("SELECT count(*) FROM posts")
-        rows = posts + one(
-            "SELECT (SELECT count(*) FROM media) + (SELECT count(*) FROM followers) "
-            "+ (SELECT count(*) FROM quarantine WHERE stage = 'ingest')"
-        )
-        media_files = one("SELECT count(*) FROM media")
-        images = one("SELECT count(DISTINCT media_id) FROM embeddings_image")
-        views = int(one("SELECT max(view) FROM embeddings_image"))
-        videos = one("SELECT count(*) FROM embeddings_video")
-        pairs = one(
-            "SELECT sum(n * n) / 2 FROM (SELECT count(*) AS n FROM labels "
-            "WHERE scheme = 'por_rolling' AND k = (SELECT min(k) FROM labels) "
-            "GROUP BY profile_id, media_type)"
-        )
-        trained = one(
-            "SELECT count(DISTINCT media_id) FROM predictions WHERE model IN ('image', 'video')"
-        )
-        # the share of the train stage spent in walk-forward trials
-        forward_share = one(
-            "SELECT coalesce(sum(train_s) FILTER (WHERE protocol = 'walk_forward') "
-            "/ nullif(sum(train_s), 0), 0) FROM trials"
-        )
-        profiles = one("SELECT count(DISTINCT profile_id) FROM posts")
+        [size] = con.sql(store.sql_text("plan.run_size")).to_arrow_table().to_pylist()
     finally:
         con.close()
+    size = {name: float(value or 0) for name, value in size.items()}
+    posts, media_files, images, videos = (
+        size[n] for n in ("posts", "media_files", "images", "videos")
+    )
+    rows = posts + media_files + size["follower_rows"] + size["quarantined_rows"]
+    views, pairs, trained = int(size["views"]), size["pairs"], size["trained"]
+    forward_share, profiles = size["forward_share"], size["profiles"]
     frames = images * (1 + views) + videos * 16
-    assemble = timings.get("embed_assemble")  # runs before it was recorded: all in embed
-    vector_mb = (images * (1 + views) + videos * VIDEO_VECTORS) * WIDTH * 4 / 1e6
-    frame_core_s = (timings["embed"] - (assemble or 0.0)) * cpus / max(frames, 1)
-    video_share = videos * 16 / max(frames, 1)
-    # the train stage: the driver's own phases, the cross-profile tasks, and the grid +
-    # final models (the rest); runs before the phases were recorded count all as grid
-    phases = timings.get("train_phases", {})
-    read = phases.get(READ_PHASE, 0.0)
-    driver = sum(phases.get(name, 0.0) for name in DRIVER_PHASES)
-    pooled = phases.get("pooled", 0.0)
-    timelines = phases.get("timelines", 0.0)
-    scoring = phases.get(METRICS_TASKS_PHASE, 0.0)
-    grid = timings["train"] - read - driver - pooled - timelines - scoring
-    trained_ = max(trained, 1)
     return UnitCosts(
         # a small run validates in the driver: what its ingest took beyond parsing and
         # the media files, per row
         ingest_validate_row_core_s=max(
             0.0,
-            timings["ingest"]
+            run.stages["ingest"]
             - rows * UnitCosts.ingest_parse_row_s
             - media_files * (UnitCosts.ingest_file_driver_s + UnitCosts.ingest_hash_file_core_s),
         )
         / max(rows, 1),
         label_post_s=UnitCosts.label_post_s,  # the run's posts are too few to time it
-        walk_forward_label_post_core_s=timelines * cpus / max(posts * WALK_FORWARD_LABELLINGS, 1)
-        if timelines
+        walk_forward_label_post_core_s=run.phase("timelines")
+        * cpus
+        / max(posts * WALK_FORWARD_LABELLINGS, 1)
+        if run.phase("timelines")
         else UnitCosts.walk_forward_label_post_core_s,
-        # runs before the assembly's own split was recorded: the default costs
-        assemble_vector_mb_core_s=timings["embed_assemble_core"] / max(vector_mb, 1e-9)
-        if "embed_assemble_core" in timings
-        else UnitCosts.assemble_vector_mb_core_s,
-        assemble_write_mb_s=timings["embed_assemble_write"] / max(vector_mb, 1e-9)
-        if "embed_assemble_write" in timings
-        else UnitCosts.assemble_write_mb_s,
-        image_core_s=frame_core_s * (1 + views),
-        video_core_s=frame_core_s * 16,
-        dedup_profile_s=max(0.0, timings["dedup"] * cpus - pairs * UnitCosts.dedup_pair_s)
+        **_embed_costs(run, images, videos, views, cpus),
+        dedup_profile_s=max(0.0, run.stages["dedup"] * cpus - pairs * UnitCosts.dedup_pair_s)
         / max(profiles, 1),
-        grid_item_core_s=grid * (1 - forward_share) * cpus / trained_,
-        walk_forward_item_core_s=grid * forward_share * cpus / trained_,
-        train_read_item_core_s=read * cpus / trained_,
-        train_driver_item_s=driver / trained_,
-        metrics_item_core_s=scoring * cpus / trained_,
-        # a run under the cap: the fits train on every item; the profiles' own models
-        # are taken out at their default cost
-        pooled_item_core_s=max(0.0, pooled - profiles * UnitCosts.pooled_profile_core_s / cpus)
-        * min(cpus, POOLED_BIG_TASKS)
-        / trained_,
-        profile_s=timings.get("explain", 0) * cpus / max(profiles, 1),
-        fixed_s=timings["ray_start"] + timings["figures"] + timings["report"],
+        **_train_costs(run, trained, forward_share, profiles, cpus),
+        profile_s=run.stages.get("explain", 0.0) * cpus / max(profiles, 1),
+        fixed_s=sum(run.stages[name] for name in ("ray_start", "figures", "report")),
         views=views,
         source=f"{out} ({int(profiles)} profiles, {int(posts)} posts, {cpus} cores)",
         measured={
-            "timings": timings,
+            "timings": run.to_json(),
             "images": images,
             "videos": videos,
-            "video_share_of_frames": round(video_share, 3),
+            "video_share_of_frames": round(videos * 16 / max(frames, 1), 3),
         },
     )
-
-
-TIMINGS_FILE = "timings.json"

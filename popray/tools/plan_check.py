@@ -11,16 +11,15 @@ driver and task parts, dedup's read and tasks, the two grids): they are compared
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
 from popray.errors import MissingError
+from popray.records import RunManifest
 from popray.tools.plan import (
     DRIVER_PHASES,
     METRICS_TASKS_PHASE,
     READ_PHASE,
-    TIMINGS_FILE,
     UnitCosts,
     plan,
 )
@@ -56,8 +55,8 @@ class Check:
         return self.planned / self.measured
 
 
-def _measured(timings: dict) -> dict[str, float | None]:
-    phases = timings.get("train_phases", {})
+def _measured(run: RunManifest) -> dict[str, float | None]:
+    phases, timings = run.train_phases, run.stages
     has = bool(phases)
     return {
         "ingest": timings.get("ingest"),
@@ -80,19 +79,10 @@ def check_run(out: Path, costs: UnitCosts, cpus: int, gpus: int = 0) -> list[Che
     cores and `gpus` GPUs, and the measured wall time."""
     from popray.io import store
 
-    path = out / TIMINGS_FILE
-    if not path.exists():
-        raise MissingError(f"{path}: missing; `popray run` writes it")
-    timings = json.loads(path.read_text())
+    run = RunManifest.read(out)
     con = store.connect(out)
     try:
-        [(profiles, posts)] = con.sql(
-            "SELECT count(DISTINCT profile_id), count(*) FROM posts"
-        ).fetchall()
-        [(images, videos)] = con.sql(
-            "SELECT count(*) FILTER (WHERE media_type = 'image'), "
-            "count(*) FILTER (WHERE media_type = 'video') FROM media"
-        ).fetchall()
+        [(profiles, posts, images, videos)] = con.sql(store.sql_text("plan.run_mix")).fetchall()
     finally:
         con.close()
     if not posts:
@@ -101,7 +91,7 @@ def check_run(out: Path, costs: UnitCosts, cpus: int, gpus: int = 0) -> list[Che
         costs, profiles, posts / profiles, cpus, gpus, mix=(images / posts, videos / posts)
     )
     by_name = {s.name: s.seconds for s in stages}
-    measured = _measured(timings)
+    measured = _measured(run)
     return [
         Check(span, sum(by_name.get(n, 0.0) for n in names), measured[span])
         for span, names in SPANS.items()

@@ -341,6 +341,19 @@ def generate(out_dir: Path, spec: SampleSpec, append: bool = False) -> dict:
     }
     posts = _timeline(rng, spec)
     _plan_media(rng, spec, posts)
+    _write_media(rng, spec, out_dir, posts, truth)
+    posts.sort(key=lambda p: (p.published_at, p.post_id))
+    rows = _rows(rng, spec, posts, truth)  # in this order: the same rng draws as before
+    last = posts[-1].published_at
+    rows["followers"] = [[spec.profile_id, at, f] for at, f in _follower_history(rng, spec, last)]
+    _write_outside_link(out_dir)
+    _write_inputs(rng, spec, out_dir, posts, rows, truth, append)
+    (out_dir / "sample_truth.json").write_text(json.dumps(truth, indent=1, default=str))
+    return truth
+
+
+def _write_media(rng, spec: SampleSpec, out_dir: Path, posts: list, truth: dict) -> None:
+    """Every media file of `posts` (duplicates copied and altered), then the corrupt ones."""
     by_id = {m.media_id: m for p in posts for m in p.media}
     for post in posts:
         for m in post.media:
@@ -351,14 +364,16 @@ def generate(out_dir: Path, spec: SampleSpec, append: bool = False) -> dict:
             else:
                 _write_image(rng, out_dir, m, truth)
     _corrupt_media(rng, spec, out_dir, posts, truth)
-    posts.sort(key=lambda p: (p.published_at, p.post_id))
 
-    post_rows, media_rows, exclude_rows = [], [], []
+
+def _rows(rng, spec: SampleSpec, posts: list, truth: dict) -> dict[str, list[list]]:
+    """The rows of posts.csv (engagement from the planted PoR), media.csv and exclude.csv."""
+    rows: dict[str, list[list]] = {"posts": [], "media": [], "exclude": []}
     for post in posts:
         por = _por(rng, spec, post)
         engagement = max(1, round(por * followers_true(spec, post.published_at)))
         comments = int(rng.binomial(engagement, 0.03))
-        post_rows.append(
+        rows["posts"].append(
             [
                 spec.profile_id,
                 post.post_id,
@@ -370,37 +385,29 @@ def generate(out_dir: Path, spec: SampleSpec, append: bool = False) -> dict:
             ]
         )
         for m in post.media:
-            media_rows.append(
+            rows["media"].append(
                 [m.media_id, m.post_id, m.position, m.media_type, m.path, m.thumbnail_path or ""]
             )
             truth["media_subject"][m.media_id] = m.subject
             if m.excluded:
-                exclude_rows.append([m.media_id, m.excluded])
+                rows["exclude"].append([m.media_id, m.excluded])
                 truth["excluded"].append(m.media_id)
+    return rows
 
-    last = posts[-1].published_at
-    follower_rows = [[spec.profile_id, at, f] for at, f in _follower_history(rng, spec, last)]
-    _write_outside_link(out_dir)
+
+def _write_inputs(
+    rng, spec: SampleSpec, out_dir: Path, posts: list, rows: dict, truth: dict, append: bool
+) -> None:
+    """The four input files, each with its planted bad rows (see `_write_csv`)."""
     when = posts[len(posts) // 2].published_at.isoformat()
     pid, x = spec.profile_id, spec.id_prefix
-    _write_csv(
-        out_dir / "posts.csv",
-        ["profile_id", "post_id", "published_at", "likes", "comments", "post_type", "caption"],
-        post_rows,
-        [
+    bad = {
+        "posts": [
             ([pid, f"{x}pbad0", when, -5, 1, "image", ""], "negative likes"),
             ([pid, f"{x}pbad1", "2021-02-30T10:00:00", 10, 1, "image", ""], "impossible date"),
             ([pid, f"{x}pbad2", when, 10, 1, "reel", ""], "unknown post_type"),
         ],
-        rng,
-        truth,
-        append,
-    )
-    _write_csv(
-        out_dir / "media.csv",
-        ["media_id", "post_id", "position", "media_type", "path", "thumbnail_path"],
-        media_rows,
-        [
+        "media": [
             (
                 [f"{x}mbad0", f"{x}pbad0", 0, "image", f"media/{x}m00001.jpg", ""],
                 "post is quarantined",
@@ -410,30 +417,25 @@ def generate(out_dir: Path, spec: SampleSpec, append: bool = False) -> dict:
             ([f"{x}mbad3", posts[3].post_id, 8, "image", "media/missing.jpg", ""], "missing file"),
             ([f"{x}mbad4", posts[4].post_id, 9, "image", "media/link.jpg", ""], "symlink out"),
         ],
-        rng,
-        truth,
-        append,
-    )
-    _write_csv(
-        out_dir / "followers.csv",
-        ["profile_id", "at", "followers"],
-        follower_rows,
-        [([pid, "2020-06-01", "n/a"], "followers not a number")],
-        rng,
-        truth,
-        append,
-    )
-    _write_csv(
-        out_dir / "exclude.csv",
-        ["media_id", "reason"],
-        exclude_rows,
-        [([f"{x}m99999", "no such media"], "unknown media_id")],
-        rng,
-        truth,
-        append,
-    )
-    (out_dir / "sample_truth.json").write_text(json.dumps(truth, indent=1, default=str))
-    return truth
+        "followers": [([pid, "2020-06-01", "n/a"], "followers not a number")],
+        "exclude": [([f"{x}m99999", "no such media"], "unknown media_id")],
+    }
+    header = {
+        "posts": [
+            "profile_id",
+            "post_id",
+            "published_at",
+            "likes",
+            "comments",
+            "post_type",
+            "caption",
+        ],
+        "media": ["media_id", "post_id", "position", "media_type", "path", "thumbnail_path"],
+        "followers": ["profile_id", "at", "followers"],
+        "exclude": ["media_id", "reason"],
+    }
+    for name in ("posts", "media", "followers", "exclude"):  # the order of the rng's draws
+        _write_csv(out_dir / f"{name}.csv", header[name], rows[name], bad[name], rng, truth, append)
 
 
 def generate_many(out_dir: Path, specs: list[SampleSpec]) -> dict:

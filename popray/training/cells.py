@@ -17,7 +17,8 @@ from typing import NamedTuple
 import numpy as np
 
 from popray.config import KFOLD, WALK_FORWARD, GridConfig, ModelName, Protocol
-from popray.training.dataset import ONE_PROFILE, Dataset
+from popray.records import MEDIA_KINDS
+from popray.training.dataset import ONE_PROFILE, TrainingSet
 from popray.training.folds import check_classes
 from popray.training.models import REGISTRY
 from popray.training.timelines import Timeline
@@ -80,7 +81,7 @@ def trial_specs(cfg: GridConfig, cells: list[Cell]) -> list[TrialSpec]:
 
 
 def plan_cells(
-    datasets: dict[int, Dataset],
+    datasets: dict[int, TrainingSet],
     cfg: GridConfig,
     timelines: dict[int, dict[str, Timeline]] | None = None,
 ) -> tuple[list[Cell], list[str]]:
@@ -90,7 +91,7 @@ def plan_cells(
     Tune starts."""
     cells, skipped = [], []
     for k, ds in sorted(datasets.items()):
-        if not ds.image_ids and not ds.video_ids:
+        if not len(ds.images) and not len(ds.videos):
             skipped.append(
                 f"k={k}: no item has a class of scheme {ds.scheme} with k={k} "
                 "(ratio_threshold, likes_moving_average and residual with keep_extremes "
@@ -103,8 +104,8 @@ def plan_cells(
             media = REGISTRY[model].validate_on
             for profile in profiles:
                 who = f"profile {profile} " if len(profiles) > 1 else ""
-                rows = ds.rows_of(profile)[0 if media == "image" else 1]
-                classes = (ds.image_y if media == "image" else ds.video_y)[rows]
+                rows = ds.rows_of(profile)[MEDIA_KINDS.index(media)]
+                classes = ds.side(media).y[rows]
                 try:  # the class counts decide; the folds are cut in the trials
                     check_classes(media, classes, cfg.folds, k)
                     ready.append(profile)

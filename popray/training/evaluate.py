@@ -21,14 +21,11 @@ pooled (for one profile, exactly Spearman's ρ), and the top fifth of each profi
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
-import duckdb
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from popray.io import store
 from popray.io.tables import METRICS
 from popray.training import scores
 from popray.training.models import REGISTRY
@@ -53,88 +50,6 @@ def expected_calibration_error(y: np.ndarray, proba: np.ndarray, bins: int = 10)
     right = np.asarray(y) == proba.argmax(axis=1)
     one = np.zeros(len(right), np.int64)
     return float(scores.calibration_error(one, right, proba.max(axis=1), 1, bins)[0])
-
-
-def recent_baseline(out: Path, scheme: str) -> dict[tuple[int, str], int | None]:
-    """(k, media_id) -> the class of the profile's previous item of the same media type
-    (schemas/sql/baseline_recent.sql)."""
-    from popray.io.store import sql_text
-
-    con = store.connect(out)
-    try:
-        rows = con.sql(sql_text("baseline_recent"), params={"scheme": scheme}).fetchall()
-    finally:
-        con.close()
-    return {(k, media_id): cls for media_id, k, cls in rows}
-
-
-def over_labels(labels: pa.Table, name: str, scheme: str) -> list[tuple]:
-    """The rows of `schemas/sql/<name>.sql` run over `labels` (as the view `labels`)."""
-    from popray.io.store import sql_text
-
-    con = duckdb.connect()
-    try:
-        con.register("labels", labels)
-        return con.sql(sql_text(name), params={"scheme": scheme}).fetchall()
-    finally:
-        con.close()
-
-
-def recent_classes(labels: pa.Table, scheme: str) -> dict[tuple[int, str], int | None]:
-    """(k, media_id) -> the recent-PoR baseline's class over `labels`
-    (schemas/sql/baseline_recent.sql)."""
-    rows = over_labels(labels, "baseline_recent", scheme)
-    return {(k, media_id): cls for media_id, k, cls in rows}
-
-
-def ranking_targets(
-    labels: pa.Table, scheme: str
-) -> dict[tuple[int, str], tuple[float | None, float | None]]:
-    """(k, media_id) -> (the item's rank_score, the recent-PoR baseline's guess of it: the
-    previous item's rank_score or None) over `labels` (schemas/sql/ranking_targets.sql)."""
-    rows = over_labels(labels, "ranking_targets", scheme)
-    return {(k, media_id): (score, recent) for media_id, k, score, recent in rows}
-
-
-expected_score = scores.expected_score
-
-
-def _codes(labels: np.ndarray) -> np.ndarray:
-    return scores.dense(np.asarray(labels))[1]
-
-
-def within_profile(values: np.ndarray, profiles: np.ndarray) -> np.ndarray:
-    """Each value's percentile among its own profile's values (average ranks for ties, in
-    [0, 1]; 0.5 for a profile with one item)."""
-    return scores.percentiles(np.asarray(values, np.float64), _codes(profiles))
-
-
-def spearman(
-    pred: np.ndarray, target: np.ndarray, profiles: np.ndarray
-) -> tuple[float | None, float | None]:
-    """(ρ, one-sided p-value for ρ > 0) ranking within each profile (see the module's doc);
-    (None, None) when either side is constant or there are fewer than 3 items."""
-    one = np.zeros(len(pred), np.int64)
-    rho, p = scores.spearman(
-        np.asarray(pred, np.float64), np.asarray(target, np.float64), one, _codes(profiles), 1
-    )
-    return _num(rho[0]), _num(p[0])
-
-
-def top_precision(
-    pred: np.ndarray, top: np.ndarray, profiles: np.ndarray, ids: np.ndarray
-) -> float | None:
-    """Of each profile's items ranked in its top fifth by `pred` (at least one; ties by
-    media_id), the share with `top` set (in the top class), pooled over profiles."""
-    one = np.zeros(len(pred), np.int64)
-    values = np.asarray(pred, np.float64)
-    top = np.asarray(top, bool)
-    found = scores.top_precision(values, top, one, _codes(profiles), _codes(ids), 1)
-    return _num(found[0]) if len(pred) else None
-
-
-def _num(value) -> float | None:
-    return None if value is None or np.isnan(value) else float(value)
 
 
 RANKING_COLUMNS = (
@@ -403,88 +318,3 @@ def _matrices(values: np.ndarray) -> pa.Array:
     n, k, _ = values.shape
     inner = pa.ListArray.from_arrays(np.arange(0, n * k * k + 1, k), values.reshape(-1))
     return pa.ListArray.from_arrays(np.arange(0, n * k + 1, k), inner)
-
-
-PROTOCOL_TITLES = {
-    "stratified_kfold": "stratified 5-fold (the paper's protocol: past and future posts mixed)",
-    "walk_forward": "walk-forward (trained before each cut, scored on the next window)",
-    "profile_grouped": "cross-profile model, scored only on profiles it never saw "
-    "(GroupKFold over profiles; one seed)",
-}
-
-
-def metrics_text(metrics: pa.Table) -> str:
-    """The metrics pooled over profiles in the paper's layout, one block per protocol: one
-    row per model, one column per k."""
-    everything = metrics.to_pylist()
-    rows = [r for r in everything if r["profile_id"] is None]  # pooled over profiles
-    protocols = [p for p in PROTOCOL_TITLES if any(r["protocol"] == p for r in rows)]
-    blocks = [_protocol_text([r for r in rows if r["protocol"] == p]) for p in protocols]
-    # the grid's rows say what was trained (the cross-profile model has one seed)
-    first = next((r for r in rows if r["protocol"] != "profile_grouped"), rows[0] if rows else {})
-    lines = [
-        f"labels {first.get('scheme')}, backbone {first.get('backbone')}, "
-        f"features {first.get('features')}, "
-        f"{first.get('n_seeds')} seed(s); n = items validated on (images or videos)"
-    ]
-    profiles = sorted({r["profile_id"] for r in everything if r["profile_id"] is not None})
-    if len(profiles) > 1:
-        lines.append(
-            f"{len(profiles)} profiles, each with its own folds and models; pooled above, "
-            "per profile in `metrics` (profile_id)"
-        )
-    return "\n\n".join([*blocks, "\n".join(lines)])
-
-
-def _protocol_text(rows: list[dict]) -> str:
-    ks = sorted({r["k"] for r in rows})
-    by_cell = {(r["model"], r["k"]): r for r in rows}
-    models = [m for m in REGISTRY if any((m, k) in by_cell for k in ks)]
-    width = 34
-    lines = [
-        PROTOCOL_TITLES[rows[0]["protocol"]],
-        "accuracy, mean ± std over seeds [paper] (majority class; top-2 for k ≥ 3)",
-        f"{'model':<16}" + "".join(f"{'k=' + str(k):<{width}}" for k in ks),
-    ]
-    for model in models:
-        cells = []
-        for k in ks:
-            r = by_cell.get((model, k))
-            if r is None:
-                cells.append(f"{'-':<{width}}")
-                continue
-            paper = f" [{r['paper_accuracy']:.2f}]" if r["paper_accuracy"] is not None else ""
-            extra = f"; top-2 {r['top2_mean']:.2f}" if r["top2_mean"] is not None else ""
-            text = (
-                f"{r['accuracy_mean']:.2f} ± {r['accuracy_std']:.2f}{paper} "
-                f"({r['majority_accuracy']:.2f}{extra})"
-            )
-            cells.append(f"{text:<{width}}")
-        n = max(by_cell[(model, k)]["n_items"] for k in ks if (model, k) in by_cell)
-        lines.append(f"{model:<16}" + "".join(cells) + f" n={n}")
-    if any(r["spearman_mean"] is not None or r["top20_precision_mean"] is not None for r in rows):
-        lines += [
-            "ranking within each profile: Spearman ρ [recent-PoR baseline] (p, ρ > 0); "
-            "top-20% precision [baseline; random]",
-            f"{'model':<16}" + "".join(f"{'k=' + str(k):<46}" for k in ks),
-            *(
-                f"{model:<16}"
-                + "".join(f"{_ranking_text(by_cell.get((model, k))):<46}" for k in ks)
-                for model in models
-            ),
-        ]
-    return "\n".join(lines)
-
-
-def _ranking_text(r: dict | None) -> str:
-    def num(value: float | None, fmt: str = ".2f") -> str:
-        return "-" if value is None else format(value, fmt)
-
-    if r is None:
-        return "-"
-    return (
-        f"ρ {num(r['spearman_mean'])} [{num(r['recent_spearman'])}] "
-        f"(p {num(r['spearman_p_value'], '.2g')}); "
-        f"{num(r['top20_precision_mean'])} [{num(r['recent_top20_precision'])}; "
-        f"{num(r['top_class_share'])}]"
-    )

@@ -37,7 +37,7 @@ from popray.errors import ConfigError, MissingError
 from popray.io.tables import MODELS
 from popray.records import ModelCard
 from popray.training.cells import Cell
-from popray.training.dataset import Dataset
+from popray.training.dataset import TrainingSet
 from popray.training.fit import fit_all
 from popray.training.folds import all_data
 from popray.training.models import REGISTRY, create_model
@@ -47,16 +47,15 @@ MODELS_DIR = "models"
 POOLED = "*"  # the profile_id of the cross-profile models (popray.training.pooled)
 
 
-def _items(ds: Dataset, model: ModelName) -> pa.Table:
+def _items(ds: TrainingSet, model: ModelName) -> pa.Table:
     """The media a final model trains on, in the row order of `folds.all_data`."""
-    parts = [("image", ds.image_ids, ds.image_sha256, ds.image_y)]
-    video = ("video", ds.video_ids, ds.video_sha256, ds.video_y)
+    parts = ["image"]
     if REGISTRY[model].validate_on == "video":
-        parts = [video] + (parts if REGISTRY[model].train_extra != "none" else [])
+        parts = ["video"] + (parts if REGISTRY[model].train_extra != "none" else [])
     rows = [
         {"media_id": m, "media_type": t, "sha256": s, "label": int(y)}
-        for t, ids, shas, ys in parts
-        for m, s, y in zip(ids, shas, ys, strict=True)
+        for t in parts
+        for m, s, y in zip(ds.side(t).ids, ds.side(t).sha256, ds.side(t).y, strict=True)
     ]
     return pa.Table.from_pylist(
         rows,
@@ -106,7 +105,9 @@ def _save(folder: Path, net: nn.Module, meta: dict, items: pa.Table) -> None:
     os.replace(tmp, folder)
 
 
-def identity(ds: Dataset, backbone: str, model: ModelName, profile: str) -> tuple[pa.Table, str]:
+def identity(
+    ds: TrainingSet, backbone: str, model: ModelName, profile: str
+) -> tuple[pa.Table, str]:
     """(the items a final model of `profile` trains on, its snapshot: a hash of the
     training code's format, backbone, labels, features, profile and items, which names and
     reuses its folder)."""
@@ -152,7 +153,7 @@ def model_row(meta: dict, items: pa.Table, features: str) -> dict:
 
 
 def base_meta(
-    ds: Dataset, backbone: str, model: ModelName, k: int, profile: str, snapshot: str, train_cfg
+    ds: TrainingSet, backbone: str, model: ModelName, k: int, profile: str, snapshot: str, train_cfg
 ) -> dict:
     """What every final model's `model.json` records (its width is added once trained)."""
     return {
@@ -171,7 +172,7 @@ def base_meta(
 
 @ray.remote
 def _fit_final(
-    ds: Dataset, model: ModelName, k: int, train_cfg, threads: int
+    ds: TrainingSet, model: ModelName, k: int, train_cfg, threads: int
 ) -> tuple[nn.Module, int]:
     """A Ray task: one final model trained on all of `ds` (one profile's items); the
     trained network (on the CPU) and its input width come back to the driver."""
@@ -185,7 +186,7 @@ class _Job:
     """A final model to train: its profile's items, what `model.json` will record (less
     its width), and the settings it trains with."""
 
-    ds: Dataset
+    ds: TrainingSet
     items: pa.Table
     meta: dict
     train_cfg: TrainConfig
@@ -193,20 +194,20 @@ class _Job:
 
 def train_final(
     out: Path,
-    datasets: dict[int, Dataset],
+    datasets: dict[int, TrainingSet],
     cfg: GridConfig,
     trials: pa.Table,
     metrics: pa.Table,
     backbone: str,
     cells: list[Cell] | None = None,
-    read: Callable[[set[str]], dict[int, Dataset]] | None = None,
+    read: Callable[[set[str]], dict[int, TrainingSet]] | None = None,
 ) -> tuple[pa.Table, int]:
     """Train, save and list (table `models`) one final model per (profile, model, k) of
     `cells` (cells.Cell; default: all) of one protocol (the stratified folds when they
     ran), as Ray tasks (`grid.cpus_per_trial` and `gpus_per_trial` each); a model already
     saved from the same items, labels and settings is reused. `read`: the datasets with
     the given profiles' embeddings read, for the models to train whose profiles
-    `datasets` did not read (`Dataset.complete`). Returns the table and how many models
+    `datasets` did not read (`TrainingSet.complete`). Returns the table and how many models
     were reused."""
     root = out / MODELS_DIR
     root.mkdir(parents=True, exist_ok=True)

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from popray.config import ModelName
-from popray.training.dataset import Dataset
+from popray.training.dataset import TrainingSet
 from popray.training.fit import FoldData
 from popray.training.models import REGISTRY, InputKind, model_input
 
@@ -66,26 +66,26 @@ def check_classes(
 
 
 def split(
-    ds: Dataset, model: ModelName, seed: int, n_splits: int, k: int | None = None
+    ds: TrainingSet, model: ModelName, seed: int, n_splits: int, k: int | None = None
 ) -> list[Fold]:
     """`make_folds` over a loaded dataset."""
-    images, videos = (ds.image_ids, ds.image_y), (ds.video_ids, ds.video_y)
+    images, videos = (ds.images.ids, ds.images.y), (ds.videos.ids, ds.videos.y)
     return make_folds(model, seed, images, videos, n_splits, k)
 
 
 def _arrays(
-    ds: Dataset, media_type: str, kind: InputKind
+    ds: TrainingSet, media_type: str, kind: InputKind
 ) -> tuple[list[str], np.ndarray, np.ndarray]:
     """(ids, x, y) of one media type as a model eats it (`models.model_input`). A video's
     `vector` is its stored `pooled` column, which is `model_input`'s, computed when the
     row was written: the dataset need not hold every frame for it."""
+    items = ds.side(media_type)
     if media_type == "image":
-        return ds.image_ids, model_input(kind, "image", ds.image_views), ds.image_y
-    x = ds.video_frames if kind == "sequence" else ds.video_pooled
-    return ds.video_ids, x, ds.video_y
+        return items.ids, model_input(kind, "image", items.embeddings), items.y
+    return items.ids, items.embeddings if kind == "sequence" else items.pooled, items.y
 
 
-def fold_data(ds: Dataset, model: ModelName, fold: Fold) -> FoldData:
+def fold_data(ds: TrainingSet, model: ModelName, fold: Fold) -> FoldData:
     """The arrays of one fold: the model's own media split by `fold`, plus the other
     media type's items (mixed models) in training only."""
     spec = REGISTRY[model]
@@ -106,7 +106,7 @@ def fold_data(ds: Dataset, model: ModelName, fold: Fold) -> FoldData:
     return FoldData(x_train, y_train, x_val, y[val], train_views=own_kind == "views")
 
 
-def all_data(ds: Dataset, model: ModelName) -> tuple[np.ndarray, np.ndarray, bool]:
+def all_data(ds: TrainingSet, model: ModelName) -> tuple[np.ndarray, np.ndarray, bool]:
     """Every item a final model trains on: (x, y, x has a views axis)."""
     spec = REGISTRY[model]
     own_kind, extra_kind = spec.trains_on
@@ -118,7 +118,7 @@ def all_data(ds: Dataset, model: ModelName) -> tuple[np.ndarray, np.ndarray, boo
     return x, y, own_kind == "views"
 
 
-def scoring_data(ds: Dataset, model: ModelName) -> tuple[list[str], np.ndarray, np.ndarray]:
+def scoring_data(ds: TrainingSet, model: ModelName) -> tuple[list[str], np.ndarray, np.ndarray]:
     """The items `model` is validated on, as it scores them: (ids, x, y), an image by its
     own embedding (view 0), a video as the model sees it."""
     spec = REGISTRY[model]

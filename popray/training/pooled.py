@@ -29,10 +29,8 @@ Every training is a Ray task; the data go to the object store once per k.
 
 from __future__ import annotations
 
-import zlib
-from collections import defaultdict
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
@@ -44,16 +42,21 @@ import torch
 from popray.config import GridConfig, TrainConfig
 from popray.io.tables import CROSS_PROFILE, PREDICTIONS, TS
 from popray.training import final
-from popray.training.dataset import Dataset
-from popray.training.evaluate import expected_score, spearman, top_precision
+from popray.training.dataset import TrainingSet
 from popray.training.fit import fit_all
 from popray.training.folds import Fold, all_data, fold_data
 from popray.training.models import REGISTRY
+from popray.training.pooled_folds import (
+    capped_fold,
+    final_sample,
+    history_folds,
+    profile_folds,
+    sides,
+)
+from popray.training.ranking import expected_score, spearman, top_precision
 
 PROFILE_GROUPED = "profile_grouped"
 MIN_PROFILES = 5
-HISTORIES = (10, 20, 40, 80, 160, 320, 640)
-TEST_SHARE, MIN_TEST = 0.2, 5
 
 
 @dataclass
@@ -64,124 +67,8 @@ class PooledResult:
     skipped: list[str]
 
 
-def _owners(ds: Dataset, model: str) -> list[str]:
-    return ds.image_profile if REGISTRY[model].validate_on == "image" else ds.video_profile
-
-
-def _own(ds: Dataset, model: str) -> tuple[list[str], list[str]]:
-    """(ids the model validates on, ids of the other media type)."""
-    if REGISTRY[model].validate_on == "image":
-        return ds.image_ids, ds.video_ids
-    return ds.video_ids, ds.image_ids
-
-
-def profile_folds(ds: Dataset, model: str, n_splits: int) -> list[Fold]:
-    """GroupKFold over profiles on the items `model` validates on: a fold's validation
-    items are every item of its held-out profiles, its training items every item of the
-    others (mixed models: the other media type of the training profiles too)."""
-    ids, other = _own(ds, model)
-    owners = np.asarray(_owners(ds, model))
-    other_owners = ds.video_profile if REGISTRY[model].validate_on == "image" else ds.image_profile
-    folds = []
-    from sklearn.model_selection import GroupKFold  # heavy: only where folds are cut
-
-    splitter = GroupKFold(n_splits=n_splits)
-    for fold, (train, val) in enumerate(splitter.split(ids, groups=owners)):
-        held_out = set(owners[val])
-        extra = ()
-        if REGISTRY[model].train_extra != "none":
-            extra = tuple(m for m, p in zip(other, other_owners, strict=True) if p not in held_out)
-        folds.append(Fold(fold, tuple(ids[i] for i in train), tuple(ids[i] for i in val), extra))
-    return folds
-
-
-def capped(ids: Sequence[str], owners: Sequence[str], limit: int | None) -> tuple[str, ...]:
-    """At most `limit` of `ids` (all of them when None or fewer), in their order: every
-    profile (`owners`) keeps up to the same number q, the largest q that fits, and those
-    it keeps are its items with the lowest CRC-32 of the media id (stable from run to
-    run). With more profiles than `limit`, the `limit` lowest-hashed items overall."""
-    if limit is None or len(ids) <= limit:
-        return tuple(ids)
-    by_owner: dict[str, list[str]] = defaultdict(list)
-    for media_id, owner in zip(ids, owners, strict=True):
-        by_owner[owner].append(media_id)
-    room, left, quota = limit, len(by_owner), 0
-    for size in sorted(len(items) for items in by_owner.values()):
-        if size * left > room:
-            quota = room // left
-            break
-        room, left = room - size, left - 1
-    if quota == 0:
-        keep = set(sorted(ids, key=_rank)[:limit])
-    else:
-        keep = {m for items in by_owner.values() for m in sorted(items, key=_rank)[:quota]}
-    return tuple(m for m in ids if m in keep)
-
-
-def _rank(media_id: str) -> tuple[int, str]:
-    return zlib.crc32(media_id.encode()), media_id
-
-
-def _capped_fold(fold: Fold, owner: dict[str, str], limit: int | None) -> Fold:
-    """`fold` with its training items (and the other type's extra items) capped;
-    `owner`: media_id -> profile."""
-    train = capped(fold.train, [owner[m] for m in fold.train], limit)
-    extra = capped(fold.extra_train, [owner[m] for m in fold.extra_train], limit)
-    return replace(fold, train=train, extra_train=extra)
-
-
-def final_sample(ds: Dataset, model: str, limit: int | None) -> Dataset:
-    """The items the final cross-profile model trains on: `ds` itself when no side is
-    over `limit`, else the capped items (the other media type's only where the model
-    trains on it)."""
-    own_images = REGISTRY[model].validate_on == "image"
-    extra = REGISTRY[model].train_extra != "none"
-    sides = []
-    for is_image in (True, False):
-        ids, owners = (
-            (ds.image_ids, ds.image_profile) if is_image else (ds.video_ids, ds.video_profile)
-        )
-        wanted = is_image == own_images or extra
-        sides.append((ids, capped(ids, owners, limit) if wanted else (), wanted))
-    if all(len(keep) == len(ids) for ids, keep, wanted in sides if wanted):
-        return ds
-    rows = []
-    for ids, keep, _ in sides:
-        kept = set(keep)
-        rows.append([i for i, m in enumerate(ids) if m in kept])
-    return ds.subset(rows[0], rows[1], remote=True)
-
-
-def history_folds(
-    ds: Dataset, model: str, profile: str, times: dict[str, datetime]
-) -> list[tuple[int, Fold]]:
-    """(h, fold) for one profile's own model: its latest fifth (at least MIN_TEST items)
-    validated on, the h items published just before it trained on; none when fewer than
-    HISTORIES[0] items come before the test set."""
-    ids, other = _own(ds, model)
-    owners, other_owners = (
-        _owners(ds, model),
-        (ds.video_profile if REGISTRY[model].validate_on == "image" else ds.image_profile),
-    )
-    mine = sorted(
-        (m for m, p in zip(ids, owners, strict=True) if p == profile), key=lambda m: (times[m], m)
-    )
-    n_test = max(MIN_TEST, round(TEST_SHARE * len(mine)))
-    before, test = mine[:-n_test], tuple(mine[-n_test:])
-    if len(before) < HISTORIES[0]:
-        return []
-    start = times[test[0]]
-    extra = ()
-    if REGISTRY[model].train_extra != "none":  # the other type's items from before the test
-        extra = tuple(
-            m for m, p in zip(other, other_owners, strict=True) if p == profile and times[m] < start
-        )
-    sizes = [h for h in HISTORIES if h < len(before)] + [len(before)]
-    return [(h, Fold(0, tuple(before[-h:]), test, extra)) for h in sizes]
-
-
 @ray.remote(num_cpus=1)
-def _gathered(ds: Dataset) -> Dataset:
+def _gathered(ds: TrainingSet) -> TrainingSet:
     """The dataset with its arrays in one piece: a task gathers them from the object
     store's chunks and returns them to it, so the fits below share them (zero-copy) and
     the driver never holds them."""
@@ -189,7 +76,7 @@ def _gathered(ds: Dataset) -> Dataset:
 
 
 @ray.remote(num_cpus=1)
-def _fit_score(ds: Dataset, model: str, k: int, folds: list[Fold], cfg: TrainConfig) -> list:
+def _fit_score(ds: TrainingSet, model: str, k: int, folds: list[Fold], cfg: TrainConfig) -> list:
     """Train `model` on each fold's training items for cfg.epochs epochs and score its
     validation items: their (classes, probabilities)."""
     torch.set_num_threads(1)
@@ -205,7 +92,7 @@ def _fit_score(ds: Dataset, model: str, k: int, folds: list[Fold], cfg: TrainCon
 
 
 @ray.remote(num_cpus=1)
-def _fit_final(ds: Dataset, model: str, k: int, cfg: TrainConfig) -> tuple:
+def _fit_final(ds: TrainingSet, model: str, k: int, cfg: TrainConfig) -> tuple:
     """The final cross-profile model on every item: (net, width)."""
     torch.set_num_threads(1)
     x, y, views = all_data(ds.local(), model)
@@ -224,12 +111,12 @@ def _scores(label: np.ndarray, proba: np.ndarray, targets: list[float], ids: lis
     )
 
 
-def profiles_of(datasets: dict[int, Dataset]) -> list[str]:
+def profiles_of(datasets: dict[int, TrainingSet]) -> list[str]:
     """Every profile with labelled items: those the cross-profile models learn from."""
     return sorted({p for ds in datasets.values() for p in ds.profiles()})
 
 
-def trains_on_every_profile(cfg: GridConfig, datasets: dict[int, Dataset]) -> bool:
+def trains_on_every_profile(cfg: GridConfig, datasets: dict[int, TrainingSet]) -> bool:
     """Whether `run_pooled` would train on these datasets, and so read every profile's
     embeddings (the train stage decides what to read before it runs)."""
     return bool(cfg.pooled) and len(profiles_of(datasets)) >= MIN_PROFILES
@@ -237,7 +124,7 @@ def trains_on_every_profile(cfg: GridConfig, datasets: dict[int, Dataset]) -> bo
 
 def run_pooled(
     root: Path,
-    datasets: dict[int, Dataset],
+    datasets: dict[int, TrainingSet],
     cfg: GridConfig,
     backbone: str,
     times: dict[str, datetime],
@@ -247,7 +134,7 @@ def run_pooled(
     """Validate (profile-grouped), compare by history length and train (into `root`, the
     models folder, when grid.final_models) the cross-profile models `cfg.pooled` for every
     k of `datasets`. `times`: media_id -> published_at; `targets`: (k, media_id) ->
-    (rank_score, ...), as `evaluate.ranking_targets` gives them."""
+    (rank_score, ...), as `baselines.ranking_targets` gives them."""
     result = PooledResult([], CROSS_PROFILE.empty_table(), [], [])
     profiles = profiles_of(datasets)
     if not cfg.pooled:
@@ -263,10 +150,10 @@ def run_pooled(
         root.mkdir(parents=True, exist_ok=True)
     for k, ds in sorted(datasets.items()):
         ref = _gathered.remote(ds)  # every profile's rows, gathered once, on the cluster
-        ids, profiles = ds.image_ids + ds.video_ids, ds.image_profile + ds.video_profile
+        ids, profiles = ds.images.ids + ds.videos.ids, ds.images.profile + ds.videos.profile
         owner = dict(zip(ids, profiles, strict=True))
         for model in cfg.pooled:
-            owners = _owners(ds, model)
+            owners = sides(ds, model)[0].profile
             validated = sorted(set(owners))
             if len(validated) < MIN_PROFILES:
                 result.skipped.append(
@@ -277,7 +164,7 @@ def run_pooled(
             echo(f"cross-profile {model} k={k}: {len(validated)} profiles, grouped folds")
             folds = profile_folds(ds, model, min(cfg.folds, len(validated)))
             limit = cfg.pooled_max_items
-            fits = [_capped_fold(f, owner, limit) for f in folds]
+            fits = [capped_fold(f, owner, limit) for f in folds]
             pooled = [_fit_score.remote(ref, model, k, [f], cfg.train) for f in fits]
             # a profile's own model: its own items only (their rows gathered by its task)
             mine = {p: ds.for_profile(p, remote=True) for p in validated}
@@ -310,7 +197,8 @@ def run_pooled(
 def _grouped(ds, model, k, folds, scored, cell) -> tuple[pa.Table, dict]:
     """The profile-grouped validation predictions (a `predictions` part), and media_id ->
     (fold, class, probabilities) for the history comparison."""
-    owner = dict(zip(_own(ds, model)[0], _owners(ds, model), strict=True))
+    own = sides(ds, model)[0]
+    owner = dict(zip(own.ids, own.profile, strict=True))
     columns = {"media_id": [], "label": [], "proba": [], "fold": []}
     by_id = {}
     for fold, [(labels, proba)] in zip(folds, scored, strict=True):
@@ -364,7 +252,7 @@ def _curve_row(cell, h, fold, scored, by_id, targets, is_all: bool) -> dict | No
     }
 
 
-def _saved_final(root: Path, ds: Dataset, backbone: str, model: str, k: int, cfg) -> tuple:
+def _saved_final(root: Path, ds: TrainingSet, backbone: str, model: str, k: int, cfg) -> tuple:
     """(items, snapshot, the saved model's metadata or None) of the final cross-profile
     model: one saved from the same items and settings is reused."""
     items, snapshot = final.identity(ds, backbone, model, final.POOLED)
@@ -372,7 +260,7 @@ def _saved_final(root: Path, ds: Dataset, backbone: str, model: str, k: int, cfg
     return items, snapshot, meta
 
 
-def _save_final(root: Path, ds: Dataset, backbone, model, k, cfg, saved, fit) -> dict:
+def _save_final(root: Path, ds: TrainingSet, backbone, model, k, cfg, saved, fit) -> dict:
     """Save the final cross-profile model `fit` trained (unless reused); its row."""
     items, snapshot, meta = saved
     if meta is None:
@@ -381,68 +269,3 @@ def _save_final(root: Path, ds: Dataset, backbone, model, k, cfg, saved, fit) ->
         meta |= {"width": width, "profiles": ds.profiles(), "grid_accuracy_mean": None}
         meta = final.save_model(root, net, items, meta)
     return final.model_row(meta, items, ds.features)
-
-
-def by_history(rows: list[dict], model: str, k: int) -> list[dict]:
-    """The `cross_profile` rows of (model, k) summarised per history length (h = 10, 20,
-    ... and 'all'): profiles, and the mean over them of the own and the pooled model's
-    accuracy and ρ; `own_wins`: the own model's mean accuracy is the higher."""
-    mine = [r for r in rows if (r["model"], r["k"]) == (model, k)]
-    groups = [
-        (str(h), [r for r in mine if r["history"] == h and not r["all_history"]]) for h in HISTORIES
-    ]
-    groups.append(("all", [r for r in mine if r["all_history"]]))
-    summary = []
-    for name, group in groups:
-        if not group:
-            continue
-        means = {
-            f"{who}_{what}": _mean(group, f"{who}_{what}")
-            for who in ("own", "pooled")
-            for what in ("accuracy", "spearman")
-        }
-        wins = means["own_accuracy"] > means["pooled_accuracy"]
-        summary.append({"history": name, "profiles": len(group), "own_wins": wins} | means)
-    return summary
-
-
-def crossover(summary: list[dict]) -> str | None:
-    """The first history length at which the own model's mean accuracy passes the
-    pooled model's (None: never)."""
-    return next((s["history"] for s in summary if s["own_wins"]), None)
-
-
-def cross_profile_text(table: pa.Table) -> str:
-    """The history comparison as text: per (model, k) and history, the mean over
-    profiles of the own and the pooled model's accuracy and ρ, and where the own model
-    starts to win."""
-    if not table.num_rows:
-        return ""
-    rows = table.to_pylist()
-    lines = [
-        "cross-profile model (trained on other profiles) against each profile's own model "
-        "trained on its h latest items before a test set (its latest fifth); means over profiles",
-        f"{'model':<10}{'k':>3}{'h':>7}{'profiles':>10}{'own acc':>9}{'pooled':>8}"
-        f"{'own ρ':>8}{'pooled':>8}",
-    ]
-    for model, k in sorted({(r["model"], r["k"]) for r in rows}):
-        summary = by_history(rows, model, k)
-        for s in summary:
-            lines.append(
-                f"{model:<10}{k:>3}{s['history']:>7}{s['profiles']:>10}"
-                f"{_num(s['own_accuracy']):>9}{_num(s['pooled_accuracy']):>8}"
-                f"{_num(s['own_spearman']):>8}{_num(s['pooled_spearman']):>8}"
-            )
-        wins = crossover(summary)
-        verdict = f"passes the pooled model's from h = {wins}" if wins else "never passes it"
-        lines.append(f"  {model} k={k}: the own model's mean accuracy {verdict}")
-    return "\n".join(lines)
-
-
-def _mean(rows: list[dict], column: str) -> float | None:
-    values = [r[column] for r in rows if r[column] is not None]
-    return float(np.mean(values)) if values else None
-
-
-def _num(value: float | None) -> str:
-    return "-" if value is None else f"{value:.2f}"

@@ -36,7 +36,7 @@ import pyarrow.compute as pc
 from popray.config import GridConfig
 from popray.io import store
 from popray.io.tables import CROSS_PROFILE, MODELS, POOLED_UNITS, PREDICTIONS
-from popray.training.dataset import Dataset
+from popray.training.dataset import TrainingSet
 from popray.training.final import POOLED
 from popray.training.pooled import PROFILE_GROUPED, PooledResult, profiles_of
 
@@ -56,7 +56,7 @@ def decide(
     part: str,
     cfg: GridConfig,
     backbone: str,
-    datasets: dict[int, Dataset],
+    datasets: dict[int, TrainingSet],
     units: dict[Key, str],
     now: datetime | None = None,
 ) -> Decision:
@@ -96,11 +96,11 @@ def decide(
     return Decision(True, f"cross-profile models: kept ({since}; {limits})", old)
 
 
-def kept(out: Path, part: str, datasets: dict[int, Dataset]) -> PooledResult:
+def kept(out: Path, part: str, datasets: dict[int, TrainingSet]) -> PooledResult:
     """The published cross-profile rows of `part`: its profile-grouped predictions of the
     items still trained on, its `cross_profile` rows of the profiles still there, and
     its models of profile `*`."""
-    items = pa.array(sorted({m for ds in datasets.values() for m in ds.image_ids + ds.video_ids}))
+    items = pa.array(sorted({m for ds in datasets.values() for m in ds.images.ids + ds.videos.ids}))
     profiles = pa.array(profiles_of(datasets))
     predictions = store.read_table(out, "predictions", part)
     mine = pc.and_(
@@ -115,11 +115,11 @@ def kept(out: Path, part: str, datasets: dict[int, Dataset]) -> PooledResult:
     return PooledResult([predictions], rows, _pooled_models(out, part).to_pylist(), [])
 
 
-def _counts(datasets: dict[int, Dataset]) -> dict[Key, int]:
+def _counts(datasets: dict[int, TrainingSet]) -> dict[Key, int]:
     """(profile, k) -> its items (images and videos) in the training data."""
     counts: dict[Key, int] = {}
     for k, ds in datasets.items():
-        for profile, n in Counter(ds.image_profile + ds.video_profile).items():
+        for profile, n in Counter(ds.images.profile + ds.videos.profile).items():
             counts[(profile, k)] = n
     return counts
 

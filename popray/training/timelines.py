@@ -5,7 +5,7 @@ after each window, computed on the cluster.
 popray.training.walkforward for what a cut's models may know. Each window needs the export
 labelled twice (as it stood at the window's cut, and half a label window after its end):
 2 x `cuts` labellings of the whole export. Every label scheme is computed per profile
-(schemas/sql/labels_*.sql: PARTITION BY / GROUP BY profile_id), so the profiles are
+(popray/io/sql/labels_*.sql: PARTITION BY / GROUP BY profile_id), so the profiles are
 split into groups of about `POSTS_PER_TASK` posts, and a Ray task labels each group's
 slice of the export at every cut; the driver only slices the tables and merges the
 groups' small results.
@@ -16,7 +16,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-import duckdb
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -26,17 +25,13 @@ from popray.errors import ConfigError
 from popray.io import store
 from popray.io.tables import TS, US_PER_DAY
 from popray.labels import label_tables
-from popray.training.dataset import Dataset
-from popray.training.evaluate import ranking_targets, recent_classes
+from popray.training.baselines import ranking_targets, recent_classes
+from popray.training.dataset import TrainingSet
 
 NO_CLASS = -1
 # posts per labelling task: 12 labellings of 20,000 posts take a few seconds of a core
 POSTS_PER_TASK = 20_000
 TABLES = ("posts", "media", "followers", "excluded")
-
-# The export as it stood at each profile's cut (view as_of: profile_id, t).
-POSTS_AS_OF = "SELECT p.* FROM posts p JOIN as_of a USING (profile_id) WHERE p.published_at < a.t"
-FOLLOWERS_AS_OF = 'SELECT f.* FROM followers f JOIN as_of a USING (profile_id) WHERE f."at" < a.t'
 
 
 @dataclass
@@ -44,7 +39,7 @@ class Timeline:
     """One profile's windows for one (scheme, k): window i is [bounds[i], bounds[i + 1])
     (microseconds since the epoch); `*_class[i]` is each item's class as known at the
     cut bounds[i], `*_truth[i]` as settled after window i (NO_CLASS: none, e.g. not yet
-    published); rows as in the profile's Dataset."""
+    published); rows as in the profile's TrainingSet."""
 
     bounds: np.ndarray  # (cuts + 1,) int64
     image_t: np.ndarray  # (n_images,) int64 publication times
@@ -76,59 +71,51 @@ class Timeline:
 def _bounds(posts: pa.Table, cfg: WalkForwardConfig) -> dict[str, np.ndarray]:
     """profile -> its window bounds (midnights UTC): the last window ends at the end of the
     day of the profile's last post."""
-    con = duckdb.connect()
-    try:
-        con.register("posts", posts)
-        ends = con.sql(
-            "SELECT profile_id, (epoch_us(max(published_at)) // $day + 1) * $day "
-            "FROM posts GROUP BY profile_id",
-            params={"day": US_PER_DAY},
-        ).fetchall()
-    finally:
-        con.close()
+    ends = store.query_tables("timelines.window_end", {"posts": posts}, day=US_PER_DAY).to_pylist()
     horizon = round(cfg.horizon_days * US_PER_DAY)
     steps = np.arange(cfg.cuts, -1, -1, dtype=np.int64)
-    return {profile: end - steps * horizon for profile, end in ends}
+    return {r["profile_id"]: r["end_us"] - steps * horizon for r in ends}
 
 
 def labels_as_of(tables: dict[str, pa.Table], as_of: dict[str, int], config: LabelConfig):
     """The `labels` rows of `config.scheme` computed from the export as it stood at each
     profile's time `as_of` (µs): posts published and follower counts dated before it."""
-    con = duckdb.connect()
-    try:
-        con.register("posts", tables["posts"])
-        con.register("followers", tables["followers"])
-        cut = pa.table(
-            {
-                "profile_id": pa.array(list(as_of), pa.string()),
-                "t": pa.array(list(as_of.values()), pa.int64()).cast(TS),
-            }
-        )
-        con.register("as_of", cut)
-        posts = con.sql(POSTS_AS_OF).to_arrow_table()
-        followers = con.sql(FOLLOWERS_AS_OF).to_arrow_table()
-    finally:
-        con.close()
+    cut = pa.table(
+        {
+            "profile_id": pa.array(list(as_of), pa.string()),
+            "t": pa.array(list(as_of.values()), pa.int64()).cast(TS),
+        }
+    )
+    posts = store.query_tables("timelines.posts_as_of", {"posts": tables["posts"], "as_of": cut})
+    followers = store.query_tables(
+        "timelines.followers_as_of", {"followers": tables["followers"], "as_of": cut}
+    )
     return label_tables(
         posts, tables["media"], followers, tables["excluded"], config, only=config.scheme
     )
 
 
 @dataclass(frozen=True)
-class _Items:
-    """One k's training items of a group of profiles, as in its Dataset (ids and owners,
-    in the Dataset's order; no arrays)."""
+class _Owned:
+    """One media type's training items of a group of profiles: ids and owners, in the
+    TrainingSet's order (no arrays)."""
 
-    image_ids: list[str]
-    image_profile: list[str]
-    video_ids: list[str]
-    video_profile: list[str]
+    ids: list[str]
+    profile: list[str]
+
+
+@dataclass(frozen=True)
+class _Items:
+    """One k's training items of a group of profiles, as in its TrainingSet."""
+
+    images: _Owned
+    videos: _Owned
 
     def rows(self) -> dict[str, tuple[np.ndarray, np.ndarray]]:
         """profile -> (its image rows, its video rows), the profiles sorted."""
         rows: dict[str, tuple[list[int], list[int]]] = {}
-        for side, owners in enumerate((self.image_profile, self.video_profile)):
-            for i, profile in enumerate(owners):
+        for side, items in enumerate((self.images, self.videos)):
+            for i, profile in enumerate(items.profile):
                 rows.setdefault(profile, ([], []))[side].append(i)
         return {p: tuple(np.asarray(r, np.int64) for r in rows[p]) for p in sorted(rows)}
 
@@ -138,7 +125,7 @@ Timelines = dict[int, dict[str, Timeline]]
 
 def build_timelines(
     out: Path,
-    datasets: dict[int, Dataset],
+    datasets: dict[int, TrainingSet],
     labels: LabelConfig,
     cfg: WalkForwardConfig,
     posts_per_task: int = POSTS_PER_TASK,
@@ -227,17 +214,17 @@ def _split_tables(tables: dict[str, pa.Table], groups: list[list[str]]) -> list[
     return [{name: tables[name].take(rows[name][g]) for name in TABLES} for g in range(len(groups))]
 
 
-def _split_items(datasets: dict[int, Dataset], groups: list[list[str]]) -> list[dict]:
+def _split_items(datasets: dict[int, TrainingSet], groups: list[list[str]]) -> list[dict]:
     """Each group's training items, per k."""
     parts: list[dict[int, _Items]] = [{} for _ in groups]
     for k, ds in datasets.items():
         sides = []
-        for ids, owners in ((ds.image_ids, ds.image_profile), (ds.video_ids, ds.video_profile)):
-            rows = _by_group(_group_of(pa.array(owners, pa.string()), groups), len(groups))
-            ids_, owners_ = np.asarray(ids, dtype=object), np.asarray(owners, dtype=object)
-            sides.append([(ids_[r].tolist(), owners_[r].tolist()) for r in rows])
-        for g, ((img, img_p), (vid, vid_p)) in enumerate(zip(*sides, strict=True)):
-            parts[g][k] = _Items(img, img_p, vid, vid_p)
+        for items in (ds.images, ds.videos):
+            rows = _by_group(_group_of(pa.array(items.profile, pa.string()), groups), len(groups))
+            ids, owners = np.asarray(items.ids, object), np.asarray(items.profile, object)
+            sides.append([_Owned(ids[r].tolist(), owners[r].tolist()) for r in rows])
+        for g, (images, videos) in enumerate(zip(*sides, strict=True)):
+            parts[g][k] = _Items(images, videos)
     return parts
 
 
@@ -272,8 +259,8 @@ def _group_timelines(
     timelines: Timelines = {}
     for k in ks:
         arrays = {key: np.stack(known[k][key[0]][key[1]]) for key in _KEYS}
-        image_t = np.array([published[m] for m in items[k].image_ids], np.int64)
-        video_t = np.array([published[m] for m in items[k].video_ids], np.int64)
+        image_t = np.array([published[m] for m in items[k].images.ids], np.int64)
+        video_t = np.array([published[m] for m in items[k].videos.ids], np.int64)
         timelines[k] = {
             profile: Timeline(
                 bounds[profile],
@@ -302,7 +289,7 @@ def _record(known: dict, kind: str, mine: pa.Table, items: dict[int, _Items]) ->
         )
     )
     for k, its in items.items():
-        for side, ids in enumerate((its.image_ids, its.video_ids)):
+        for side, ids in enumerate((its.images.ids, its.videos.ids)):
             row = [classes.get((k, m)) for m in ids]
             known[k][kind][side].append(
                 np.array([NO_CLASS if c is None else c for c in row], np.int64)
@@ -322,13 +309,5 @@ def _inside(mine: pa.Table, bounds: dict, published: dict, window: int) -> set[s
 
 def _published(tables: dict[str, pa.Table]) -> dict[str, int]:
     """media_id -> its post's publication time (µs)."""
-    con = duckdb.connect()
-    try:
-        con.register("posts", tables["posts"])
-        con.register("media", tables["media"])
-        rows = con.sql(
-            "SELECT m.media_id, epoch_us(p.published_at) FROM media m JOIN posts p USING (post_id)"
-        ).fetchall()
-    finally:
-        con.close()
-    return dict(rows)
+    rows = store.query_tables("timelines.published", {n: tables[n] for n in ("posts", "media")})
+    return dict(zip(rows["media_id"].to_pylist(), rows["published_us"].to_pylist(), strict=True))

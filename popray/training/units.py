@@ -31,7 +31,7 @@ from popray.config import GridConfig
 from popray.io import store
 from popray.io.store import sql_text
 from popray.training.cells import Cell
-from popray.training.dataset import Dataset
+from popray.training.dataset import TrainingSet
 from popray.training.timelines import Timeline
 
 # of a unit's fingerprint: bumped when what a trial computes changes (2: the GRUs' input
@@ -44,7 +44,7 @@ Key = tuple[str, int]  # (profile_id, k)
 
 def unit_keys(
     cfg: GridConfig,
-    datasets: dict[int, Dataset],
+    datasets: dict[int, TrainingSet],
     backbone: str,
     timelines: dict[int, dict[str, Timeline]] | None = None,
 ) -> dict[Key, str]:
@@ -55,17 +55,17 @@ def unit_keys(
     options = cfg.model_dump(include=UNIT_OPTIONS)
     keys = {}
     for k, ds in sorted(datasets.items()):
-        shapes = [ds.image_views.shape[1:], ds.video_frames.shape[1:]]
+        shapes = [ds.images.embeddings.shape[1:], ds.videos.embeddings.shape[1:]]
         base = [FORMAT, options, backbone, ds.scheme, ds.context, k, shapes]
         for profile in ds.profiles():
             img, vid = ds.rows_of(profile)
             digest = hashlib.sha256(json.dumps([*base, profile], sort_keys=True).encode())
             for ids, shas, i in (
-                (ds.image_ids, ds.image_sha256, img),
-                (ds.video_ids, ds.video_sha256, vid),
+                (ds.images.ids, ds.images.sha256, img),
+                (ds.videos.ids, ds.videos.sha256, vid),
             ):
                 digest.update(json.dumps([[ids[j] for j in i], [shas[j] for j in i]]).encode())
-            for y, i in ((ds.image_y, img), (ds.video_y, vid)):
+            for y, i in ((ds.images.y, img), (ds.videos.y, vid)):
                 digest.update(np.ascontiguousarray(y[i] if len(i) else y[:0], np.int64).tobytes())
             tl = (timelines or {}).get(k, {}).get(profile)
             if tl is not None:
@@ -101,7 +101,7 @@ class Reuse:
 def published(
     out: Path, part: str, keys: dict[Key, str], seeds: list[int], protocols: list[str]
 ) -> Reuse:
-    """The published rows whose unit is unchanged (schemas/sql/reusable_trials.sql), of
+    """The published rows whose unit is unchanged (popray/io/sql/reusable_trials.sql), of
     the (profile, k, model, protocol)s that hold every seed in `seeds`."""
     if not (store.has_table(out, "trials", part) and store.has_table(out, "predictions", part)):
         return Reuse()
@@ -124,7 +124,7 @@ def published(
         trials = con.sql(sql_text("reusable_trials"), params=params).to_arrow_table()
         con.register("reused_trials", trials)
         predictions = con.sql(sql_text("reusable_predictions")).to_arrow_table()
-        cells = con.sql("SELECT DISTINCT profile_id, k, model, protocol FROM reused_trials")
+        cells = con.sql(sql_text("reused_cells"))
         reused = {tuple(r) for r in cells.fetchall()}
     finally:
         con.close()

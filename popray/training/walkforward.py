@@ -32,7 +32,6 @@ but their followers are estimated from the whole follower history.
 from __future__ import annotations
 
 import time
-from dataclasses import replace
 
 import numpy as np
 import pyarrow as pa
@@ -40,8 +39,8 @@ import torch
 
 from popray.config import GridConfig, ModelName, WalkForwardConfig
 from popray.io.tables import TS
-from popray.records import FoldResult
-from popray.training.dataset import Dataset
+from popray.records import OTHER_KIND, FoldResult
+from popray.training.dataset import TrainingSet
 from popray.training.fit import fit_all, fit_fold
 from popray.training.folds import Fold, fold_data
 from popray.training.models import REGISTRY
@@ -73,7 +72,7 @@ def run_windows(
     model: ModelName,
     k: int,
     seed: int,
-    own: Dataset,
+    own: TrainingSet,
     tl: Timeline,
     cfg: GridConfig,
     device: str,
@@ -95,7 +94,7 @@ def _window(
     model: ModelName,
     k: int,
     seed: int,
-    own: Dataset,
+    own: TrainingSet,
     tl: Timeline,
     window: int,
     cfg: GridConfig,
@@ -104,13 +103,13 @@ def _window(
 ) -> tuple[FoldResult, pa.Table]:
     spec = REGISTRY[model]
     media_type = spec.validate_on
-    other = "video" if media_type == "image" else "image"
-    ids = np.asarray(own.image_ids if media_type == "image" else own.video_ids, dtype=object)
-    other_ids = np.asarray(own.image_ids if other == "image" else own.video_ids, dtype=object)
+    other = OTHER_KIND[media_type]
+    ids = np.asarray(own.side(media_type).ids, dtype=object)
+    other_ids = np.asarray(own.side(other).ids, dtype=object)
     train, test = tl.rows(media_type, window)
     extra = tuple(other_ids[tl.rows(other, window)[0]]) if spec.train_extra != "none" else ()
-    at_cut = replace(own, image_y=tl.image_class[window], video_y=tl.video_class[window])
-    settled = replace(own, image_y=tl.image_truth[window], video_y=tl.video_truth[window])
+    at_cut = own.with_classes(tl.image_class[window], tl.video_class[window])
+    settled = own.with_classes(tl.image_truth[window], tl.video_truth[window])
     start = time.perf_counter()
     # the epoch count: validated on the latest training items, never on the window
     n_inner = max(1, round(cfg.walk_forward.inner_val_fraction * len(train)))

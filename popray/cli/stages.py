@@ -1,114 +1,16 @@
-"""The `popray` command line: one sub-command per stage, plus `run` for the whole chain.
-
-popray sample --out data/demo --size demo --seed 7
-popray ingest --input data/demo --out out
-popray label --out out
-popray sql --out out "SELECT scheme, media_type, k, class, count(*) FROM labels GROUP BY ALL"
-popray run --input data/demo --out out        (or --config run.toml)
-"""
+"""The stage commands: one per stage of the chain, and `run` for the whole of it."""
 
 from __future__ import annotations
 
-import functools
-import logging
 import os
-import re
-import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import Annotated
 
 import typer
 
-from popray.config import StageConfig, configure, run_config
-from popray.errors import ConfigError, PoprayError
+from popray.cli.app import ConfigOpt, OutOpt, StorageOpt, _models_of, command
+from popray.configure import configure, run_config
 from popray.io import store
-
-app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
-
-
-def _local_out(value: Path) -> Path:
-    """A stage command works in a local output folder: a URI gets a clear error (typer
-    has already made it a Path, which folds `s3://` into `s3:/`)."""
-    if re.match(r"[A-Za-z][A-Za-z0-9+.-]*:/", str(value)):
-        raise typer.BadParameter(
-            f"{value}: this command works in an output folder on this machine; a work folder "
-            "on object storage is for `popray run --out s3://...` (and `popray sql --out "
-            "s3://...` reads what it published)"
-        )
-    return value
-
-
-OutOpt = Annotated[Path, typer.Option("--out", help="output folder", callback=_local_out)]
-ConfigOpt = Annotated[
-    Path | None, typer.Option(help="run configuration (.toml/.yaml): its options, under the flags")
-]
-StorageOpt = Annotated[
-    str | None,
-    typer.Option(
-        help="storage every node reaches, on a cluster: new embeddings and the grid's state "
-        "(s3://bucket/prefix)"
-    ),
-]
-
-
-def _fail(message: str, code: int = 2) -> NoReturn:
-    typer.echo(f"popray: error: {message}", err=True)
-    raise typer.Exit(code)
-
-
-def command(fn: Callable[..., None]) -> Callable[..., None]:
-    """A sub-command; the one place where popray's errors become `popray: error: ...`
-    and exit status 2 (anything else is a bug, and shows its traceback)."""
-
-    @functools.wraps(fn)
-    def run(*args: Any, **kwargs: Any) -> None:
-        try:
-            fn(*args, **kwargs)
-        except PoprayError as exc:
-            _fail(str(exc))
-
-    return app.command()(run)
-
-
-@app.callback()
-def _main(verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False) -> None:
-    logging.basicConfig(
-        level=logging.INFO if verbose else logging.WARNING,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-
-
-@command
-def sample(
-    out: OutOpt,
-    size: Annotated[str, typer.Option(help="tiny | demo | paper")] = "demo",
-    posts: Annotated[int | None, typer.Option(help="number of posts (default: by size)")] = None,
-    seed: int = 0,
-    profiles: Annotated[
-        int, typer.Option(help="profiles in the export (>1: sizes and signals vary)")
-    ] = 1,
-) -> None:
-    """Write a realistic sample profile export (images, H.264 videos, metadata)."""
-    from popray.tools.sample import generate, generate_many, profile_specs, spec_for
-
-    start = time.perf_counter()
-    if profiles > 1:
-        specs = profile_specs(profiles, seed, posts or 60)
-        truth = generate_many(out, specs)
-        n_media = sum(len(t["media_subject"]) for t in truth["profiles"].values())
-        typer.echo(
-            f"wrote {profiles} profiles, {n_media} media of {sum(s.posts for s in specs)} posts "
-            f"to {out} in {time.perf_counter() - start:.1f} s"
-        )
-        return
-    spec = spec_for(size, seed, posts)
-    truth = generate(out, spec)
-    typer.echo(
-        f"wrote {len(truth['media_subject'])} media of {spec.posts} posts (+4 corrupt) to {out} "
-        f"in {time.perf_counter() - start:.1f} s"
-    )
 
 
 @command
@@ -266,12 +168,6 @@ def train(
     typer.echo(report.text())
 
 
-def _models_of(config: Path | None, cfg: StageConfig, scheme: str | None) -> str | None:
-    """Whose saved models `explain` and `predict` use: --scheme, else the configuration
-    file's label scheme; neither given, the one scheme trained (several: an error)."""
-    return scheme or (cfg.label.scheme if config is not None else None)
-
-
 @command
 def explain(
     out: OutOpt,
@@ -316,45 +212,6 @@ def explain(
 
 
 @command
-def predict(
-    out: OutOpt,
-    media: Annotated[list[Path], typer.Option("--media", help="file or folder (repeat)")],
-    k: Annotated[int | None, typer.Option(help="classes (default: the largest trained)")] = None,
-    weights: Annotated[str | None, typer.Option(help="backbone weights used to embed")] = None,
-    profile: Annotated[str | None, typer.Option(help="whose models (several profiles)")] = None,
-    scheme: Annotated[str | None, typer.Option(help="label scheme of the models")] = None,
-    config: ConfigOpt = None,
-) -> None:
-    """Rank new candidate images/videos by predicted popularity for one profile (with
-    Grad-CAM per image)."""
-    from popray.predict import run_predict
-    from popray.training.final import POOLED
-
-    cfg = configure(config, {"embed.weights": weights, "label.scheme": scheme})
-    with store.exclusive(out, "predict"):
-        table = run_predict(
-            out, media, k, cfg.embed.weights, profile, _models_of(config, cfg, scheme)
-        )
-    if profile and any(r["profile_id"] == POOLED for r in table.to_pylist()):
-        typer.echo(
-            f"profile {profile!r} has no model of its own: ranked by the cross-profile "
-            "models, trained on every profile's items (table cross_profile compares them "
-            "with a profile's own model by history length)"
-        )
-    typer.echo(f"{'rank':>4}  {'score':>5}  class  probabilities       file")
-    for r in table.to_pylist():
-        if r["error"]:
-            typer.echo(f"{'-':>4}  {'':>5}  {'':>5}  {'':<18}  {r['file']}: error: {r['error']}")
-            continue
-        proba = " ".join(f"{p:.2f}" for p in r["proba"])
-        heat = f"  (Grad-CAM: {out / r['gradcam']})" if r["gradcam"] else ""
-        typer.echo(
-            f"{r['rank']:>4}  {r['score']:>5.2f}  {r['pred']:>5}  {proba:<18}  {r['file']}"
-            f" [{r['model']}, k={r['k']}]{heat}"
-        )
-
-
-@command
 def figures(
     out: OutOpt,
     backbone: Annotated[str | None, typer.Option(help="whose embeddings to map")] = None,
@@ -381,29 +238,6 @@ def report(out: OutOpt) -> None:
 
     with store.exclusive(out, "report"):
         typer.echo(f"report: {write_report(out)}")
-
-
-@command
-def sql(
-    out: Annotated[str, typer.Option("--out", help="output folder, or a --publish-to URI")],
-    query: Annotated[str, typer.Argument(help="one SQL statement")],
-) -> None:
-    """Run a read-only SQL query over the output views and print the result as a table."""
-    from popray.io.remote import open_outputs
-
-    con = open_outputs(out)
-    try:
-        store.show(con, query)
-    finally:
-        con.close()
-
-
-@command
-def summary(out: OutOpt) -> None:
-    """Print the run summary (inputs, quarantine, class balance)."""
-    from popray.summary import summary_text
-
-    typer.echo(summary_text(out))
 
 
 @command
@@ -449,67 +283,3 @@ def run(
     typer.echo(f"done in {done.seconds:.1f} s; outputs in {cfg.out_dir}/")
     typer.echo(f'query them: popray sql --out {cfg.out_dir} "SELECT * FROM metrics"')
     typer.echo(f"report: {(cfg.out_dir / 'report' / 'index.html').absolute()}")
-
-
-@command
-def plan(
-    profiles: Annotated[int | None, typer.Option(help="profiles in the run", min=1)] = None,
-    posts_per_profile: Annotated[int | None, typer.Option(help="posts per profile", min=1)] = None,
-    cpus: Annotated[int, typer.Option(help="CPU cores of the cluster", min=1)] = 2,
-    gpus: Annotated[int, typer.Option(help="GPUs of the cluster (embedding)", min=0)] = 0,
-    costs: Annotated[
-        Path | None, typer.Option(help="unit costs (python -m jobs.benchmark costs)")
-    ] = None,
-    walk_forward: Annotated[
-        bool, typer.Option("--walk-forward/--folds-only", help="the grid's protocols")
-    ] = True,
-    against: Annotated[
-        Path | None,
-        typer.Option(help="OUT of a finished `popray run`: the plan for its size beside its times"),
-    ] = None,
-) -> None:
-    """Expected wall time per stage, and the bottleneck, of a full run of that size (or,
-    with --against OUT, of that run's size, beside what each stage took)."""
-    from popray.tools.plan import UnitCosts, plan_text
-    from popray.tools.plan import plan as make_plan
-
-    unit = UnitCosts.load(costs) if costs else UnitCosts()
-    if against is not None:
-        from popray.tools.plan_check import check_run, check_text
-
-        checks = check_run(against, unit, cpus, gpus)
-        typer.echo(f"{against}: planned on {cpus} cores, {gpus} GPUs, costs from {unit.source}")
-        typer.echo(check_text(checks))
-        return
-    if profiles is None or posts_per_profile is None:
-        raise ConfigError("give --profiles and --posts-per-profile (or --against OUT)")
-    typer.echo(
-        f"{profiles} profiles x {posts_per_profile} posts, {cpus} cores, {gpus} GPUs; "
-        f"unit costs from {unit.source}"
-    )
-    stages = make_plan(unit, profiles, posts_per_profile, cpus, gpus, walk_forward)
-    typer.echo(plan_text(stages))
-
-
-@command
-def schemas(check: Annotated[bool, typer.Option(help="only check, write nothing")] = False) -> None:
-    """Regenerate (or check) the JSON/Arrow schema files under schemas/."""
-    from popray.io.schemas_export import stale_schemas, write_schemas
-
-    if check:
-        stale = stale_schemas()
-        if stale:
-            _fail(f"out of date under schemas/: {stale}; run `popray schemas`", code=1)
-        typer.echo("schemas/ is up to date")
-        return
-    written = write_schemas()
-    typer.echo(f"wrote {len(written)} file(s)" + "".join(f"\n  {p}" for p in written))
-
-
-def job(stage: str):
-    """The `main()` of `python -m jobs.<stage>`: the same command, its own program name."""
-
-    def main() -> None:
-        app([stage, *sys.argv[1:]], prog_name=f"python -m jobs.{stage}")
-
-    return main

@@ -1,0 +1,1 @@
+"""The figures `popray figures` draws (popray.figures), one function per figure."""
