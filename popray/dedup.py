@@ -294,6 +294,19 @@ def _dedup_one(
     )
 
 
+def _numbered(done: list[tuple[pa.Table, pa.Table]]) -> tuple[pa.Table, pa.Table]:
+    """Tables `duplicates` and `nn_distances` of every unit, in order, each unit's group
+    ids shifted past those of the units before it."""
+    dup_parts, nn_parts, offset = [], [], 0
+    column = SCHEMAS["duplicates"].get_field_index("group_id")
+    for dups, nns in done:
+        ids = dups["group_id"]
+        dup_parts.append(dups.set_column(column, "group_id", pc.add(ids, offset)))
+        nn_parts.append(nns)
+        offset += len(pc.unique(ids))
+    return _concat(dup_parts, "duplicates"), _concat(nn_parts, "nn_distances")
+
+
 def run_dedup(
     out: Path, cfg: DedupConfig, backbone: str, echo: Callable[[str], None] = lambda line: None
 ) -> tuple[pa.Table, pa.Table]:
@@ -306,6 +319,7 @@ def run_dedup(
 
     from popray.cluster import ensure_ray
 
+    store.require(out, {"media": "ingest"})  # before Ray starts
     ensure_ray()
     threshold = cfg.threshold_for(backbone)
     old = _published(out, backbone)
@@ -336,15 +350,7 @@ def run_dedup(
     take(list(pending))
     taken = sum(1 for key, unit in units.items() if old.get(key, ("",))[0] == unit)
     echo(f"dedup: {len(units) - taken} (profile, media type) recomputed, {taken} reused")
-    dup_parts, nn_parts, offset = [], [], 0
-    column = SCHEMAS["duplicates"].get_field_index("group_id")
-    for dups, nns in done:
-        ids = dups["group_id"]
-        dup_parts.append(dups.set_column(column, "group_id", pc.add(ids, offset)))
-        nn_parts.append(nns)
-        offset += len(pc.unique(ids))
-    duplicates = _concat(dup_parts, "duplicates")
-    nn_distances = _concat(nn_parts, "nn_distances")
+    duplicates, nn_distances = _numbered(done)
     store.write_table(out, "duplicates", duplicates, part=backbone)
     store.write_table(out, "nn_distances", nn_distances, part=backbone)
     rows = [(p, k, backbone, u) for (p, k), u in units.items()]

@@ -106,8 +106,8 @@ def run_predict(
     """Score, explain and rank candidate media files with the models of one profile (and
     label scheme); writes table `predictions_new`. `weights`: the backbone weights the
     profile was embedded with (default source if None)."""
-    from popray.explain import Explainer, overlay
     from popray.media.embed_pipeline import run_pipeline
+    from popray.media.gradcam import Explainer, overlay
 
     image_card, video_card = choose_models(out, k, profile, scheme)
     nets = {}

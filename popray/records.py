@@ -241,6 +241,16 @@ class Heatmap:
     error: str | None = None
 
 
+def _read_json(path: Path, missing: str, sep: str = " ") -> dict[str, Any]:
+    """A JSON record a stage wrote under OUT; MissingError ("<path><sep><missing>") when the
+    stage has not run."""
+    from popray.errors import MissingError
+
+    if not path.exists():
+        raise MissingError(f"{path}{sep}{missing}")
+    return json.loads(path.read_text())
+
+
 INGEST_FILE = "ingest.json"
 TIMINGS_FILE = "timings.json"
 
@@ -258,12 +268,9 @@ class IngestRecord:
 
     @classmethod
     def read(cls, out: Path) -> IngestRecord:
-        from popray.errors import MissingError
-
-        path = out / INGEST_FILE
-        if not path.exists():
-            raise MissingError(f"{path} does not exist: run `popray ingest --out {out}` first")
-        raw = json.loads(path.read_text())
+        raw = _read_json(
+            out / INGEST_FILE, f"does not exist: run `popray ingest --out {out}` first"
+        )
         return cls(raw["input_dir"], raw.get("input_rows", {}))
 
 
@@ -295,11 +302,6 @@ class RunManifest:
 
     @classmethod
     def read(cls, out: Path) -> RunManifest:
-        from popray.errors import MissingError
-
-        path = out / TIMINGS_FILE
-        if not path.exists():
-            raise MissingError(f"{path}: missing; `popray run` writes it")
-        raw = json.loads(path.read_text())
+        raw = _read_json(out / TIMINGS_FILE, "missing; `popray run` writes it", sep=": ")
         phases = raw.pop("train_phases", {})
         return cls({k: float(v) for k, v in raw.items()}, {k: float(v) for k, v in phases.items()})

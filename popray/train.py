@@ -25,7 +25,7 @@ from popray.io.tables import MODELS, PREDICTIONS, TRIALS
 from popray.training import pooled_keep
 from popray.training.baselines import ranking_targets, recent_baseline
 from popray.training.cells import Cell, plan_cells
-from popray.training.dataset import TrainingKeys, TrainingSet, load_keys
+from popray.training.dataset import TRAINING_NEEDS, TrainingKeys, TrainingSet, load_keys
 from popray.training.final import MODELS_DIR, prune, train_final
 from popray.training.metrics_parallel import metrics_by_cell
 from popray.training.pooled import PROFILE_GROUPED, trains_on_every_profile
@@ -84,6 +84,7 @@ def run_train(
     classes are those of `labels.scheme`; `storage`: where the grid keeps its state."""
     start = time.perf_counter()
     clock = _Clock()
+    store.require(out, TRAINING_NEEDS)  # before Ray starts
     ensure_ray()  # the embeddings go to the object store as they are read: not the driver's
     plan = _plan(out, cfg, labels, backbone, echo, clock)
     todo, cells, datasets = plan.todo, plan.cells, plan.datasets

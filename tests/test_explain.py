@@ -3,9 +3,10 @@ import pytest
 import torch
 from PIL import Image
 
-from popray.explain import Explainer, FullNetwork, overlay, run_explain
+from popray.explain import run_explain
 from popray.io import store
 from popray.media.backbones import create_backbone
+from popray.media.gradcam import Explainer, FullNetwork, overlay
 from popray.training.models import create_model
 
 

@@ -5,14 +5,13 @@ from __future__ import annotations
 import pytest
 from plan_helpers import write_run
 
-from popray.tools.plan import (
+from popray.tools.plan import plan, plan_text
+from popray.tools.plan_costs import (
     IMAGES_PER_POST,
     LABEL_TASK_POSTS,
     VIDEOS_PER_POST,
     WALK_FORWARD_LABELLINGS,
     UnitCosts,
-    plan,
-    plan_text,
 )
 
 
@@ -64,7 +63,7 @@ def test_parallel_stages_divide_by_the_cluster_and_driver_stages_do_not():
 def test_the_metrics_tasks_wait_on_the_largest_cell_once_every_cell_has_a_core():
     from dataclasses import replace
 
-    from popray.tools.plan import METRICS_LARGEST_CELL
+    from popray.tools.plan_costs import METRICS_LARGEST_CELL
 
     costs = replace(UnitCosts(), metrics_item_core_s=0.01)
     items = 100 * 200 * (IMAGES_PER_POST + VIDEOS_PER_POST)
@@ -93,7 +92,7 @@ def test_unit_costs_read_off_a_run(tmp_path, monkeypatch):
     import duckdb
 
     from popray.io import store
-    from popray.tools import plan as plan_module
+    from popray.tools import plan_costs as plan_module
 
     out = tmp_path / "out"
     out.mkdir()
@@ -177,7 +176,7 @@ def test_the_drivers_transfers_are_bound_by_its_disk_or_its_network_link():
     of vectors, the driver's own cost or its link's, whichever is slower."""
     from dataclasses import replace
 
-    from popray.tools.plan import DRIVER_LINK_MB_S, PART_BYTES, VIDEO_VECTORS
+    from popray.tools.plan_costs import DRIVER_LINK_MB_S, PART_BYTES, VIDEO_VECTORS
 
     posts = 100 * 200
     vector_mb = posts * (IMAGES_PER_POST * 5 + VIDEOS_PER_POST * VIDEO_VECTORS) * 1280 * 4 / 1e6

@@ -8,8 +8,9 @@ from plan_helpers import write_run
 from typer.testing import CliRunner
 
 from popray.io import store
-from popray.tools.plan import UnitCosts, plan
+from popray.tools.plan import plan
 from popray.tools.plan_check import SPANS, check_run, check_text
+from popray.tools.plan_costs import UnitCosts
 
 
 @pytest.fixture

@@ -48,7 +48,7 @@ def grouped_out(tmp_path_factory, ray_session):
 
 
 def test_profiles_are_cut_into_runs_of_posts_each_profile_whole():
-    from popray.tools.plan import LABEL_TASK_POSTS
+    from popray.tools.plan_costs import LABEL_TASK_POSTS
     from popray.training.timelines import POSTS_PER_TASK
 
     assert LABEL_TASK_POSTS == POSTS_PER_TASK  # the plan's copy

@@ -126,8 +126,9 @@ def plan(
 ) -> None:
     """Expected wall time per stage, and the bottleneck, of a full run of that size (or,
     with --against OUT, of that run's size, beside what each stage took)."""
-    from popray.tools.plan import UnitCosts, plan_text
     from popray.tools.plan import plan as make_plan
+    from popray.tools.plan import plan_text
+    from popray.tools.plan_costs import UnitCosts
 
     unit = UnitCosts.load(costs) if costs else UnitCosts()
     if against is not None:

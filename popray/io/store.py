@@ -115,6 +115,14 @@ def has_table(out: Path, name: str, part: str | None = None) -> bool:
     return (folder / f"{part}.parquet").exists() if part else any(folder.glob("*.parquet"))
 
 
+def require(out: Path, stages: dict[str, str]) -> None:
+    """Raise MissingError naming the first table of `stages` (table -> the stage that
+    writes it) that OUT lacks: a cheap check before a stage starts Ray."""
+    for name, stage in stages.items():
+        if not has_table(out, name):
+            raise MissingError(f"{out}: table {name!r} missing; run `popray {stage}`")
+
+
 def read_table(out: Path, name: str, part: str | None = None) -> pa.Table:
     """Read an output table (all its parts, or one); a clear error when the stage that
     writes it has not run."""

@@ -63,42 +63,7 @@ def decode_batch(
         batch["kind"], batch["path"], batch["thumb"], batch["sha256"], strict=True
     ):
         try:
-            try:
-                data = export.read_bytes(str(path))
-            except FileNotFoundError:
-                raise DecodeError("file not found") from None
-            if sha256_bytes(data) != sha:
-                raise DecodeError("file changed since ingest (sha256); re-run ingest")
-            jpeg = no_bytes
-            if (
-                kind == "image"
-                and jpeg_to_actor
-                and decode.device_decodable(data, cfg.max_image_pixels)
-            ):
-                stack, info, jpeg = empty, {}, np.frombuffer(data, np.uint8)
-            elif kind == "image":
-                stack = decode.image_views(
-                    data, cfg.views, cfg.seed, sha, cfg.augment, cfg.max_image_pixels
-                )
-                info = {}
-            else:
-                video = decode.video_frames(data, cfg.video_timeout_s)
-                stack = video.pop("frames")
-                info = {
-                    k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in video.items()
-                }
-                info["thumbnail_source"] = "first_frame"
-                if thumb:
-                    try:
-                        thumb_px = decode.resize(
-                            decode.load_image(
-                                export.read_bytes(str(thumb)), cfg.max_image_pixels, decode.DRAFT
-                            )
-                        )
-                    except (DecodeError, FileNotFoundError) as exc:
-                        raise DecodeError(f"thumbnail: {decode.describe(exc)}") from exc
-                    stack = np.concatenate([stack, thumb_px[None]])
-                    info["thumbnail_source"] = "file"
+            stack, info, jpeg = _decode_one(kind, path, thumb, sha, cfg, export, jpeg_to_actor)
             pixels.append(stack)
             jpegs.append(jpeg)
             meta.append(json.dumps(info))
@@ -115,6 +80,42 @@ def decode_batch(
         "meta": np.array(meta),
         "error": np.array(errors),
     }
+
+
+def _decode_one(
+    kind: str, path, thumb, sha: str, cfg: EmbedConfig, export: Location, jpeg_to_actor: bool
+) -> tuple[np.ndarray, dict, np.ndarray]:
+    """One item of `decode_batch`: (its frames, what the sampling found, its JPEG bytes
+    when the actor decodes it); a bad file raises DecodeError or OSError."""
+    empty = np.zeros((0, decode.SIZE, decode.SIZE, 3), np.uint8)
+    try:
+        data = export.read_bytes(str(path))
+    except FileNotFoundError:
+        raise DecodeError("file not found") from None
+    if sha256_bytes(data) != sha:
+        raise DecodeError("file changed since ingest (sha256); re-run ingest")
+    if kind == "image" and jpeg_to_actor and decode.device_decodable(data, cfg.max_image_pixels):
+        return empty, {}, np.frombuffer(data, np.uint8)
+    no_bytes = np.zeros(0, np.uint8)
+    if kind == "image":
+        stack = decode.image_views(
+            data, cfg.views, cfg.seed, sha, cfg.augment, cfg.max_image_pixels
+        )
+        return stack, {}, no_bytes
+    video = decode.video_frames(data, cfg.video_timeout_s)
+    stack = video.pop("frames")
+    info = {k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in video.items()}
+    info["thumbnail_source"] = "first_frame"
+    if thumb:
+        try:
+            thumb_px = decode.resize(
+                decode.load_image(export.read_bytes(str(thumb)), cfg.max_image_pixels, decode.DRAFT)
+            )
+        except (DecodeError, FileNotFoundError) as exc:
+            raise DecodeError(f"thumbnail: {decode.describe(exc)}") from exc
+        stack = np.concatenate([stack, thumb_px[None]])
+        info["thumbnail_source"] = "file"
+    return stack, info, no_bytes
 
 
 def _objects(arrays: list[np.ndarray]) -> np.ndarray:

@@ -226,23 +226,30 @@ def assemble(
                 found += [(staged.fs, staged.path(rel)) for rel in staged_files[folder]]
             return found + [(None, str(path)) for path in scattered.get(part, [])]
 
-        core_s = write_s = 0.0
         built = _built(stale, sources, wanted, key, schema, staged)
-        for part, data, found, build_s, get_s in built:
-            start = time.perf_counter()
-            store.write_part_bytes(out, name, part, data)
-            write_s += get_s + time.perf_counter() - start
-            core_s += build_s
-            if found != set(wanted[part]):
-                lost = sorted(set(wanted[part]) - found)
-                raise RuntimeError(
-                    f"{name}: no embedding rows found for {len(lost)} item(s) of part {part} "
-                    f"(sha256 {lost[0][:12]}...); run `popray embed` again"
-                )
+        core_s, write_s = _write_parts(out, name, built, wanted)
     removed = [path for part, path in existing.items() if part not in wanted]
     for path in removed:  # last: a run killed before here finds them and removes them again
         path.unlink()
     return Assembled(len(stale), len(wanted) - len(stale), len(removed), core_s, write_s)
+
+
+def _write_parts(out: Path, name: str, built, wanted: dict) -> tuple[float, float]:
+    """Write each part `_built` yields into OUT, checking it found every item it wants;
+    (the builders' CPU seconds, the driver's seconds getting and writing them)."""
+    core_s = write_s = 0.0
+    for part, data, found, build_s, get_s in built:
+        start = time.perf_counter()
+        store.write_part_bytes(out, name, part, data)
+        write_s += get_s + time.perf_counter() - start
+        core_s += build_s
+        if found != set(wanted[part]):
+            lost = sorted(set(wanted[part]) - found)
+            raise RuntimeError(
+                f"{name}: no embedding rows found for {len(lost)} item(s) of part {part} "
+                f"(sha256 {lost[0][:12]}...); run `popray embed` again"
+            )
+    return core_s, write_s
 
 
 def _pairs(shas: dict[str, list[str]]) -> set[tuple[str, str]]:

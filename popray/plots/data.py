@@ -148,6 +148,27 @@ def tsne_rows(
     return rows, total
 
 
+def _thumbnails(ax, root, rows: list[dict], xy: np.ndarray, n: int, seed: int) -> None:
+    """Thumbnails of `n` points picked with `seed`, framed in their class's colour."""
+    rng = np.random.default_rng(seed)
+    for i in rng.choice(len(rows), size=min(n, len(rows)), replace=False):
+        r = rows[i]
+        source = r["path"] if r["media_type"] == "image" else r["thumbnail_path"]
+        if not source:
+            continue
+        img = Image.fromarray(decode.resize(decode.load_image(root.read_bytes(source)), 56))
+        box = AnnotationBbox(
+            OffsetImage(np.asarray(img), zoom=0.9),
+            xy[i],
+            frameon=True,
+            bboxprops={
+                "edgecolor": NO_CLASS if r["cls"] is None else CLASS_COLOURS[r["cls"]],
+                "lw": 2,
+            },
+        )
+        ax.add_artist(box)
+
+
 def tsne_map(
     out: Path,
     k: int,
@@ -189,24 +210,7 @@ def tsne_map(
     none = [i for i, r in enumerate(rows) if r["cls"] is None]
     if none:
         ax.scatter(xy[none, 0], xy[none, 1], s=10, color=NO_CLASS, label="no class")
-    root = input_dir_of(out)
-    rng = np.random.default_rng(seed)
-    for i in rng.choice(len(rows), size=min(thumbs, len(rows)), replace=False):
-        r = rows[i]
-        source = r["path"] if r["media_type"] == "image" else r["thumbnail_path"]
-        if not source:
-            continue
-        img = Image.fromarray(decode.resize(decode.load_image(root.read_bytes(source)), 56))
-        box = AnnotationBbox(
-            OffsetImage(np.asarray(img), zoom=0.9),
-            xy[i],
-            frameon=True,
-            bboxprops={
-                "edgecolor": NO_CLASS if r["cls"] is None else CLASS_COLOURS[r["cls"]],
-                "lw": 2,
-            },
-        )
-        ax.add_artist(box)
+    _thumbnails(ax, input_dir_of(out), rows, xy, thumbs, seed)
     ax.set_xticks([])
     ax.set_yticks([])
     ax.legend(fontsize=7, loc="best")

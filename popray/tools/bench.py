@@ -264,27 +264,7 @@ def bench_embed(
             "ratio": round(pipe / plain, 3),
         }
     )
-    video_sets = {"sample_videos": _repeat(videos, n_videos) if videos else []}
-    if video_dir is not None:
-        phone = realistic_videos(video_dir)
-        video_sets["phone_720x1280_10-90s"] = phone
-        for v in phone:
-            video_sets[f"phone_720x1280_{v['media_id'][1:]}s"] = [v] * 4
-    for name, vids in video_sets.items():
-        if not vids:
-            continue
-        popray_s, ray_s, frames = video_sampling_seconds(vids, cfg0)
-        yield (
-            {
-                "bench": "video_sampling",
-                "videos": name,
-                "n": len(vids),
-                "popray_s_per_video": round(popray_s, 3),
-                "read_videos_s_per_video": round(ray_s, 3),
-                "read_videos_frames": frames,
-                "speedup": round(ray_s / popray_s, 2),
-            }
-        )
+    yield from _video_benches(videos, n_videos, video_dir, cfg0)
     from popray.tools.bench_roofline import bench_photos, breakdown, limit
 
     cores = os.cpu_count() or 1
@@ -308,6 +288,30 @@ def bench_embed(
     )
     if photos:
         yield from bench_photos(photo_dir, photos, cfg, fwd, cores, gpu)
+
+
+def _video_benches(videos: list, n_videos: int, video_dir: Path | None, cfg0) -> Iterator[dict]:
+    """popray's video sampling against Ray Data's read_videos: the sample's videos and,
+    with `video_dir`, phone-like 720x1280 ones of 10 to 90 s."""
+    video_sets = {"sample_videos": _repeat(videos, n_videos) if videos else []}
+    if video_dir is not None:
+        phone = realistic_videos(video_dir)
+        video_sets["phone_720x1280_10-90s"] = phone
+        for v in phone:
+            video_sets[f"phone_720x1280_{v['media_id'][1:]}s"] = [v] * 4
+    for name, vids in video_sets.items():
+        if not vids:
+            continue
+        popray_s, ray_s, frames = video_sampling_seconds(vids, cfg0)
+        yield {
+            "bench": "video_sampling",
+            "videos": name,
+            "n": len(vids),
+            "popray_s_per_video": round(popray_s, 3),
+            "read_videos_s_per_video": round(ray_s, 3),
+            "read_videos_frames": frames,
+            "speedup": round(ray_s / popray_s, 2),
+        }
 
 
 def _device_name() -> str:

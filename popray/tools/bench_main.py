@@ -116,7 +116,7 @@ def _memory(args) -> Iterable:
 def _costs(args) -> Iterable:
     from dataclasses import asdict
 
-    from popray.tools.plan import costs_from_run
+    from popray.tools.plan_costs import costs_from_run
 
     costs = costs_from_run(args.out, args.cpus)
     if args.save:

@@ -114,6 +114,42 @@ def _rewritten(before: Path, after: Path) -> tuple[int, int]:
     return new, len(files)
 
 
+def _vectors(like: Path | None):
+    """(n, views, width) image vectors: those of a finished run's OUT, else random ones
+    with 4 views."""
+    import numpy as np
+
+    if like is None:
+        return np.random.default_rng(0).normal(size=(1000, 5, 1280)).astype(np.float32)
+    rows = store.read_table(like, "embeddings_image").sort_by(
+        [("media_id", "ascending"), ("view", "ascending")]
+    )
+    views = int(max(rows["view"].to_pylist())) + 1
+    flat = np.asarray(rows["embedding"].combine_chunks().flatten().to_numpy(), np.float32)
+    return flat.reshape(-1, views, len(flat) // rows.num_rows)
+
+
+def _stage(staging: Path, current: list[tuple[str, str, str]], vectors) -> None:
+    """Stage `current` (media_id, sha256, profile) as the pipeline does: a file per 16
+    items and part, the vectors cycled."""
+    from popray.media.embed_write import image_table, part_of
+
+    cfg = EmbedConfig(views=vectors.shape[1] - 1)
+    by_part: dict[str, list[tuple[int, tuple[str, str, str]]]] = {}
+    for i, item in enumerate(current):
+        by_part.setdefault(part_of("bb", item[2]), []).append((i, item))
+    for part, mine in by_part.items():
+        folder = staging / part
+        folder.mkdir(parents=True)
+        for at in range(0, len(mine), 16):
+            block = [
+                {"media_id": m, "sha256": s, "embeddings": vectors[i % len(vectors)]}
+                for i, (m, s, _) in mine[at : at + 16]
+            ]
+            table = image_table(block, cfg, "key", vectors.shape[2])
+            pq.write_table(table, folder / f"{at}.parquet", compression="zstd")
+
+
 def bench_assemble(
     work: Path,
     items: int = 20_000,
@@ -129,41 +165,18 @@ def bench_assemble(
     the driver's own (getting and writing the files), per MB of vectors. The vectors
     are those of a finished run's images (`like`: its OUT, cycled; they compress as real
     ones do), else random with 4 views."""
-    import numpy as np
     import ray
 
     from popray.cluster import ensure_ray
     from popray.io.storage import Location
-    from popray.media.embed_write import assemble, image_table, part_of, schemas
+    from popray.media.embed_write import assemble, part_of, schemas
 
     shutil.rmtree(work, ignore_errors=True)
     staging = Location.parse(f"file://{work / 'staging'}" if tasks else work / "staging")
-    if like is not None:
-        rows = store.read_table(like, "embeddings_image").sort_by(
-            [("media_id", "ascending"), ("view", "ascending")]
-        )
-        views = int(max(rows["view"].to_pylist())) + 1
-        flat = np.asarray(rows["embedding"].combine_chunks().flatten().to_numpy(), np.float32)
-        width = len(flat) // rows.num_rows
-        vectors = flat.reshape(-1, views, width)
-    else:
-        views, width = 5, 1280
-        vectors = np.random.default_rng(0).normal(size=(1000, views, width)).astype(np.float32)
-    cfg = EmbedConfig(views=views - 1)
+    vectors = _vectors(like)
+    views, width = vectors.shape[1], vectors.shape[2]
     current = [(f"m{i}", f"s{i}", f"p{i % profiles}") for i in range(items)]
-    by_part: dict[str, list[tuple[int, tuple[str, str, str]]]] = {}
-    for i, item in enumerate(current):
-        by_part.setdefault(part_of("bb", item[2]), []).append((i, item))
-    for part, mine in by_part.items():
-        folder = work / "staging" / part
-        folder.mkdir(parents=True)
-        for at in range(0, len(mine), 16):
-            block = [
-                {"media_id": m, "sha256": s, "embeddings": vectors[i % len(vectors)]}
-                for i, (m, s, _) in mine[at : at + 16]
-            ]
-            table = image_table(block, cfg, "key", width)
-            pq.write_table(table, folder / f"{at}.parquet", compression="zstd")
+    _stage(work / "staging", current, vectors)
     owner = {s: part_of("bb", p) for _, s, p in current}
     staged_bytes = sum(f.stat().st_size for f in (work / "staging").rglob("*.parquet"))
     raw_mb = items * views * width * 4 / 1e6
@@ -213,7 +226,7 @@ def bench_send(out: Path) -> dict:
     bound (`popray plan`)."""
     from popray.cluster import ensure_ray
     from popray.io.storage import put_file
-    from popray.tools.plan import VIDEO_VECTORS, WIDTH
+    from popray.tools.plan_costs import VIDEO_VECTORS, WIDTH
 
     ensure_ray()
     per_row = {"embeddings_image": 1, "embeddings_video": VIDEO_VECTORS}

@@ -16,13 +16,8 @@ from pathlib import Path
 
 from popray.errors import MissingError
 from popray.records import RunManifest
-from popray.tools.plan import (
-    DRIVER_PHASES,
-    METRICS_TASKS_PHASE,
-    READ_PHASE,
-    UnitCosts,
-    plan,
-)
+from popray.tools.plan import plan
+from popray.tools.plan_costs import DRIVER_PHASES, METRICS_TASKS_PHASE, READ_PHASE, UnitCosts
 
 # a span the run times -> the plan stages it covers
 SPANS = {

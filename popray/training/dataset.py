@@ -23,13 +23,13 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from popray.config import Scheme
-from popray.errors import MissingError
 from popray.io import store
 from popray.io.store import sql_text
 from popray.training.embedding_read import PartFiles, read_arrays
 from popray.training.object_rows import Rows, take
 
 ONE_PROFILE = "profile"  # the profile of items built without one (synthetic test data)
+TRAINING_NEEDS = {"labels": "label", "duplicates": "dedup"}  # table -> the stage writing it
 
 
 @dataclass
@@ -310,9 +310,7 @@ def load_keys(
 ) -> TrainingKeys:
     """The training items of each k of `ks` (see `load_dataset`) and where their
     embedding rows are stored, from the training queries; no embedding is read yet."""
-    for needed, stage in (("labels", "label"), ("duplicates", "dedup")):
-        if not store.has_table(out, needed):
-            raise MissingError(f"{out}: table {needed!r} missing; run `popray {stage}`")
+    store.require(out, TRAINING_NEEDS)
     ks = list(dict.fromkeys(ks))
     sides: dict[str, tuple[list[_Side], PartFiles]] = {}
     con = store.connect(out)

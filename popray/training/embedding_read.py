@@ -187,35 +187,7 @@ def _read(
     parts: dict[str, list] = {name: [] for name in columns}
     sizes: list[int] = []
     if remote and not client.is_connected():
-        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
-
-        ship = _ships()
-        if ship:
-            task = ray.remote(_pick).options(num_returns=len(columns) + 1)
-            window = SENT_IN_FLIGHT
-        else:
-            node = ray.get_runtime_context().get_node_id()
-            here = NodeAffinitySchedulingStrategy(node, soft=False)
-            # no CPU asked: the driver's node may have none (a cluster's head)
-            task = ray.remote(_pick).options(
-                num_cpus=0, num_returns=len(columns) + 1, scheduling_strategy=here
-            )
-            window = IN_FLIGHT
-        shared = ray.put(features)
-        counts: list = []
-        pending: list = []
-        sent: dict[Path, ray.ObjectRef] = {}  # the file being read (units come in file order)
-        for path, *unit in files.ranges(wanted):
-            while len(pending) >= window:  # a sliding window: the next starts as one ends
-                _, pending = ray.wait(pending, num_returns=1)
-            if ship and path not in sent:
-                sent = {path: put_file(path)}
-            *refs, count = task.remote(sent[path] if ship else path, *unit, columns, shared)
-            for name, ref in zip(columns, refs, strict=True):
-                parts[name].append(ref)
-            counts.append(count)
-            pending.append(count)
-        sizes = ray.get(counts)  # raises a read task's error here, not in a trial
+        sizes = _read_by_tasks(files, wanted, columns, features, parts)
     else:
         for unit in files.ranges(wanted):
             *arrays, count = _pick(*unit, columns, features)
@@ -229,6 +201,47 @@ def _read(
             "embedding rows went missing while being read (a concurrent write?)"
         )
     return parts, sizes
+
+
+def _read_by_tasks(
+    files: PartFiles,
+    wanted: np.ndarray,
+    columns: dict[str, int],
+    features: dict[str, list[float]] | None,
+    parts: dict[str, list],
+) -> list[int]:
+    """`_read` by Ray tasks (see there): each unit's arrays, as object references, go to
+    `parts`; returns the rows of each unit."""
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    ship = _ships()
+    if ship:
+        task = ray.remote(_pick).options(num_returns=len(columns) + 1)
+        window = SENT_IN_FLIGHT
+    else:
+        node = ray.get_runtime_context().get_node_id()
+        here = NodeAffinitySchedulingStrategy(node, soft=False)
+        # no CPU asked: the driver's node may have none (a cluster's head)
+        task = ray.remote(_pick).options(
+            num_cpus=0, num_returns=len(columns) + 1, scheduling_strategy=here
+        )
+        window = IN_FLIGHT
+    shared = ray.put(features)
+    counts: list = []
+    pending: list = []
+    sent: dict[Path, ray.ObjectRef] = {}  # the file being read (units come in file order)
+    for path, *unit in files.ranges(wanted):
+        while len(pending) >= window:  # a sliding window: the next starts as one ends
+            _, pending = ray.wait(pending, num_returns=1)
+        if ship and path not in sent:
+            sent = {path: put_file(path)}
+        *refs, count = task.remote(sent[path] if ship else path, *unit, columns, shared)
+        for name, ref in zip(columns, refs, strict=True):
+            parts[name].append(ref)
+        counts.append(count)
+        pending.append(count)
+    return ray.get(counts)  # raises a read task's error here, not in a trial
 
 
 def part_files(out: Path, table: str) -> PartFiles:

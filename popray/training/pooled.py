@@ -162,36 +162,68 @@ def run_pooled(
                 )
                 continue
             echo(f"cross-profile {model} k={k}: {len(validated)} profiles, grouped folds")
-            folds = profile_folds(ds, model, min(cfg.folds, len(validated)))
-            limit = cfg.pooled_max_items
-            fits = [capped_fold(f, owner, limit) for f in folds]
-            pooled = [_fit_score.remote(ref, model, k, [f], cfg.train) for f in fits]
-            # a profile's own model: its own items only (their rows gathered by its task)
-            mine = {p: ds.for_profile(p, remote=True) for p in validated}
-            curves = {p: history_folds(mine[p], model, p, times) for p in validated}
-            own = {
-                p: _fit_score.remote(mine[p], model, k, [f for _, f in c], cfg.train)
-                for p, c in curves.items()
-                if c
-            }
-            sample, saved = ds, None
-            if cfg.final_models:
-                sample = final_sample(ds, model, limit)
-                saved = _saved_final(root, sample, backbone, model, k, cfg)
-            on = ref if sample is ds else sample  # a sample's task gathers its own rows
-            fit = None if saved is None or saved[2] else _fit_final.remote(on, model, k, cfg.train)
-            cell = {"scheme": ds.scheme, "backbone": backbone, "features": ds.features}
-            table, by_id = _grouped(ds, model, k, folds, ray.get(pooled), cell)
-            result.predictions.append(table)
-            for p, task in own.items():
-                for i, ((h, fold), scored) in enumerate(zip(curves[p], ray.get(task), strict=True)):
-                    who = cell | {"model": model, "k": k, "profile_id": p}
-                    row = _curve_row(who, h, fold, scored, by_id, targets, i == len(curves[p]) - 1)
-                    rows += [row] if row else []
-            if saved is not None:
-                result.models.append(_save_final(root, sample, backbone, model, k, cfg, saved, fit))
+            where = _Where(root, backbone, times, targets)
+            rows += _one_model(ds, ref, owner, validated, model, k, cfg, where, result)
     result.cross_profile = pa.Table.from_pylist(rows, schema=CROSS_PROFILE)
     return result
+
+
+@dataclass(frozen=True)
+class _Where:
+    """What every cross-profile model of a run shares: the models folder, the backbone,
+    the items' publication times and the ranking targets."""
+
+    root: Path
+    backbone: str
+    times: dict[str, datetime]
+    targets: dict[tuple[int, str], tuple]
+
+
+def _one_model(
+    ds: TrainingSet,
+    ref,
+    owner: dict[str, str],
+    validated: list[str],
+    model: str,
+    k: int,
+    cfg: GridConfig,
+    where: _Where,
+    result: PooledResult,
+) -> list[dict]:
+    """One cross-profile model of one k (`ref`: `ds` gathered on the cluster): its
+    profile-grouped predictions and its final model go to `result`; returns its rows of
+    `cross_profile` (each validated profile's own model by history length)."""
+    root, backbone, times, targets = where.root, where.backbone, where.times, where.targets
+    rows: list[dict] = []
+    folds = profile_folds(ds, model, min(cfg.folds, len(validated)))
+    limit = cfg.pooled_max_items
+    fits = [capped_fold(f, owner, limit) for f in folds]
+    pooled = [_fit_score.remote(ref, model, k, [f], cfg.train) for f in fits]
+    # a profile's own model: its own items only (their rows gathered by its task)
+    mine = {p: ds.for_profile(p, remote=True) for p in validated}
+    curves = {p: history_folds(mine[p], model, p, times) for p in validated}
+    own = {
+        p: _fit_score.remote(mine[p], model, k, [f for _, f in c], cfg.train)
+        for p, c in curves.items()
+        if c
+    }
+    sample, saved = ds, None
+    if cfg.final_models:
+        sample = final_sample(ds, model, limit)
+        saved = _saved_final(root, sample, backbone, model, k, cfg)
+    on = ref if sample is ds else sample  # a sample's task gathers its own rows
+    fit = None if saved is None or saved[2] else _fit_final.remote(on, model, k, cfg.train)
+    cell = {"scheme": ds.scheme, "backbone": backbone, "features": ds.features}
+    table, by_id = _grouped(ds, model, k, folds, ray.get(pooled), cell)
+    result.predictions.append(table)
+    for p, task in own.items():
+        for i, ((h, fold), scored) in enumerate(zip(curves[p], ray.get(task), strict=True)):
+            who = cell | {"model": model, "k": k, "profile_id": p}
+            row = _curve_row(who, h, fold, scored, by_id, targets, i == len(curves[p]) - 1)
+            rows += [row] if row else []
+    if saved is not None:
+        result.models.append(_save_final(root, sample, backbone, model, k, cfg, saved, fit))
+    return rows
 
 
 def _grouped(ds, model, k, folds, scored, cell) -> tuple[pa.Table, dict]:

@@ -166,7 +166,11 @@ def run_grid(
     results_dir = root.child(f"{name}.results")  # one folder per finished trial
     by_name = {spec.name: spec for spec in specs}
     stamp = Stamp(name, backbone, cfg.train.epochs, cfg.engine, units)
-    trainable = _trainable(by_name, datasets, timelines, cfg, root, results_dir, stamp)
+    trainable = _trainable(
+        cfg,
+        {"specs": by_name, "datasets": datasets, "timelines": timelines, "cfg": cfg}
+        | {"root": root, "results": results_dir, "stamp": stamp},
+    )
     finished = _finished(results_dir)
     left = [spec for spec in specs if spec.name not in finished]
     reused = len(specs) - len(left)
@@ -183,29 +187,12 @@ def run_grid(
     return GridResult(*tables, experiment, resumed, reused, time.perf_counter() - start)
 
 
-def _trainable(
-    by_name: dict[str, TrialSpec],
-    datasets: dict[int, TrainingSet],
-    timelines: dict | None,
-    cfg: GridConfig,
-    root: Location,
-    results_dir: Location,
-    stamp: Stamp,
-):
+def _trainable(cfg: GridConfig, parameters: dict):
     """`tune_trial` with the grid's data in the object store (once) and its resources."""
     # a trial's config is its name: Tune copies the whole grid into each trial's config
     # and saves every config with its state (with the specs inside, 10 s of the driver's
     # time for 480 trials at 1,000 profiles, growing with the profiles)
-    trainable = tune.with_parameters(
-        tune_trial,
-        specs=by_name,
-        datasets=datasets,
-        timelines=timelines,
-        cfg=cfg,
-        root=root,
-        results=results_dir,
-        stamp=stamp,
-    )
+    trainable = tune.with_parameters(tune_trial, **parameters)  # tune_trial's arguments
     # a ray_train trial only waits on its TorchTrainer, whose worker holds the resources
     in_trial_cpus = 0.01 if cfg.engine == "ray_train" else cfg.cpus_per_trial
     in_trial_gpus = 0 if cfg.engine == "ray_train" else cfg.gpus_per_trial
