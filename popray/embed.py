@@ -19,7 +19,6 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -30,19 +29,10 @@ from popray.config import EmbedConfig
 from popray.io import store
 from popray.io.storage import Location, check_cluster_reach
 from popray.io.store import input_dir_of
+from popray.media.embed_assemble import Assembled, assemble
 from popray.media.embed_pipeline import TRANSIENT, image_key, run_pipeline, video_key
-from popray.media.embed_write import (
-    Assembled,
-    assemble,
-    part_of,
-    parts_of,
-    schemas,
-    staged_width,
-)
+from popray.media.embed_write import part_of, parts_of, schemas, staged_width
 from popray.records import MediaItem, QuarantineEntry, quarantine_table
-
-if TYPE_CHECKING:
-    pass
 
 log = logging.getLogger(__name__)
 

@@ -21,7 +21,7 @@ from popray.config import KFOLD, WALK_FORWARD, GridConfig, LabelConfig
 from popray.errors import NothingToTrain
 from popray.io import store
 from popray.io.storage import Location
-from popray.io.tables import MODELS, PREDICTIONS, TRIALS
+from popray.io.tables import MODELS
 from popray.training import pooled_keep
 from popray.training.baselines import ranking_targets, recent_baseline
 from popray.training.cells import Cell, plan_cells
@@ -30,7 +30,7 @@ from popray.training.final import MODELS_DIR, prune, train_final
 from popray.training.metrics_parallel import metrics_by_cell
 from popray.training.pooled import PROFILE_GROUPED, trains_on_every_profile
 from popray.training.timelines import Timelines, build_timelines
-from popray.training.tune import GridResult, grid_root, run_grid
+from popray.training.tune import GridResult, grid_root, grid_with_reuse
 from popray.training.units import Reuse, published, remaining, unit_keys
 
 
@@ -93,7 +93,7 @@ def run_train(
     datasets = plan.keys.datasets(remote=True, profiles=None if everyone else _profiles(todo))
     read = _Read(plan.keys, _items_read(datasets))
     clock.lap("load")
-    grid = _grid_with_reuse(
+    grid = grid_with_reuse(
         out, datasets, cfg, backbone, echo, todo, plan.timelines, storage, plan.reuse, plan.units
     )
     clock.lap("grid")
@@ -274,50 +274,6 @@ class _Clock:
         now = time.perf_counter()
         self.phases[name] = self.phases.get(name, 0.0) + now - self._last
         self._last = now
-
-
-def _grid_with_reuse(
-    out: Path,
-    datasets: dict[int, TrainingSet],
-    cfg: GridConfig,
-    backbone: str,
-    echo: Callable[[str], None],
-    todo: list[Cell],
-    timelines,
-    storage: Location | None,
-    reuse: Reuse,
-    units: dict,
-) -> GridResult:
-    """The grid over the cells left to train (on those profiles' data only), with the
-    rows taken over from the published run beside its own."""
-    if not reuse.cells:
-        return run_grid(out, datasets, cfg, backbone, echo, todo, timelines, storage, units)
-    old_trials = reuse.trials.cast(TRIALS)
-    old_predictions = reuse.predictions.select(PREDICTIONS.names).cast(PREDICTIONS)
-    taken = len(old_trials.select(["grid", "trial"]).group_by(["grid", "trial"]).aggregate([]))
-    if not todo:
-        echo(f"grid: every profile unchanged, {taken} trials taken over from the published run")
-        return GridResult(old_trials, old_predictions, None, False, taken)
-    names = {k: sorted({p for c in todo if c.k == k for p in c.profiles}) for k in datasets}
-    mine = {k: ds.for_profiles(names[k], remote=True) for k, ds in datasets.items() if names[k]}
-    grid = run_grid(out, mine, cfg, backbone, echo, todo, _only(timelines, names), storage, units)
-    return GridResult(
-        pa.concat_tables([old_trials, grid.trials]),
-        pa.concat_tables([old_predictions, grid.predictions]),
-        grid.experiment,
-        grid.resumed,
-        grid.reused + taken,
-        grid.collect_s,
-    )
-
-
-def _only(timelines, names: dict[int, list[str]]):
-    """The walk-forward timelines of the profiles in `names` (k -> profiles)."""
-    if timelines is None:
-        return None
-    return {
-        k: {p: per[p] for p in names.get(k, [])} for k, per in timelines.items() if names.get(k)
-    }
 
 
 def _profiles(cells: list[Cell]) -> set[str]:

@@ -5,14 +5,15 @@ import pyarrow.compute as pc
 import pytest
 
 from popray.config import DedupConfig
-from popray.dedup import Items, dedup_items, run_dedup
+from popray.dedup import run_dedup
 from popray.io import store
+from popray.media.neighbours import DedupItems, dedup_items
 
 CFG = DedupConfig(threshold=1.5)
 
 
 def _items(vectors, published, single, **video):
-    return Items(
+    return DedupItems(
         media_id=[f"m{i}" for i in range(len(vectors))],
         vectors=np.array(vectors, np.float32),
         published_us=np.array(published, np.int64),
@@ -95,11 +96,11 @@ def test_unknown_backbone_needs_an_explicit_threshold():
 @pytest.mark.parametrize("blocks", [(1024, 32768), (64, 160)])  # one tile; many tiles
 def test_search_matches_brute_force(monkeypatch, blocks):
     """Against brute force: the same nearest neighbours and the same pairs."""
-    from popray import dedup
-    from popray.dedup import neighbours
+    from popray.media import neighbours as module
+    from popray.media.neighbours import neighbours
 
-    monkeypatch.setattr(dedup, "ROW_BLOCK", blocks[0])
-    monkeypatch.setattr(dedup, "COL_BLOCK", blocks[1])
+    monkeypatch.setattr(module, "ROW_BLOCK", blocks[0])
+    monkeypatch.setattr(module, "COL_BLOCK", blocks[1])
 
     rng = np.random.default_rng(1)
     centers = rng.normal(0, 1.0, (20, 32))

@@ -1,4 +1,4 @@
-"""embed_write.assemble: one part per (backbone, profile), rewritten only when that
+"""embed_assemble.assemble: one part per (backbone, profile), rewritten only when that
 profile's items change; rows found wherever they were staged or stored, never lost."""
 
 import numpy as np
@@ -8,7 +8,8 @@ import pytest
 from popray.config import EmbedConfig
 from popray.io import store
 from popray.io.storage import Location
-from popray.media.embed_write import assemble, image_table, part_of, parts_of, schemas
+from popray.media.embed_assemble import assemble
+from popray.media.embed_write import image_table, part_of, parts_of, schemas
 
 CFG = EmbedConfig(views=1)
 KEY, WIDTH, NAME, BACKBONE = "key", 4, "embeddings_image", "bb"

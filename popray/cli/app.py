@@ -37,6 +37,18 @@ def _local_out(value: Path) -> Path:
     return value
 
 
+# options several commands share, each the flag of one key of the run configuration
+BackboneOpt = Annotated[str | None, typer.Option(help="timm backbone (embed.backbone)")]
+WeightsOpt = Annotated[
+    str | None,
+    typer.Option(help="backbone weights: a checkpoint path, or 'random' (embed.weights)"),
+]
+SchemeOpt = Annotated[str | None, typer.Option(help="label scheme (label.scheme)")]
+ThresholdOpt = Annotated[
+    float | None, typer.Option(help="near-duplicate Euclidean distance (dedup.threshold)")
+]
+ProfileOpt = Annotated[str | None, typer.Option(help="whose models (with several profiles)")]
+KsOpt = Annotated[list[int] | None, typer.Option("--k", help="class counts (repeat)")]
 OutOpt = Annotated[Path, typer.Option("--out", help="output folder", callback=_local_out)]
 ConfigOpt = Annotated[
     Path | None, typer.Option(help="run configuration (.toml/.yaml): its options, under the flags")

@@ -8,7 +8,19 @@ from typing import Annotated
 
 import typer
 
-from popray.cli.app import ConfigOpt, OutOpt, StorageOpt, _models_of, command
+from popray.cli.app import (
+    BackboneOpt,
+    ConfigOpt,
+    KsOpt,
+    OutOpt,
+    ProfileOpt,
+    SchemeOpt,
+    StorageOpt,
+    ThresholdOpt,
+    WeightsOpt,
+    _models_of,
+    command,
+)
 from popray.configure import configure, run_config
 from popray.io import store
 
@@ -35,7 +47,7 @@ def ingest(
 @command
 def label(
     out: OutOpt,
-    k: Annotated[list[int] | None, typer.Option("--k", help="class counts (repeat)")] = None,
+    k: KsOpt = None,
     window_days: Annotated[float | None, typer.Option(help="rolling window width")] = None,
     keep_extremes: Annotated[
         float | None, typer.Option(help="residual: keep top/bottom fraction only (k=2)")
@@ -71,8 +83,8 @@ def label(
 @command
 def embed(
     out: OutOpt,
-    backbone: Annotated[str | None, typer.Option(help="timm model name")] = None,
-    weights: Annotated[str | None, typer.Option(help="checkpoint path, or 'random'")] = None,
+    backbone: BackboneOpt = None,
+    weights: WeightsOpt = None,
     views: Annotated[int | None, typer.Option(help="augmented views per image")] = None,
     device: Annotated[str | None, typer.Option(help="auto | cpu | cuda")] = None,
     config: ConfigOpt = None,
@@ -101,8 +113,8 @@ def embed(
 @command
 def dedup(
     out: OutOpt,
-    backbone: Annotated[str | None, typer.Option(help="whose embeddings to compare")] = None,
-    threshold: Annotated[float | None, typer.Option(help="Euclidean distance")] = None,
+    backbone: BackboneOpt = None,
+    threshold: ThresholdOpt = None,
     config: ConfigOpt = None,
 ) -> None:
     """Find near-duplicate media (tables `duplicates` and `nn_distances`)."""
@@ -124,12 +136,12 @@ def train(
     out: OutOpt,
     config: ConfigOpt = None,
     models: Annotated[list[str] | None, typer.Option("--model", help="model (repeat)")] = None,
-    k: Annotated[list[int] | None, typer.Option("--k", help="class counts (repeat)")] = None,
+    k: KsOpt = None,
     seeds: Annotated[list[int] | None, typer.Option("--seed", help="seeds (repeat)")] = None,
     epochs: Annotated[int | None, typer.Option(help="epochs per training")] = None,
     engine: Annotated[str | None, typer.Option(help="in_process | ray_train")] = None,
-    backbone: Annotated[str | None, typer.Option(help="whose embeddings to train on")] = None,
-    scheme: Annotated[str | None, typer.Option(help="label scheme to learn")] = None,
+    backbone: BackboneOpt = None,
+    scheme: SchemeOpt = None,
     context: Annotated[
         bool | None, typer.Option("--context/--no-context", help="context features too")
     ] = None,
@@ -176,9 +188,9 @@ def explain(
     ] = None,
     per_class: Annotated[int, typer.Option(help="labelled images per class")] = 3,
     media: Annotated[list[Path] | None, typer.Option("--media", help="image file (repeat)")] = None,
-    weights: Annotated[str | None, typer.Option(help="backbone weights used to embed")] = None,
-    profile: Annotated[str | None, typer.Option(help="whose models (several profiles)")] = None,
-    scheme: Annotated[str | None, typer.Option(help="label scheme of the models")] = None,
+    weights: WeightsOpt = None,
+    profile: ProfileOpt = None,
+    scheme: SchemeOpt = None,
     extremes: Annotated[
         int, typer.Option(help="highest- and lowest-scored images per profile (out of fold)")
     ] = 3,
@@ -214,9 +226,9 @@ def explain(
 @command
 def figures(
     out: OutOpt,
-    backbone: Annotated[str | None, typer.Option(help="whose embeddings to map")] = None,
-    threshold: Annotated[float | None, typer.Option(help="duplicate threshold to mark")] = None,
-    scheme: Annotated[str | None, typer.Option(help="label scheme of the models' figures")] = None,
+    backbone: BackboneOpt = None,
+    threshold: ThresholdOpt = None,
+    scheme: SchemeOpt = None,
     config: ConfigOpt = None,
 ) -> None:
     """Draw the paper's figures from the output tables into OUT/figures/."""

@@ -8,7 +8,16 @@ from typing import Annotated
 
 import typer
 
-from popray.cli.app import ConfigOpt, OutOpt, _fail, _models_of, command
+from popray.cli.app import (
+    ConfigOpt,
+    OutOpt,
+    ProfileOpt,
+    SchemeOpt,
+    WeightsOpt,
+    _fail,
+    _models_of,
+    command,
+)
 from popray.configure import configure
 from popray.errors import ConfigError
 from popray.io import store
@@ -50,9 +59,9 @@ def predict(
     out: OutOpt,
     media: Annotated[list[Path], typer.Option("--media", help="file or folder (repeat)")],
     k: Annotated[int | None, typer.Option(help="classes (default: the largest trained)")] = None,
-    weights: Annotated[str | None, typer.Option(help="backbone weights used to embed")] = None,
-    profile: Annotated[str | None, typer.Option(help="whose models (several profiles)")] = None,
-    scheme: Annotated[str | None, typer.Option(help="label scheme of the models")] = None,
+    weights: WeightsOpt = None,
+    profile: ProfileOpt = None,
+    scheme: SchemeOpt = None,
     config: ConfigOpt = None,
 ) -> None:
     """Rank new candidate images/videos by predicted popularity for one profile (with

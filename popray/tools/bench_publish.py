@@ -157,7 +157,7 @@ def bench_assemble(
     like: Path | None = None,
     tasks: bool = False,
 ) -> dict:
-    """The cost of `embed_write.assemble` on a first run: `items` images of `profiles`
+    """The cost of `embed_assemble.assemble` on a first run: `items` images of `profiles`
     profiles staged as the pipeline stages them (a file per 16 items and part),
     assembled into their parts, by threads of the driver as on one machine, or (`tasks`)
     by Ray tasks as on a cluster (the staging as a `file://` URI, as if on object
@@ -169,7 +169,8 @@ def bench_assemble(
 
     from popray.cluster import ensure_ray
     from popray.io.storage import Location
-    from popray.media.embed_write import assemble, part_of, schemas
+    from popray.media.embed_assemble import assemble
+    from popray.media.embed_write import part_of, schemas
 
     shutil.rmtree(work, ignore_errors=True)
     staging = Location.parse(f"file://{work / 'staging'}" if tasks else work / "staging")

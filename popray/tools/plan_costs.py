@@ -64,7 +64,7 @@ class UnitCosts:
     video_core_s: float = 1.08  # sample 15 frames + 16 forward passes, CPU
     decode_image_core_s: float = 0.0044  # decode alone (the GPU plan's CPU side): 229/s
     decode_video_core_s: float = 0.60  # 15 frames of a phone video, one core
-    # the embedding tables' parts built by Ray tasks (embed_write.assemble on a cluster),
+    # the embedding tables' parts built by Ray tasks (embed_assemble.assemble on a cluster),
     # core-s per MB of float32 vectors: `jobs.benchmark assemble --tasks --items 10000
     # --like` a 200-profile run's vectors, 7.09 and 8.94 core-s for 256 MB (2026-12-06;
     # Parquet zstd, two thirds writing)

@@ -57,7 +57,7 @@ from popray.training.cells import Cell, TrialSpec, trial_specs
 from popray.training.dataset import TrainingSet
 from popray.training.timelines import Timeline
 from popray.training.trials import FORMAT, METRICS_FILE, Stamp, result_tables, tune_trial
-from popray.training.units import unit_keys
+from popray.training.units import Reuse, unit_keys
 
 READERS = 16  # trial results read at once while collecting
 
@@ -241,3 +241,47 @@ def _collect(results, results_dir: Location, specs: list[TrialSpec]):
         pa.concat_tables([trials for trials, _ in found]),
         pa.concat_tables([predictions for _, predictions in found]),
     )
+
+
+def grid_with_reuse(
+    out: Path,
+    datasets: dict[int, TrainingSet],
+    cfg: GridConfig,
+    backbone: str,
+    echo: Callable[[str], None],
+    todo: list[Cell],
+    timelines,
+    storage: Location | None,
+    reuse: Reuse,
+    units: dict,
+) -> GridResult:
+    """The grid over the cells left to train (on those profiles' data only), with the
+    rows taken over from the published run beside its own."""
+    if not reuse.cells:
+        return run_grid(out, datasets, cfg, backbone, echo, todo, timelines, storage, units)
+    old_trials = reuse.trials.cast(TRIALS)
+    old_predictions = reuse.predictions.select(PREDICTIONS.names).cast(PREDICTIONS)
+    taken = len(old_trials.select(["grid", "trial"]).group_by(["grid", "trial"]).aggregate([]))
+    if not todo:
+        echo(f"grid: every profile unchanged, {taken} trials taken over from the published run")
+        return GridResult(old_trials, old_predictions, None, False, taken)
+    names = {k: sorted({p for c in todo if c.k == k for p in c.profiles}) for k in datasets}
+    mine = {k: ds.for_profiles(names[k], remote=True) for k, ds in datasets.items() if names[k]}
+    grid = run_grid(out, mine, cfg, backbone, echo, todo, _only(timelines, names), storage, units)
+    return GridResult(
+        pa.concat_tables([old_trials, grid.trials]),
+        pa.concat_tables([old_predictions, grid.predictions]),
+        grid.experiment,
+        grid.resumed,
+        grid.reused + taken,
+        grid.collect_s,
+    )
+
+
+def _only(timelines, names: dict[int, list[str]]):
+    """The walk-forward timelines of the profiles in `names` (k -> profiles)."""
+    if timelines is None:
+        return None
+    return {
+        k: {p: per[p] for p in names.get(k, [])} for k, per in timelines.items() if names.get(k)
+    }
