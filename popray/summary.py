@@ -9,9 +9,6 @@ import duckdb
 from popray.errors import MissingError
 from popray.io import store
 
-SUMMARY_QUERIES = store.sql_queries("summary")  # title -> SQL, in order
-
-
 # Sections that read a table some stage writes later than ingest (all others need `posts`).
 NEEDS = {
     "class_balance": "labels",
@@ -22,9 +19,11 @@ NEEDS = {
 
 
 def sections(con) -> list[tuple[str, str]]:
-    """(title, SQL) of the summary sections whose tables exist on this connection."""
+    """(title, SQL) of the summary sections (popray/io/sql/summary.sql, in order) whose
+    tables exist on this connection."""
     views = store.view_names(con)
-    return [(t, q) for t, q in SUMMARY_QUERIES.items() if NEEDS.get(t, "posts") in views]
+    queries = store.sql_queries("summary")
+    return [(t, q) for t, q in queries.items() if NEEDS.get(t, "posts") in views]
 
 
 def summary_text(out: Path) -> str:
