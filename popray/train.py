@@ -96,9 +96,7 @@ def run_train(
     grid = grid_with_reuse(
         out, datasets, cfg, backbone, echo, todo, plan.timelines, storage, plan.reuse, plan.units
     )
-    clock.lap("grid")
-    clock.phases["grid"] -= grid.collect_s
-    clock.phases["collect"] = grid.collect_s
+    clock.lap("grid", inside=("collect", grid.collect_s))
     part = plan.part
     pooled, pooled_units = _pooled(
         out, datasets, cfg, backbone, plan.ranked_kfold, echo, plan.decision, part
@@ -106,9 +104,7 @@ def run_train(
     clock.lap("pooled")
     waited: list[float] = []
     metrics = _write_results(out, part, grid, pooled, plan.recent, plan.targets, waited)
-    clock.lap("metrics")
-    clock.phases["metrics"] -= sum(waited)
-    clock.phases["metrics_tasks"] = sum(waited)  # the cluster scoring the cells
+    clock.lap("metrics", inside=("metrics_tasks", sum(waited)))  # the cluster scoring cells
     models, models_reused = None, 0
     if cfg.final_models:
         echo("training the final models on all the data")
@@ -270,10 +266,15 @@ class _Clock:
         self.phases: dict[str, float] = {}
         self._last = time.perf_counter()
 
-    def lap(self, name: str) -> None:
+    def lap(self, name: str, inside: tuple[str, float] | None = None) -> None:
+        """End phase `name`; `inside`: (a phase, its seconds) spent within it, counted
+        apart from it."""
         now = time.perf_counter()
         self.phases[name] = self.phases.get(name, 0.0) + now - self._last
         self._last = now
+        if inside is not None:
+            self.phases[name] -= inside[1]
+            self.phases[inside[0]] = inside[1]
 
 
 def _profiles(cells: list[Cell]) -> set[str]:

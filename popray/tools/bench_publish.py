@@ -188,13 +188,7 @@ def bench_assemble(
     seconds = time.perf_counter() - start
     files = sorted((work / "out").rglob("*.parquet"))
     written = sum(f.stat().st_size for f in files)
-    # the driver's writing alone, nothing else on the cores (a cluster's driver node
-    # builds no part): each part's file written again from memory
-    contents = [(f.stem, f.read_bytes()) for f in files]
-    start = time.perf_counter()
-    for part, data in contents:
-        store.write_part_bytes(work / "out", "embeddings_image", part, data)
-    alone = time.perf_counter() - start
+    alone = _write_alone(work / "out", files)
     return {
         "bench": "assemble",
         "items": items,
@@ -216,6 +210,16 @@ def bench_assemble(
         "driver_write_alone_s": round(alone, 3),
         "driver_write_alone_s_per_vector_mb": alone / raw_mb,
     }
+
+
+def _write_alone(out: Path, files: list[Path]) -> float:
+    """Seconds the driver takes to write the parts' `files` again from memory, with
+    nothing else on the cores (a cluster's driver node builds no part)."""
+    contents = [(f.stem, f.read_bytes()) for f in files]
+    start = time.perf_counter()
+    for part, data in contents:
+        store.write_part_bytes(out, "embeddings_image", part, data)
+    return time.perf_counter() - start
 
 
 def bench_send(out: Path) -> dict:

@@ -30,6 +30,27 @@ BACKBONE = "synthetic"
 WIDTH = 1280
 
 
+def _video_rows(ids: list[str], shas: list[str], frames: np.ndarray) -> pa.Table:
+    """Rows of `embeddings_video` for synthetic 15 s, 30 fps videos with `frames`."""
+    n = len(ids)
+    return pa.table(
+        {
+            "media_id": ids,
+            "sha256": shas,
+            "backbone": [BACKBONE] * n,
+            "preprocess": ["synthetic"] * n,
+            "duration_s": np.full(n, 15.0),
+            "fps": np.full(n, 30.0),
+            "n_frames_total": np.full(n, 450),
+            "frame_times_s": _fixed(np.tile(np.arange(N_FRAMES, dtype=np.float32), (n, 1))),
+            "frames": _fixed(frames),
+            "pooled": _fixed(frames.max(axis=1)),
+            "thumbnail": _fixed(frames[:, 0]),
+            "thumbnail_source": ["first_frame"] * n,
+        }
+    ).cast(embeddings_video_schema(WIDTH))
+
+
 def synthetic_out(out: Path, profiles: int, posts: int, views: int = 2, seed: int = 0) -> None:
     """Write ingest tables and embeddings of `profiles` synthetic profiles under `out`."""
     tables = synthetic_tables(profiles * posts, posts, seed)
@@ -68,28 +89,8 @@ def synthetic_out(out: Path, profiles: int, posts: int, views: int = 2, seed: in
         part=BACKBONE,
     )
     frames = vectors(video_rows, (N_FRAMES,))
-    n = len(video_rows)
-    store.write_table(
-        out,
-        "embeddings_video",
-        pa.table(
-            {
-                "media_id": [ids[i] for i in video_rows],
-                "sha256": [shas[i] for i in video_rows],
-                "backbone": [BACKBONE] * n,
-                "preprocess": ["synthetic"] * n,
-                "duration_s": np.full(n, 15.0),
-                "fps": np.full(n, 30.0),
-                "n_frames_total": np.full(n, 450),
-                "frame_times_s": _fixed(np.tile(np.arange(N_FRAMES, dtype=np.float32), (n, 1))),
-                "frames": _fixed(frames),
-                "pooled": _fixed(frames.max(axis=1)),
-                "thumbnail": _fixed(frames[:, 0]),
-                "thumbnail_source": ["first_frame"] * n,
-            }
-        ).cast(embeddings_video_schema(WIDTH)),
-        part=BACKBONE,
-    )
+    videos = _video_rows([ids[i] for i in video_rows], [shas[i] for i in video_rows], frames)
+    store.write_table(out, "embeddings_video", videos, part=BACKBONE)
     store.refresh_views(out)
 
 
