@@ -17,6 +17,7 @@ import hashlib
 import itertools
 import json
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -25,7 +26,7 @@ import pyarrow.compute as pc
 
 from popray.config import DedupConfig
 from popray.io import store
-from popray.io.tables import SCHEMAS
+from popray.io.tables import empty, table_schema
 from popray.media.neighbours import DedupItems, dedup_items
 from popray.training.embedding_read import embedding_rows, part_files
 from popray.training.object_rows import Rows
@@ -124,12 +125,12 @@ def _published(out: Path, backbone: str) -> dict[tuple[str, str], tuple[str, pa.
     for profile, kind, unit in zip(
         *(units[c].to_pylist() for c in ("profile_id", "media_type", "unit")), strict=True
     ):
-        mine = dups.get((profile, kind), SCHEMAS["duplicates"].empty_table())
+        mine = dups.get((profile, kind), empty("duplicates"))
         if mine.num_rows:  # group ids from 0 within the unit, as its task numbered them
             ids = pc.subtract(mine["group_id"], pc.min(mine["group_id"]))
             mine = mine.set_column(mine.schema.get_field_index("group_id"), "group_id", ids)
-        empty = SCHEMAS["nn_distances"].empty_table()
-        found[(profile, kind)] = (unit, mine, nns.get((profile, kind), empty))
+        no_nns = empty("nn_distances")
+        found[(profile, kind)] = (unit, mine, nns.get((profile, kind), no_nns))
     return found
 
 
@@ -153,24 +154,53 @@ def _runs(values: pa.ChunkedArray | pa.Array) -> list[tuple[int, int]]:
     return [(lo, hi) for lo, hi in itertools.pairwise(bounds) if hi > lo]
 
 
+@dataclass(frozen=True)
+class DedupUnit:
+    """One unit of dedup's work, a Ray task's: a profile's media of one type, one backbone."""
+
+    profile_id: str
+    media_type: str
+    backbone: str
+
+    def rows(self, found: list[dict], name: str) -> pa.Table:
+        """`found` (rows without the unit's columns) as table `name`."""
+        tag = {"profile_id": self.profile_id, "media_type": self.media_type}
+        tag["backbone"] = self.backbone
+        return pa.Table.from_pylist([tag | r for r in found], schema=table_schema(name))
+
+
+@dataclass(frozen=True)
+class DedupReport:
+    """What `run_dedup` found and published."""
+
+    duplicates: pa.Table
+    nn_distances: pa.Table
+    threshold: float
+
+    def line(self) -> str:
+        removed = pc.sum(pc.invert(self.duplicates["kept"])).as_py() or 0
+        groups = len(pc.unique(self.duplicates["group_id"]))
+        return (
+            f"{removed} near-duplicates in {groups} groups (threshold {self.threshold:g}); "
+            f"{self.nn_distances.num_rows} items compared"
+        )
+
+
 def _dedup_one(
-    tag: dict, keys: pa.Table, vectors: Rows, threshold: float, cfg: DedupConfig
+    unit: DedupUnit, keys: pa.Table, vectors: Rows, threshold: float, cfg: DedupConfig
 ) -> tuple[pa.Table, pa.Table]:
     """Ray task: the `duplicates` and `nn_distances` rows of one (profile, media type),
     group ids counted from 0 within it; it gathers its vectors from the object store."""
-    items = _items(keys, vectors.array(), tag["media_type"])
+    items = _items(keys, vectors.array(), unit.media_type)
     dups, nns = dedup_items(items, threshold, cfg)
-    return (
-        pa.Table.from_pylist([tag | r for r in dups], schema=SCHEMAS["duplicates"]),
-        pa.Table.from_pylist([tag | r for r in nns], schema=SCHEMAS["nn_distances"]),
-    )
+    return unit.rows(dups, "duplicates"), unit.rows(nns, "nn_distances")
 
 
 def _numbered(done: list[tuple[pa.Table, pa.Table]]) -> tuple[pa.Table, pa.Table]:
     """Tables `duplicates` and `nn_distances` of every unit, in order, each unit's group
     ids shifted past those of the units before it."""
     dup_parts, nn_parts, offset = [], [], 0
-    column = SCHEMAS["duplicates"].get_field_index("group_id")
+    column = table_schema("duplicates").get_field_index("group_id")
     for dups, nns in done:
         ids = dups["group_id"]
         dup_parts.append(dups.set_column(column, "group_id", pc.add(ids, offset)))
@@ -181,7 +211,7 @@ def _numbered(done: list[tuple[pa.Table, pa.Table]]) -> tuple[pa.Table, pa.Table
 
 def run_dedup(
     out: Path, cfg: DedupConfig, backbone: str, echo: Callable[[str], None] = lambda line: None
-) -> tuple[pa.Table, pa.Table]:
+) -> DedupReport:
     """Find near-duplicates among the embedded media of `out`, one Ray task per
     (profile, media type), at most `IN_FLIGHT_PER_CPU` per cluster CPU in flight; publish
     both tables. Group ids are numbered in (media type, profile) order, as the tasks were
@@ -214,8 +244,8 @@ def run_dedup(
         if vectors is None:
             done.append(old[(profile, kind)][1:])
             continue
-        tag = {"profile_id": profile, "media_type": kind, "backbone": backbone}
-        pending[task.remote(tag, keys, vectors, threshold, cfg)] = len(done)
+        unit = DedupUnit(profile, kind, backbone)
+        pending[task.remote(unit, keys, vectors, threshold, cfg)] = len(done)
         done.append(None)
         if len(pending) >= limit:
             take(ray.wait(list(pending), num_returns=1)[0])
@@ -226,16 +256,16 @@ def run_dedup(
     store.write_table(out, "duplicates", duplicates, part=backbone)
     store.write_table(out, "nn_distances", nn_distances, part=backbone)
     rows = [(p, k, backbone, u) for (p, k), u in units.items()]
-    names = SCHEMAS["dedup_units"].names
+    names = table_schema("dedup_units").names
     table = pa.Table.from_pylist(
-        [dict(zip(names, r, strict=True)) for r in rows], schema=SCHEMAS["dedup_units"]
+        [dict(zip(names, r, strict=True)) for r in rows], schema=table_schema("dedup_units")
     )
     store.write_table(out, "dedup_units", table, part=backbone)
     store.refresh_views(out)
-    return duplicates, nn_distances
+    return DedupReport(duplicates, nn_distances, threshold)
 
 
 def _concat(parts: list[pa.Table], name: str) -> pa.Table:
     if not parts:
-        return SCHEMAS[name].empty_table()
+        return empty(name)
     return pa.concat_tables(parts)

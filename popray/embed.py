@@ -64,6 +64,11 @@ class EmbedReport:
             f"{' on ' + ' and '.join(self.devices) if self.devices else ''}{parts}"
         )
 
+    def text(self) -> str:
+        """The line, then each item quarantined in this run and why."""
+        reasons = (f"  quarantined {media_id}: {why}" for media_id, why in self.new_reasons.items())
+        return "\n".join([self.line(), *reasons])
+
 
 def _previous(out: Path, name: str, part: str, key: str | None = None) -> pa.Table | None:
     """An earlier run's part of a table (only rows made with preprocessing `key`)."""

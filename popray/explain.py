@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,7 +33,7 @@ from popray.config import Scheme
 from popray.errors import ConfigError, MissingError
 from popray.io import store
 from popray.io.storage import Location
-from popray.io.tables import EXPLANATIONS
+from popray.io.tables import table_schema
 from popray.media.gradcam import GradCam
 from popray.records import ExplainJob, Heatmap, ModelCard
 from popray.training.final import load_final
@@ -94,6 +94,19 @@ def _extremes(out: Path, card: ModelCard, n: int) -> list[ExplainJob]:
     ]
 
 
+def explained_lines(table: pa.Table, out: Path) -> Iterator[str]:
+    """One line per row of table `explanations`: the item, its class and prediction and
+    where its heatmap is, or why it has none."""
+    for row in table.to_pylist():
+        what = row["media_id"] or row["file"]
+        if row["error"]:
+            yield f"  {what}: error: {row['error']}"
+            continue
+        proba = " ".join(f"{p:.2f}" for p in row["proba"])
+        label = "" if row["label"] is None else f"class {row['label']}, "
+        yield f"  {what}: {label}predicted {row['pred']} ({proba}) -> {out / row['path']}"
+
+
 def run_explain(
     out: Path,
     k: int | None = None,
@@ -137,7 +150,7 @@ def run_explain(
             todo.append(_Profile(card, jobs + files, unit))
     done = _explain_all(out, todo, weights, folder, input_dir_of(out))
     rows = [r for card in cards for r in (kept | done)[card.profile_id]]
-    table = pa.Table.from_pylist(rows, schema=EXPLANATIONS)
+    table = pa.Table.from_pylist(rows, schema=table_schema("explanations"))
     store.write_table(out, "explanations", table, part=f"k{k}")
     store.refresh_views(out)
     listed = {out / r["path"] for r in rows if r["path"]}
@@ -182,7 +195,7 @@ def _last_rows(out: Path, part: str) -> dict[str, list[dict]]:
     if "unit" not in table.column_names:
         return {}
     by_profile: dict[str, list[dict]] = {}
-    for row in table.cast(EXPLANATIONS).to_pylist():
+    for row in table.cast(table_schema("explanations")).to_pylist():
         by_profile.setdefault(row["profile_id"], []).append(row)
     return by_profile
 

@@ -27,7 +27,7 @@ from popray.io.contract import (
 from popray.io.cross_checks import cross_checks, in_order
 from popray.io.rows import TABLE_OF, Quarantine, find_input, validate_file
 from popray.io.storage import Location, sha256_bytes
-from popray.io.tables import SCHEMAS
+from popray.io.tables import empty, table_schema
 from popray.records import IngestRecord
 
 log = logging.getLogger(__name__)
@@ -58,7 +58,7 @@ def ingest(source: Location | Path | str, hash_workers: int = 8) -> IngestResult
         if file is None:
             if name in REQUIRED_INPUTS:
                 raise InputError(f"{export.display()}: missing {name}.csv (or .jsonl / .parquet)")
-            valid[name], counts[name] = SCHEMAS[TABLE_OF[name]].empty_table(), 0
+            valid[name], counts[name] = empty(TABLE_OF[name]), 0
             continue
         sources[name] = file
         valid[name], counts[name] = validate_file(export, file, name, quarantine)
@@ -85,7 +85,7 @@ def _media_table(
     else:
         hashes = _hash_on_cluster(export, rels)
     sizes = [info.size for info in export.infos(rels)]
-    schema = SCHEMAS["media"]
+    schema = table_schema("media")
     for column, values in (
         ("profile_id", [profile for _, profile in media_rows]),
         ("sha256", hashes),

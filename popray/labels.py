@@ -17,7 +17,7 @@ import pyarrow as pa
 
 from popray.config import LabelConfig
 from popray.io import store
-from popray.io.tables import LABELS, US_PER_DAY
+from popray.io.tables import US_PER_DAY, conform, empty
 
 
 def _scheme_queries(config: LabelConfig) -> list[tuple[str, dict]]:
@@ -84,13 +84,13 @@ def label_tables(
         con.execute(store.sql_text("ties_macro"))
         con.register("items", con.sql(store.sql_text("label_items")).to_arrow_table())
         parts = [
-            con.sql(store.sql_text(name), params=params).to_arrow_table().select(LABELS.names)
+            conform(con.sql(store.sql_text(name), params=params).to_arrow_table(), "labels")
             for name, params in _scheme_queries(config)
             if only is None or name == _sql_file(only)
         ]
     finally:
         con.close()
-    labels = pa.concat_tables([LABELS.empty_table(), *(p.cast(LABELS) for p in parts)])
+    labels = pa.concat_tables([empty("labels"), *parts])
     order = [(c, "ascending") for c in ("profile_id", "scheme", "k", "media_type")]
     return labels.sort_by([*order, ("published_at", "ascending"), ("media_id", "ascending")])
 

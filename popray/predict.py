@@ -28,7 +28,7 @@ from popray.config import KFOLD, EmbedConfig, ModelName, Scheme
 from popray.errors import MissingError
 from popray.io import store
 from popray.io.storage import LOCAL_FILES
-from popray.io.tables import PREDICTIONS_NEW
+from popray.io.tables import table_schema
 from popray.records import MediaItem, ModelCard
 from popray.training.final import POOLED, has_models, load_final, saved_models
 from popray.training.models import REGISTRY, model_input
@@ -189,5 +189,5 @@ def _ranked(rows: list[dict]) -> pa.Table:
         rows[i]["rank"] = rank
     now = datetime.now(UTC)
     return pa.Table.from_pylist(
-        [r | {"predicted_at": now} for r in rows], schema=PREDICTIONS_NEW
+        [r | {"predicted_at": now} for r in rows], schema=table_schema("predictions_new")
     ).sort_by([("rank", "ascending")])

@@ -21,12 +21,12 @@ from popray.config import KFOLD, WALK_FORWARD, GridConfig, LabelConfig
 from popray.errors import NothingToTrain
 from popray.io import store
 from popray.io.storage import Location
-from popray.io.tables import MODELS
+from popray.records import ModelCard
 from popray.training import pooled_keep
 from popray.training.baselines import ranking_targets, recent_baseline
 from popray.training.cells import Cell, plan_cells
 from popray.training.dataset import TRAINING_NEEDS, TrainingKeys, TrainingSet, load_keys
-from popray.training.final import MODELS_DIR, prune, train_final
+from popray.training.final import MODELS_DIR, models_table, prune, train_final
 from popray.training.metrics_parallel import metrics_by_cell
 from popray.training.pooled import PROFILE_GROUPED, trains_on_every_profile
 from popray.training.timelines import Timelines, build_timelines
@@ -171,10 +171,11 @@ def _plan(
     recent, targets, ranked_kfold = _baselines(out, labels.scheme)
     clock.lap("load")
     if WALK_FORWARD in cfg.protocols:
-        timelines, forward, ranked = build_timelines(out, datasets, labels, cfg.walk_forward)
+        forward = build_timelines(out, datasets, labels, cfg.walk_forward)
+        timelines = forward.timelines
         clock.lap("timelines")  # Ray tasks: the driver slices the export and merges
-        recent |= {(WALK_FORWARD, k, m): c for (k, m), c in forward.items()}
-        targets |= {(WALK_FORWARD, k, m): v for (k, m), v in ranked.items()}
+        recent |= {(WALK_FORWARD, k, m): c for (k, m), c in forward.recent.items()}
+        targets |= {(WALK_FORWARD, k, m): v for (k, m), v in forward.targets.items()}
     cells, skipped = plan_cells(datasets, cfg, timelines)
     _echo_skipped(out, skipped, echo)
     if not cells:
@@ -228,10 +229,10 @@ def _write_results(
     return metrics
 
 
-def _write_models(out: Path, part: str, models: pa.Table, pooled: list[dict]) -> pa.Table:
+def _write_models(out: Path, part: str, models: pa.Table, pooled: list[ModelCard]) -> pa.Table:
     """Table models: the final models and the cross-profile ones; the folders of models
     no row names any more are removed."""
-    models = pa.concat_tables([models, pa.Table.from_pylist(pooled, schema=MODELS)])
+    models = pa.concat_tables([models, models_table(pooled)])
     store.write_table(out, "models", models, part=part)
     prune(out, store.read_table(out, "models"))
     return models

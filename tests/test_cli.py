@@ -144,7 +144,8 @@ def test_stage_commands_read_their_options_from_config(monkeypatch, tmp_path):
         import pyarrow as pa
 
         seen.update(threshold=cfg.threshold, backbone=backbone)
-        return pa.table({"kept": [True], "group_id": [0]}), pa.table({"x": [1]})
+        dups = pa.table({"kept": [True, False], "group_id": [0, 0]})
+        return popray.dedup.DedupReport(dups, pa.table({"x": [1, 2]}), cfg.threshold_for(backbone))
 
     monkeypatch.setattr(popray.dedup, "run_dedup", fake_dedup)
     cfg = tmp_path / "run.toml"
@@ -152,7 +153,8 @@ def test_stage_commands_read_their_options_from_config(monkeypatch, tmp_path):
     out = tmp_path / "o"
     result = runner.invoke(app, ["dedup", "--out", str(out), "--config", str(cfg)])
     assert result.exit_code == 0, result.output
-    assert seen == {"threshold": 3.5, "backbone": "resnet18"} and "threshold 3.5" in result.output
+    assert seen == {"threshold": 3.5, "backbone": "resnet18"}
+    assert "1 near-duplicates in 1 groups (threshold 3.5); 2 items compared" in result.output
     args = ["dedup", "--out", str(out), "--config", str(cfg), "--threshold", "2"]
     assert runner.invoke(app, args).exit_code == 0
     assert seen == {"threshold": 2.0, "backbone": "resnet18"}

@@ -1,5 +1,7 @@
+import json
 from datetime import UTC, datetime
 
+import pyarrow as pa
 import pytest
 from pydantic import ValidationError
 
@@ -94,3 +96,33 @@ def test_config_file_paths_relative_to_file(tmp_path):
 
 def test_schema_files_are_in_sync_with_the_code():
     assert stale_schemas() == [], "run `popray schemas` and commit the result"
+
+
+def test_a_bad_column_declaration_names_its_file(tmp_path, monkeypatch):
+    from popray.io import tables
+
+    doc = json.loads((tables.SCHEMA_DIR / "posts.json").read_text())
+    doc["fields"][3]["type"] = "int65"
+    (tmp_path / "posts.json").write_text(json.dumps(doc))
+    monkeypatch.setattr(tables, "SCHEMA_DIR", tmp_path)
+    tables.table_schema.cache_clear()
+    try:
+        with pytest.raises(ValueError, match=r"posts\.json: bad column declaration.*'int65'"):
+            tables.table_schema("posts")
+    finally:
+        monkeypatch.undo()
+        tables.table_schema.cache_clear()
+    assert tables.table_schema("posts").field("likes").type == pa.int64()
+
+
+def test_conform_orders_casts_and_drops_extra_columns():
+    from popray.io.tables import conform, table_schema
+
+    row = {"media_id": "m", "reason": "logo", "source_row": 3, "extra": 1.5}
+    table = pa.Table.from_pylist([dict(reversed(row.items()))])  # source_row: int64 here
+    assert conform(table, "excluded").schema == table_schema("excluded")
+    assert conform(table, "excluded").to_pylist() == [
+        {"media_id": "m", "reason": "logo", "source_row": 3}
+    ]
+    with pytest.raises(ValueError, match="unknown output table 'nope'"):
+        table_schema("nope")

@@ -70,7 +70,8 @@ def test_videos_also_need_the_same_length_and_frame_rate():
 def test_planted_duplicates_are_found_and_no_unrelated_pair(embedded, tiny_truth, tmp_path):
     out = tmp_path / "out"  # a copy: dedup writes its tables into it
     shutil.copytree(embedded[1], out)
-    dups, nns = run_dedup(out, DedupConfig(), "efficientnet_lite0")
+    found = run_dedup(out, DedupConfig(), "efficientnet_lite0")
+    dups, nns = found.duplicates, found.nn_distances
     planted = [(t["media_id"], t["duplicate_of"]) for t in tiny_truth["duplicates"]]
     assert planted, "the sample should plant duplicates"
     group_of = {d["media_id"]: d["group_id"] for d in dups.to_pylist()}
@@ -84,6 +85,11 @@ def test_planted_duplicates_are_found_and_no_unrelated_pair(embedded, tiny_truth
     assert nns.num_rows == (
         store.read_table(out, "embeddings_image").num_rows // 3
         + store.read_table(out, "embeddings_video").num_rows
+    )
+    removed = len(group_of) - len(set(group_of.values()))  # all but one of each group
+    assert found.line() == (
+        f"{removed} near-duplicates in {len(set(group_of.values()))} groups (threshold 5.5); "
+        f"{nns.num_rows} items compared"
     )
 
 
@@ -154,7 +160,8 @@ def test_tasks_per_profile_and_media_type_keep_every_item_and_number_groups_apar
 
     # A threshold above every distance: each (profile, media type) of two or more items
     # is one group.
-    dups, nns = run_dedup(tmp_path, DedupConfig(threshold=1e6), BACKBONE)
+    found = run_dedup(tmp_path, DedupConfig(threshold=1e6), BACKBONE)
+    dups, nns = found.duplicates, found.nn_distances
     assert nns.num_rows == len(media)
     rows = dups.to_pylist()
     expected = {key for key, ids in whole.items() if len(ids) >= 2}
@@ -193,7 +200,7 @@ def test_a_rerun_recomputes_only_the_changed_units_and_equals_a_fresh_dedup(
     read.clear()
     again = run_dedup(out, cfg, BACKBONE, lines.append)
     assert lines[-1] == "dedup: 0 (profile, media type) recomputed, 8 reused" and read == []
-    assert [t.to_pylist() for t in again] == [t.to_pylist() for t in first]
+    assert _rows(again) == _rows(first)
 
     # prof1's first image post moves 9 years later: the most recent, it is kept now
     media = store.read_table(out, "media").to_pylist()
@@ -209,10 +216,10 @@ def test_a_rerun_recomputes_only_the_changed_units_and_equals_a_fresh_dedup(
     changed = run_dedup(out, cfg, BACKBONE, lines.append)
     assert lines[-1] == "dedup: 1 (profile, media type) recomputed, 7 reused"
     assert read == [in_unit]  # only the changed unit's vectors
-    kept = {r["media_id"] for r in changed[0].to_pylist() if r["kept"]}
+    kept = {r["media_id"] for r in changed.duplicates.to_pylist() if r["kept"]}
     moved = [m for m, p in post_of.items() if p == target["post_id"]]
     assert moved[0] in kept and moved[0] not in {
-        r["media_id"] for r in first[0].to_pylist() if r["kept"]
+        r["media_id"] for r in first.duplicates.to_pylist() if r["kept"]
     }
 
     fresh = tmp_path / "fresh"
@@ -221,4 +228,8 @@ def test_a_rerun_recomputes_only_the_changed_units_and_equals_a_fresh_dedup(
         shutil.rmtree(store.table_dir(fresh, name))
     scratch = run_dedup(fresh, cfg, BACKBONE, lines.append)
     assert lines[-1] == "dedup: 8 (profile, media type) recomputed, 0 reused"
-    assert [t.to_pylist() for t in scratch] == [t.to_pylist() for t in changed]
+    assert _rows(scratch) == _rows(changed)
+
+
+def _rows(found) -> list[list[dict]]:
+    return [found.duplicates.to_pylist(), found.nn_distances.to_pylist()]

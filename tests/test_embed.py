@@ -114,6 +114,7 @@ def test_new_media_only_are_embedded_and_changed_files_are_caught(
         store.write_table(out2, "embeddings_image", rows.filter(keep), part, rows.schema)
     report = embed.run_embed(out2, embed_cfg)
     assert "changed since ingest" in report.new_reasons[mid]
+    assert report.text().splitlines()[1:] == [f"  quarantined {mid}: {report.new_reasons[mid]}"]
 
 
 def test_gpu_actors_are_requested_before_any_gpu_node_exists():

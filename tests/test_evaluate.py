@@ -2,7 +2,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from popray.io.tables import PREDICTIONS
+from popray.io.tables import table_schema
 from popray.training.evaluate import PAPER_ACCURACY, compute_metrics
 from popray.training.metrics_text import metrics_text
 
@@ -10,7 +10,9 @@ from popray.training.metrics_text import metrics_text
 def _predictions(rows):
     base = {"scheme": "por_rolling", "backbone": "b", "features": "embedding", "model": "image"}
     base |= {"fold": 0, "protocol": "stratified_kfold"}
-    return pa.Table.from_pylist([base | {"profile_id": "p"} | r for r in rows], schema=PREDICTIONS)
+    return pa.Table.from_pylist(
+        [base | {"profile_id": "p"} | r for r in rows], schema=table_schema("predictions")
+    )
 
 
 def _pooled(table):

@@ -4,7 +4,7 @@ import torch
 from grid_helpers import DATASETS
 
 from popray.config import GridConfig, TrainConfig
-from popray.io.tables import PREDICTIONS, TRIALS
+from popray.io.tables import table_schema
 from popray.training.evaluate import compute_metrics
 from popray.training.final import load_final, prune, train_final
 from popray.training.fit import fit_all
@@ -26,8 +26,8 @@ def _grid_tables(models, best_epochs):
             pred = {"model": model, "k": k, "fold": 0, "media_id": "x", "label": 0, "pred": 0}
             preds.append(cell | pred | {"proba": [1.0] + [0.0] * (k - 1)})
     return (
-        pa.Table.from_pylist(trials, schema=TRIALS),
-        compute_metrics(pa.Table.from_pylist(preds, schema=PREDICTIONS)),
+        pa.Table.from_pylist(trials, schema=table_schema("trials")),
+        compute_metrics(pa.Table.from_pylist(preds, schema=table_schema("predictions"))),
     )
 
 
@@ -38,7 +38,9 @@ def test_final_models_train_on_everything_save_and_load(ray_session, tmp_path, m
     # walk-forward trials beside them pick their epochs on other data: not used here
     forward = trials.to_pylist()
     forward = [t | {"protocol": "walk_forward", "best_epoch": 2} for t in forward]
-    trials = pa.concat_tables([trials, pa.Table.from_pylist(forward, schema=TRIALS)])
+    trials = pa.concat_tables(
+        [trials, pa.Table.from_pylist(forward, schema=table_schema("trials"))]
+    )
     table, reused = train_final(tmp_path, DATASETS, cfg, trials, metrics, "b")
     assert reused == 0
     assert table.num_rows == 2 and set(table["epochs"].to_pylist()) == {30}  # median best epoch
@@ -48,7 +50,7 @@ def test_final_models_train_on_everything_save_and_load(ray_session, tmp_path, m
         assert row["n_images"] == (len(ds.images.ids) if model == "image" or mixed else 0)
         assert row["n_videos"] == (0 if model == "image" else len(ds.videos.ids))
         net, meta = load_final(tmp_path, row["path"])
-        assert meta["snapshot"] == row["snapshot"] and meta["epochs"] == 30
+        assert meta.snapshot == row["snapshot"] and meta.epochs == 30
         # the saved weights are those of a training on all the data for the median epoch
         # (a Ray task trains it on grid.cpus_per_trial threads: the same here, bit for bit)
         x, y, views = all_data(ds, model)

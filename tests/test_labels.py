@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from popray.config import SCHEMES, LabelConfig
 from popray.io import store
-from popray.io.tables import SCHEMAS
+from popray.io.tables import table_schema
 from popray.labels import label_tables
 
 T0 = datetime(2020, 1, 1, tzinfo=UTC)
@@ -244,12 +244,12 @@ def exports(draw):
 
 def _tables(posts, media, followers, excluded):
     return dict(
-        posts=pa.Table.from_pylist(posts, schema=SCHEMAS["posts"]),
-        media=pa.Table.from_pylist(media, schema=SCHEMAS["media"]),
-        followers=pa.Table.from_pylist(followers, schema=SCHEMAS["followers"]),
+        posts=pa.Table.from_pylist(posts, schema=table_schema("posts")),
+        media=pa.Table.from_pylist(media, schema=table_schema("media")),
+        followers=pa.Table.from_pylist(followers, schema=table_schema("followers")),
         excluded=pa.Table.from_pylist(
             [{"media_id": m, "reason": "r", "source_row": 0} for m in sorted(excluded)],
-            schema=SCHEMAS["excluded"],
+            schema=table_schema("excluded"),
         ),
     )
 

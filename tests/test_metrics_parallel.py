@@ -4,7 +4,7 @@ in one piece, row for row and bit for bit."""
 import numpy as np
 import pyarrow as pa
 
-from popray.io.tables import PREDICTIONS
+from popray.io.tables import table_schema
 from popray.training import metrics_parallel
 from popray.training.evaluate import compute_metrics
 
@@ -41,7 +41,11 @@ def _predictions(rng):
                             recent[key] = None if i == 0 else int(rng.integers(0, k))
                             targets[key] = (float(rng.random()), None if i == 0 else 0.5)
     order = rng.permutation(len(rows))  # cells interleaved, as trials come back
-    return pa.Table.from_pylist([rows[i] for i in order], schema=PREDICTIONS), recent, targets
+    return (
+        pa.Table.from_pylist([rows[i] for i in order], schema=table_schema("predictions")),
+        recent,
+        targets,
+    )
 
 
 def test_the_cells_scored_in_tasks_give_the_same_table(ray_session, monkeypatch):

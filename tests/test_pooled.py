@@ -127,14 +127,14 @@ def test_the_pooled_model_scores_unseen_profiles_and_is_saved_as_profile_star(
         (36, True),
     ]
     assert all(r["n_test"] == 9 and r["pooled_spearman"] is not None for r in image)
-    models = {r["model"]: r for r in result.models}
+    models = {r.model: r for r in result.models}
     assert set(models) == {"image", "video"}
-    assert {r["profile_id"] for r in models.values()} == {POOLED}
-    assert models["image"]["n_images"] == len(ds.images.ids)
-    assert (tmp_path / models["image"]["path"] / "model.pt").exists()
+    assert {r.profile_id for r in models.values()} == {POOLED}
+    assert models["image"].n_images == len(ds.images.ids)
+    assert (tmp_path / models["image"].path / "model.pt").exists()
     # the same items and settings again: the saved final models are reused
     again = run_pooled(tmp_path / "models", {2: ds}, CFG, "net", times, targets)
-    assert [m["created_at"] for m in again.models] == [m["created_at"] for m in result.models]
+    assert [m.created_at for m in again.models] == [m.created_at for m in result.models]
 
 
 def _profile_of(ids) -> list[str]:
@@ -168,13 +168,13 @@ def test_a_capped_pool_trains_on_the_cap_and_still_scores_every_item(ray_session
     (table,) = result.predictions
     assert sorted(table["media_id"].to_pylist()) == sorted(ds.images.ids)  # all scored
     (model,) = result.models
-    assert model["n_images"] == 100
+    assert model.n_images == 100
     import pyarrow.parquet as pq
 
-    items = pq.read_table(tmp_path / model["path"] / "items.parquet")  # path: from OUT
+    items = pq.read_table(tmp_path / model.path / "items.parquet")  # path: from OUT
     assert Counter(_profile_of(items["media_id"].to_pylist())) == dict.fromkeys(ds.profiles(), 20)
     uncapped = run_pooled(tmp_path / "all", {2: ds}, CFG, "net", _times(ds), {})
-    assert next(m for m in uncapped.models if m["model"] == "image")["n_images"] == 225
+    assert next(m for m in uncapped.models if m.model == "image").n_images == 225
 
 
 def test_fewer_than_five_profiles_get_a_message_not_an_error(tmp_path):

@@ -8,7 +8,7 @@ import pytest
 
 from popray.config import DedupConfig, LabelConfig, WalkForwardConfig
 from popray.io import store
-from popray.io.tables import EXCLUDED
+from popray.io.tables import table_schema
 from popray.training.timelines import (
     NO_CLASS,
     TABLES,
@@ -40,7 +40,7 @@ def grouped_out(tmp_path_factory, ray_session):
     ]
     n = len(dropped)
     excluded = {"media_id": dropped, "reason": ["test"] * n, "source_row": list(range(n))}
-    store.write_table(out, "excluded", pa.table(excluded, schema=EXCLUDED))
+    store.write_table(out, "excluded", pa.table(excluded, schema=table_schema("excluded")))
     labels = LabelConfig()
     run_label(out, labels)
     run_dedup(out, DedupConfig(threshold=1e-6), BACKBONE)  # no item is a duplicate
@@ -66,8 +66,10 @@ def test_any_grouping_of_the_profiles_gives_the_same_timelines(grouped_out):
     out, datasets, labels, dropped = grouped_out
     cfg = WalkForwardConfig()
     assert len(profile_groups(store.read_table(out, "posts"), 1)) == 5
-    one, recent_one, targets_one = build_timelines(out, datasets, labels, cfg, 10**9)
-    many, recent_many, targets_many = build_timelines(out, datasets, labels, cfg, 1)
+    whole = build_timelines(out, datasets, labels, cfg, 10**9)
+    split = build_timelines(out, datasets, labels, cfg, 1)
+    one, recent_one, targets_one = whole.timelines, whole.recent, whole.targets
+    many, recent_many, targets_many = split.timelines, split.recent, split.targets
     assert list(one) == list(many) == [2, 3]
     for k in one:
         assert list(one[k]) == list(many[k]) == datasets[k].profiles()
@@ -90,7 +92,7 @@ def test_the_tasks_classes_are_those_of_the_whole_export_at_each_cut(grouped_out
     export (every profile, the excluded media left out) as it stood at the cut."""
     out, datasets, labels, _ = grouped_out
     cfg = WalkForwardConfig()
-    timelines, _, _ = build_timelines(out, datasets, labels, cfg, 1)
+    timelines = build_timelines(out, datasets, labels, cfg, 1).timelines
     tables = {n: store.read_table(out, n) for n in TABLES}
     for window in range(cfg.cuts):
         as_of = {p: int(tl.bounds[window]) for p, tl in timelines[2].items()}

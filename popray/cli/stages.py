@@ -105,9 +105,7 @@ def embed(
     )
     with store.exclusive(out, "embed"):
         report = run_embed(out, cfg.embed, cfg.storage_location())
-    typer.echo(report.line())
-    for media_id, reason in report.new_reasons.items():
-        typer.echo(f"  quarantined {media_id}: {reason}")
+    typer.echo(report.text())
 
 
 @command
@@ -121,14 +119,9 @@ def dedup(
     from popray.dedup import run_dedup
 
     cfg = configure(config, {"embed.backbone": backbone, "dedup.threshold": threshold})
-    net = cfg.embed.backbone
     with store.exclusive(out, "dedup"):
-        dups, nns = run_dedup(out, cfg.dedup, net, typer.echo)
-    removed = sum(1 for k in dups["kept"].to_pylist() if not k)
-    typer.echo(
-        f"{removed} near-duplicates in {len(set(dups['group_id'].to_pylist()))} groups "
-        f"(threshold {cfg.dedup.threshold_for(net):g}); {nns.num_rows} items compared"
-    )
+        report = run_dedup(out, cfg.dedup, cfg.embed.backbone, typer.echo)
+    typer.echo(report.line())
 
 
 @command
@@ -198,7 +191,7 @@ def explain(
 ) -> None:
     """Grad-CAM heatmaps of the image model: a sample of each class and the highest- and
     lowest-scored images (of each profile, or of --profile), and --media files."""
-    from popray.explain import run_explain
+    from popray.explain import explained_lines, run_explain
 
     cfg = configure(config, {"embed.weights": weights, "label.scheme": scheme})
     with store.exclusive(out, "explain"):
@@ -213,14 +206,8 @@ def explain(
             extremes,
             typer.echo,
         )
-    for row in table.to_pylist():
-        what = row["media_id"] or row["file"]
-        if row["error"]:
-            typer.echo(f"  {what}: error: {row['error']}")
-        else:
-            proba = " ".join(f"{p:.2f}" for p in row["proba"])
-            label = "" if row["label"] is None else f"class {row['label']}, "
-            typer.echo(f"  {what}: {label}predicted {row['pred']} ({proba}) -> {out / row['path']}")
+    for line in explained_lines(table, out):
+        typer.echo(line)
 
 
 @command

@@ -40,7 +40,7 @@ from popray.errors import MissingError, PoprayError, StorageError
 from popray.io import store
 from popray.io.publish import PUBLISHED_MARK, current, publish
 from popray.io.storage import is_uri, resolve
-from popray.io.tables import SCHEMAS
+from popray.io.tables import NAMES
 
 POINTER = "CURRENT"
 
@@ -188,7 +188,7 @@ def connect(uri: str) -> duckdb.DuckDBPyConnection:
     fs, base = resolve(uri)
     tables = f"{base}/runs/{pointer['run']}/tables"
     con = duckdb.connect()
-    for name in SCHEMAS:  # identifiers only from this allow-list
+    for name in NAMES:  # identifiers only from this allow-list
         folder = f"{tables}/{name}"
         if fs.get_file_info(folder).type == pafs.FileType.Directory:
             con.register(name, pads.dataset(folder, filesystem=fs, format="parquet"))

@@ -23,7 +23,7 @@ from popray.io.contract import (
     INPUTS,
 )
 from popray.io.storage import Location
-from popray.io.tables import SCHEMAS
+from popray.io.tables import table_schema
 from popray.records import QuarantineEntry, quarantine_table
 
 FORMATS = (".csv", ".jsonl", ".parquet")
@@ -248,5 +248,5 @@ def _chunks(items, size: int):
 
 
 def _to_table(name: str, rows: list[dict]) -> pa.Table:
-    schema = SCHEMAS[name]
+    schema = table_schema(name)
     return pa.Table.from_pylist([{k: r.get(k) for k in schema.names} for r in rows], schema=schema)

@@ -28,7 +28,7 @@ import pyarrow.parquet as pq
 
 from popray.errors import LockedError, MissingError, QueryError
 from popray.io.storage import Location
-from popray.io.tables import FIXED_SCHEMA, SCHEMAS
+from popray.io.tables import FIXED_SCHEMA, NAMES, table_schema
 
 DB_NAME = "popray.duckdb"
 LOCK_NAME = ".popray.lock"
@@ -64,7 +64,7 @@ def write_batches(
 ) -> Path:
     """`write_table` for a stream of batches (a table too large for memory): each is cast
     to the schema and appended; the part replaces the old one when the stream ends."""
-    schema = schema or SCHEMAS.get(name)
+    schema = schema or (table_schema(name) if name in NAMES else None)
     return _replace(out, name, part, lambda tmp: write_stream(tmp, schema, batches))
 
 
@@ -93,8 +93,8 @@ def write_part_bytes(out: Path, name: str, part: str, data: bytes | memoryview) 
 def _replace(out: Path, name: str, part: str, write: Callable[[Path], object]) -> Path:
     """Call `write(tmp)` with a temporary file beside the part, then move it over the
     part (readers see the old file or the new one, never half of one)."""
-    if name not in SCHEMAS:
-        raise ValueError(f"unknown output table {name!r}; known: {sorted(SCHEMAS)}")
+    if name not in NAMES:
+        raise ValueError(f"unknown output table {name!r}; known: {sorted(NAMES)}")
     if not PART.fullmatch(part):
         raise ValueError(f"bad table part name {part!r}")
     folder = table_dir(out, name)
@@ -135,7 +135,7 @@ def read_table(out: Path, name: str, part: str | None = None) -> pa.Table:
         )
     tables = [pq.read_table(f) for f in files]
     if name in FIXED_SCHEMA:
-        tables = [t.cast(SCHEMAS[name]) for t in tables]
+        tables = [t.cast(table_schema(name)) for t in tables]
     return pa.concat_tables(tables)
 
 
@@ -145,7 +145,7 @@ def refresh_views(out: Path) -> Path:
     con = duckdb.connect(str(db))
     try:
         con.execute("SET file_search_path = $p", {"p": str(out.resolve())})
-        for name in SCHEMAS:  # identifiers only from this allow-list
+        for name in NAMES:  # identifiers only from this allow-list
             ddl = "views.create" if has_table(out, name) else "views.drop"
             con.execute(sql_text(ddl).format(name=name))
     finally:

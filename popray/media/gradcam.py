@@ -55,11 +55,11 @@ class Explainer:
     def load(cls, out: Path, model_path: str, weights: str | None = None) -> Explainer:
         """The full network for the saved image model at `model_path` (a `models.path`)."""
         head, meta = load_final(out, model_path)
-        if meta["model"] != "image":
-            raise ConfigError(f"Grad-CAM needs the image model, not {meta['model']!r}")
-        backbone = create_backbone(meta["backbone"], weights)
+        if meta.model != "image":
+            raise ConfigError(f"Grad-CAM needs the image model, not {meta.model!r}")
+        backbone = create_backbone(meta.backbone, weights)
         network = FullNetwork(backbone, head).eval()
-        return cls(network, *backbone.pixel_stats(), meta["k"])
+        return cls(network, *backbone.pixel_stats(), meta.k)
 
     def tensor(self, pixels: np.ndarray) -> torch.Tensor:
         """(H, W, 3) uint8 at 224 x 224 -> normalised (1, 3, 224, 224)."""

@@ -17,7 +17,7 @@ import pyarrow as pa
 from popray.config import LabelConfig
 from popray.io import store
 from popray.io.storage import LOCAL_FILES
-from popray.io.tables import SCHEMAS, US_PER_DAY
+from popray.io.tables import US_PER_DAY, empty, table_schema
 from popray.labels import label_tables
 from popray.records import MediaItem
 
@@ -78,10 +78,10 @@ def synthetic_tables(n_posts: int, posts_per_profile: int, seed: int = 0) -> dic
         }
     )
     return {
-        "posts": posts.cast(SCHEMAS["posts"]),
-        "media": media.cast(SCHEMAS["media"]),
-        "followers": followers.cast(SCHEMAS["followers"]),
-        "excluded": SCHEMAS["excluded"].empty_table(),
+        "posts": posts.cast(table_schema("posts")),
+        "media": media.cast(table_schema("media")),
+        "followers": followers.cast(table_schema("followers")),
+        "excluded": empty("excluded"),
     }
 
 
@@ -298,7 +298,7 @@ def _video_benches(videos: list, n_videos: int, video_dir: Path | None, cfg0) ->
         phone = realistic_videos(video_dir)
         video_sets["phone_720x1280_10-90s"] = phone
         for v in phone:
-            video_sets[f"phone_720x1280_{v['media_id'][1:]}s"] = [v] * 4
+            video_sets[f"phone_720x1280_{v.media_id[1:]}s"] = [v] * 4
     for name, vids in video_sets.items():
         if not vids:
             continue
@@ -324,13 +324,13 @@ def bench_dedup(n_items: int, width: int = 1280, seed: int = 0) -> dict:
     """Seconds to find near-duplicates among n items of one profile and media type
     (synthetic embeddings in 200 clusters; exact distances, computed in chunks)."""
     from popray.config import DedupConfig
-    from popray.dedup import Items, dedup_items
+    from popray.media.neighbours import DedupItems, dedup_items
 
     rng = np.random.default_rng(seed)
     centers = rng.normal(0, 0.6, (200, width)).astype(np.float32)
     vectors = centers[rng.integers(0, 200, n_items)]
     vectors += rng.normal(0, 0.2, vectors.shape).astype(np.float32)
-    items = Items(
+    items = DedupItems(
         [f"m{i}" for i in range(n_items)], vectors, np.arange(n_items), np.ones(n_items, bool)
     )
     start = time.perf_counter()

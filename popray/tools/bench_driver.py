@@ -81,9 +81,10 @@ def _phases(out: Path, cfg: GridConfig, labels: LabelConfig) -> dict[str, float]
     recent = {(p, k, m): c for (k, m), c in previous.items() for p in (KFOLD, PROFILE_GROUPED)}
     ranked_kfold = ranking_targets(store.read_table(out, "labels"), labels.scheme)
     targets = {(p, k, m): v for (k, m), v in ranked_kfold.items() for p in (KFOLD, PROFILE_GROUPED)}
-    timelines, forward, ranked = build_timelines(out, datasets, labels, cfg.walk_forward)
-    recent |= {(WALK_FORWARD, k, m): c for (k, m), c in forward.items()}
-    targets |= {(WALK_FORWARD, k, m): v for (k, m), v in ranked.items()}
+    forward = build_timelines(out, datasets, labels, cfg.walk_forward)
+    timelines = forward.timelines
+    recent |= {(WALK_FORWARD, k, m): c for (k, m), c in forward.recent.items()}
+    targets |= {(WALK_FORWARD, k, m): v for (k, m), v in forward.targets.items()}
     seconds = {}
     start = time.perf_counter()
     cells, _ = plan_cells(datasets, cfg, timelines)

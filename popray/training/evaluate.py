@@ -26,7 +26,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from popray.io.tables import METRICS
+from popray.io.tables import empty, table_schema
 from popray.training import scores
 from popray.training.models import REGISTRY
 
@@ -76,7 +76,7 @@ def compute_metrics(
     Every row's scores come from flat arrays at once (popray.training.scores): the rows are taken
     twice, once under their profile's group and once under their cell's pooled group."""
     if predictions.num_rows == 0:
-        return METRICS.empty_table()
+        return empty("metrics")
     rows = _Rows.of(predictions, recent, targets)
     with np.errstate(divide="ignore", invalid="ignore"):  # 0 / 0 is NaN: no value, null
         table = pa.concat_tables([_metrics_of_k(rows, k) for k in np.unique(rows.k).tolist()])
@@ -309,7 +309,8 @@ def _table_of(r: _Rows, k: int, cols: dict[str, np.ndarray]) -> pa.Table:
             out[name] = _matrices(values)
         elif name not in out:
             out[name] = pa.array(values, from_pandas=True)  # NaN -> null
-    schema = METRICS.append(pa.field("_cell", pa.int64())).append(pa.field("_profile", pa.int64()))
+    schema = table_schema("metrics")
+    schema = schema.append(pa.field("_cell", pa.int64())).append(pa.field("_profile", pa.int64()))
     return pa.table({f.name: out[f.name] for f in schema}).cast(schema)
 
 

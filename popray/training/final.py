@@ -20,7 +20,7 @@ import os
 import shutil
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -34,8 +34,8 @@ from torch import nn
 
 from popray.config import GridConfig, ModelName, Protocol, Scheme, TrainConfig
 from popray.errors import ConfigError, MissingError
-from popray.io.tables import MODELS
-from popray.records import ModelCard
+from popray.io.tables import table_schema
+from popray.records import ModelCard, SavedModel
 from popray.training.cells import Cell
 from popray.training.dataset import TrainingSet
 from popray.training.fit import fit_all
@@ -83,22 +83,22 @@ def _epochs(trials: pa.Table, model: ModelName, k: int, profile: str, protocol: 
     return max(1, round(float(np.median(mine["best_epoch"].to_numpy()))))
 
 
-def saved(folder: Path, snapshot: str, train_cfg) -> dict | None:
+def saved(folder: Path, snapshot: str, train_cfg: TrainConfig) -> SavedModel | None:
     """The metadata of a model already saved from the same data and settings, if any."""
     meta_file = folder / "model.json"
     if not meta_file.exists():
         return None
-    meta = json.loads(meta_file.read_text())
-    same = meta["snapshot"] == snapshot and meta["train"] == train_cfg.model_dump()
+    meta = SavedModel.from_json(meta_file.read_text())
+    same = meta.snapshot == snapshot and meta.train == train_cfg.model_dump()
     return meta if same else None
 
 
-def _save(folder: Path, net: nn.Module, meta: dict, items: pa.Table) -> None:
+def _save(folder: Path, net: nn.Module, meta: SavedModel, items: pa.Table) -> None:
     """Write a model folder under a temporary name, then rename it into place."""
     tmp = folder.parent / f".{folder.name}-{uuid.uuid4().hex}.tmp"
     tmp.mkdir()
     torch.save(net.state_dict(), tmp / "model.pt")
-    (tmp / "model.json").write_text(json.dumps(meta, indent=2))
+    (tmp / "model.json").write_text(meta.to_json())
     pq.write_table(items, tmp / "items.parquet")
     if folder.exists():
         shutil.rmtree(folder)
@@ -124,50 +124,56 @@ def folder_name(model: ModelName, k: int, snapshot: str) -> str:
     return f"{model}-k{k}-{snapshot[:12]}"
 
 
-def save_model(root: Path, net: nn.Module, items: pa.Table, meta: dict) -> dict:
+def save_model(root: Path, net: nn.Module, items: pa.Table, meta: SavedModel) -> SavedModel:
     """Save a freshly trained final model (`meta`: what `model.json` records, less the
     time) under its snapshot's name; returns the full metadata."""
-    meta = meta | {"created_at": datetime.now(UTC).isoformat()}
-    _save(root / folder_name(meta["model"], meta["k"], meta["snapshot"]), net, meta, items)
+    meta = replace(meta, created_at=datetime.now(UTC).isoformat())
+    _save(root / folder_name(meta.model, meta.k, meta.snapshot), net, meta, items)
     return meta
 
 
-def model_row(meta: dict, items: pa.Table, features: str) -> dict:
+def model_row(meta: SavedModel, items: pa.Table, features: str) -> ModelCard:
     """The `models` row of a saved final model."""
     n = {c["values"]: c["counts"] for c in pc.value_counts(items["media_type"]).to_pylist()}
-    return {
-        "profile_id": meta["profile_id"],
-        "features": features,
-        "scheme": meta["scheme"],
-        "backbone": meta["backbone"],
-        "model": meta["model"],
-        "k": meta["k"],
-        "epochs": meta["epochs"],
-        "seed": meta["seed"],
-        "n_images": n.get("image", 0),
-        "n_videos": n.get("video", 0),
-        "snapshot": meta["snapshot"],
-        "path": f"{MODELS_DIR}/{folder_name(meta['model'], meta['k'], meta['snapshot'])}",
-        "created_at": datetime.fromisoformat(meta["created_at"]),
-    }
+    return ModelCard(
+        scheme=meta.scheme,
+        backbone=meta.backbone,
+        features=features,
+        model=meta.model,
+        k=meta.k,
+        profile_id=meta.profile_id,
+        epochs=meta.epochs,
+        seed=meta.seed,
+        n_images=n.get("image", 0),
+        n_videos=n.get("video", 0),
+        snapshot=meta.snapshot,
+        path=f"{MODELS_DIR}/{folder_name(meta.model, meta.k, meta.snapshot)}",
+        created_at=datetime.fromisoformat(meta.created_at or ""),
+    )
 
 
 def base_meta(
-    ds: TrainingSet, backbone: str, model: ModelName, k: int, profile: str, snapshot: str, train_cfg
-) -> dict:
+    ds: TrainingSet,
+    backbone: str,
+    model: ModelName,
+    k: int,
+    profile: str,
+    snapshot: str,
+    train_cfg: TrainConfig,
+) -> SavedModel:
     """What every final model's `model.json` records (its width is added once trained)."""
-    return {
-        "profile_id": profile,
-        "context_features": ds.context,
-        "model": model,
-        "k": k,
-        "scheme": ds.scheme,
-        "backbone": backbone,
-        "epochs": train_cfg.epochs,
-        "seed": 0,
-        "train": train_cfg.model_dump(),
-        "snapshot": snapshot,
-    }
+    return SavedModel(
+        profile_id=profile,
+        context_features=ds.context,
+        model=model,
+        k=k,
+        scheme=ds.scheme,
+        backbone=backbone,
+        epochs=train_cfg.epochs,
+        seed=0,
+        train=train_cfg.model_dump(),
+        snapshot=snapshot,
+    )
 
 
 @ray.remote
@@ -188,7 +194,7 @@ class _Job:
 
     ds: TrainingSet
     items: pa.Table
-    meta: dict
+    meta: SavedModel
     train_cfg: TrainConfig
 
 
@@ -236,20 +242,25 @@ def train_final(
                 rows.append(model_row(meta, items, ds.features))
                 continue
             meta = base_meta(ds, backbone, model, k, profile, snapshot, train_cfg)
-            meta["grid_accuracy_mean"] = accuracy.get((model, k, profile))
+            meta = replace(meta, grid_accuracy_mean=accuracy.get((model, k, profile)))
             jobs.append(_Job(ds, items, meta, train_cfg))
     reused = len(rows)
-    unread = {job.meta["profile_id"] for job in jobs if not job.ds.complete}
+    unread = {job.meta.profile_id for job in jobs if not job.ds.complete}
     if unread and read is not None:
         more = read(unread)
         for job in jobs:
-            if job.meta["profile_id"] in unread:
-                job.ds = more[job.meta["k"]].for_profile(job.meta["profile_id"], remote=True)
+            if job.meta.profile_id in unread:
+                job.ds = more[job.meta.k].for_profile(job.meta.profile_id, remote=True)
     rows += _train_jobs(root, jobs, cfg)
-    return pa.Table.from_pylist(rows, schema=MODELS), reused
+    return models_table(rows), reused
 
 
-def _train_jobs(root: Path, jobs: list[_Job], cfg: GridConfig) -> list[dict]:
+def models_table(cards: list[ModelCard]) -> pa.Table:
+    """Final models as table `models`."""
+    return pa.Table.from_pylist([asdict(c) for c in cards], schema=table_schema("models"))
+
+
+def _train_jobs(root: Path, jobs: list[_Job], cfg: GridConfig) -> list[ModelCard]:
     """Train `jobs` as Ray tasks, at most twice as many in flight as the cluster has slots
     (the driver holds only those profiles' data), and save each model as it comes back."""
     threads = max(1, int(cfg.cpus_per_trial))
@@ -262,12 +273,11 @@ def _train_jobs(root: Path, jobs: list[_Job], cfg: GridConfig) -> list[dict]:
         (ref,), _ = ray.wait(list(pending), num_returns=1)
         job = pending.pop(ref)
         net, width = ray.get(ref)
-        meta = save_model(root, net, job.items, job.meta | {"width": width})
+        meta = save_model(root, net, job.items, replace(job.meta, width=width))
         rows.append(model_row(meta, job.items, job.ds.features))
 
     for job in jobs:
-        model, k = job.meta["model"], job.meta["k"]
-        pending[fit.remote(job.ds, model, k, job.train_cfg, threads)] = job
+        pending[fit.remote(job.ds, job.meta.model, job.meta.k, job.train_cfg, threads)] = job
         if len(pending) >= 2 * slots:
             save_next()
     while pending:
@@ -330,19 +340,19 @@ def prune(out: Path, models: pa.Table) -> None:
             shutil.rmtree(folder)
 
 
-def load_final(out: Path, folder: str) -> tuple[nn.Module, dict]:
+def load_final(out: Path, folder: str) -> tuple[nn.Module, SavedModel]:
     """A saved final model (eval mode) and its metadata, from its `models.path`."""
     path = out / folder
     meta_file = path / "model.json"
     if not meta_file.exists():
         raise MissingError(f"{path}: no saved model here; run `popray train`")
-    meta = json.loads(meta_file.read_text())
-    if meta.get("context_features"):
+    meta = SavedModel.from_json(meta_file.read_text())
+    if meta.context_features:
         raise ConfigError(
             f"{path}: this model was trained with context features (grid.context_features); "
             "scoring a bare media file would need its post's metadata, which predict and "
             "explain do not take yet: train without context features for them"
         )
-    net = create_model(meta["model"], meta["k"], meta["width"])
+    net = create_model(meta.model, meta.k, meta.width)
     net.load_state_dict(torch.load(path / "model.pt", weights_only=True))
     return net.eval(), meta

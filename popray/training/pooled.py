@@ -30,7 +30,7 @@ Every training is a Ray task; the data go to the object store once per k.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 
@@ -40,7 +40,8 @@ import ray
 import torch
 
 from popray.config import GridConfig, TrainConfig
-from popray.io.tables import CROSS_PROFILE, PREDICTIONS, TS
+from popray.io.tables import TS, conform, empty, table_schema
+from popray.records import ModelCard
 from popray.training import final
 from popray.training.dataset import TrainingSet
 from popray.training.fit import fit_all
@@ -63,7 +64,7 @@ MIN_PROFILES = 5
 class PooledResult:
     predictions: list[pa.Table]  # per (model, k): protocol profile_grouped, the cell columns
     cross_profile: pa.Table
-    models: list[dict]  # rows of `models` (profile "*")
+    models: list[ModelCard]  # rows of `models` (profile "*")
     skipped: list[str]
 
 
@@ -135,7 +136,7 @@ def run_pooled(
     models folder, when grid.final_models) the cross-profile models `cfg.pooled` for every
     k of `datasets`. `times`: media_id -> published_at; `targets`: (k, media_id) ->
     (rank_score, ...), as `baselines.ranking_targets` gives them."""
-    result = PooledResult([], CROSS_PROFILE.empty_table(), [], [])
+    result = PooledResult([], empty("cross_profile"), [], [])
     profiles = profiles_of(datasets)
     if not cfg.pooled:
         return result
@@ -164,7 +165,7 @@ def run_pooled(
             echo(f"cross-profile {model} k={k}: {len(validated)} profiles, grouped folds")
             where = _Where(root, backbone, times, targets)
             rows += _one_model(ds, ref, owner, validated, model, k, cfg, where, result)
-    result.cross_profile = pa.Table.from_pylist(rows, schema=CROSS_PROFILE)
+    result.cross_profile = pa.Table.from_pylist(rows, schema=table_schema("cross_profile"))
     return result
 
 
@@ -253,7 +254,7 @@ def _grouped(ds, model, k, folds, scored, cell) -> tuple[pa.Table, dict]:
         | {name: [value] * n for name, value in cell.items()}
         | {"protocol": [PROFILE_GROUPED] * n, "model": [model] * n, "k": [k] * n, "seed": [0] * n}
     )
-    return table.select(PREDICTIONS.names).cast(PREDICTIONS), by_id
+    return conform(table, "predictions"), by_id
 
 
 def _curve_row(cell, h, fold, scored, by_id, targets, is_all: bool) -> dict | None:
@@ -292,12 +293,12 @@ def _saved_final(root: Path, ds: TrainingSet, backbone: str, model: str, k: int,
     return items, snapshot, meta
 
 
-def _save_final(root: Path, ds: TrainingSet, backbone, model, k, cfg, saved, fit) -> dict:
+def _save_final(root: Path, ds: TrainingSet, backbone, model, k, cfg, saved, fit) -> ModelCard:
     """Save the final cross-profile model `fit` trained (unless reused); its row."""
     items, snapshot, meta = saved
     if meta is None:
         net, width = ray.get(fit)
         meta = final.base_meta(ds, backbone, model, k, final.POOLED, snapshot, cfg.train)
-        meta |= {"width": width, "profiles": ds.profiles(), "grid_accuracy_mean": None}
+        meta = replace(meta, width=width, profiles=ds.profiles())
         meta = final.save_model(root, net, items, meta)
     return final.model_row(meta, items, ds.features)

@@ -35,7 +35,8 @@ import pyarrow.compute as pc
 
 from popray.config import GridConfig
 from popray.io import store
-from popray.io.tables import CROSS_PROFILE, MODELS, POOLED_UNITS, PREDICTIONS
+from popray.io.tables import conform, empty, table_schema
+from popray.records import ModelCard
 from popray.training.dataset import TrainingSet
 from popray.training.final import POOLED
 from popray.training.pooled import PROFILE_GROUPED, PooledResult, profiles_of
@@ -107,12 +108,13 @@ def kept(out: Path, part: str, datasets: dict[int, TrainingSet]) -> PooledResult
         pc.equal(predictions["protocol"], PROFILE_GROUPED),
         pc.is_in(predictions["media_id"], items),
     )
-    predictions = predictions.filter(mine).select(PREDICTIONS.names).cast(PREDICTIONS)
-    rows = CROSS_PROFILE.empty_table()
+    predictions = conform(predictions.filter(mine), "predictions")
+    rows = empty("cross_profile")
     if store.has_table(out, "cross_profile", part):
         rows = store.read_table(out, "cross_profile", part)
         rows = rows.filter(pc.is_in(rows["profile_id"], profiles))
-    return PooledResult([predictions], rows, _pooled_models(out, part).to_pylist(), [])
+    kept = [ModelCard.from_row(r) for r in _pooled_models(out, part).to_pylist()]
+    return PooledResult([predictions], rows, kept, [])
 
 
 def _counts(datasets: dict[int, TrainingSet]) -> dict[Key, int]:
@@ -142,7 +144,7 @@ def _record(units: dict[Key, str], counts: dict[Key, int], options: str, now) ->
             "options": [options] * len(keys),
             "trained_at": [now] * len(keys),
         }
-    ).cast(POOLED_UNITS)
+    ).cast(table_schema("pooled_units"))
 
 
 def _published(out: Path, part: str) -> pa.Table | None:
@@ -153,7 +155,7 @@ def _published(out: Path, part: str) -> pa.Table | None:
 
 def _pooled_models(out: Path, part: str) -> pa.Table:
     if not store.has_table(out, "models", part):
-        return MODELS.empty_table()
+        return empty("models")
     models = store.read_table(out, "models", part)
     return models.filter(pc.equal(models["profile_id"], POOLED))
 

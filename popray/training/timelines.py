@@ -123,17 +123,35 @@ class _Items:
 Timelines = dict[int, dict[str, Timeline]]
 
 
+@dataclass
+class WalkForward:
+    """What `build_timelines` finds: each k's profiles' windows (k -> profile ->
+    Timeline), and, from the settled labels, the recent-PoR baseline's class of each item
+    scored in a window ((k, media_id) -> class) and its ranking targets ((k, media_id) ->
+    (rank_score, recent guess))."""
+
+    timelines: Timelines
+    recent: dict[tuple[int, str], int | None]
+    targets: dict[tuple[int, str], tuple]
+
+    def add(self, part: WalkForward) -> None:
+        """Take in another group of profiles' (the profiles stay in the order added)."""
+        for k, per in part.timelines.items():
+            self.timelines.setdefault(k, {}).update(per)
+        self.recent |= part.recent
+        self.targets |= part.targets
+
+
 def build_timelines(
     out: Path,
     datasets: dict[int, TrainingSet],
     labels: LabelConfig,
     cfg: WalkForwardConfig,
     posts_per_task: int = POSTS_PER_TASK,
-) -> tuple[Timelines, dict[tuple[int, str], int | None], dict]:
+) -> WalkForward:
     """Every profile's windows for each k of `datasets` (two labellings of the export per
     window: at its cut, and settled after it), and, from the settled labels, the recent-PoR
-    baseline of each scored item and its ranking targets: ((k -> profile -> Timeline),
-    (k, media_id) -> class, (k, media_id) -> (rank_score, recent guess)).
+    baseline of each scored item and its ranking targets (`WalkForward`).
 
     A Ray task per group of profiles of about `posts_per_task` posts labels its slice of
     the export (see the module docstring); any grouping gives the same result."""
@@ -149,16 +167,10 @@ def build_timelines(
     task = ray.remote(_group_timelines).options(num_cpus=1)
     parts = zip(_split_tables(tables, groups), _split_items(datasets, groups), strict=True)
     refs = [task.remote(part, items, labels, cfg) for part, items in parts]
-    timelines: Timelines = {k: {} for k in sorted(datasets)}
-    recent: dict[tuple[int, str], int | None] = {}
-    targets: dict[tuple[int, str], tuple] = {}
+    found = WalkForward({k: {} for k in sorted(datasets)}, {}, {})
     for ref in refs:  # in group order: the profiles stay sorted
-        part_timelines, part_recent, part_targets = ray.get(ref)
-        for k, per in part_timelines.items():
-            timelines[k].update(per)
-        recent |= part_recent
-        targets |= part_targets
-    return timelines, recent, targets
+        found.add(ray.get(ref))
+    return found
 
 
 def profile_groups(posts: pa.Table, posts_per_task: int) -> list[list[str]]:
@@ -233,7 +245,7 @@ def _group_timelines(
     items: dict[int, _Items],
     labels: LabelConfig,
     cfg: WalkForwardConfig,
-) -> tuple[Timelines, dict, dict]:
+) -> WalkForward:
     """`build_timelines` for one group of profiles: `tables`, their slice of the export;
     `items`, their training items per k."""
     bounds = _bounds(tables["posts"], cfg)
@@ -273,7 +285,7 @@ def _group_timelines(
             )
             for profile, (img, vid) in items[k].rows().items()
         }
-    return timelines, recent, targets
+    return WalkForward(timelines, recent, targets)
 
 
 _KEYS = [(kind, side) for kind in ("class", "truth") for side in (0, 1)]

@@ -23,7 +23,7 @@ from ray import tune
 
 from popray.config import WALK_FORWARD, GridConfig
 from popray.io.storage import Location
-from popray.io.tables import PREDICTIONS, TRIALS, TS
+from popray.io.tables import TS, table_schema
 from popray.records import FoldResult, TrialResult
 from popray.training.cells import TrialSpec
 from popray.training.dataset import TrainingSet
@@ -117,9 +117,10 @@ def _rows(
         name: getattr(spec, name) for name in ("protocol", "model", "k", "seed")
     }
     finished = datetime.fromtimestamp(result.finished_at, UTC)
+    schema, predicted = table_schema("trials"), table_schema("predictions")
     trials = [
         cell
-        | {name: value for name, value in entry.row().items() if name in TRIALS.names}
+        | {name: value for name, value in entry.row().items() if name in schema.names}
         | {
             "epochs": stamp.epochs,
             "finished_at": finished,
@@ -133,8 +134,8 @@ def _rows(
     for column, value in cell.items():
         predictions = predictions.append_column(column, pa.repeat(value, predictions.num_rows))
     return (
-        pa.Table.from_pylist(trials, schema=TRIALS),
-        predictions.select(PREDICTIONS.names).cast(PREDICTIONS),
+        pa.Table.from_pylist(trials, schema=schema),
+        predictions.select(predicted.names).cast(predicted),
     )
 
 

@@ -52,7 +52,7 @@ from popray.cluster import ensure_ray
 from popray.config import WALK_FORWARD, GridConfig
 from popray.errors import GridError
 from popray.io.storage import Location, check_cluster_reach
-from popray.io.tables import PREDICTIONS, TRIALS
+from popray.io.tables import conform, empty, table_schema
 from popray.training.cells import Cell, TrialSpec, trial_specs
 from popray.training.dataset import TrainingSet
 from popray.training.timelines import Timeline
@@ -236,7 +236,7 @@ def _collect(results, results_dir: Location, specs: list[TrialSpec]):
     with ThreadPoolExecutor(READERS) as pool:  # object storage: many requests at once
         found = list(pool.map(lambda spec: result_tables(results_dir.child(spec.name)), specs))
     if not found:
-        return TRIALS.empty_table(), PREDICTIONS.empty_table()
+        return empty("trials"), empty("predictions")
     return (
         pa.concat_tables([trials for trials, _ in found]),
         pa.concat_tables([predictions for _, predictions in found]),
@@ -259,8 +259,8 @@ def grid_with_reuse(
     rows taken over from the published run beside its own."""
     if not reuse.cells:
         return run_grid(out, datasets, cfg, backbone, echo, todo, timelines, storage, units)
-    old_trials = reuse.trials.cast(TRIALS)
-    old_predictions = reuse.predictions.select(PREDICTIONS.names).cast(PREDICTIONS)
+    old_trials = reuse.trials.cast(table_schema("trials"))
+    old_predictions = conform(reuse.predictions, "predictions")
     taken = len(old_trials.select(["grid", "trial"]).group_by(["grid", "trial"]).aggregate([]))
     if not todo:
         echo(f"grid: every profile unchanged, {taken} trials taken over from the published run")
