@@ -36,7 +36,7 @@ from popray.io.storage import Location
 from popray.io.tables import table_schema
 from popray.media.gradcam import GradCam
 from popray.records import ExplainJob, Heatmap, ModelCard
-from popray.training.final import load_final
+from popray.training.model_files import load_final
 
 EXPLAIN_DIR = "explain"
 FORMAT = 1  # of a profile's explain unit: bumped when what a heatmap shows changes
@@ -47,7 +47,7 @@ def _image_models(
 ) -> list[ModelCard]:
     """The saved image models to explain (the smallest k, or k): of `profile`, or of
     every profile."""
-    from popray.training.final import saved_models
+    from popray.training.model_files import saved_models
 
     models = saved_models(out, profile, scheme, every_profile=profile is None)
     images = [m for m in models if m.model == "image" and k in (None, m.k)]

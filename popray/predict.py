@@ -30,7 +30,7 @@ from popray.io import store
 from popray.io.storage import LOCAL_FILES
 from popray.io.tables import table_schema
 from popray.records import MediaItem, ModelCard
-from popray.training.final import POOLED, has_models, load_final, saved_models
+from popray.training.model_files import POOLED, has_models, load_final, saved_models
 from popray.training.models import REGISTRY, model_input
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp"}

@@ -17,21 +17,20 @@ from pathlib import Path
 import pyarrow as pa
 
 from popray.cluster import ensure_ray
-from popray.config import KFOLD, WALK_FORWARD, GridConfig, LabelConfig
-from popray.errors import NothingToTrain
+from popray.config import GridConfig, LabelConfig
 from popray.io import store
 from popray.io.storage import Location
 from popray.records import ModelCard
 from popray.training import pooled_keep
-from popray.training.baselines import ranking_targets, recent_baseline
-from popray.training.cells import Cell, plan_cells
-from popray.training.dataset import TRAINING_NEEDS, TrainingKeys, TrainingSet, load_keys
-from popray.training.final import MODELS_DIR, models_table, prune, train_final
+from popray.training.cells import Cell
+from popray.training.dataset import TrainingSet
+from popray.training.final import train_final
+from popray.training.loading import TRAINING_NEEDS, TrainingKeys
 from popray.training.metrics_parallel import metrics_by_cell
-from popray.training.pooled import PROFILE_GROUPED, trains_on_every_profile
-from popray.training.timelines import Timelines, build_timelines
+from popray.training.model_files import MODELS_DIR, models_table, prune
+from popray.training.pooled import trains_on_every_profile
+from popray.training.train_plan import Baselines, Clock, plan_train
 from popray.training.tune import GridResult, grid_root, grid_with_reuse
-from popray.training.units import Reuse, published, remaining, unit_keys
 
 
 @dataclass
@@ -83,10 +82,10 @@ def run_train(
     """The train stage: grid -> tables trials, predictions, metrics -> final models; the
     classes are those of `labels.scheme`; `storage`: where the grid keeps its state."""
     start = time.perf_counter()
-    clock = _Clock()
+    clock = Clock()
     store.require(out, TRAINING_NEEDS)  # before Ray starts
     ensure_ray()  # the embeddings go to the object store as they are read: not the driver's
-    plan = _plan(out, cfg, labels, backbone, echo, clock)
+    plan = plan_train(out, cfg, labels, backbone, echo, clock)
     todo, cells, datasets = plan.todo, plan.cells, plan.datasets
     # trained again, the cross-profile models learn from every profile's items
     everyone = not plan.decision.keep and trains_on_every_profile(cfg, datasets)
@@ -99,11 +98,11 @@ def run_train(
     clock.lap("grid", inside=("collect", grid.collect_s))
     part = plan.part
     pooled, pooled_units = _pooled(
-        out, datasets, cfg, backbone, plan.ranked_kfold, echo, plan.decision, part
+        out, datasets, cfg, backbone, plan.baselines.ranked_kfold, echo, plan.decision, part
     )
     clock.lap("pooled")
     waited: list[float] = []
-    metrics = _write_results(out, part, grid, pooled, plan.recent, plan.targets, waited)
+    metrics = _write_results(out, part, grid, pooled, plan.baselines, waited)
     clock.lap("metrics", inside=("metrics_tasks", sum(waited)))  # the cluster scoring cells
     models, models_reused = None, 0
     if cfg.final_models:
@@ -133,95 +132,13 @@ def run_train(
     )
 
 
-@dataclass
-class _Plan:
-    """What the train stage found before training: the data's keys (no embedding read
-    yet), the baselines and ranking targets, the walk-forward timelines, the cells to
-    train and why others cannot, and what the published run lets it take over."""
-
-    keys: TrainingKeys
-    datasets: dict[int, TrainingSet]
-    recent: dict
-    targets: dict
-    ranked_kfold: dict
-    timelines: Timelines | None
-    cells: list
-    skipped: list[str]
-    part: str
-    units: dict
-    reuse: Reuse
-    todo: list
-    decision: pooled_keep.Decision
-
-
-def _plan(
-    out: Path,
-    cfg: GridConfig,
-    labels: LabelConfig,
-    backbone: str,
-    echo: Callable[[str], None],
-    clock: _Clock,
-) -> _Plan:
-    """The train stage's plan (`_Plan`); raises NothingToTrain when no cell can train."""
-    keys = load_keys(out, backbone, cfg.k or labels.k, labels.scheme, cfg.context_features)
-    # ids, classes and shapes first: which profiles train is known before any embedding
-    # is read, and only theirs are (a nightly run reuses the others)
-    datasets = keys.datasets(remote=True, profiles=())
-    timelines = None
-    recent, targets, ranked_kfold = _baselines(out, labels.scheme)
-    clock.lap("load")
-    if WALK_FORWARD in cfg.protocols:
-        forward = build_timelines(out, datasets, labels, cfg.walk_forward)
-        timelines = forward.timelines
-        clock.lap("timelines")  # Ray tasks: the driver slices the export and merges
-        recent |= {(WALK_FORWARD, k, m): c for (k, m), c in forward.recent.items()}
-        targets |= {(WALK_FORWARD, k, m): v for (k, m), v in forward.targets.items()}
-    cells, skipped = plan_cells(datasets, cfg, timelines)
-    _echo_skipped(out, skipped, echo)
-    if not cells:
-        raise NothingToTrain("nothing to train: " + "; ".join(skipped))
-    part = f"{labels.scheme}-{backbone}" + ("-context" if cfg.context_features else "")
-    units = unit_keys(cfg, datasets, backbone, timelines)
-    reuse = published(out, part, units, cfg.seeds, cfg.protocols)
-    decision = pooled_keep.decide(out, part, cfg, backbone, datasets, units)
-    if decision.line:
-        echo(decision.line)
-    clock.lap("plan")
-    return _Plan(
-        keys,
-        datasets,
-        recent,
-        targets,
-        ranked_kfold,
-        timelines,
-        cells,
-        skipped,
-        part,
-        units,
-        reuse,
-        remaining(cells, reuse),
-        decision,
-    )
-
-
-def _baselines(out: Path, scheme: str) -> tuple[dict, dict, dict]:
-    """What the stratified and cross-profile metrics compare with: (each profile's most
-    recent class by (protocol, k, media type), the ranking targets by the same key, the
-    ranking targets by (k, media type)); the walk-forward's are added by the timelines."""
-    previous = recent_baseline(out, scheme)
-    recent = {(p, k, m): c for (k, m), c in previous.items() for p in (KFOLD, PROFILE_GROUPED)}
-    ranked_kfold = ranking_targets(store.read_table(out, "labels"), scheme)
-    targets = {(p, k, m): v for (k, m), v in ranked_kfold.items() for p in (KFOLD, PROFILE_GROUPED)}
-    return recent, targets, ranked_kfold
-
-
 def _write_results(
-    out: Path, part: str, grid: GridResult, pooled, recent: dict, targets: dict, waited: list
+    out: Path, part: str, grid: GridResult, pooled, baselines: Baselines, waited: list
 ) -> pa.Table:
     """Tables trials, predictions, metrics (scored a Ray task per cell; `waited` gets the
     time spent waiting on them) and cross_profile; returns the metrics."""
     predictions = pa.concat_tables([grid.predictions, *pooled.predictions])
-    metrics = metrics_by_cell(predictions, recent, targets, waited)
+    metrics = metrics_by_cell(predictions, baselines.recent, baselines.targets, waited)
     store.write_table(out, "trials", grid.trials, part=part)
     store.write_table(out, "predictions", predictions, part=part)
     store.write_table(out, "metrics", metrics, part=part)
@@ -244,38 +161,6 @@ def _drop_other_grids(root: Location, grid: GridResult) -> None:
     for stale in root.names():
         if stale not in {name, f"{name}.results"}:
             root.child(stale).delete()
-
-
-SKIPPED_FILE = "train_skipped.txt"  # in OUT: every cell the grid skipped, and why
-SKIPPED_SHOWN = 20  # reasons printed; at 1,000 profiles of 40 posts there are ~15,000
-
-
-def _echo_skipped(out: Path, skipped: list[str], echo: Callable[[str], None]) -> None:
-    """Print the first reasons and count the rest; OUT keeps them all."""
-    (out / SKIPPED_FILE).write_text("".join(f"{reason}\n" for reason in skipped))
-    for reason in skipped[:SKIPPED_SHOWN]:
-        echo(f"skipped {reason}")
-    if len(skipped) > SKIPPED_SHOWN:
-        rest = len(skipped) - SKIPPED_SHOWN
-        echo(f"skipped {rest} more cells: all {len(skipped)} reasons in {out / SKIPPED_FILE}")
-
-
-class _Clock:
-    """Seconds per phase of the train stage, each lap ending one."""
-
-    def __init__(self) -> None:
-        self.phases: dict[str, float] = {}
-        self._last = time.perf_counter()
-
-    def lap(self, name: str, inside: tuple[str, float] | None = None) -> None:
-        """End phase `name`; `inside`: (a phase, its seconds) spent within it, counted
-        apart from it."""
-        now = time.perf_counter()
-        self.phases[name] = self.phases.get(name, 0.0) + now - self._last
-        self._last = now
-        if inside is not None:
-            self.phases[name] -= inside[1]
-            self.phases[inside[0]] = inside[1]
 
 
 def _profiles(cells: list[Cell]) -> set[str]:

@@ -8,7 +8,7 @@ from popray.config import EmbedConfig
 from popray.errors import WeightsError
 from popray.media import decode
 from popray.media.backbones import create_backbone
-from popray.media.embed_pipeline import Embedder
+from popray.media.embedder import Embedder
 
 CAT_CLASSES = range(281, 286)  # tabby, tiger cat, Persian, Siamese, Egyptian cat
 ESPRESSO = 967

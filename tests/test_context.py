@@ -97,7 +97,7 @@ def test_no_feature_reads_the_items_own_or_later_posts(labelled, tmp_path):
 
 
 def test_context_widens_every_vector(trained):
-    from popray.training.dataset import load_dataset
+    from popray.training.loading import load_dataset
 
     plain = load_dataset(trained, "efficientnet_lite0", 2)
     wide = load_dataset(trained, "efficientnet_lite0", 2, context=True)
@@ -117,7 +117,7 @@ def test_context_widens_every_vector(trained):
 def test_the_grid_trains_with_context_and_keeps_both_results(trained, tmp_path):
     from popray.config import GridConfig, LabelConfig, TrainConfig
     from popray.train import run_train
-    from popray.training.final import load_final
+    from popray.training.model_files import load_final
 
     out = tmp_path / "out"
     shutil.copytree(trained, out)
@@ -135,7 +135,7 @@ def test_the_grid_trains_with_context_and_keeps_both_results(trained, tmp_path):
     with pytest.raises(ValueError, match="context features"):
         load_final(out, wide["path"])
     # predict and explain pick among the models that can: the plain ones
-    from popray.training.final import saved_models
+    from popray.training.model_files import saved_models
 
     picked = saved_models(out, scheme="por_rolling")
     assert picked and all(m.features == "embedding" for m in picked)

@@ -9,7 +9,7 @@ from popray.config import DedupConfig, LabelConfig
 from popray.dedup import run_dedup
 from popray.io import store
 from popray.labels import run_label
-from popray.training.dataset import load_dataset, load_datasets
+from popray.training.loading import load_dataset, load_datasets
 
 ARRAYS = ("images.embeddings", "videos.embeddings", "videos.pooled")  # a TrainingSet's
 
@@ -104,7 +104,7 @@ def test_a_remote_dataset_keeps_its_arrays_in_the_object_store_and_gathers_the_s
 
 @pytest.mark.parametrize("remote", [False, True])
 def test_several_ks_read_each_embedding_row_once_and_equal_one_k_at_a_time(ready, remote):
-    from popray.training.dataset import load_datasets
+    from popray.training.loading import load_datasets
 
     both = load_datasets(ready, "efficientnet_lite0", [2, 3, 2], remote=remote)
     assert sorted(both) == [2, 3]
@@ -283,7 +283,7 @@ def test_only_the_profiles_asked_for_are_read(ready, ray_session):
     """The train stage first learns which profiles it trains, then reads only their
     embedding rows: the others' items are there (ids, classes, shapes), their rows are
     not, and touching them is an error, never a silent zero."""
-    from popray.training.dataset import load_keys
+    from popray.training.loading import load_keys
     from popray.training.object_rows import NotRead
 
     keys = load_keys(ready, "efficientnet_lite0", [2, 3])

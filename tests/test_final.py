@@ -6,9 +6,10 @@ from grid_helpers import DATASETS
 from popray.config import GridConfig, TrainConfig
 from popray.io.tables import table_schema
 from popray.training.evaluate import compute_metrics
-from popray.training.final import load_final, prune, train_final
+from popray.training.final import train_final
 from popray.training.fit import fit_all
 from popray.training.folds import all_data
+from popray.training.model_files import load_final, prune
 
 
 def _grid_tables(models, best_epochs):

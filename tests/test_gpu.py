@@ -9,7 +9,8 @@ from PIL import Image
 from popray.config import EmbedConfig
 from popray.io.storage import LOCAL_FILES
 from popray.media import decode
-from popray.media.embed_pipeline import Embedder, run_pipeline
+from popray.media.embed_pipeline import run_pipeline
+from popray.media.embedder import Embedder
 from popray.records import MediaItem
 
 pytestmark = pytest.mark.gpu

@@ -14,7 +14,7 @@ from grid_helpers import WIDTH, several, synthetic
 
 from popray.config import GridConfig, LabelConfig, TrainConfig
 from popray.training.dataset import TrainingSet
-from popray.training.final import POOLED
+from popray.training.model_files import POOLED
 from popray.training.pooled import PROFILE_GROUPED, run_pooled
 from popray.training.pooled_folds import HISTORIES, capped, history_folds, profile_folds
 
@@ -237,7 +237,7 @@ def test_train_adds_the_pooled_rows_to_predictions_metrics_and_models(five):
     grouped = store.query(
         out, "SELECT * FROM predictions WHERE protocol = 'profile_grouped'"
     ).to_pylist()
-    from popray.training.dataset import load_dataset
+    from popray.training.loading import load_dataset
 
     ds = load_dataset(out, "mobilenetv3_small_050", 2, "por_global")  # what the grid trains on
     expected = dict(zip(ds.images.ids, ds.images.profile, strict=True))
@@ -305,7 +305,7 @@ def test_a_rerun_keeps_the_cross_profile_models_until_enough_items_changed(five,
     from popray.io import store
     from popray.train import run_train
     from popray.training import pooled_keep
-    from popray.training.dataset import load_datasets
+    from popray.training.loading import load_datasets
     from popray.training.units import unit_keys
 
     _, out, _, _ = five

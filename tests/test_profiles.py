@@ -10,7 +10,7 @@ import pytest
 
 from popray.config import DedupConfig, EmbedConfig, GridConfig, LabelConfig, TrainConfig
 from popray.io import store
-from popray.train import SKIPPED_FILE, SKIPPED_SHOWN, _echo_skipped
+from popray.training.train_plan import SKIPPED_FILE, SKIPPED_SHOWN, echo_skipped
 
 BACKBONE = "mobilenetv3_small_050"
 WIDTH = 1024
@@ -100,7 +100,7 @@ def test_metrics_per_profile_and_pooled(many):
 def test_final_models_per_profile_follow_the_backbone_width(many):
     import json
 
-    from popray.training.dataset import load_dataset
+    from popray.training.loading import load_dataset
 
     out, truth, *_ = many
     assert load_dataset(out, BACKBONE, 2).images.embeddings.shape[-1] == WIDTH
@@ -216,10 +216,10 @@ def test_walk_forward_windows_per_profile(many):
 def test_past_twenty_skipped_cells_are_counted_not_printed(tmp_path):
     reasons = [f"profile p{i}: video k=2: too few videos" for i in range(SKIPPED_SHOWN + 5)]
     lines: list[str] = []
-    _echo_skipped(tmp_path, reasons, lines.append)
+    echo_skipped(tmp_path, reasons, lines.append)
     assert lines[:-1] == [f"skipped {r}" for r in reasons[:SKIPPED_SHOWN]]
     assert lines[-1].startswith(f"skipped 5 more cells: all {SKIPPED_SHOWN + 5} reasons in ")
     assert (tmp_path / SKIPPED_FILE).read_text().splitlines() == reasons
     few: list[str] = []
-    _echo_skipped(tmp_path, reasons[:3], few.append)
+    echo_skipped(tmp_path, reasons[:3], few.append)
     assert few == [f"skipped {r}" for r in reasons[:3]]

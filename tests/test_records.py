@@ -64,3 +64,32 @@ def test_media_items_from_the_media_table_and_back_from_the_pipeline():
     row = {"media_id": "m1", "sha256": "ab", "kind": "video", "error": None, "device": "cpu"}
     back = Embedded.from_row(row)
     assert back == Embedded("m1", "ab", "video", "", "cpu") and back.embeddings is None
+
+
+def test_a_saved_models_file_keeps_its_format_and_reads_files_written_before():
+    """model.json: a nightly run reuses models saved by earlier runs, so the file's keys
+    stay those it had (a profile's model has no `profiles`; a cross-profile one has)."""
+    from popray.records import SavedModel
+
+    # as `final` wrote it before SavedModel existed (from a demo run)
+    before = {
+        "profile_id": "sample_brand",
+        "context_features": False,
+        "model": "image",
+        "k": 2,
+        "scheme": "por_rolling",
+        "backbone": "efficientnet_lite0",
+        "epochs": 2,
+        "seed": 0,
+        "train": {"epochs": 2, "lr": 0.001, "batch_size": 32},
+        "snapshot": "ecac7c865168c902318fe10fac6f109d7d1459aff7f9dbeb81149ab0261cf1d6",
+        "grid_accuracy_mean": 0.714759535655058,
+        "width": 1280,
+        "created_at": "2026-12-07T02:07:56.092775+00:00",
+    }
+    meta = SavedModel.from_json(json.dumps(before, indent=2))
+    assert (meta.model, meta.k, meta.width, meta.profiles) == ("image", 2, 1280, None)
+    assert json.loads(meta.to_json()) == before
+    pooled = SavedModel(**(before | {"profile_id": "*", "profiles": ["a", "b"]}))
+    assert json.loads(pooled.to_json())["profiles"] == ["a", "b"]
+    assert SavedModel.from_json(pooled.to_json()) == pooled

@@ -9,13 +9,8 @@ import pytest
 from popray.config import DedupConfig, LabelConfig, WalkForwardConfig
 from popray.io import store
 from popray.io.tables import table_schema
-from popray.training.timelines import (
-    NO_CLASS,
-    TABLES,
-    build_timelines,
-    labels_as_of,
-    profile_groups,
-)
+from popray.training.timeline_groups import TABLES, profile_groups
+from popray.training.timelines import NO_CLASS, build_timelines, labels_as_of
 
 
 @pytest.fixture(scope="module")
@@ -25,7 +20,7 @@ def grouped_out(tmp_path_factory, ray_session):
     from popray.dedup import run_dedup
     from popray.labels import run_label
     from popray.tools.bench_scale import BACKBONE, synthetic_out
-    from popray.training.dataset import load_datasets
+    from popray.training.loading import load_datasets
 
     out = tmp_path_factory.mktemp("timelines")
     synthetic_out(out, profiles=5, posts=150)

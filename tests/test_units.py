@@ -35,7 +35,7 @@ def _stages(inp, out, lines):
 
 def _items(out) -> dict[str, int]:
     """profile -> its training items (images and videos)."""
-    from popray.training.dataset import load_keys
+    from popray.training.loading import load_keys
 
     ds = load_keys(out, BACKBONE, LABELS.k, LABELS.scheme).datasets()[LABELS.k[0]]
     return {p: sum(map(len, ds.rows_of(p))) for p in ds.profiles()}

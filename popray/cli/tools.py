@@ -67,7 +67,7 @@ def predict(
     """Rank new candidate images/videos by predicted popularity for one profile (with
     Grad-CAM per image)."""
     from popray.predict import run_predict
-    from popray.training.final import POOLED
+    from popray.training.model_files import POOLED
 
     cfg = configure(config, {"embed.weights": weights, "label.scheme": scheme})
     with store.exclusive(out, "predict"):

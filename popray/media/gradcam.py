@@ -22,7 +22,7 @@ from popray.io.storage import Location
 from popray.media import decode
 from popray.media.backbones import Backbone, create_backbone
 from popray.records import ExplainJob, Heatmap
-from popray.training.final import load_final
+from popray.training.model_files import load_final
 
 OVERLAY_SIDE = 448  # longest side of a written heatmap
 

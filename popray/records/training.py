@@ -81,8 +81,8 @@ def _timestamp(us: int | None) -> datetime | None:
 @dataclass(frozen=True)
 class ModelCard:
     """A saved final model: its row of table `models`. `path` (relative to OUT) is the
-    folder `final.load_final` reads; `profile_id` is `final.POOLED` for the cross-profile
-    models."""
+    folder `model_files.load_final` reads; `profile_id` is `model_files.POOLED` for the
+    cross-profile models."""
 
     scheme: Scheme
     backbone: str

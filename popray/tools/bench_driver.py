@@ -21,7 +21,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from popray.config import KFOLD, WALK_FORWARD, DedupConfig, GridConfig, LabelConfig, TrainConfig
+from popray.config import DedupConfig, GridConfig, LabelConfig, TrainConfig
 from popray.io import store
 from popray.tools.bench_scale import BACKBONE, synthetic_out
 from popray.training import pooled_keep
@@ -66,25 +66,20 @@ def bench_train_driver(profiles: int, posts: int, seeds: int, repeats: int, work
 def _phases(out: Path, cfg: GridConfig, labels: LabelConfig) -> dict[str, float]:
     """One pass of the driver's phases of `run_train`, on the finished OUT, as a first
     run would do them (nothing published is looked up)."""
-    from popray.training.baselines import ranking_targets, recent_baseline
     from popray.training.cells import plan_cells, trial_specs
-    from popray.training.dataset import load_keys
+    from popray.training.loading import load_keys
     from popray.training.metrics_parallel import metrics_by_cell
-    from popray.training.pooled import PROFILE_GROUPED
     from popray.training.timelines import build_timelines
+    from popray.training.train_plan import Baselines
     from popray.training.tune import _collect, fingerprint, grid_root
     from popray.training.units import published, remaining, unit_keys
 
     keys = load_keys(out, BACKBONE, cfg.k or labels.k, labels.scheme, cfg.context_features)
     datasets = keys.datasets(remote=True, profiles=())
-    previous = recent_baseline(out, labels.scheme)
-    recent = {(p, k, m): c for (k, m), c in previous.items() for p in (KFOLD, PROFILE_GROUPED)}
-    ranked_kfold = ranking_targets(store.read_table(out, "labels"), labels.scheme)
-    targets = {(p, k, m): v for (k, m), v in ranked_kfold.items() for p in (KFOLD, PROFILE_GROUPED)}
+    baselines = Baselines.of(out, labels.scheme)
     forward = build_timelines(out, datasets, labels, cfg.walk_forward)
     timelines = forward.timelines
-    recent |= {(WALK_FORWARD, k, m): c for (k, m), c in forward.recent.items()}
-    targets |= {(WALK_FORWARD, k, m): v for (k, m), v in forward.targets.items()}
+    baselines.add_walk_forward(forward)
     seconds = {}
     start = time.perf_counter()
     cells, _ = plan_cells(datasets, cfg, timelines)
@@ -100,7 +95,7 @@ def _phases(out: Path, cfg: GridConfig, labels: LabelConfig) -> dict[str, float]
     predictions = store.read_table(out, "predictions", part)  # the pooled models' too
     with tempfile.TemporaryDirectory() as scratch:
         start, waited = time.perf_counter(), []
-        metrics = metrics_by_cell(predictions, recent, targets, waited)
+        metrics = metrics_by_cell(predictions, baselines.recent, baselines.targets, waited)
         for table, rows in (("trials", trials), ("predictions", predictions), ("metrics", metrics)):
             store.write_table(Path(scratch), table, rows, part=part)
         seconds["metrics"] = time.perf_counter() - start - sum(waited)

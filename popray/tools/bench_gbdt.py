@@ -16,8 +16,8 @@ import torch
 
 from popray.io import store
 from popray.training.baselines import ranking_targets
-from popray.training.dataset import load_dataset
 from popray.training.folds import fold_data, split
+from popray.training.loading import load_dataset
 from popray.training.models import PCA_COMPONENTS, GbdtModel
 from popray.training.ranking import expected_score, spearman
 
@@ -40,7 +40,7 @@ def bench_gbdt(
             for fold in folds:
                 data = fold_data(own, model, fold)
                 x, y = data.x_train, data.y_train
-                if data.train_views:  # every view a row, as `train._fit_gbdt` does
+                if data.train_views:  # every view a row, as `fit._fit_gbdt` does
                     x, y = x.reshape(-1, x.shape[-1]), np.repeat(y, data.x_train.shape[1])
                 start = time.perf_counter()
                 net = GbdtModel(x.shape[-1], k, pca).fit(x, y, seed=0)

@@ -180,7 +180,7 @@ def _dedup(args) -> Iterable:
 
 def _embed(args) -> Iterable:
     from popray.config import EmbedConfig
-    from popray.tools.bench import bench_embed
+    from popray.tools.bench_embed import bench_embed
 
     cfg = EmbedConfig(
         batch_size=args.batch_size, device=args.device, decode_jpeg_on=args.decode_jpeg_on

@@ -57,8 +57,9 @@ def breakdown(images: list[MediaItem], cfg) -> dict:
     import torch
 
     from popray.media import decode
-    from popray.media.embed_pipeline import Embedder, image_key
+    from popray.media.embed_pipeline import image_key
     from popray.media.embed_write import image_table
+    from popray.media.embedder import Embedder
 
     embedder = Embedder(cfg)
     spent = dict.fromkeys(("read", "decode", "resize", "views", "to_tensor", "forward", "write"))
@@ -123,7 +124,7 @@ def limit(decode_one_core: float, forward: float, cores: int, gpu: bool, frames:
 def bench_photos(folder: Path, n: int, cfg, forward: float, cores: int, gpu: bool):
     """On `n` 1080x1350 photos: a plain full-decode loop against the pipeline (no views,
     and cfg.views), each step's time, and the pipeline as a fraction of the limit."""
-    from popray.tools.bench import pipeline_rate, plain_loop_rate
+    from popray.tools.bench_embed import pipeline_rate, plain_loop_rate
 
     photos = photos_1080(folder, n)
     cfg0 = cfg.model_copy(update={"views": 0})

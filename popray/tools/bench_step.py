@@ -2,7 +2,7 @@
 
     python -m jobs.benchmark step [--repeats 5] [--steps 100]
 
-A step is `train._Trainer.epoch` over one batch of 32 random items (one core, the
+A step is `fit._Trainer.epoch` over one batch of 32 random items (one core, the
 trials' setting): the forward pass, dropout included, the backward pass and Adam. The
 grid's cost on long histories is mostly these steps (the GRU models' above all), so a
 change to the models or the optimiser is measured here first: run it under both builds,

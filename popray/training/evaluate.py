@@ -20,14 +20,13 @@ pooled (for one profile, exactly Spearman's ρ), and the top fifth of each profi
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from popray.io.tables import empty, table_schema
 from popray.training import scores
+from popray.training.metric_rows import KEY, MetricRows
 from popray.training.models import REGISTRY
 
 # Viola et al. 2021, Table 1 (their private profile; rolling PoR classes).
@@ -41,7 +40,6 @@ PAPER_ACCURACY = {
     ("video_to_image", 2): 0.71,
     ("video_to_image", 3): 0.54,
 }
-KEY = ("scheme", "backbone", "features", "protocol", "model", "k")
 
 
 def expected_calibration_error(y: np.ndarray, proba: np.ndarray, bins: int = 10) -> float:
@@ -77,111 +75,14 @@ def compute_metrics(
     twice, once under their profile's group and once under their cell's pooled group."""
     if predictions.num_rows == 0:
         return empty("metrics")
-    rows = _Rows.of(predictions, recent, targets)
+    rows = MetricRows.of(predictions, recent, targets)
     with np.errstate(divide="ignore", invalid="ignore"):  # 0 / 0 is NaN: no value, null
         table = pa.concat_tables([_metrics_of_k(rows, k) for k in np.unique(rows.k).tolist()])
     order = pc.sort_indices(table, [("_cell", "ascending"), ("_profile", "ascending")])
     return table.take(order).drop_columns(["_cell", "_profile"])
 
 
-@dataclass
-class _Rows:
-    """The predictions as flat arrays: dense codes, in sort order, for the cell (KEY),
-    profile, seed and media item; each row's baseline class and ranking target (NaN:
-    none; None: the mapping was not given)."""
-
-    cells: list[tuple]
-    profiles: list[str]
-    media_ids: list[str]
-    cell: np.ndarray
-    profile: np.ndarray
-    seed: np.ndarray
-    media: np.ndarray
-    k: np.ndarray
-    label: np.ndarray
-    proba: pa.ChunkedArray
-    recent: np.ndarray | None
-    score: np.ndarray | None
-    guess: np.ndarray | None
-
-    @classmethod
-    def of(cls, t: pa.Table, recent: dict | None, targets: dict | None) -> _Rows:
-        cells, cell = _cell_codes(t)
-        profiles, profile = _sorted_codes(t["profile_id"])
-        media_ids, media = _sorted_codes(t["media_id"])
-        seed = scores.dense(t["seed"].to_numpy())[1]
-        k = np.array([c[KEY.index("k")] for c in cells])[cell]
-        keys = _lookup_keys(cells, cell, media_ids, media)
-        score = guess = None
-        if targets is not None:
-            found = _lookup(targets, keys)
-            score = np.array([np.nan if f is None or f[0] is None else f[0] for f in found])
-            guess = np.array([np.nan if f is None or f[1] is None else f[1] for f in found])
-        base = None if recent is None else _lookup(recent, keys)
-        return cls(
-            cells,
-            profiles,
-            media_ids,
-            cell,
-            profile,
-            seed,
-            media,
-            k,
-            t["label"].to_numpy(),
-            t["proba"],
-            None if base is None else np.array([np.nan if b is None else b for b in base]),
-            score,
-            guess,
-        )
-
-
-def _sorted_codes(column: pa.ChunkedArray) -> tuple[list, np.ndarray]:
-    """(the distinct values, sorted; each row's index among them)."""
-    encoded = column.combine_chunks().dictionary_encode()
-    names = encoded.dictionary.to_pylist()
-    order = sorted(range(len(names)), key=names.__getitem__)
-    rank = np.empty(len(names), np.int64)
-    rank[order] = np.arange(len(names))
-    return [names[i] for i in order], rank[encoded.indices.to_numpy()]
-
-
-def _cell_codes(t: pa.Table) -> tuple[list[tuple], np.ndarray]:
-    """(the distinct KEY tuples, sorted; each row's index among them)."""
-    combined = np.zeros(t.num_rows, np.int64)
-    names = []
-    for column in KEY:
-        values, codes = _sorted_codes(t[column])
-        combined = combined * len(values) + codes
-        names.append(values)
-    distinct, cell = scores.dense(combined)  # mixed radix: sorted as the tuples are
-    cells = []
-    for code in distinct.tolist():
-        parts = []
-        for values in reversed(names):
-            code, at = divmod(code, len(values))
-            parts.append(values[at])
-        cells.append(tuple(reversed(parts)))
-    return cells, cell
-
-
-def _lookup_keys(cells, cell, media_ids, media) -> tuple[np.ndarray, list[tuple]]:
-    """(each row's index into the distinct (protocol, k, media_id) keys, those keys)."""
-    pairs = [(c[KEY.index("protocol")], c[KEY.index("k")]) for c in cells]
-    distinct_pairs = sorted(set(pairs))
-    pair_of_cell = np.array([distinct_pairs.index(p) for p in pairs])
-    m = len(media_ids)
-    distinct, at = scores.dense(pair_of_cell[cell] * m + media)
-    return at, [(*distinct_pairs[d // m], media_ids[d % m]) for d in distinct.tolist()]
-
-
-def _lookup(mapping: dict, keys: tuple[np.ndarray, list[tuple]]) -> list:
-    """`mapping` looked up once per distinct key, spread over the rows."""
-    at, distinct = keys
-    found = [mapping.get(key) for key in distinct]
-    return [found[i] for i in at.tolist()]
-
-
-def _metrics_of_k(r: _Rows, k: int) -> dict[str, np.ndarray]:
+def _metrics_of_k(r: MetricRows, k: int) -> dict[str, np.ndarray]:
     """The metrics columns of the groups of the cells with `k` classes, unsorted, with
     their sort keys (_cell, _profile: -1 pooled)."""
     at = np.flatnonzero(r.k == k)
@@ -243,7 +144,7 @@ def _metrics_of_k(r: _Rows, k: int) -> dict[str, np.ndarray]:
     return _table_of(r, k, cols)
 
 
-def _ranking_of_k(r: _Rows, k, rows, group, unit, unit_group, seg, f, proba, n_groups) -> dict:
+def _ranking_of_k(r: MetricRows, k, rows, group, unit, unit_group, seg, f, proba, n_groups) -> dict:
     """The ranking columns (NaN where there is nothing to rank) of `_metrics_of_k`'s
     groups: over the first seed's items with a target, every seed scored on them."""
     nan = np.full(n_groups, np.nan)
@@ -291,7 +192,7 @@ def _over_valid(values: np.ndarray, unit_group: np.ndarray, n_groups: int) -> tu
     return mean, std
 
 
-def _table_of(r: _Rows, k: int, cols: dict[str, np.ndarray]) -> pa.Table:
+def _table_of(r: MetricRows, k: int, cols: dict[str, np.ndarray]) -> pa.Table:
     """The `metrics` rows of `_metrics_of_k`'s groups (NaN: null), with the sort keys."""
     cells = [dict(zip(KEY, r.cells[c], strict=True)) for c in cols["_cell"].tolist()]
     out: dict[str, pa.Array | list] = {n: [c[n] for c in cells] for n in KEY}

@@ -1,6 +1,6 @@
 """The `metrics` table computed on the cluster: one Ray task per cell.
 
-A cell (scheme, backbone, features, protocol, model, k: `evaluate.KEY`) is scored apart
+A cell (scheme, backbone, features, protocol, model, k: `metric_rows.KEY`) is scored apart
 from every other: its rows form its profiles' own groups and its pooled group, and no
 group mixes cells. So `compute_metrics` over one cell's predictions gives exactly that
 cell's rows of the whole table, and the cells can be scored at once, each in its own
@@ -17,7 +17,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from popray.training.evaluate import KEY, _cell_codes, compute_metrics
+from popray.training.evaluate import compute_metrics
+from popray.training.metric_rows import KEY, cell_codes
 
 MIN_ROWS = 100_000  # fewer predictions: scored here (a task's start costs more)
 
@@ -35,7 +36,7 @@ def metrics_by_cell(
 
     if predictions.num_rows < MIN_ROWS or not ray.is_initialized():
         return compute_metrics(predictions, recent, targets)
-    cells, code = _cell_codes(predictions)
+    cells, code = cell_codes(predictions)
     order = np.argsort(code, kind="stable")  # each cell's rows, in their order
     bounds = np.searchsorted(code[order], np.arange(len(cells) + 1))
     at = {name: KEY.index(name) for name in ("protocol", "k")}

@@ -18,7 +18,7 @@ so they pool: class k-1 means "among this profile's best", whoever posted it.
   profile, on the same test items. The rows show the history at which a profile's own
   model starts to win.
 - Final: one model per (model, k) on every profile's items, saved in `models` as profile
-  "*" (`final.POOLED`).
+  "*" (`model_files.POOLED`).
 - Size: each fit trains on at most grid.pooled_max_items items (`capped`: spread evenly
   over the profiles, each profile's picked by a hash of the media id, so a new post moves
   only its own profile's pick). Thousands of profiles would otherwise train every fit on
@@ -42,10 +42,11 @@ import torch
 from popray.config import GridConfig, TrainConfig
 from popray.io.tables import TS, conform, empty, table_schema
 from popray.records import ModelCard
-from popray.training import final
+from popray.training import model_files
 from popray.training.dataset import TrainingSet
 from popray.training.fit import fit_all
 from popray.training.folds import Fold, all_data, fold_data
+from popray.training.model_files import POOLED
 from popray.training.models import REGISTRY
 from popray.training.pooled_folds import (
     capped_fold,
@@ -288,8 +289,10 @@ def _curve_row(cell, h, fold, scored, by_id, targets, is_all: bool) -> dict | No
 def _saved_final(root: Path, ds: TrainingSet, backbone: str, model: str, k: int, cfg) -> tuple:
     """(items, snapshot, the saved model's metadata or None) of the final cross-profile
     model: one saved from the same items and settings is reused."""
-    items, snapshot = final.identity(ds, backbone, model, final.POOLED)
-    meta = final.saved(root / final.folder_name(model, k, snapshot), snapshot, cfg.train)
+    items, snapshot = model_files.identity(ds, backbone, model, POOLED)
+    meta = model_files.saved(
+        root / model_files.folder_name(model, k, snapshot), snapshot, cfg.train
+    )
     return items, snapshot, meta
 
 
@@ -298,7 +301,7 @@ def _save_final(root: Path, ds: TrainingSet, backbone, model, k, cfg, saved, fit
     items, snapshot, meta = saved
     if meta is None:
         net, width = ray.get(fit)
-        meta = final.base_meta(ds, backbone, model, k, final.POOLED, snapshot, cfg.train)
+        meta = model_files.base_meta(ds, backbone, model, k, POOLED, snapshot, cfg.train)
         meta = replace(meta, width=width, profiles=ds.profiles())
-        meta = final.save_model(root, net, items, meta)
-    return final.model_row(meta, items, ds.features)
+        meta = model_files.save_model(root, net, items, meta)
+    return model_files.model_row(meta, items, ds.features)

@@ -38,7 +38,7 @@ from popray.io import store
 from popray.io.tables import conform, empty, table_schema
 from popray.records import ModelCard
 from popray.training.dataset import TrainingSet
-from popray.training.final import POOLED
+from popray.training.model_files import POOLED
 from popray.training.pooled import PROFILE_GROUPED, PooledResult, profiles_of
 
 OPTIONS = {"pooled", "pooled_max_items", "final_models", "folds", "train", "context_features"}
