@@ -19,7 +19,7 @@ from typing import Annotated, Any, NoReturn
 
 import typer
 
-from popray.config import StageConfig
+from popray.config import SCHEME_HELP, StageConfig
 from popray.errors import PoprayError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
@@ -43,7 +43,7 @@ WeightsOpt = Annotated[
     str | None,
     typer.Option(help="backbone weights: a checkpoint path, or 'random' (embed.weights)"),
 ]
-SchemeOpt = Annotated[str | None, typer.Option(help="label scheme (label.scheme)")]
+SchemeOpt = Annotated[str | None, typer.Option(help=f"{SCHEME_HELP} (label.scheme)")]
 ThresholdOpt = Annotated[
     float | None, typer.Option(help="near-duplicate Euclidean distance (dedup.threshold)")
 ]

@@ -8,6 +8,7 @@ command needs. Each stage's options: `data` (labels, embedding, dedup), `grid` (
 from popray.config.base import (
     KFOLD,
     PROTOCOLS,
+    SCHEME_HELP,
     SCHEMES,
     WALK_FORWARD,
     ModelName,
@@ -22,6 +23,7 @@ __all__ = [
     "KFOLD",
     "PROTOCOLS",
     "SCHEMES",
+    "SCHEME_HELP",
     "WALK_FORWARD",
     "AugmentConfig",
     "DedupConfig",

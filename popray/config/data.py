@@ -6,7 +6,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field, PositiveFloat, field_validator, model_validator
 
-from popray.config.base import Scheme, _Config
+from popray.config.base import SCHEME_HELP, Scheme, _Config
 from popray.errors import ConfigError
 
 
@@ -27,11 +27,7 @@ class LabelConfig(_Config):
         description="outside the known follower range, the log-linear trend is fitted "
         "(Theil-Sen) on the known points within this many days of that end",
     )
-    scheme: Scheme = Field(
-        default="por_rolling",
-        description="the classes the models learn: por_rolling (paper), por_global, "
-        "residual (Merrick et al.), ratio_threshold (PicMe), likes_moving_average (Carta et al.)",
-    )
+    scheme: Scheme = Field(default="por_rolling", description=SCHEME_HELP)
     keep_extremes: float | None = Field(
         default=None,
         gt=0,
