@@ -17,7 +17,7 @@ import hashlib
 import itertools
 import json
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -164,8 +164,7 @@ class DedupUnit:
 
     def rows(self, found: list[dict], name: str) -> pa.Table:
         """`found` (rows without the unit's columns) as table `name`."""
-        tag = {"profile_id": self.profile_id, "media_type": self.media_type}
-        tag["backbone"] = self.backbone
+        tag = asdict(self)  # profile_id, media_type, backbone: columns of both tables
         return pa.Table.from_pylist([tag | r for r in found], schema=table_schema(name))
 
 

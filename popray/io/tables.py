@@ -22,15 +22,16 @@ N_FRAMES = 15  # frames sampled per video: the video models' sequence length
 US_PER_DAY = 86_400_000_000  # the tables' timestamps are in microseconds
 
 SCHEMA_DIR = Path(__file__).with_name("table_schemas")
-# Tables whose schema never varies, each declared in SCHEMA_DIR; the embeddings follow
-# the backbone's width.
-FIXED_SCHEMA = (
+# Every output table, in the order the stages write them.
+NAMES = (
     "posts",
     "media",
     "followers",
     "excluded",
     "quarantine",
     "labels",
+    "embeddings_image",
+    "embeddings_video",
     "duplicates",
     "nn_distances",
     "dedup_units",
@@ -43,7 +44,9 @@ FIXED_SCHEMA = (
     "explanations",
     "predictions_new",
 )
-NAMES = (*FIXED_SCHEMA[:6], "embeddings_image", "embeddings_video", *FIXED_SCHEMA[6:])
+# Tables whose schema never varies, each declared in SCHEMA_DIR; the embeddings follow
+# the backbone's width.
+FIXED_SCHEMA = tuple(n for n in NAMES if not n.startswith("embeddings_"))
 
 # The type names the declarations use (Arrow's own spelling, as `str(type)` gives it).
 _SCALAR = {
